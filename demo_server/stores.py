@@ -1,0 +1,302 @@
+"""Counter stores: where the shared number lives and how it is incremented.
+
+``global`` is the original question's code, literally. The others are the
+alternatives people reach for. External stores (Redis, PostgreSQL, memcached,
+Flask-Session) live in ``demo_server.external`` and are imported only when used.
+"""
+
+from __future__ import annotations
+
+import abc
+import importlib
+import os
+import sqlite3
+import threading
+from collections.abc import Callable
+from typing import TYPE_CHECKING, ClassVar
+
+from flask import g
+
+from demo_server.config import ServerConfig
+from demo_server.errors import ConfigError, StoreUnavailable
+from demo_server.windows import make_window
+
+if TYPE_CHECKING:
+    from flask import Flask
+
+__all__ = [
+    "GStore",
+    "GlobalStore",
+    "LockStore",
+    "ManagerStore",
+    "SomeObj",
+    "SqliteStore",
+    "Store",
+    "global_obj",
+    "make_store",
+]
+
+
+class SomeObj:
+    """The object of the original question, unchanged."""
+
+    def __init__(self) -> None:
+        self.param = 0
+
+    def query(self) -> int:
+        self.param += 1
+        return self.param
+
+
+# The module-level global the question is about.
+global_obj = SomeObj()
+
+
+class WindowedObj(SomeObj):
+    """The same object with the read and the write pulled apart by a window."""
+
+    def __init__(self, window: Callable[[], None]) -> None:
+        super().__init__()
+        self.window = window
+
+    def query(self) -> int:
+        value = self.param
+        self.window()
+        self.param = value + 1
+        return self.param
+
+
+class Store(abc.ABC):
+    """A counter: ``incr`` adds one and returns the new value."""
+
+    name: ClassVar[str]
+    #: True when all processes (and hosts) see one value.
+    shared: ClassVar[bool]
+
+    @classmethod
+    def prepare(cls, config: ServerConfig) -> None:
+        """Before a server starts: check the store is reachable (raise StoreUnavailable)."""
+
+    @classmethod
+    def cleanup(cls, config: ServerConfig) -> None:
+        """After a server stopped: remove what this run's namespace left in the store."""
+
+    def init_app(self, app: Flask) -> None:  # noqa: B027 - optional hook
+        """Hook for stores that need the app (sessions, teardown)."""
+
+    @abc.abstractmethod
+    def incr(self) -> int:
+        """Add one and return the new value."""
+
+    @abc.abstractmethod
+    def value(self) -> int:
+        """The current value, unchanged."""
+
+    @abc.abstractmethod
+    def reset(self) -> None:
+        """Set the value back to zero."""
+
+    def close(self) -> None:  # noqa: B027 - optional hook
+        """Release connections; stores without any do nothing."""
+
+
+def _module_object(config: ServerConfig) -> SomeObj:
+    if config.window == "none":
+        return global_obj
+    return WindowedObj(make_window(config.window, config.work_us))
+
+
+class GlobalStore(Store):
+    """The naive module-level object, one copy per process."""
+
+    name = "global"
+    shared = False
+
+    def __init__(self, config: ServerConfig) -> None:
+        self.obj = _module_object(config)
+
+    def incr(self) -> int:
+        return self.obj.query()
+
+    def value(self) -> int:
+        return self.obj.param
+
+    def reset(self) -> None:
+        self.obj.param = 0
+
+
+class LockStore(GlobalStore):
+    """The same object behind a threading.Lock: safe across threads, not processes."""
+
+    name = "lock"
+
+    def __init__(self, config: ServerConfig) -> None:
+        super().__init__(config)
+        self.lock = threading.Lock()
+
+    def incr(self) -> int:
+        with self.lock:
+            return self.obj.query()
+
+    def reset(self) -> None:
+        with self.lock:
+            self.obj.param = 0
+
+
+class GStore(Store):
+    """flask.g: lives for one request, so every request starts from zero."""
+
+    name = "g"
+    shared = False
+
+    def incr(self) -> int:
+        g.racelab_counter = g.get("racelab_counter", 0) + 1
+        return int(g.racelab_counter)
+
+    def value(self) -> int:
+        return int(g.get("racelab_counter", 0))
+
+    def reset(self) -> None:
+        g.pop("racelab_counter", None)
+
+
+class _PerProcess:
+    """A value built lazily once per process (connections must not cross a fork)."""
+
+    def __init__(self, build: Callable[[], object]) -> None:
+        self._build = build
+        self._pid = -1
+        self._value: object = None
+        self._lock = threading.Lock()
+
+    def get(self) -> object:
+        pid = os.getpid()
+        if self._pid != pid:
+            with self._lock:
+                if self._pid != pid:
+                    self._value = self._build()
+                    self._pid = pid
+        return self._value
+
+
+class ManagerStore(Store):
+    """A counter held by a multiprocessing.Manager server that every worker connects to."""
+
+    name = "manager"
+    shared = True
+
+    def __init__(self, config: ServerConfig) -> None:
+        if not config.manager_address:
+            raise ConfigError("the manager store needs RACELAB_MANAGER_ADDRESS (host:port)")
+        host, _, port = config.manager_address.rpartition(":")
+        self.address = (host, int(port))
+        self.authkey = bytes.fromhex(config.manager_authkey)
+        self._proxy = _PerProcess(self._connect)
+
+    def _connect(self) -> object:
+        from demo_server._manager import CounterManager
+
+        manager = CounterManager(address=self.address, authkey=self.authkey)
+        try:
+            manager.connect()
+        except OSError as exc:
+            raise StoreUnavailable(
+                f"counter manager at {self.address[0]}:{self.address[1]} is unreachable: {exc}"
+            ) from exc
+        return manager.counter()  # type: ignore[attr-defined]
+
+    def incr(self) -> int:
+        return int(self._proxy.get().incr())  # type: ignore[attr-defined]
+
+    def value(self) -> int:
+        return int(self._proxy.get().value())  # type: ignore[attr-defined]
+
+    def reset(self) -> None:
+        self._proxy.get().reset()  # type: ignore[attr-defined]
+
+
+class SqliteStore(Store):
+    """A row in an SQLite file, incremented atomically with ``UPDATE ... RETURNING``."""
+
+    name = "sqlite"
+    shared = True
+
+    def __init__(self, config: ServerConfig) -> None:
+        if not config.sqlite_path:
+            raise ConfigError("the sqlite store needs RACELAB_SQLITE_PATH")
+        if sqlite3.sqlite_version_info < (3, 35):
+            raise StoreUnavailable(
+                f"SQLite {sqlite3.sqlite_version} lacks UPDATE ... RETURNING (needs 3.35)"
+            )
+        self.path = config.sqlite_path
+        self._local = threading.local()
+        conn = self._conn()
+        conn.execute("CREATE TABLE IF NOT EXISTS counter (id INTEGER PRIMARY KEY, value INTEGER)")
+        conn.execute("INSERT OR IGNORE INTO counter (id, value) VALUES (1, 0)")
+
+    def _conn(self) -> sqlite3.Connection:
+        conn: sqlite3.Connection | None = getattr(self._local, "conn", None)
+        if conn is None or getattr(self._local, "pid", None) != os.getpid():
+            conn = sqlite3.connect(self.path, timeout=30, isolation_level=None)
+            conn.execute("PRAGMA journal_mode=WAL")
+            conn.execute("PRAGMA busy_timeout=30000")
+            self._local.conn = conn
+            self._local.pid = os.getpid()
+        return conn
+
+    def incr(self) -> int:
+        row = self._conn().execute(
+            "UPDATE counter SET value = value + 1 WHERE id = 1 RETURNING value"
+        ).fetchone()
+        return int(row[0])
+
+    def value(self) -> int:
+        return int(self._conn().execute("SELECT value FROM counter WHERE id = 1").fetchone()[0])
+
+    def reset(self) -> None:
+        self._conn().execute("UPDATE counter SET value = 0 WHERE id = 1")
+
+
+_BUILTIN: dict[str, type[Store]] = {
+    "global": GlobalStore,
+    "lock": LockStore,
+    "g": GStore,
+    "manager": ManagerStore,
+    "sqlite": SqliteStore,
+}
+# External stores, imported on first use so their client libraries stay optional.
+_EXTERNAL = {
+    "redis": "demo_server.external:RedisStore",
+    "postgres": "demo_server.external:PostgresStore",
+    "memcached": "demo_server.external:MemcachedStore",
+    "session": "demo_server.external:SessionStore",
+}
+
+
+def store_class(name: str) -> type[Store]:
+    """The Store class registered under ``name``."""
+    if name in _BUILTIN:
+        return _BUILTIN[name]
+    if name in _EXTERNAL:
+        module, _, attr = _EXTERNAL[name].partition(":")
+        try:
+            cls: type[Store] = getattr(importlib.import_module(module), attr)
+        except (ImportError, AttributeError) as exc:
+            raise ConfigError(f"store {name!r} is not available: {exc}") from exc
+        return cls
+    raise ConfigError(f"unknown store {name!r}")
+
+
+def make_store(config: ServerConfig) -> Store:
+    """Build the store ``config.store`` names.
+
+    Args:
+        config: the server configuration.
+
+    Returns:
+        A ready Store.
+    """
+    cls = store_class(config.store)
+    if cls is GStore:
+        return GStore()
+    return cls(config)  # type: ignore[call-arg]

@@ -1,0 +1,1 @@
+"""Locust swarms against a running server, and the history they record."""

@@ -1,0 +1,1 @@
+"""Check histories, save results, draw plots and render reports."""

@@ -1,0 +1,1 @@
+"""What to run: experiments, matrices and their presets."""
