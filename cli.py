@@ -139,26 +139,29 @@ def serve(settings: Settings, run_dir: Path | None, **opts: Any) -> None:
       racelab serve --mode gunicorn-sync --workers 2
       racelab serve --mode threaded --window yield --port 8000
       curl http://127.0.0.1:8000/        # the counter, as text
+      racelab --start-services serve --store redis   # a private Redis if none answers
     """
+    from demo_server.services import services_for
     from demo_server.supervisor import Supervisor
 
-    config, spec = build_server(settings, **opts)
     run_dir = run_dir or Path("runs") / time.strftime("serve-%Y%m%d-%H%M%S")
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
-    with Supervisor(config, spec, run_dir) as sup:
-        for url in sup.urls:
-            click.echo(url)
-        click.echo(
-            f"serving {config.store} store, window {config.window}, mode {spec.mode}; "
-            f"logs in {run_dir}; Ctrl-C stops",
-            err=True,
-        )
-        try:
-            while sup.alive():
-                time.sleep(0.2)
-        except KeyboardInterrupt:
-            click.echo("stopping", err=True)
-            return
+    with services_for(settings, [opts["store"]]) as settings:
+        config, spec = build_server(settings, **opts)
+        with Supervisor(config, spec, run_dir) as sup:
+            for url in sup.urls:
+                click.echo(url)
+            click.echo(
+                f"serving {config.store} store, window {config.window}, mode {spec.mode}; "
+                f"logs in {run_dir}; Ctrl-C stops",
+                err=True,
+            )
+            try:
+                while sup.alive():
+                    time.sleep(0.2)
+            except KeyboardInterrupt:
+                click.echo("stopping", err=True)
+                return
     raise click.ClickException(f"the server exited on its own; see the logs in {run_dir}")
 
 

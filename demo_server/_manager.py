@@ -6,9 +6,12 @@ free port, prints ``PORT <n>`` on its first line and serves until stopped.
 
 from __future__ import annotations
 
+import os
+import socket
 import sys
 import threading
-from multiprocessing.managers import BaseManager
+from multiprocessing import connection
+from multiprocessing.managers import BaseManager, listener_client  # type: ignore[attr-defined]
 
 __all__ = ["Counter", "CounterManager"]
 
@@ -34,8 +37,32 @@ class Counter:
             self._value = 0
 
 
+def _blocking_client(
+    address: tuple[str, int], family: str | None = None, authkey: bytes | None = None
+) -> connection.Connection:
+    """multiprocessing's Client on a file descriptor that is blocking for sure.
+
+    multiprocessing reads its sockets with ``os.read``; under gevent's monkey
+    patching every socket is non-blocking underneath and those reads fail with
+    EAGAIN. Each call to the manager then blocks its worker for one round trip
+    on loopback, as a C database driver would.
+    """
+    with socket.create_connection(address) as sock:
+        fd = sock.detach()
+    os.set_blocking(fd, True)
+    conn = connection.Connection(fd)
+    if authkey is not None:
+        connection.answer_challenge(conn, authkey)  # type: ignore[attr-defined]
+        connection.deliver_challenge(conn, authkey)  # type: ignore[attr-defined]
+    return conn
+
+
+# The same wire format as "pickle", with the blocking client above.
+listener_client["racelab"] = (connection.Listener, _blocking_client)  # type: ignore[index]
+
+
 class CounterManager(BaseManager):
-    """A manager exposing one shared ``counter()``."""
+    """A manager exposing one shared ``counter()``; clients pass ``serializer="racelab"``."""
 
 
 _counter = Counter()
@@ -52,7 +79,7 @@ def main(argv: list[str]) -> None:
     authkey = bytes.fromhex(argv[0])
     manager = CounterManager(address=("127.0.0.1", 0), authkey=authkey)
     server = manager.get_server()  # type: ignore[no-untyped-call]
-    print(f"PORT {server.address[1]}", flush=True)
+    print(f"PORT {server.address[1]}", flush=True)  # type: ignore[index]
     server.serve_forever()
 
 

@@ -6,13 +6,14 @@ to a server outside a swarm.
 
 from __future__ import annotations
 
+import contextlib
 import http.client
 import json
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 from urllib.parse import urlsplit
 
-__all__ = ["get_json", "post_json", "probe_many"]
+__all__ = ["get_json", "hammer", "post_json", "probe_many"]
 
 
 def _request(method: str, url: str, timeout: float) -> dict[str, Any]:
@@ -58,3 +59,49 @@ def probe_many(url: str, count: int, timeout: float = 5.0) -> list[dict[str, Any
 
     with ThreadPoolExecutor(max_workers=count) as pool:
         return [r for r in pool.map(one, range(count)) if r is not None]
+
+
+def hammer(
+    urls: list[str], requests: int, concurrency: int = 16, path: str = "/incr",
+    timeout: float = 10.0,
+) -> list[dict[str, Any]]:
+    """Send ``requests`` increments over ``concurrency`` keep-alive connections at once.
+
+    A small load driver for tests and probes (the swarms use Locust). Connection
+    ``i`` talks to ``urls[i % len(urls)]``. A request that fails is returned as
+    ``{"error": reason}``.
+
+    Returns:
+        One dict per request: the decoded JSON body, or the error.
+    """
+    import threading
+
+    per_conn = [requests // concurrency + (i < requests % concurrency) for i in range(concurrency)]
+    start = threading.Barrier(concurrency)
+
+    def worker(index: int) -> list[dict[str, Any]]:
+        parts = urlsplit(urls[index % len(urls)])
+        conn = http.client.HTTPConnection(parts.hostname or "127.0.0.1", parts.port,
+                                          timeout=timeout)
+        out: list[dict[str, Any]] = []
+        with contextlib.suppress(threading.BrokenBarrierError):
+            start.wait(timeout)
+        for _ in range(per_conn[index]):
+            try:
+                conn.request("GET", path)
+                resp = conn.getresponse()
+                body = resp.read()
+                if resp.status != 200:
+                    out.append({"error": f"HTTP {resp.status}"})
+                    continue
+                out.append(json.loads(body))
+            except (OSError, ValueError, http.client.HTTPException) as exc:
+                out.append({"error": f"{type(exc).__name__}: {exc}"})
+                conn.close()
+                conn = http.client.HTTPConnection(parts.hostname or "127.0.0.1", parts.port,
+                                                  timeout=timeout)
+        conn.close()
+        return out
+
+    with ThreadPoolExecutor(max_workers=concurrency) as pool:
+        return [r for chunk in pool.map(worker, range(concurrency)) for r in chunk]

@@ -81,7 +81,7 @@ class Store(abc.ABC):
     def cleanup(cls, config: ServerConfig) -> None:
         """After a server stopped: remove what this run's namespace left in the store."""
 
-    def init_app(self, app: Flask) -> None:  # noqa: B027 - optional hook
+    def init_app(self, app: Flask) -> None:
         """Hook for stores that need the app (sessions, teardown)."""
 
     @abc.abstractmethod
@@ -96,7 +96,7 @@ class Store(abc.ABC):
     def reset(self) -> None:
         """Set the value back to zero."""
 
-    def close(self) -> None:  # noqa: B027 - optional hook
+    def close(self) -> None:
         """Release connections; stores without any do nothing."""
 
 
@@ -196,7 +196,9 @@ class ManagerStore(Store):
     def _connect(self) -> object:
         from demo_server._manager import CounterManager
 
-        manager = CounterManager(address=self.address, authkey=self.authkey)
+        manager = CounterManager(
+            address=self.address, authkey=self.authkey, serializer="racelab"
+        )
         try:
             manager.connect()
         except OSError as exc:

@@ -261,10 +261,10 @@ class Supervisor:
     def _ports(self) -> list[int]:
         count = self.spec.instance_count
         if self.spec.port:
-            ports = list(range(self.spec.port, self.spec.port + count))
-            for port in ports:
+            first = self.spec.port
+            for port in range(first, first + count):
                 _check_port(self.spec.host, port)
-            return ports
+            return list(range(first, first + count))
         ports: list[int] = []
         while len(ports) < count:
             port = free_port(self.spec.host)

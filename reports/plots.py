@@ -1,0 +1,518 @@
+"""Plots of a run, drawn from results.json and the history files (matplotlib, Agg).
+
+- ``matrix``: modes x stores (x windows); colour = anomaly rate, the verdict
+  written in each cell, unknown cells hatched grey with "?".
+- ``requests`` (per experiment): the value each request got against the time it
+  completed; values handed out twice and values never handed out are marked; one
+  line per process where every process keeps its own copy of the state.
+- ``witness`` (per experiment with an anomaly): the overlapping requests behind
+  one anomaly as bars on a time line, one row per client, the shared value marked.
+- ``cost`` (per mode with several stores): throughput and p99 latency per store.
+- ``bursts`` (per experiment that used bursts): how tightly each burst arrived.
+
+PNG by default, SVG on request. Scatter plots keep at most ``MAX_POINTS`` points.
+"""
+
+from __future__ import annotations
+
+import csv
+import dataclasses
+import re
+import textwrap
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import matplotlib
+
+matplotlib.use("Agg")
+
+import numpy as np  # noqa: E402
+from matplotlib.axes import Axes  # noqa: E402
+from matplotlib.figure import Figure  # noqa: E402
+from matplotlib.patches import Patch, Rectangle  # noqa: E402
+
+from demo_server.config import PER_PROCESS_STORES  # noqa: E402
+from reports.results import (  # noqa: E402
+    cell_key,
+    experiment_path,
+    mode_store_keys,
+    verdict_word,
+)
+
+__all__ = [
+    "COLOURS",
+    "MAX_POINTS",
+    "HistoryArrays",
+    "draw_all",
+    "draw_bursts",
+    "draw_cost",
+    "draw_matrix",
+    "draw_requests",
+    "draw_witness",
+    "read_history_arrays",
+]
+
+MAX_POINTS = 20_000
+MAX_MARKS = 2_000
+DPI = 90
+COLOURS = {"safe": "#2e7d32", "race": "#c62828", "unknown": "#9e9e9e"}
+_PID_COLOURS = ("#1565c0", "#ef6c00", "#6a1b9a", "#00838f", "#558b2f", "#ad1457",
+                "#4e342e", "#37474f")
+
+
+@dataclasses.dataclass
+class HistoryArrays:
+    """The columns of a history the plots need, as numpy arrays (one entry per op)."""
+
+    op_id: np.ndarray
+    client: np.ndarray
+    ok: np.ndarray
+    value: np.ndarray
+    invoke_ns: np.ndarray
+    complete_ns: np.ndarray
+    pid: np.ndarray
+    tid: np.ndarray
+    arrival_ns: np.ndarray
+    departure_ns: np.ndarray
+
+    def __len__(self) -> int:
+        return len(self.op_id)
+
+
+def _int(text: str) -> int:
+    return int(text) if text else -1
+
+
+def read_history_arrays(path: Path) -> HistoryArrays:
+    """Read the plotted columns of a history CSV; empty cells become -1.
+
+    Raises:
+        OSError, ValueError, KeyError: missing or malformed file.
+    """
+    columns: dict[str, list[Any]] = {k: [] for k in (
+        "op_id", "client", "outcome", "value", "invoke_ns", "complete_ns", "server_pid",
+        "server_tid", "server_arrival_ns", "server_departure_ns")}
+    with Path(path).open(encoding="utf-8", newline="") as fh:
+        for row in csv.DictReader(fh):
+            for key, values in columns.items():
+                values.append(row[key])
+    as_int = {k: np.array([_int(v) for v in columns[k]], dtype=np.int64) for k in (
+        "op_id", "value", "invoke_ns", "complete_ns", "server_pid", "server_tid",
+        "server_arrival_ns", "server_departure_ns")}
+    return HistoryArrays(
+        op_id=as_int["op_id"],
+        client=np.array(columns["client"], dtype=object),
+        ok=np.array([o == "ok" for o in columns["outcome"]], dtype=bool),
+        value=as_int["value"],
+        invoke_ns=as_int["invoke_ns"],
+        complete_ns=as_int["complete_ns"],
+        pid=as_int["server_pid"],
+        tid=as_int["server_tid"],
+        arrival_ns=as_int["server_arrival_ns"],
+        departure_ns=as_int["server_departure_ns"],
+    )
+
+
+def _save(fig: Figure, path: Path) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=DPI, format=path.suffix.lstrip(".") or "png",
+                metadata={"Software": None} if path.suffix == ".png" else None)
+    return path
+
+
+def _safe_name(text: str) -> str:
+    return re.sub(r"[^A-Za-z0-9._-]+", "-", text).strip("-") or "x"
+
+
+# -- matrix -------------------------------------------------------------------------------
+
+
+def _race_colour(rate: float | None) -> tuple[float, float, float, float]:
+    from matplotlib import colormaps
+
+    level = 0.35 + 0.65 * min(1.0, max(0.0, rate or 0.0)) ** 0.5
+    rgba = colormaps["Reds"](level)
+    return (float(rgba[0]), float(rgba[1]), float(rgba[2]), float(rgba[3]))
+
+
+def draw_matrix(results: Mapping[str, Any], path: Path) -> Path | None:
+    """Heatmap of modes (rows) against stores (columns); ``None`` with no experiment."""
+    entries = list(results.get("experiments") or ())
+    if not entries:
+        return None
+    rows, cols, _ = mode_store_keys(entries)
+    multi_window = any("/" in c for c in cols)
+    cells = {cell_key(e, multi_window): e for e in entries}
+    width = 2.2 + 1.05 * len(cols)
+    height = 1.5 + 0.62 * len(rows)
+    fig = Figure(figsize=(width, height))
+    ax = fig.add_axes((1.6 / width, 1.1 / height, 1 - 1.8 / width, 1 - 1.5 / height))
+    for i, row in enumerate(rows):
+        for j, col in enumerate(cols):
+            entry = cells.get((row, col))
+            y = len(rows) - 1 - i
+            if entry is None:
+                ax.add_patch(Rectangle((j, y), 1, 1, facecolor="white", edgecolor="#bbbbbb"))
+                ax.text(j + 0.5, y + 0.5, "not run", ha="center", va="center", fontsize=7,
+                        color="#888888")
+                continue
+            word = verdict_word(entry)
+            if word == "unknown":
+                ax.add_patch(Rectangle((j, y), 1, 1, facecolor="#d9d9d9", edgecolor="#666666",
+                                       hatch="///", linewidth=0.8))
+                ax.text(j + 0.5, y + 0.5, "?\nunknown", ha="center", va="center", fontsize=8,
+                        fontweight="bold", color="#333333",
+                        bbox={"facecolor": "#d9d9d9", "edgecolor": "none", "pad": 1})
+            elif word == "race":
+                rate = entry.get("anomaly_rate")
+                ax.add_patch(Rectangle((j, y), 1, 1, facecolor=_race_colour(rate),
+                                       edgecolor="white"))
+                ax.text(j + 0.5, y + 0.5, f"race\n{_percent(rate)}", ha="center", va="center",
+                        fontsize=8, fontweight="bold",
+                        color="white" if (rate or 0) > 0.05 else "black")
+            else:
+                ax.add_patch(Rectangle((j, y), 1, 1, facecolor="#e3f2e5", edgecolor="white"))
+                ax.text(j + 0.5, y + 0.5, "safe\n0%", ha="center", va="center", fontsize=8,
+                        color=COLOURS["safe"])
+    ax.set_xlim(0, len(cols))
+    ax.set_ylim(0, len(rows))
+    ax.set_xticks([j + 0.5 for j in range(len(cols))], cols, rotation=30, ha="right", fontsize=8)
+    ax.set_yticks([len(rows) - 0.5 - i for i in range(len(rows))], rows, fontsize=8)
+    ax.tick_params(length=0)
+    for spine in ax.spines.values():
+        spine.set_visible(False)
+    ax.set_title("Anomalous responses per experiment (darker red = more)", fontsize=9)
+    fig.legend(
+        handles=[
+            Patch(facecolor="#e3f2e5", label="safe: no anomaly seen"),
+            Patch(facecolor=_race_colour(0.3), label="race: % of ok responses anomalous"),
+            Patch(facecolor="#d9d9d9", hatch="///", edgecolor="#666666",
+                  label="unknown: could not tell"),
+        ],
+        loc="lower center", ncol=3, fontsize=7, frameon=False,
+    )
+    return _save(fig, path)
+
+
+def _percent(rate: float | None) -> str:
+    if rate is None:
+        return "?"
+    percent = rate * 100
+    if 0 < percent < 0.1:
+        return "<0.1%"
+    return f"{percent:.1f}%" if percent < 10 else f"{percent:.0f}%"
+
+
+# -- requests -----------------------------------------------------------------------------
+
+
+def _downsample(index: np.ndarray, limit: int) -> np.ndarray:
+    if len(index) <= limit:
+        return index
+    rng = np.random.default_rng(0)
+    return np.sort(rng.choice(index, size=limit, replace=False))
+
+
+def _per_process(entry: Mapping[str, Any], hist: HistoryArrays) -> bool:
+    final = entry.get("final") or {}
+    per_process = final.get("per_process")
+    if per_process is None:
+        per_process = (entry.get("config") or {}).get("store") in PER_PROCESS_STORES
+    pids = np.unique(hist.pid[hist.ok & (hist.pid >= 0)])
+    return bool(per_process) and len(pids) > 1
+
+
+def _gaps(values: np.ndarray, times: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Values in 1..max never returned, and the time the next higher value came back."""
+    if len(values) == 0:
+        return np.empty(0, dtype=np.int64), np.empty(0)
+    top = int(values.max())
+    if top <= 0 or top > 50_000_000:
+        return np.empty(0, dtype=np.int64), np.empty(0)
+    seen = np.zeros(top + 1, dtype=bool)
+    seen[values[values > 0]] = True
+    missing = np.flatnonzero(~seen[1:]) + 1
+    if len(missing) == 0:
+        return missing, np.empty(0)
+    order = np.argsort(values, kind="stable")
+    sorted_values = values[order]
+    pos = np.searchsorted(sorted_values, missing, side="right")
+    pos = np.minimum(pos, len(sorted_values) - 1)
+    return missing, times[order][pos]
+
+
+def draw_requests(entry: Mapping[str, Any], hist: HistoryArrays, path: Path) -> Path | None:
+    """Value each ok request got vs its completion time; ``None`` when none succeeded."""
+    ok = np.flatnonzero(hist.ok & (hist.value >= 0) & (hist.complete_ns >= 0))
+    if len(ok) == 0:
+        return None
+    starts = hist.invoke_ns[hist.invoke_ns >= 0]
+    t0 = int(starts.min()) if len(starts) else int(hist.complete_ns[ok].min())
+    times = (hist.complete_ns[ok] - t0) / 1e9
+    values = hist.value[ok]
+    pids = hist.pid[ok]
+    fig = Figure(figsize=(7.2, 3.4))
+    ax = fig.add_axes((0.1, 0.15, 0.62, 0.74))
+    shown = _downsample(np.arange(len(ok)), MAX_POINTS)
+    per_process = _per_process(entry, hist)
+    if per_process:
+        for k, pid in enumerate(np.unique(pids)[:8]):
+            mine = shown[pids[shown] == pid]
+            order = mine[np.argsort(times[mine], kind="stable")]
+            colour = _PID_COLOURS[k % len(_PID_COLOURS)]
+            ax.plot(times[order], values[order], color=colour, linewidth=0.8, alpha=0.6)
+            ax.scatter(times[order], values[order], s=4, color=colour, linewidths=0,
+                       label=f"process {pid}")
+    else:
+        ax.scatter(times[shown], values[shown], s=4, color="#1565c0", linewidths=0,
+                   label="a request's value")
+    # Values handed out more than once, over all processes.
+    uniq, inverse, counts = np.unique(values, return_inverse=True, return_counts=True)
+    dup = np.flatnonzero(counts[inverse] > 1)
+    if len(dup):
+        marks = _downsample(dup, MAX_MARKS)
+        ax.scatter(times[marks], values[marks], s=22, facecolors="none", edgecolors="#c62828",
+                   linewidths=0.9, label=f"value got twice or more ({len(dup):,} requests)")
+    # Values never handed out: per process where each process counts for itself.
+    gap_values: list[np.ndarray] = []
+    gap_times: list[np.ndarray] = []
+    groups = np.unique(pids) if per_process else [None]
+    for pid in groups:
+        mask = np.ones(len(values), dtype=bool) if pid is None else pids == pid
+        missing, when = _gaps(values[mask], times[mask])
+        gap_values.append(missing)
+        gap_times.append(when)
+    missing_all = np.concatenate(gap_values) if gap_values else np.empty(0)
+    if len(missing_all):
+        when_all = np.concatenate(gap_times)
+        marks = _downsample(np.arange(len(missing_all)), MAX_MARKS)
+        ax.scatter(when_all[marks], missing_all[marks], s=40, marker="_", color="#ff8f00",
+                   linewidths=1.4, label=f"value nobody got ({len(missing_all):,})")
+    ax.set_xlabel("time the request completed (s since the first request)", fontsize=8)
+    ax.set_ylabel("value it got", fontsize=8)
+    ax.tick_params(labelsize=7)
+    ax.grid(True, alpha=0.25)
+    title = "Value each request got"
+    if per_process:
+        title += " (one line per process: each has its own copy)"
+    ax.set_title(title, fontsize=9)
+    if len(ok) > len(shown):
+        ax.text(0.0, 1.0, f"{len(shown):,} of {len(ok):,} requests shown", fontsize=7,
+                transform=ax.transAxes, va="bottom", color="#555555")
+    ax.legend(loc="upper left", bbox_to_anchor=(1.02, 1.0), fontsize=7, frameon=False,
+              markerscale=1.5)
+    return _save(fig, path)
+
+
+# -- witness ------------------------------------------------------------------------------
+
+
+def _pick_witness(
+    verdict: Mapping[str, Any], hist: HistoryArrays
+) -> tuple[Mapping[str, Any], np.ndarray] | None:
+    position = {int(op): i for i, op in enumerate(hist.op_id)}
+    best: tuple[Mapping[str, Any], np.ndarray] | None = None
+    for witness in verdict.get("witnesses") or ():
+        rows = np.array([position[int(op)] for op in witness.get("op_ids") or ()
+                         if int(op) in position], dtype=np.int64)
+        rows = rows[(hist.invoke_ns[rows] >= 0) & (hist.complete_ns[rows] >= 0)] if len(
+            rows) else rows
+        if len(rows) >= 2:
+            return witness, rows
+        if len(rows) == 1 and best is None:
+            best = (witness, rows)
+    return best
+
+
+def _shared_value(witness: Mapping[str, Any], hist: HistoryArrays, rows: np.ndarray) -> int | None:
+    details = witness.get("details") or {}
+    for key in ("value", "shared_value", "duplicate"):
+        if isinstance(details.get(key), int):
+            return int(details[key])
+    values = hist.value[rows][hist.ok[rows] & (hist.value[rows] >= 0)]
+    if len(values) == 0:
+        return None
+    uniq, counts = np.unique(values, return_counts=True)
+    return int(uniq[np.argmax(counts)]) if counts.max() > 1 else None
+
+
+def draw_witness(entry: Mapping[str, Any], hist: HistoryArrays, path: Path) -> Path | None:
+    """Time line of the requests behind one anomaly; ``None`` without a usable witness."""
+    picked = _pick_witness(entry.get("verdict") or {}, hist)
+    if picked is None:
+        return None
+    witness, rows = picked
+    lo = int(hist.invoke_ns[rows].min())
+    hi = int(hist.complete_ns[rows].max())
+    # Context: other requests in flight at the same time, a few.
+    overlap = np.flatnonzero((hist.invoke_ns >= 0) & (hist.invoke_ns <= hi)
+                             & (hist.complete_ns >= lo))
+    others = [i for i in overlap if i not in set(rows.tolist())][: max(0, 10 - len(rows))]
+    chosen = list(rows) + others
+    chosen.sort(key=lambda i: (int(hist.invoke_ns[i]), int(hist.op_id[i])))
+    witness_rows = set(rows.tolist())
+    shared = _shared_value(witness, hist, rows)
+    t0 = min(int(hist.invoke_ns[i]) for i in chosen)
+    span_ms = max(1e-3, (max(int(hist.complete_ns[i]) for i in chosen) - t0) / 1e6)
+    height = 1.9 + 0.38 * len(chosen)
+    fig = Figure(figsize=(7.2, height))
+    ax = fig.add_axes((0.3, 1.05 / height, 0.6, 1 - 1.75 / height))
+    labels = []
+    for y, i in enumerate(reversed(chosen)):
+        start = (int(hist.invoke_ns[i]) - t0) / 1e6
+        end = (int(hist.complete_ns[i]) - t0) / 1e6
+        in_witness = i in witness_rows
+        colour = "#c62828" if in_witness else "#b0bec5"
+        ax.barh(y, end - start, left=start, height=0.55, color=colour,
+                alpha=0.35 if in_witness else 0.5, edgecolor=colour)
+        if hist.arrival_ns[i] >= 0 and hist.departure_ns[i] >= hist.arrival_ns[i]:
+            s_start = (int(hist.arrival_ns[i]) - t0) / 1e6
+            s_end = (int(hist.departure_ns[i]) - t0) / 1e6
+            ax.barh(y, max(s_end - s_start, span_ms / 300), left=s_start, height=0.3,
+                    color="#8e0000" if in_witness else "#607d8b")
+        value = int(hist.value[i]) if hist.ok[i] and hist.value[i] >= 0 else None
+        text = "failed" if value is None else f"got {value}"
+        bold = shared is not None and value == shared
+        ax.text(end + span_ms * 0.01, y, text, va="center", fontsize=8,
+                fontweight="bold" if bold else "normal",
+                color="#c62828" if bold else "#333333")
+        where = f"pid {hist.pid[i]}" if hist.pid[i] >= 0 else "no answer"
+        if hist.tid[i] >= 0:
+            where += f" / thread {int(hist.tid[i]) % 100000}"
+        labels.append(f"{hist.client[i]}  ({where})")
+    ax.set_yticks(range(len(chosen)), labels, fontsize=7)
+    ax.set_xlim(-span_ms * 0.02, span_ms * 1.15)
+    ax.set_xlabel("time (ms since the first of these requests was sent)", fontsize=8)
+    ax.tick_params(axis="x", labelsize=7)
+    ax.grid(True, axis="x", alpha=0.25)
+    headline = str(witness.get("kind") or "anomaly")
+    if shared is not None:
+        headline = f"{headline}: {sum(1 for i in rows if hist.value[i] == shared)} requests got {shared}"
+    ax.set_title(headline, fontsize=9, loc="left")
+    sentence = textwrap.fill(str(witness.get("sentence") or ""), 110)
+    fig.text(0.02, 0.02, sentence, fontsize=7, va="bottom", color="#333333")
+    fig.legend(
+        handles=[
+            Patch(facecolor="#c62828", alpha=0.35, edgecolor="#c62828",
+                  label="client waiting (sent → answer)"),
+            Patch(facecolor="#8e0000", label="server working on it"),
+            Patch(facecolor="#b0bec5", label="other requests at that time"),
+        ],
+        loc="upper right", fontsize=7, frameon=False, ncol=3,
+    )
+    return _save(fig, path)
+
+
+# -- cost of safety -----------------------------------------------------------------------
+
+
+def draw_cost(entries: Sequence[Mapping[str, Any]], mode: str, path: Path) -> Path | None:
+    """Throughput and p99 per store for one mode; ``None`` with fewer than two stores."""
+    mine = [e for e in entries if (e.get("config") or {}).get("mode") == mode
+            and e.get("throughput_rps") is not None]
+    if len(mine) < 2:
+        return None
+    windows = {(e.get("config") or {}).get("window") for e in mine}
+    names = [str(cell_key(e, len(windows) > 1)[1]) for e in mine]
+    words = [verdict_word(e) for e in mine]
+    colours = [COLOURS[w] for w in words]
+    hatches = ["///" if w == "unknown" else "" for w in words]
+    fig = Figure(figsize=(7.2, 2.9))
+    axes = fig.subplots(1, 2)
+    fig.subplots_adjust(left=0.09, right=0.98, bottom=0.3, top=0.84, wspace=0.3)
+    series = (
+        ("throughput (req/s)", [float(e["throughput_rps"]) for e in mine]),
+        ("p99 latency (ms)", [float((e.get("latency_ms") or {}).get("p99") or 0) for e in mine]),
+    )
+    ax: Axes
+    for ax, (title, numbers) in zip(axes, series, strict=True):
+        bars = ax.bar(range(len(mine)), numbers, color=colours, edgecolor="#333333",
+                      linewidth=0.4)
+        for bar, hatch in zip(bars, hatches, strict=True):
+            bar.set_hatch(hatch)
+        ax.set_xticks(range(len(mine)), names, rotation=30, ha="right", fontsize=7)
+        ax.tick_params(axis="y", labelsize=7)
+        ax.set_title(title, fontsize=9)
+        ax.grid(True, axis="y", alpha=0.25)
+    fig.suptitle(f"Cost of safety under {mode}", fontsize=9)
+    fig.legend(handles=[Patch(facecolor=COLOURS[w], label=w) for w in ("safe", "race", "unknown")],
+               loc="upper right", fontsize=7, ncol=3, frameon=False)
+    return _save(fig, path)
+
+
+# -- bursts -------------------------------------------------------------------------------
+
+
+def draw_bursts(entry: Mapping[str, Any], path: Path) -> Path | None:
+    """Spread of each burst's sends (client) and arrivals (server), in µs."""
+    spreads = [s for s in entry.get("burst_spreads") or () if isinstance(s, Mapping)]
+    if not spreads:
+        return None
+    rounds = [int(s.get("round", i)) for i, s in enumerate(spreads)]
+    fig = Figure(figsize=(7.2, 2.6))
+    ax = fig.add_axes((0.1, 0.2, 0.86, 0.68))
+    for key, label, colour in (("client_ns", "client: first to last send", "#1565c0"),
+                               ("server_ns", "server: first to last arrival", "#ef6c00")):
+        values = [s.get(key) for s in spreads]
+        points = [(r, v / 1e3) for r, v in zip(rounds, values, strict=True) if v is not None]
+        if points:
+            xs, ys = zip(*points, strict=True)
+            ax.plot(xs, ys, marker="o", markersize=3, linewidth=1, color=colour, label=label)
+    ax.set_xlabel("burst round", fontsize=8)
+    ax.set_ylabel("spread (µs)", fontsize=8)
+    ax.tick_params(labelsize=7)
+    ax.grid(True, alpha=0.25)
+    ax.set_title("How tightly each burst's requests were sent and arrived", fontsize=9)
+    ax.legend(fontsize=7, frameon=False)
+    return _save(fig, path)
+
+
+# -- everything ---------------------------------------------------------------------------
+
+
+def draw_all(results: dict[str, Any], results_dir: Path, fmt: str = "png") -> dict[str, Any]:
+    """Draw every plot of a run into ``results_dir/plots`` and record their paths.
+
+    Args:
+        results: a results document; its ``plots`` fields are updated in place
+            with paths relative to ``results_dir``.
+        results_dir: the directory holding results.json.
+        fmt: ``png`` or ``svg``.
+
+    Returns:
+        The same document.
+    """
+    plots_dir = results_dir / "plots"
+    ext = "." + fmt
+
+    def rel(path: Path | None) -> str | None:
+        return None if path is None else path.relative_to(results_dir).as_posix()
+
+    entries = results.get("experiments") or []
+    run_plots: dict[str, Any] = {"matrix": None, "cost": {}}
+    if len(entries) > 1:
+        run_plots["matrix"] = rel(draw_matrix(results, plots_dir / f"matrix{ext}"))
+        modes = sorted({str((e.get("config") or {}).get("mode")) for e in entries})
+        for mode in modes:
+            drawn = draw_cost(entries, mode, plots_dir / f"cost-{_safe_name(mode)}{ext}")
+            if drawn is not None:
+                run_plots["cost"][mode] = rel(drawn)
+    for entry in entries:
+        name = _safe_name(str(entry.get("id")))
+        plots: dict[str, str | None] = {}
+        history = experiment_path(results_dir, (entry.get("files") or {}).get("history"))
+        hist = None
+        if history is not None:
+            try:
+                hist = read_history_arrays(history)
+            except (OSError, ValueError, KeyError):
+                hist = None
+        if hist is not None and len(hist):
+            plots["requests"] = rel(draw_requests(entry, hist, plots_dir / f"{name}-requests{ext}"))
+            if (entry.get("verdict") or {}).get("witnesses"):
+                plots["witness"] = rel(draw_witness(entry, hist, plots_dir / f"{name}-witness{ext}"))
+        plots["bursts"] = rel(draw_bursts(entry, plots_dir / f"{name}-bursts{ext}"))
+        entry["plots"] = {k: v for k, v in plots.items() if v}
+    results["plots"] = run_plots
+    return results

@@ -1,0 +1,509 @@
+"""results.json: what a run measured, in one versioned file every report renders from.
+
+A run directory holds either one experiment (``history.csv``, ``final.json``,
+``summary.json``) or a matrix of them under ``cells/<id>/``. ``collect_experiment``
+checks one experiment's history and measures it; ``build_results`` gathers the
+experiments with the run's metadata; ``write_results`` / ``load_results`` save
+and read the file. Paths inside results.json are relative to its directory.
+
+Schema ``racelab.results/1`` (see docs/reports.md for every field)::
+
+    {"schema": "racelab.results/1",
+     "run": {"created", "racelab_version", "command", "preset", "label",
+             "partial", "partial_reason", "machine": {"cores", "platform"},
+             "python", "implementation", "gil"},
+     "experiments": [{"id", "label", "dir", "files", "status", "error",
+                      "config", "ops", "throughput_rps", "latency_ms",
+                      "verdict", "anomalies", "anomaly_rate", "final",
+                      "burst_spreads", "server", "command", "plots"}, ...],
+     "plots": {"matrix": ..., "cost": {mode: path}}}
+"""
+
+from __future__ import annotations
+
+import csv
+import datetime
+import json
+import os
+import platform
+import re
+from collections.abc import Iterable, Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from demo_server.config import MODES, STORES, WINDOWS
+from demo_server.errors import RacelabError
+from reports.verdict import Verdict
+
+__all__ = [
+    "ANOMALY_COUNTS",
+    "RESULTS_FILE",
+    "SCHEMA",
+    "ResultsError",
+    "anomaly_count",
+    "build_results",
+    "cell_key",
+    "collect_experiment",
+    "collect_run",
+    "discover_experiments",
+    "experiment_path",
+    "history_metrics",
+    "load_results",
+    "mode_store_keys",
+    "verdict_word",
+    "write_results",
+]
+
+SCHEMA = "racelab.results/1"
+RESULTS_FILE = "results.json"
+
+# Counts a checker may report that each stand for anomalous operations.
+ANOMALY_COUNTS = (
+    "anomalies",
+    "duplicates",
+    "duplicate",
+    "skipped",
+    "gaps",
+    "lost",
+    "lost_updates",
+    "lost-update",
+    "lost-updates",
+    "real_time_order",
+    "real-time-order",
+    "oversold",
+    "overdraft",
+    "not_conserved",
+    "recomputed",
+)
+
+# Configuration keys of an experiment, in the order reports show them.
+CONFIG_KEYS = (
+    "scenario",
+    "store",
+    "window",
+    "work_us",
+    "mode",
+    "workers",
+    "threads",
+    "instances",
+    "users",
+    "requests",
+    "duration",
+    "burst",
+    "spawn_rate",
+    "processes",
+)
+
+
+class ResultsError(RacelabError):
+    """results.json is missing, unreadable or of another schema; or a run directory is empty."""
+
+
+def verdict_word(entry: Mapping[str, Any]) -> str:
+    """The one word reports use for an experiment: ``safe``, ``race`` or ``unknown``.
+
+    ``safe`` means no anomaly was seen in this run; it is only ever given for a
+    verdict whose ``valid`` is exactly ``yes``.
+    """
+    valid = (entry.get("verdict") or {}).get("valid")
+    return {"yes": "safe", "no": "race"}.get(str(valid), "unknown")
+
+
+def anomaly_count(verdict: Mapping[str, Any]) -> int | None:
+    """How many anomalous operations a verdict counted; ``None`` when unknown.
+
+    A verdict of ``no`` with no recognised count still counts its witnesses, so a
+    race is never reported as zero anomalies.
+    """
+    if verdict.get("valid") == "unknown":
+        return None
+    counts = verdict.get("counts") or {}
+    if "anomalies" in counts:
+        return int(counts["anomalies"])
+    total = sum(int(v) for k, v in counts.items() if k in ANOMALY_COUNTS)
+    if verdict.get("valid") == "no":
+        total = max(total, len(verdict.get("witnesses") or ()), 1)
+    return total
+
+
+# -- reading one experiment ---------------------------------------------------------------
+
+
+def _read_json(path: Path) -> tuple[dict[str, Any] | None, str]:
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        return None, f"{path.name} is missing"
+    except (OSError, ValueError) as exc:
+        return None, f"{path.name} is unreadable: {exc}"
+    if not isinstance(data, dict):
+        return None, f"{path.name} is not a JSON object"
+    return data, ""
+
+
+def history_metrics(path: Path) -> dict[str, Any]:
+    """Operation counts, throughput and latency percentiles of a history's ok ops.
+
+    Args:
+        path: a history CSV (``loadtests.history`` format).
+
+    Returns:
+        ``{"ops": {total, ok, fail, info}, "throughput_rps", "latency_ms":
+        {p50, p95, p99}, "span_s"}``; numbers are ``None`` when no op succeeded.
+
+    Raises:
+        OSError, ValueError, KeyError: the file is missing or malformed.
+    """
+    ops = {"total": 0, "ok": 0, "fail": 0, "info": 0}
+    invoke: list[int] = []
+    complete: list[int] = []
+    with path.open(encoding="utf-8", newline="") as fh:
+        reader = csv.DictReader(fh)
+        missing = {"outcome", "invoke_ns", "complete_ns"} - set(reader.fieldnames or ())
+        if missing:
+            raise KeyError(f"history has no column {', '.join(sorted(missing))}")
+        for row in reader:
+            outcome = row["outcome"]
+            ops["total"] += 1
+            if outcome in ops:
+                ops[outcome] += 1
+            if outcome == "ok" and row["invoke_ns"] and row["complete_ns"]:
+                invoke.append(int(row["invoke_ns"]))
+                complete.append(int(row["complete_ns"]))
+    result: dict[str, Any] = {"ops": ops, "throughput_rps": None, "latency_ms": None,
+                              "span_s": None}
+    if invoke:
+        start = np.asarray(invoke, dtype=np.int64)
+        end = np.asarray(complete, dtype=np.int64)
+        latency = (end - start) / 1e6
+        p50, p95, p99 = np.percentile(latency, [50, 95, 99])
+        span = (int(end.max()) - int(start.min())) / 1e9
+        result["latency_ms"] = {"p50": round(float(p50), 3), "p95": round(float(p95), 3),
+                                "p99": round(float(p99), 3)}
+        result["span_s"] = round(span, 6)
+        result["throughput_rps"] = round(len(invoke) / span, 1) if span > 0 else None
+    return result
+
+
+def _server_problem(summary: Mapping[str, Any]) -> str | None:
+    server = summary.get("server") or {}
+    died = server.get("died")
+    codes = [c for c in server.get("exit_codes") or () if c not in (None, 0)]
+    if died:
+        return f"the server died during the run (exit codes {codes or 'unknown'})"
+    if codes:
+        return f"server processes exited with codes {codes}"
+    if summary.get("status") == "failed":
+        return str(summary.get("error") or "the experiment failed")
+    return None
+
+
+def _run_checker(
+    history: Path, final: dict[str, Any] | None, scenario: str, server_problem: str | None
+) -> Verdict:
+    from reports.checkers import check_history
+    from reports.history_table import read_history
+
+    table = read_history(history)
+    return check_history(table, final=final, scenario=scenario, server_problem=server_problem)
+
+
+def _reproduce_command(config: Mapping[str, Any]) -> str:
+    parts = ["racelab", "swarm"]
+    for key in ("scenario", "store", "window", "mode", "workers", "threads", "instances",
+                "users", "requests", "duration"):
+        value = config.get(key)
+        if value not in (None, "", False):
+            parts.append(f"--{key.replace('_', '-')} {value}")
+    if config.get("burst"):
+        parts.append(f"--burst {config['burst']}")
+    return " ".join(parts)
+
+
+def collect_experiment(exp_dir: Path | str) -> dict[str, Any]:
+    """Check and measure one experiment directory.
+
+    The checker runs on ``history.csv`` with ``final.json``; a missing or
+    unreadable history or summary gives an ``unknown`` verdict with the reason,
+    never ``yes``.
+
+    Args:
+        exp_dir: a directory with ``history.csv``, ``final.json`` and ``summary.json``.
+
+    Returns:
+        One experiment entry of results.json (paths still absolute; ``build_results``
+        makes them relative to the run directory).
+    """
+    exp_dir = Path(exp_dir)
+    summary, summary_problem = _read_json(exp_dir / "summary.json")
+    final, final_problem = _read_json(exp_dir / "final.json")
+    summary = summary or {}
+    experiment = summary.get("experiment") or {}
+    server = summary.get("server") or {}
+    swarm = summary.get("swarm") or {}
+    machine = summary.get("machine") or {}
+    config: dict[str, Any] = {key: experiment.get(key) for key in CONFIG_KEYS}
+    config["scenario"] = config["scenario"] or "counter"
+    config.update(
+        python=server.get("python"),
+        implementation=server.get("implementation"),
+        gil=server.get("gil"),
+        cores=machine.get("cores"),
+    )
+    history = exp_dir / "history.csv"
+    status = str(summary.get("status") or ("missing" if summary_problem else "ok"))
+    error = str(summary.get("error") or "")
+    entry: dict[str, Any] = {
+        "id": exp_dir.name,
+        "label": str(summary.get("label") or exp_dir.name),
+        "dir": str(exp_dir),
+        "files": {
+            "history": str(history),
+            "final": str(exp_dir / "final.json"),
+            "summary": str(exp_dir / "summary.json"),
+            "logs": [str(p) for p in sorted(exp_dir.glob("server*.log"))],
+        },
+        "status": status,
+        "error": error,
+        "config": config,
+        "ops": {"total": 0, "ok": 0, "fail": 0, "info": 0},
+        "throughput_rps": None,
+        "latency_ms": None,
+        "span_s": None,
+        "elapsed_s": summary.get("elapsed_s"),
+        "final": final,
+        "burst_spreads": list(swarm.get("burst_spreads") or ()),
+        "server": {k: server.get(k) for k in ("pids", "died", "exit_codes")},
+        "command": str(summary.get("command") or _reproduce_command(config)),
+        "plots": {},
+    }
+    problems = [p for p in (summary_problem,) if p]
+    try:
+        entry.update(history_metrics(history))
+    except FileNotFoundError:
+        problems.append("history.csv is missing")
+    except (OSError, ValueError, KeyError) as exc:
+        problems.append(f"history.csv is unreadable: {exc}")
+    if problems:
+        verdict = Verdict("history", "unknown", reason="; ".join(problems))
+    else:
+        server_problem = _server_problem(summary)
+        if final is None and final_problem:
+            server_problem = "; ".join(p for p in (server_problem, final_problem) if p)
+        try:
+            verdict = _run_checker(history, final, config["scenario"], server_problem)
+        except RacelabError as exc:
+            verdict = Verdict("history", "unknown", reason=str(exc))
+        except Exception as exc:  # a checker that crashes gives unknown, never a crash
+            verdict = Verdict("history", "unknown",
+                              reason=f"the checker failed: {type(exc).__name__}: {exc}")
+    entry["verdict"] = verdict.to_dict()
+    entry["anomalies"] = anomaly_count(entry["verdict"])
+    ok = entry["ops"]["ok"]
+    entry["anomaly_rate"] = (
+        None if entry["anomalies"] is None or not ok else round(entry["anomalies"] / ok, 6)
+    )
+    return entry
+
+
+# -- a whole run ---------------------------------------------------------------------------
+
+
+def discover_experiments(run_dir: Path | str) -> list[Path]:
+    """The experiment directories of a run: ``cells/*`` of a matrix, or the run itself.
+
+    Raises:
+        ResultsError: the directory holds no experiment.
+    """
+    run_dir = Path(run_dir)
+    if not run_dir.is_dir():
+        raise ResultsError(f"{run_dir} is not a directory")
+    cells = run_dir / "cells"
+    if cells.is_dir():
+        found = sorted(p for p in cells.iterdir() if p.is_dir())
+        if found:
+            return found
+    if (run_dir / "summary.json").exists() or (run_dir / "history.csv").exists():
+        return [run_dir]
+    raise ResultsError(
+        f"{run_dir} holds no experiment (no cells/, summary.json or history.csv)"
+    )
+
+
+def _relative(path: str, root: Path) -> str:
+    try:
+        return os.path.relpath(path, root)
+    except ValueError:  # another drive
+        return path
+
+
+def _relativise(entry: dict[str, Any], root: Path) -> dict[str, Any]:
+    entry = dict(entry)
+    entry["dir"] = _relative(entry["dir"], root)
+    files = dict(entry.get("files") or {})
+    for key, value in files.items():
+        if isinstance(value, str):
+            files[key] = _relative(value, root)
+        elif isinstance(value, list):
+            files[key] = [_relative(v, root) for v in value]
+    entry["files"] = files
+    return entry
+
+
+def _unique_ids(entries: list[dict[str, Any]]) -> None:
+    seen: dict[str, int] = {}
+    for entry in entries:
+        base = re.sub(r"[^A-Za-z0-9._-]+", "-", str(entry.get("id") or "experiment")) or "x"
+        count = seen.get(base, 0)
+        seen[base] = count + 1
+        entry["id"] = base if count == 0 else f"{base}-{count + 1}"
+
+
+def _racelab_version() -> str:
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version("racelab")
+    except PackageNotFoundError:
+        return "unknown"
+
+
+def build_results(
+    run_dir: Path | str,
+    experiments: Iterable[Mapping[str, Any]],
+    meta: Mapping[str, Any] | None = None,
+) -> dict[str, Any]:
+    """Gather experiment entries and the run's metadata into one results document.
+
+    Args:
+        run_dir: where results.json will live; experiment paths become relative to it.
+        experiments: entries from ``collect_experiment``.
+        meta: what the caller knows of the run: ``command``, ``preset``, ``label``,
+            ``partial`` (bool) and ``partial_reason``.
+
+    Returns:
+        The results.json document (schema ``racelab.results/1``).
+    """
+    run_dir = Path(run_dir).resolve()
+    meta = dict(meta or {})
+    entries = [_relativise(dict(e), run_dir) for e in experiments]
+    _unique_ids(entries)
+    first = next((e["config"] for e in entries if e["config"].get("python")), {})
+    partial = bool(meta.get("partial", False))
+    run = {
+        "created": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+        "racelab_version": _racelab_version(),
+        "command": meta.get("command") or "",
+        "preset": meta.get("preset"),
+        "label": meta.get("label") or "",
+        "partial": partial,
+        "partial_reason": str(meta.get("partial_reason") or "") if partial else "",
+        "machine": {
+            "cores": first.get("cores") or os.cpu_count(),
+            "platform": meta.get("platform") or platform.platform(),
+        },
+        "python": first.get("python") or platform.python_version(),
+        "implementation": first.get("implementation") or platform.python_implementation(),
+        "gil": first.get("gil"),
+    }
+    return {"schema": SCHEMA, "run": run, "experiments": entries, "plots": {}}
+
+
+def write_results(results: Mapping[str, Any], run_dir: Path | str) -> Path:
+    """Write results.json into ``run_dir`` (atomically) and return its path."""
+    path = Path(run_dir) / RESULTS_FILE
+    tmp = path.with_suffix(".json.tmp")
+    tmp.write_text(json.dumps(results, indent=2, sort_keys=False) + "\n", encoding="utf-8")
+    tmp.replace(path)
+    return path
+
+
+def load_results(path: Path | str) -> dict[str, Any]:
+    """Read and validate results.json (a file, or a run directory holding one).
+
+    Raises:
+        ResultsError: the file is missing, not JSON, or of another schema.
+    """
+    path = Path(path)
+    if path.is_dir():
+        path = path / RESULTS_FILE
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise ResultsError(f"{path} does not exist") from None
+    except (OSError, ValueError) as exc:
+        raise ResultsError(f"{path} is not readable JSON: {exc}") from None
+    schema = data.get("schema") if isinstance(data, dict) else None
+    if schema != SCHEMA:
+        raise ResultsError(
+            f"{path} has schema {schema!r}; this racelab reads {SCHEMA!r}"
+        )
+    if not isinstance(data.get("experiments"), list) or not isinstance(data.get("run"), dict):
+        raise ResultsError(f"{path} lacks its 'run' or 'experiments' section")
+    return data
+
+
+def collect_run(run_dir: Path | str, meta: Mapping[str, Any] | None = None) -> dict[str, Any]:
+    """Collect every experiment of a run directory into a results document.
+
+    A cell without ``summary.json`` marks the run as partial (it was interrupted).
+    """
+    run_dir = Path(run_dir)
+    dirs = discover_experiments(run_dir)
+    entries = [collect_experiment(d) for d in dirs]
+    meta = dict(meta or {})
+    unfinished = [d.name for d in dirs if not (d / "summary.json").exists()]
+    if unfinished and not meta.get("partial"):
+        meta["partial"] = True
+        meta["partial_reason"] = (
+            f"{len(unfinished)} of {len(dirs)} experiments have no summary.json "
+            "(the run stopped before they finished)"
+        )
+    return build_results(run_dir, entries, meta)
+
+
+def experiment_path(results_dir: Path, relative: str | None) -> Path | None:
+    """Resolve a path stored in results.json against the directory holding it."""
+    if not relative:
+        return None
+    path = Path(relative)
+    return path if path.is_absolute() else results_dir / path
+
+
+def mode_store_keys(entries: Sequence[Mapping[str, Any]]) -> tuple[list[str], list[str], bool]:
+    """Rows (modes) and columns (store, or store/window) of a matrix, and whether it is a grid.
+
+    The experiments form a grid when every (mode, column) pair occurs at most once
+    and there is more than one mode or column.
+    """
+    windows = {e["config"].get("window") for e in entries}
+    rows: list[str] = []
+    cols: list[str] = []
+    pairs: set[tuple[str, str]] = set()
+    unique = True
+    for entry in entries:
+        row, col = cell_key(entry, multi_window=len(windows) > 1)
+        if row not in rows:
+            rows.append(row)
+        if col not in cols:
+            cols.append(col)
+        unique = unique and (row, col) not in pairs
+        pairs.add((row, col))
+    rows.sort(key=lambda m: (_order(MODES, m), m))
+    cols.sort(key=lambda c: (_order(STORES, c.split("/")[0]), _order(WINDOWS, c[c.find("/") + 1:]), c))
+    return rows, cols, unique and (len(rows) > 1 or len(cols) > 1)
+
+
+def _order(names: Sequence[str], name: str) -> int:
+    return names.index(name) if name in names else len(names)
+
+
+def cell_key(entry: Mapping[str, Any], multi_window: bool) -> tuple[str, str]:
+    """(mode, store or store/window) of an experiment."""
+    config = entry.get("config") or {}
+    col = str(config.get("store") or "?")
+    if multi_window:
+        col = f"{col}/{config.get('window') or '?'}"
+    return str(config.get("mode") or "?"), col

@@ -1,0 +1,150 @@
+"""The terminal table of a run: one row per experiment, or a mode x store grid.
+
+Colour only decorates: every verdict is also a word (``race``, ``safe``,
+``unknown``), so the table reads the same piped, under ``NO_COLOR`` or printed.
+An unknown verdict is always written ``unknown``, never left blank.
+"""
+
+from __future__ import annotations
+
+import io
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+from rich import box
+from rich.console import Console
+from rich.table import Table
+from rich.text import Text
+
+from reports.results import cell_key, mode_store_keys, verdict_word
+
+__all__ = ["STYLES", "build_table", "format_rate", "print_table", "table_text"]
+
+STYLES = {"race": "bold red", "safe": "green", "unknown": "yellow"}
+
+
+def format_rate(rate: float | None) -> str:
+    """An anomaly rate as a short percentage (``12.5%``, ``<0.1%``, ``0%``); ``-`` if unknown."""
+    if rate is None:
+        return "-"
+    if rate == 0:
+        return "0%"
+    percent = rate * 100
+    if percent < 0.1:
+        return "<0.1%"
+    return f"{percent:.1f}%" if percent < 10 else f"{percent:.0f}%"
+
+
+def _number(value: float | None, digits: int = 0) -> str:
+    if value is None:
+        return "-"
+    return f"{value:,.{digits}f}"
+
+
+def _verdict_text(entry: Mapping[str, Any]) -> Text:
+    word = verdict_word(entry)
+    return Text(word, style=STYLES[word])
+
+
+def _cell_text(entry: Mapping[str, Any]) -> Text:
+    word = verdict_word(entry)
+    text = Text(word, style=STYLES[word])
+    if word == "race":
+        text.append(f" {entry.get('anomalies')} ({format_rate(entry.get('anomaly_rate'))})")
+    elif word == "unknown" and entry.get("status") == "failed":
+        text.append(" (failed)")
+    return text
+
+
+def _rows_table(entries: Sequence[Mapping[str, Any]], title: str | None) -> Table:
+    table = Table(title=title, box=box.SIMPLE_HEAD, header_style="bold", pad_edge=False)
+    table.add_column("experiment", overflow="fold")
+    table.add_column("mode")
+    table.add_column("store")
+    table.add_column("window")
+    table.add_column("ok ops", justify="right")
+    table.add_column("req/s", justify="right")
+    table.add_column("p99 ms", justify="right")
+    table.add_column("anomalies", justify="right")
+    table.add_column("rate", justify="right")
+    table.add_column("verdict")
+    for entry in entries:
+        config = entry.get("config") or {}
+        anomalies = entry.get("anomalies")
+        latency = entry.get("latency_ms") or {}
+        table.add_row(
+            Text(str(entry.get("label") or entry.get("id"))),
+            Text(str(config.get("mode") or "?")),
+            Text(str(config.get("store") or "?")),
+            Text(str(config.get("window") or "?")),
+            _number((entry.get("ops") or {}).get("ok")),
+            _number(entry.get("throughput_rps")),
+            _number(latency.get("p99"), 1),
+            "unknown" if anomalies is None else str(anomalies),
+            format_rate(entry.get("anomaly_rate")),
+            _verdict_text(entry),
+        )
+    return table
+
+
+def _grid_table(entries: Sequence[Mapping[str, Any]], title: str | None) -> Table:
+    rows, cols, _ = mode_store_keys(entries)
+    multi_window = any("/" in c for c in cols)
+    cells = {cell_key(e, multi_window): e for e in entries}
+    table = Table(title=title, box=box.SIMPLE_HEAD, header_style="bold", pad_edge=False)
+    table.add_column("mode \\ store")
+    for col in cols:
+        table.add_column(col, overflow="fold")
+    for row in rows:
+        values: list[Text | str] = [Text(row, style="bold")]
+        for col in cols:
+            entry = cells.get((row, col))
+            values.append(Text("-", style="dim") if entry is None else _cell_text(entry))
+        table.add_row(*values)
+    return table
+
+
+def build_table(
+    results: Mapping[str, Any], layout: str = "auto", title: str | None = None
+) -> Table:
+    """A rich table of a results document.
+
+    Args:
+        results: a results.json document.
+        layout: ``rows`` (one row per experiment), ``grid`` (modes x stores) or
+            ``auto`` (a grid when the experiments form one).
+        title: optional caption above the table.
+
+    Returns:
+        The table; ``-`` in a grid marks a combination that was not run.
+    """
+    entries = list(results.get("experiments") or ())
+    if layout == "auto":
+        layout = "grid" if entries and mode_store_keys(entries)[2] else "rows"
+    if layout == "grid":
+        return _grid_table(entries, title)
+    return _rows_table(entries, title)
+
+
+def print_table(
+    results: Mapping[str, Any],
+    console: Console | None = None,
+    layout: str = "auto",
+    width: int | None = None,
+) -> None:
+    """Print the table (and a partial-run warning) to a console, stdout by default."""
+    console = console or Console(width=width)
+    run = results.get("run") or {}
+    if run.get("partial"):
+        console.print(Text(f"PARTIAL RUN: {run.get('partial_reason') or 'not every experiment ran'}",
+                           style="bold yellow"))
+    console.print(build_table(results, layout=layout))
+
+
+def table_text(results: Mapping[str, Any], width: int = 100, layout: str = "auto") -> str:
+    """The table as plain text at a fixed width, without colour (for snapshots and logs)."""
+    out = io.StringIO()
+    console = Console(file=out, width=width, no_color=True, color_system=None,
+                      force_terminal=False, legacy_windows=False)
+    print_table(results, console=console, layout=layout)
+    return "\n".join(line.rstrip() for line in out.getvalue().splitlines()) + "\n"
