@@ -194,5 +194,164 @@ def doctor(settings: Settings, as_json: bool) -> None:
 # Further commands (swarm, check, report, matrix, demo) are added below.
 
 
+def _run_demo_command(
+    settings: Settings,
+    cells: Any,
+    *,
+    preset: str,
+    nominal_budget_s: float,
+    budget: float | None,
+    out: Path | None,
+    open_report: bool,
+    as_json: bool,
+) -> None:
+    """Shared body of ``demo`` and ``matrix``: run, print the table, say where the report is."""
+    from rich.console import Console
+
+    from demo_server.config import ServerConfig
+    from reports.progress import MatrixConsoleProgress
+    from reports.table import print_table
+    from scenarios.demo import run_demo
+
+    err = Console(stderr=True, highlight=False)
+    run_dir = out or Path("runs") / time.strftime(f"{preset}-%Y%m%d-%H%M%S")
+    if run_dir.exists() and any(run_dir.iterdir()):
+        raise click.BadParameter(f"{run_dir} exists and is not empty", param_hint="--out")
+    config = ServerConfig(redis_url=settings.redis_url, postgres_dsn=settings.postgres_dsn,
+                          memcached=settings.memcached)
+    err.print(f"racelab {preset}: {len(cells)} cells planned; writing to {run_dir}")
+
+    def on_skip(store: str, reason: str) -> None:
+        err.print(f"skipped {store}: {reason} (see racelab doctor)")
+
+    progress = MatrixConsoleProgress(err, quiet=as_json)
+    try:
+        result = run_demo(cells, run_dir, config, preset=preset, budget_s=budget,
+                          nominal_budget_s=nominal_budget_s, progress=progress,
+                          on_skip=on_skip)
+    finally:
+        progress.close()
+    if as_json:
+        click.echo(json.dumps(result.results, indent=2))
+    else:
+        print_table(result.results)
+    outcome = result.outcome
+    failed = [o for o in outcome.outcomes if o.status == "failed"]
+    if outcome.partial:
+        err.print(f"partial run: {result.results['run'].get('partial_reason', '')}")
+    report = result.written.get("html")
+    err.print(f"report: {report}" if report else f"results: {result.written['results']}")
+    if open_report and report:
+        import webbrowser
+
+        webbrowser.open(report.resolve().as_uri())
+    if outcome.interrupted:
+        raise SystemExit(130)
+    if failed:
+        raise click.ClickException(
+            f"{len(failed)} of {len(outcome.outcomes)} cells could not be run "
+            f"(shown as unknown in the report); first: {failed[0].cell.label}: "
+            f"{failed[0].error.splitlines()[0] if failed[0].error else ''}"
+        )
+
+
+_budget_option = click.option(
+    "--budget", type=click.FloatRange(min=5, min_open=False), default=None, metavar="SECONDS",
+    help="Scale the swarms so the run takes about this long.",
+)
+_out_option = click.option(
+    "--out", type=click.Path(file_okay=False, path_type=Path), default=None,
+    help="Run directory (default: runs/PRESET-TIMESTAMP).",
+)
+
+
+@main.command()
+@click.option("--preset", default="classroom", show_default=True, metavar="NAME|FILE",
+              help="classroom, quick, full, or a TOML file of your own.")
+@_out_option
+@click.option("--open", "open_report", is_flag=True, help="Open the HTML report when done.")
+@_budget_option
+@click.option("--json", "as_json", is_flag=True, help="Print results.json instead of the table.")
+@click.pass_obj
+def demo(settings: Settings, preset: str, out: Path | None, open_report: bool,
+         budget: float | None, as_json: bool) -> None:
+    """The whole answer in one command: run a preset matrix and write the HTML report.
+
+    Runs every cell (server up, Locust swarm, final state, server down, check),
+    prints the table and the report's path. Anomalies in the naive cells are
+    the demo's expected result; the exit code says whether the run itself worked.
+
+    \b
+    Examples:
+      racelab demo                         # classroom preset, about 2 minutes
+      racelab demo --preset quick --open   # under 30 s, then open the report
+      racelab demo --preset my-grid.toml --budget 300
+    """
+    from scenarios.presets import load_preset
+
+    loaded = load_preset(preset)
+    _run_demo_command(settings, loaded.cells, preset=loaded.name,
+                      nominal_budget_s=loaded.budget_s, budget=budget, out=out,
+                      open_report=open_report, as_json=as_json)
+
+
+def _names(kind: str, allowed: tuple[str, ...]) -> Any:
+    def parse(ctx: click.Context, param: click.Parameter, value: str) -> list[str]:
+        names = [v.strip() for v in value.split(",") if v.strip()]
+        for name in names:
+            if name not in allowed:
+                raise click.BadParameter(
+                    f"unknown {kind} {name!r}; choose from {', '.join(allowed)}"
+                )
+        if not names:
+            raise click.BadParameter(f"give at least one {kind}")
+        return names
+
+    return parse
+
+
+@main.command()
+@click.option("--modes", default="threaded,gunicorn-sync", show_default=True,
+              callback=_names("mode", MODES), help="Comma-separated modes.")
+@click.option("--stores", default="global,lock,sqlite", show_default=True,
+              callback=_names("store", STORES), help="Comma-separated stores.")
+@click.option("--windows", default="none", show_default=True,
+              callback=_names("window", WINDOWS), help="Comma-separated windows.")
+@click.option("--users", type=int, default=16, show_default=True, callback=_positive)
+@click.option("--requests", type=int, default=400, show_default=True, callback=_positive,
+              help="Requests per cell.")
+@click.option("--burst", type=click.IntRange(min=0), default=0, show_default=True,
+              help="Synchronised bursts of this many users (0: plain swarm).")
+@click.option("--workers", type=int, default=2, show_default=True, callback=_positive)
+@click.option("--threads", type=int, default=4, show_default=True, callback=_positive)
+@click.option("--instances", type=int, default=2, show_default=True, callback=_positive)
+@_out_option
+@click.option("--open", "open_report", is_flag=True, help="Open the HTML report when done.")
+@_budget_option
+@click.option("--json", "as_json", is_flag=True, help="Print results.json instead of the table.")
+@click.pass_obj
+def matrix(settings: Settings, modes: list[str], stores: list[str], windows: list[str],
+           out: Path | None, open_report: bool, budget: float | None, as_json: bool,
+           **sizes: int) -> None:
+    """Run your own grid of modes x stores x windows and write the report.
+
+    Windows apply to the global and lock stores; other stores run once per mode.
+
+    \b
+    Examples:
+      racelab matrix --modes threaded,gevent --stores global,lock --windows none,yield
+      racelab matrix --modes gunicorn-sync,cluster --stores redis,postgres --requests 2000
+    """
+    from scenarios.presets import expand
+
+    cells = expand("command line", [{"stores": stores, "windows": windows, "modes": modes}],
+                   {k: sizes[k] for k in ("users", "requests", "burst")},
+                   {k: sizes[k] for k in ("workers", "threads", "instances")})
+    # About 2.5 s per cell to start and stop servers and Locust, plus the swarm itself.
+    nominal = sum(2.5 + cell.requests / 800 for cell in cells)
+    _run_demo_command(settings, cells, preset="matrix", nominal_budget_s=nominal,
+                      budget=budget, out=out, open_report=open_report, as_json=as_json)
+
+
 if __name__ == "__main__":
     main()

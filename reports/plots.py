@@ -15,8 +15,6 @@ PNG by default, SVG on request. Scatter plots keep at most ``MAX_POINTS`` points
 
 from __future__ import annotations
 
-import csv
-import dataclasses
 import re
 import textwrap
 from collections.abc import Mapping, Sequence
@@ -27,13 +25,14 @@ import matplotlib
 
 matplotlib.use("Agg")
 
-import numpy as np  # noqa: E402
-from matplotlib.axes import Axes  # noqa: E402
-from matplotlib.figure import Figure  # noqa: E402
-from matplotlib.patches import Patch, Rectangle  # noqa: E402
+import numpy as np
+from matplotlib.axes import Axes
+from matplotlib.figure import Figure
+from matplotlib.patches import Patch, Rectangle
 
-from demo_server.config import PER_PROCESS_STORES  # noqa: E402
-from reports.results import (  # noqa: E402
+from demo_server.config import PER_PROCESS_STORES
+from reports.history_table import FAIL, OK, HistoryTable, MalformedHistory, read_history
+from reports.results import (
     cell_key,
     experiment_path,
     mode_store_keys,
@@ -43,14 +42,12 @@ from reports.results import (  # noqa: E402
 __all__ = [
     "COLOURS",
     "MAX_POINTS",
-    "HistoryArrays",
     "draw_all",
     "draw_bursts",
     "draw_cost",
     "draw_matrix",
     "draw_requests",
     "draw_witness",
-    "read_history_arrays",
 ]
 
 MAX_POINTS = 20_000
@@ -59,59 +56,6 @@ DPI = 90
 COLOURS = {"safe": "#2e7d32", "race": "#c62828", "unknown": "#9e9e9e"}
 _PID_COLOURS = ("#1565c0", "#ef6c00", "#6a1b9a", "#00838f", "#558b2f", "#ad1457",
                 "#4e342e", "#37474f")
-
-
-@dataclasses.dataclass
-class HistoryArrays:
-    """The columns of a history the plots need, as numpy arrays (one entry per op)."""
-
-    op_id: np.ndarray
-    client: np.ndarray
-    ok: np.ndarray
-    value: np.ndarray
-    invoke_ns: np.ndarray
-    complete_ns: np.ndarray
-    pid: np.ndarray
-    tid: np.ndarray
-    arrival_ns: np.ndarray
-    departure_ns: np.ndarray
-
-    def __len__(self) -> int:
-        return len(self.op_id)
-
-
-def _int(text: str) -> int:
-    return int(text) if text else -1
-
-
-def read_history_arrays(path: Path) -> HistoryArrays:
-    """Read the plotted columns of a history CSV; empty cells become -1.
-
-    Raises:
-        OSError, ValueError, KeyError: missing or malformed file.
-    """
-    columns: dict[str, list[Any]] = {k: [] for k in (
-        "op_id", "client", "outcome", "value", "invoke_ns", "complete_ns", "server_pid",
-        "server_tid", "server_arrival_ns", "server_departure_ns")}
-    with Path(path).open(encoding="utf-8", newline="") as fh:
-        for row in csv.DictReader(fh):
-            for key, values in columns.items():
-                values.append(row[key])
-    as_int = {k: np.array([_int(v) for v in columns[k]], dtype=np.int64) for k in (
-        "op_id", "value", "invoke_ns", "complete_ns", "server_pid", "server_tid",
-        "server_arrival_ns", "server_departure_ns")}
-    return HistoryArrays(
-        op_id=as_int["op_id"],
-        client=np.array(columns["client"], dtype=object),
-        ok=np.array([o == "ok" for o in columns["outcome"]], dtype=bool),
-        value=as_int["value"],
-        invoke_ns=as_int["invoke_ns"],
-        complete_ns=as_int["complete_ns"],
-        pid=as_int["server_pid"],
-        tid=as_int["server_tid"],
-        arrival_ns=as_int["server_arrival_ns"],
-        departure_ns=as_int["server_departure_ns"],
-    )
 
 
 def _save(fig: Figure, path: Path) -> Path:
@@ -214,12 +158,12 @@ def _downsample(index: np.ndarray, limit: int) -> np.ndarray:
     return np.sort(rng.choice(index, size=limit, replace=False))
 
 
-def _per_process(entry: Mapping[str, Any], hist: HistoryArrays) -> bool:
+def _per_process(entry: Mapping[str, Any], hist: HistoryTable) -> bool:
     final = entry.get("final") or {}
     per_process = final.get("per_process")
     if per_process is None:
         per_process = (entry.get("config") or {}).get("store") in PER_PROCESS_STORES
-    pids = np.unique(hist.pid[hist.ok & (hist.pid >= 0)])
+    pids = np.unique(hist.server_pid[(hist.outcome == OK) & hist.server_pid_known])
     return bool(per_process) and len(pids) > 1
 
 
@@ -242,16 +186,15 @@ def _gaps(values: np.ndarray, times: np.ndarray) -> tuple[np.ndarray, np.ndarray
     return missing, times[order][pos]
 
 
-def draw_requests(entry: Mapping[str, Any], hist: HistoryArrays, path: Path) -> Path | None:
+def draw_requests(entry: Mapping[str, Any], hist: HistoryTable, path: Path) -> Path | None:
     """Value each ok request got vs its completion time; ``None`` when none succeeded."""
-    ok = np.flatnonzero(hist.ok & (hist.value >= 0) & (hist.complete_ns >= 0))
+    ok = np.flatnonzero((hist.outcome == OK) & hist.value_known & hist.complete_known)
     if len(ok) == 0:
         return None
-    starts = hist.invoke_ns[hist.invoke_ns >= 0]
-    t0 = int(starts.min()) if len(starts) else int(hist.complete_ns[ok].min())
+    t0 = int(hist.invoke_ns.min())
     times = (hist.complete_ns[ok] - t0) / 1e9
     values = hist.value[ok]
-    pids = hist.pid[ok]
+    pids = np.where(hist.server_pid_known[ok], hist.server_pid[ok], -1)
     fig = Figure(figsize=(7.2, 3.4))
     ax = fig.add_axes((0.1, 0.15, 0.62, 0.74))
     shown = _downsample(np.arange(len(ok)), MAX_POINTS)
@@ -263,17 +206,17 @@ def draw_requests(entry: Mapping[str, Any], hist: HistoryArrays, path: Path) -> 
             colour = _PID_COLOURS[k % len(_PID_COLOURS)]
             ax.plot(times[order], values[order], color=colour, linewidth=0.8, alpha=0.6)
             ax.scatter(times[order], values[order], s=4, color=colour, linewidths=0,
-                       label=f"process {pid}")
+                       zorder=2, label=f"process {pid}")
     else:
         ax.scatter(times[shown], values[shown], s=4, color="#1565c0", linewidths=0,
-                   label="a request's value")
+                   zorder=2, label="a request")
     # Values handed out more than once, over all processes.
-    uniq, inverse, counts = np.unique(values, return_inverse=True, return_counts=True)
+    _, inverse, counts = np.unique(values, return_inverse=True, return_counts=True)
     dup = np.flatnonzero(counts[inverse] > 1)
     if len(dup):
         marks = _downsample(dup, MAX_MARKS)
-        ax.scatter(times[marks], values[marks], s=22, facecolors="none", edgecolors="#c62828",
-                   linewidths=0.9, label=f"value got twice or more ({len(dup):,} requests)")
+        ax.scatter(times[marks], values[marks], s=18, facecolors="none", edgecolors="#c62828",
+                   linewidths=0.7, zorder=1, label=f"repeated value ({len(dup):,})")
     # Values never handed out: per process where each process counts for itself.
     gap_values: list[np.ndarray] = []
     gap_times: list[np.ndarray] = []
@@ -288,7 +231,7 @@ def draw_requests(entry: Mapping[str, Any], hist: HistoryArrays, path: Path) -> 
         when_all = np.concatenate(gap_times)
         marks = _downsample(np.arange(len(missing_all)), MAX_MARKS)
         ax.scatter(when_all[marks], missing_all[marks], s=40, marker="_", color="#ff8f00",
-                   linewidths=1.4, label=f"value nobody got ({len(missing_all):,})")
+                   linewidths=1.4, label=f"value nobody got ({len(missing_all):,})", zorder=3)
     ax.set_xlabel("time the request completed (s since the first request)", fontsize=8)
     ax.set_ylabel("value it got", fontsize=8)
     ax.tick_params(labelsize=7)
@@ -309,15 +252,14 @@ def draw_requests(entry: Mapping[str, Any], hist: HistoryArrays, path: Path) -> 
 
 
 def _pick_witness(
-    verdict: Mapping[str, Any], hist: HistoryArrays
+    verdict: Mapping[str, Any], hist: HistoryTable
 ) -> tuple[Mapping[str, Any], np.ndarray] | None:
     position = {int(op): i for i, op in enumerate(hist.op_id)}
     best: tuple[Mapping[str, Any], np.ndarray] | None = None
     for witness in verdict.get("witnesses") or ():
         rows = np.array([position[int(op)] for op in witness.get("op_ids") or ()
                          if int(op) in position], dtype=np.int64)
-        rows = rows[(hist.invoke_ns[rows] >= 0) & (hist.complete_ns[rows] >= 0)] if len(
-            rows) else rows
+        rows = rows[hist.complete_known[rows]] if len(rows) else rows
         if len(rows) >= 2:
             return witness, rows
         if len(rows) == 1 and best is None:
@@ -325,19 +267,19 @@ def _pick_witness(
     return best
 
 
-def _shared_value(witness: Mapping[str, Any], hist: HistoryArrays, rows: np.ndarray) -> int | None:
+def _shared_value(witness: Mapping[str, Any], hist: HistoryTable, rows: np.ndarray) -> int | None:
     details = witness.get("details") or {}
     for key in ("value", "shared_value", "duplicate"):
         if isinstance(details.get(key), int):
             return int(details[key])
-    values = hist.value[rows][hist.ok[rows] & (hist.value[rows] >= 0)]
+    values = hist.value[rows][(hist.outcome[rows] == OK) & hist.value_known[rows]]
     if len(values) == 0:
         return None
     uniq, counts = np.unique(values, return_counts=True)
     return int(uniq[np.argmax(counts)]) if counts.max() > 1 else None
 
 
-def draw_witness(entry: Mapping[str, Any], hist: HistoryArrays, path: Path) -> Path | None:
+def draw_witness(entry: Mapping[str, Any], hist: HistoryTable, path: Path) -> Path | None:
     """Time line of the requests behind one anomaly; ``None`` without a usable witness."""
     picked = _pick_witness(entry.get("verdict") or {}, hist)
     if picked is None:
@@ -346,7 +288,7 @@ def draw_witness(entry: Mapping[str, Any], hist: HistoryArrays, path: Path) -> P
     lo = int(hist.invoke_ns[rows].min())
     hi = int(hist.complete_ns[rows].max())
     # Context: other requests in flight at the same time, a few.
-    overlap = np.flatnonzero((hist.invoke_ns >= 0) & (hist.invoke_ns <= hi)
+    overlap = np.flatnonzero(hist.complete_known & (hist.invoke_ns <= hi)
                              & (hist.complete_ns >= lo))
     others = [i for i in overlap if i not in set(rows.tolist())][: max(0, 10 - len(rows))]
     chosen = list(rows) + others
@@ -366,21 +308,25 @@ def draw_witness(entry: Mapping[str, Any], hist: HistoryArrays, path: Path) -> P
         colour = "#c62828" if in_witness else "#b0bec5"
         ax.barh(y, end - start, left=start, height=0.55, color=colour,
                 alpha=0.35 if in_witness else 0.5, edgecolor=colour)
-        if hist.arrival_ns[i] >= 0 and hist.departure_ns[i] >= hist.arrival_ns[i]:
+        if (hist.arrival_known[i] and hist.departure_known[i]
+                and hist.departure_ns[i] >= hist.arrival_ns[i]):
             s_start = (int(hist.arrival_ns[i]) - t0) / 1e6
             s_end = (int(hist.departure_ns[i]) - t0) / 1e6
             ax.barh(y, max(s_end - s_start, span_ms / 300), left=s_start, height=0.3,
                     color="#8e0000" if in_witness else "#607d8b")
-        value = int(hist.value[i]) if hist.ok[i] and hist.value[i] >= 0 else None
-        text = "failed" if value is None else f"got {value}"
+        value = int(hist.value[i]) if hist.outcome[i] == OK and hist.value_known[i] else None
+        if value is not None:
+            text = f"got {value}"
+        else:
+            text = "failed" if hist.outcome[i] == FAIL else "no answer"
         bold = shared is not None and value == shared
         ax.text(end + span_ms * 0.01, y, text, va="center", fontsize=8,
                 fontweight="bold" if bold else "normal",
                 color="#c62828" if bold else "#333333")
-        where = f"pid {hist.pid[i]}" if hist.pid[i] >= 0 else "no answer"
-        if hist.tid[i] >= 0:
-            where += f" / thread {int(hist.tid[i]) % 100000}"
-        labels.append(f"{hist.client[i]}  ({where})")
+        where = f"pid {hist.server_pid[i]}" if hist.server_pid_known[i] else "no answer"
+        if hist.server_tid_known[i]:
+            where += f", thread …{int(hist.server_tid[i]) % 100000:05d}"
+        labels.append(f"{hist.client_names[hist.client[i]]}  ({where})")
     ax.set_yticks(range(len(chosen)), labels, fontsize=7)
     ax.set_xlim(-span_ms * 0.02, span_ms * 1.15)
     ax.set_xlabel("time (ms since the first of these requests was sent)", fontsize=8)
@@ -388,7 +334,8 @@ def draw_witness(entry: Mapping[str, Any], hist: HistoryArrays, path: Path) -> P
     ax.grid(True, axis="x", alpha=0.25)
     headline = str(witness.get("kind") or "anomaly")
     if shared is not None:
-        headline = f"{headline}: {sum(1 for i in rows if hist.value[i] == shared)} requests got {shared}"
+        same = sum(1 for i in rows if hist.value_known[i] and hist.value[i] == shared)
+        headline = f"{headline}: {same} requests got {shared}"
     ax.set_title(headline, fontsize=9, loc="left")
     sentence = textwrap.fill(str(witness.get("sentence") or ""), 110)
     fig.text(0.02, 0.02, sentence, fontsize=7, va="bottom", color="#333333")
@@ -505,13 +452,14 @@ def draw_all(results: dict[str, Any], results_dir: Path, fmt: str = "png") -> di
         hist = None
         if history is not None:
             try:
-                hist = read_history_arrays(history)
-            except (OSError, ValueError, KeyError):
+                hist = read_history(history)
+            except MalformedHistory:
                 hist = None
         if hist is not None and len(hist):
-            plots["requests"] = rel(draw_requests(entry, hist, plots_dir / f"{name}-requests{ext}"))
+            base = plots_dir / name
+            plots["requests"] = rel(draw_requests(entry, hist, base.with_name(f"{name}-requests{ext}")))
             if (entry.get("verdict") or {}).get("witnesses"):
-                plots["witness"] = rel(draw_witness(entry, hist, plots_dir / f"{name}-witness{ext}"))
+                plots["witness"] = rel(draw_witness(entry, hist, base.with_name(f"{name}-witness{ext}")))
         plots["bursts"] = rel(draw_bursts(entry, plots_dir / f"{name}-bursts{ext}"))
         entry["plots"] = {k: v for k, v in plots.items() if v}
     results["plots"] = run_plots

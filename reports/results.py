@@ -21,7 +21,6 @@ Schema ``racelab.results/1`` (see docs/reports.md for every field)::
 
 from __future__ import annotations
 
-import csv
 import datetime
 import json
 import os
@@ -35,6 +34,7 @@ import numpy as np
 
 from demo_server.config import MODES, STORES, WINDOWS
 from demo_server.errors import RacelabError
+from reports.history_table import FAIL, INFO, OK, HistoryTable, MalformedHistory, read_history
 from reports.verdict import Verdict
 
 __all__ = [
@@ -143,47 +143,35 @@ def _read_json(path: Path) -> tuple[dict[str, Any] | None, str]:
     return data, ""
 
 
-def history_metrics(path: Path) -> dict[str, Any]:
+def history_metrics(table: HistoryTable) -> dict[str, Any]:
     """Operation counts, throughput and latency percentiles of a history's ok ops.
 
     Args:
-        path: a history CSV (``loadtests.history`` format).
+        table: a history read by ``reports.history_table.read_history``.
 
     Returns:
         ``{"ops": {total, ok, fail, info}, "throughput_rps", "latency_ms":
         {p50, p95, p99}, "span_s"}``; numbers are ``None`` when no op succeeded.
-
-    Raises:
-        OSError, ValueError, KeyError: the file is missing or malformed.
+        Throughput is ok ops divided by the time from the first send to the last
+        ok answer.
     """
-    ops = {"total": 0, "ok": 0, "fail": 0, "info": 0}
-    invoke: list[int] = []
-    complete: list[int] = []
-    with path.open(encoding="utf-8", newline="") as fh:
-        reader = csv.DictReader(fh)
-        missing = {"outcome", "invoke_ns", "complete_ns"} - set(reader.fieldnames or ())
-        if missing:
-            raise KeyError(f"history has no column {', '.join(sorted(missing))}")
-        for row in reader:
-            outcome = row["outcome"]
-            ops["total"] += 1
-            if outcome in ops:
-                ops[outcome] += 1
-            if outcome == "ok" and row["invoke_ns"] and row["complete_ns"]:
-                invoke.append(int(row["invoke_ns"]))
-                complete.append(int(row["complete_ns"]))
+    outcome = table.outcome
+    ops = {"total": len(table), "ok": int(np.count_nonzero(outcome == OK)),
+           "fail": int(np.count_nonzero(outcome == FAIL)),
+           "info": int(np.count_nonzero(outcome == INFO))}
     result: dict[str, Any] = {"ops": ops, "throughput_rps": None, "latency_ms": None,
                               "span_s": None}
-    if invoke:
-        start = np.asarray(invoke, dtype=np.int64)
-        end = np.asarray(complete, dtype=np.int64)
+    ok = (outcome == OK) & table.complete_known
+    if ok.any():
+        start = table.invoke_ns[ok]
+        end = table.complete_ns[ok]
         latency = (end - start) / 1e6
         p50, p95, p99 = np.percentile(latency, [50, 95, 99])
-        span = (int(end.max()) - int(start.min())) / 1e9
+        span = (int(end.max()) - int(table.invoke_ns.min())) / 1e9
         result["latency_ms"] = {"p50": round(float(p50), 3), "p95": round(float(p95), 3),
                                 "p99": round(float(p99), 3)}
         result["span_s"] = round(span, 6)
-        result["throughput_rps"] = round(len(invoke) / span, 1) if span > 0 else None
+        result["throughput_rps"] = round(int(ok.sum()) / span, 1) if span > 0 else None
     return result
 
 
@@ -201,12 +189,10 @@ def _server_problem(summary: Mapping[str, Any]) -> str | None:
 
 
 def _run_checker(
-    history: Path, final: dict[str, Any] | None, scenario: str, server_problem: str | None
+    table: HistoryTable, final: dict[str, Any] | None, scenario: str, server_problem: str | None
 ) -> Verdict:
     from reports.checkers import check_history
-    from reports.history_table import read_history
 
-    table = read_history(history)
     return check_history(table, final=final, scenario=scenario, server_problem=server_problem)
 
 
@@ -280,20 +266,24 @@ def collect_experiment(exp_dir: Path | str) -> dict[str, Any]:
         "plots": {},
     }
     problems = [p for p in (summary_problem,) if p]
-    try:
-        entry.update(history_metrics(history))
-    except FileNotFoundError:
+    table: HistoryTable | None = None
+    if not history.exists():
         problems.append("history.csv is missing")
-    except (OSError, ValueError, KeyError) as exc:
-        problems.append(f"history.csv is unreadable: {exc}")
-    if problems:
+    else:
+        try:
+            table = read_history(history)
+        except MalformedHistory as exc:
+            problems.append(f"history.csv is unreadable: {exc}")
+        else:
+            entry.update(history_metrics(table))
+    if problems or table is None:
         verdict = Verdict("history", "unknown", reason="; ".join(problems))
     else:
         server_problem = _server_problem(summary)
         if final is None and final_problem:
             server_problem = "; ".join(p for p in (server_problem, final_problem) if p)
         try:
-            verdict = _run_checker(history, final, config["scenario"], server_problem)
+            verdict = _run_checker(table, final, config["scenario"], server_problem)
         except RacelabError as exc:
             verdict = Verdict("history", "unknown", reason=str(exc))
         except Exception as exc:  # a checker that crashes gives unknown, never a crash
@@ -478,7 +468,7 @@ def mode_store_keys(entries: Sequence[Mapping[str, Any]]) -> tuple[list[str], li
     The experiments form a grid when every (mode, column) pair occurs at most once
     and there is more than one mode or column.
     """
-    windows = {e["config"].get("window") for e in entries}
+    windows = {e["config"].get("window") for e in entries} - {None}
     rows: list[str] = []
     cols: list[str] = []
     pairs: set[tuple[str, str]] = set()
@@ -492,8 +482,13 @@ def mode_store_keys(entries: Sequence[Mapping[str, Any]]) -> tuple[list[str], li
         unique = unique and (row, col) not in pairs
         pairs.add((row, col))
     rows.sort(key=lambda m: (_order(MODES, m), m))
-    cols.sort(key=lambda c: (_order(STORES, c.split("/")[0]), _order(WINDOWS, c[c.find("/") + 1:]), c))
+    cols.sort(key=_column_order)
     return rows, cols, unique and (len(rows) > 1 or len(cols) > 1)
+
+
+def _column_order(col: str) -> tuple[int, int, str]:
+    store, _, window = col.partition("/")
+    return _order(STORES, store), _order(WINDOWS, window), col
 
 
 def _order(names: Sequence[str], name: str) -> int:

@@ -56,21 +56,26 @@ def _cell_text(entry: Mapping[str, Any]) -> Text:
     return text
 
 
+def _anomalies(entry: Mapping[str, Any]) -> str:
+    anomalies = entry.get("anomalies")
+    if anomalies is None:
+        return "unknown"
+    return f"{anomalies:,} ({format_rate(entry.get('anomaly_rate'))})"
+
+
 def _rows_table(entries: Sequence[Mapping[str, Any]], title: str | None) -> Table:
     table = Table(title=title, box=box.SIMPLE_HEAD, header_style="bold", pad_edge=False)
-    table.add_column("experiment", overflow="fold")
-    table.add_column("mode")
-    table.add_column("store")
-    table.add_column("window")
-    table.add_column("ok ops", justify="right")
-    table.add_column("req/s", justify="right")
-    table.add_column("p99 ms", justify="right")
-    table.add_column("anomalies", justify="right")
-    table.add_column("rate", justify="right")
-    table.add_column("verdict")
+    table.add_column("experiment", overflow="fold", min_width=10, ratio=1)
+    table.add_column("mode", no_wrap=True)
+    table.add_column("store", no_wrap=True)
+    table.add_column("window", no_wrap=True)
+    table.add_column("ok ops", justify="right", no_wrap=True)
+    table.add_column("req/s", justify="right", no_wrap=True)
+    table.add_column("p99 ms", justify="right", no_wrap=True)
+    table.add_column("anomalies", justify="right", no_wrap=True)
+    table.add_column("verdict", no_wrap=True)
     for entry in entries:
         config = entry.get("config") or {}
-        anomalies = entry.get("anomalies")
         latency = entry.get("latency_ms") or {}
         table.add_row(
             Text(str(entry.get("label") or entry.get("id"))),
@@ -80,8 +85,7 @@ def _rows_table(entries: Sequence[Mapping[str, Any]], title: str | None) -> Tabl
             _number((entry.get("ops") or {}).get("ok")),
             _number(entry.get("throughput_rps")),
             _number(latency.get("p99"), 1),
-            "unknown" if anomalies is None else str(anomalies),
-            format_rate(entry.get("anomaly_rate")),
+            _anomalies(entry),
             _verdict_text(entry),
         )
     return table
@@ -120,7 +124,9 @@ def build_table(
     """
     entries = list(results.get("experiments") or ())
     if layout == "auto":
-        layout = "grid" if entries and mode_store_keys(entries)[2] else "rows"
+        complete = all((e.get("config") or {}).get("mode") and (e.get("config") or {}).get("store")
+                       for e in entries)
+        layout = "grid" if entries and complete and mode_store_keys(entries)[2] else "rows"
     if layout == "grid":
         return _grid_table(entries, title)
     return _rows_table(entries, title)
@@ -136,8 +142,8 @@ def print_table(
     console = console or Console(width=width)
     run = results.get("run") or {}
     if run.get("partial"):
-        console.print(Text(f"PARTIAL RUN: {run.get('partial_reason') or 'not every experiment ran'}",
-                           style="bold yellow"))
+        reason = run.get("partial_reason") or "not every experiment ran"
+        console.print(Text(f"PARTIAL RUN: {reason}", style="bold yellow"))
     console.print(build_table(results, layout=layout))
 
 

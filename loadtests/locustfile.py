@@ -1,0 +1,698 @@
+"""racelab's Locust swarm: every ``/incr`` call becomes one history row.
+
+Only ever imported inside a Locust process (``python -m locust -f
+loadtests/locustfile.py``): Locust and gevent patch the standard library on
+import, so the orchestrator runs this file in its own process and reads back
+files (see ``loadtests.runner``).
+
+Two user classes:
+
+- ``IncrUser``: a plain swarm; each user calls ``/incr`` as fast as it can.
+- ``BurstUser``: users meet at a rendezvous and are released together, round
+  after round. Across processes a round is released at a shared deadline
+  (``t0 + round * interval``, from a start time the master hands out).
+
+Each user keeps one pre-connected keep-alive socket per instance URL and sends
+a pre-built request with one ``sendall``; the response is parsed with
+geventhttpclient (the HTTP parser under ``FastHttpUser``). That keeps the time
+from release to "request fully sent" at a few microseconds per user, and tells
+apart what certainly had no effect (``fail``: nothing was sent) from what is
+unknown (``info``: sent, but no usable answer).
+
+Configuration comes from ``--racelab-*`` options (or ``RACELAB_SWARM_*``
+environment variables) on the master or local process; Locust hands them to
+its workers with every spawn message. The request budget is shared: a local
+process owns it, workers lease it from the master in chunks. Workers send
+their history files to the master in chunks when the test stops, so remote
+workers need no shared disk.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import math
+import os
+import shutil
+import socket
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlsplit
+
+import gevent
+import gevent.event
+from geventhttpclient.response import HTTPConnectionClosed, HTTPParseError, HTTPSocketResponse
+from locust import FastHttpUser, constant, events, task
+from locust.exception import StopUser
+from locust.runners import LocalRunner, MasterRunner, WorkerRunner
+
+from loadtests.history import HistoryWriter
+
+__all__ = ["BurstUser", "IncrUser"]
+
+BURST_COLUMNS = ("round", "process", "requests", "first_sent_ns", "last_sent_ns")
+_CHUNK_BYTES = 1 << 20
+_PROGRESS_EVERY = 0.25
+_SPIN_NS = 1_500_000  # busy-wait the last 1.5 ms before a burst deadline
+
+
+class OpError(Exception):
+    """Why an operation is ``fail`` or ``info``; Locust counts it as a failure."""
+
+
+# -- shared request budget -----------------------------------------------------------
+
+
+class _Budget:
+    """Requests this process may still make; workers lease more from the master."""
+
+    def __init__(self) -> None:
+        self.unbounded = True
+        self.remaining = 0
+        self.exhausted = False
+        self.leased = False  # True on workers: ask the master for more
+        self._pending: gevent.event.Event | None = None
+
+    def reset(self, total: int, leased: bool) -> None:
+        self.unbounded = total <= 0
+        self.leased = leased
+        self.remaining = 0 if leased else total
+        self.exhausted = False
+
+    def take(self) -> bool:
+        """One request's permission; False once the shared budget is spent."""
+        while True:
+            if self.unbounded:
+                return True
+            if self.remaining > 0:
+                self.remaining -= 1
+                return True
+            if self.exhausted or not self.leased:
+                self.exhausted = True
+                return False
+            if self._pending is None:
+                self._pending = gevent.event.Event()
+                _send_to_master("racelab_lease", {})
+            pending = self._pending
+            if not pending.wait(timeout=30):
+                self.exhausted = True  # the master is gone
+                return False
+
+    def grant(self, count: int) -> None:
+        if count <= 0:
+            self.exhausted = True
+        self.remaining += max(count, 0)
+        pending, self._pending = self._pending, None
+        if pending is not None:
+            pending.set()
+
+
+# -- burst rendezvous ----------------------------------------------------------------
+
+
+class _Generation:
+    __slots__ = ("event", "round")
+
+    def __init__(self) -> None:
+        self.event = gevent.event.Event()
+        self.round = -1
+
+
+class _Rendezvous:
+    """Users of one process meet here; the last to arrive releases them all at once.
+
+    With ``interval_ns`` set, a round is released only at ``t0 + round *
+    interval`` (monotonic ns), so that rounds of several processes coincide.
+    """
+
+    def __init__(self) -> None:
+        self.parties = 0
+        self.arrived = 0
+        self.cancelled = False
+        self.started = gevent.event.Event()
+        self.interval_ns = 0
+        self.t0_ns = 0
+        self.last_round = -1
+        self.gen = _Generation()
+        #: round -> [requests, first sent ns, last sent ns]
+        self.sent: dict[int, list[int]] = {}
+
+    def configure(self, interval_ns: int, t0_ns: int) -> None:
+        self.interval_ns, self.t0_ns = interval_ns, t0_ns
+
+    def join(self) -> None:
+        self.parties += 1
+
+    def leave(self) -> None:
+        self.parties -= 1
+        if self.parties > 0 and self.arrived >= self.parties:
+            self._release()
+
+    def wait(self) -> int | None:
+        """Block until the round is released; its number, or None once cancelled."""
+        self.started.wait()
+        if self.cancelled:
+            return None
+        gen = self.gen
+        self.arrived += 1
+        if self.arrived >= self.parties:
+            self._release()
+        else:
+            gen.event.wait()
+        return None if self.cancelled else gen.round
+
+    def cancel(self) -> None:
+        self.cancelled = True
+        self.started.set()
+        self.gen.event.set()
+
+    def note_sent(self, burst: int, sent_ns: int) -> None:
+        entry = self.sent.get(burst)
+        if entry is None:
+            self.sent[burst] = [1, sent_ns, sent_ns]
+        else:
+            entry[0] += 1
+            entry[2] = sent_ns
+
+    def _release(self) -> None:
+        gen, self.gen, self.arrived = self.gen, _Generation(), 0
+        if self.interval_ns:
+            now = time.monotonic_ns()
+            slot = math.ceil((now + 200_000 - self.t0_ns) / self.interval_ns)
+            gen.round = max(self.last_round + 1, slot)
+            release_at = self.t0_ns + gen.round * self.interval_ns
+            if release_at - now > _SPIN_NS:
+                gevent.sleep((release_at - now - _SPIN_NS) / 1e9)
+            while time.monotonic_ns() < release_at:
+                pass
+        else:
+            gen.round = self.last_round + 1
+        self.last_round = gen.round
+        gen.event.set()
+
+
+# -- per-process state ---------------------------------------------------------------
+
+
+class _Swarm:
+    """What one Locust process knows about the swarm."""
+
+    def __init__(self) -> None:
+        self.environment: Any = None
+        self.role = "local"
+        self.process = 0
+        self.urls: list[str] = []
+        self.record = True
+        self.timeout = 30.0
+        self.budget = _Budget()
+        self.rendezvous = _Rendezvous()
+        self.writer: HistoryWriter | None = None
+        self.history_dir = Path(".")
+        self.scratch: Path | None = None
+        self.users = 0
+        self.live = 0
+        self.idle_sent = False
+        self.finishing = False
+        # master only
+        self.to_grant = 0
+        self.unbounded = True
+        self.asked: set[str] = set()
+        self.idle: set[str] = set()
+        self.done: set[str] = set()
+        self.expected: set[str] = set()
+        self.rows: dict[str, int] = {}
+        self.files: dict[str, Any] = {}
+
+
+_SWARM = _Swarm()
+
+
+def _send_to_master(kind: str, data: dict[str, Any]) -> None:
+    runner = _SWARM.environment.runner
+    runner.send_message(kind, data)
+
+
+def _option(name: str, default: Any) -> Any:
+    options = _SWARM.environment.parsed_options
+    value = getattr(options, name, None) if options is not None else None
+    return default if value is None else value
+
+
+@events.init_command_line_parser.add_listener
+def _add_options(parser: Any, **_kw: Any) -> None:
+    group = parser.add_argument_group("racelab")
+    group.add_argument("--racelab-urls", env_var="RACELAB_SWARM_URLS", default="",
+                       help="Comma-separated instance base URLs (default: --host).")
+    group.add_argument("--racelab-requests", env_var="RACELAB_SWARM_REQUESTS", type=int,
+                       default=0, help="Total requests over all users and processes (0: no bound).")
+    group.add_argument("--racelab-duration", env_var="RACELAB_SWARM_DURATION", type=float,
+                       default=0.0, help="Seconds of load before a graceful stop (0: no bound).")
+    group.add_argument("--racelab-burst-interval-ms", env_var="RACELAB_SWARM_BURST_INTERVAL_MS",
+                       type=float, default=20.0,
+                       help="Time between burst rounds when several processes burst together.")
+    group.add_argument("--racelab-record", env_var="RACELAB_SWARM_RECORD", type=int, default=1,
+                       help="1 records every operation; 0 only counts (for benchmarks).")
+    group.add_argument("--racelab-timeout", env_var="RACELAB_SWARM_TIMEOUT", type=float,
+                       default=30.0, help="Connect and read timeout of one request (seconds).")
+
+
+@events.init.add_listener
+def _on_init(environment: Any, **_kw: Any) -> None:
+    _SWARM.environment = environment
+    runner = environment.runner
+    if isinstance(runner, MasterRunner):
+        _SWARM.role = "master"
+        runner.register_message("racelab_lease", _master_on_lease)
+        runner.register_message("racelab_idle", _master_on_idle)
+        runner.register_message("racelab_file", _master_on_file)
+        runner.register_message("racelab_done", _master_on_done)
+        runner.register_message("racelab_progress", _master_on_progress)
+    elif isinstance(runner, WorkerRunner):
+        _SWARM.role = "worker"
+        runner.register_message("racelab_grant", lambda environment, msg, **kw: (
+            _SWARM.budget.grant(int(msg.data["n"]))))
+    elif isinstance(runner, LocalRunner):
+        _SWARM.role = "local"
+
+
+@events.test_start.add_listener
+def _on_test_start(environment: Any, **_kw: Any) -> None:
+    swarm = _SWARM
+    runner = environment.runner
+    urls = [u.strip().rstrip("/") for u in str(_option("racelab_urls", "")).split(",")]
+    swarm.urls = [u for u in urls if u] or [str(environment.host).rstrip("/")]
+    swarm.record = bool(int(_option("racelab_record", 1)))
+    swarm.timeout = float(_option("racelab_timeout", 30.0))
+    total = int(_option("racelab_requests", 0))
+    duration = float(_option("racelab_duration", 0.0))
+    swarm.history_dir = Path(os.environ.get("RACELAB_SWARM_HISTORY_DIR", "."))
+    if swarm.role == "master":
+        swarm.to_grant, swarm.unbounded = total, total <= 0
+        swarm.expected = {node.id for node in runner.clients.all}
+        # Handed to the workers with the spawn messages that follow.
+        environment.parsed_options.racelab_t0_wall_ns = time.time_ns()
+        gevent.spawn(_progress_loop)
+        if duration > 0:
+            gevent.spawn_later(duration, _finish)
+        return
+    swarm.rendezvous = _Rendezvous()
+    if swarm.role == "worker":
+        swarm.process = max(int(runner.worker_index), 0)
+        swarm.budget.reset(total, leased=True)
+        interval_ns = int(float(_option("racelab_burst_interval_ms", 20.0)) * 1e6)
+        t0_wall = int(_option("racelab_t0_wall_ns", time.time_ns()))
+        t0_mono = t0_wall - (time.time_ns() - time.monotonic_ns())
+        swarm.rendezvous.configure(interval_ns, t0_mono)
+        swarm.scratch = Path(tempfile.mkdtemp(prefix="racelab-worker-"))
+        out_dir = swarm.scratch
+        gevent.spawn(_worker_progress_loop)
+    else:
+        swarm.budget.reset(total, leased=False)
+        out_dir = swarm.history_dir
+        out_dir.mkdir(parents=True, exist_ok=True)
+        gevent.spawn(_progress_loop)
+        if duration > 0:
+            gevent.spawn_later(duration, _finish)
+    swarm.writer = HistoryWriter(out_dir / f"history-{swarm.process}.csv", flush_every=4096)
+
+
+@events.spawning_complete.add_listener
+def _on_spawning_complete(**_kw: Any) -> None:
+    _SWARM.rendezvous.started.set()
+
+
+@events.test_stopping.add_listener
+def _on_test_stopping(**_kw: Any) -> None:
+    _SWARM.rendezvous.cancel()
+
+
+@events.test_stop.add_listener
+def _on_test_stop(environment: Any, **_kw: Any) -> None:
+    swarm = _SWARM
+    if swarm.role == "master" or swarm.writer is None:
+        return
+    writer, swarm.writer = swarm.writer, None
+    writer.close()
+    bursts = _write_bursts(writer.path.parent)
+    if swarm.role == "worker":
+        for path in (writer.path, bursts):
+            if path is not None:
+                _ship(path)
+        _send_to_master("racelab_done", {"rows": writer.count, "process": swarm.process})
+        with contextlib.suppress(Exception):
+            environment.runner._send_stats()  # the final counts reach the master first
+        if swarm.scratch is not None:
+            shutil.rmtree(swarm.scratch, ignore_errors=True)
+        # One experiment per worker process: leave once everything is handed over.
+        gevent.spawn_later(0.2, environment.runner.quit)
+
+
+@events.quitting.add_listener
+def _on_quitting(**_kw: Any) -> None:
+    if _SWARM.writer is not None:
+        _SWARM.writer.close()
+        _SWARM.writer = None
+    for handle in _SWARM.files.values():
+        handle.close()
+    _SWARM.files.clear()
+
+
+def _write_bursts(directory: Path) -> Path | None:
+    sent = _SWARM.rendezvous.sent
+    if not sent:
+        return None
+    path = directory / f"bursts-{_SWARM.process}.csv"
+    with path.open("w", encoding="utf-8") as out:
+        out.write(",".join(BURST_COLUMNS) + "\n")
+        for burst in sorted(sent):
+            count, first, last = sent[burst]
+            out.write(f"{burst},{_SWARM.process},{count},{first},{last}\n")
+    return path
+
+
+def _ship(path: Path) -> None:
+    with path.open("r", encoding="utf-8", newline="") as handle:
+        first = True
+        while True:
+            chunk = handle.read(_CHUNK_BYTES)
+            if not chunk and not first:
+                break
+            _send_to_master("racelab_file", {"name": path.name, "data": chunk, "first": first})
+            first = False
+            if not chunk:
+                break
+
+
+def _finish() -> None:
+    """Stop the test gracefully: in-flight requests finish, then histories are saved."""
+    swarm = _SWARM
+    if swarm.finishing:
+        return
+    swarm.finishing = True
+    runner = swarm.environment.runner
+    if swarm.role == "local":
+        runner.quit()
+        return
+    runner.stop()  # asks every worker to stop its users gracefully
+    deadline = time.monotonic() + 60
+    while not swarm.expected <= swarm.done and time.monotonic() < deadline:
+        gevent.sleep(0.05)
+    gevent.sleep(0.2)
+    runner.quit()
+
+
+def _progress_loop() -> None:
+    path = os.environ.get("RACELAB_SWARM_PROGRESS_FILE")
+    if not path:
+        return
+    swarm = _SWARM
+    while True:
+        if swarm.role == "master":
+            rows = sum(swarm.rows.values())
+        else:
+            rows = swarm.writer.count if swarm.writer is not None else 0
+        stats = swarm.environment.runner.stats.total
+        tmp = f"{path}.tmp"
+        with open(tmp, "w", encoding="utf-8") as out:
+            json.dump({"rows": rows, "locust_requests": stats.num_requests,
+                       "locust_failures": stats.num_failures}, out)
+        os.replace(tmp, path)
+        gevent.sleep(_PROGRESS_EVERY)
+
+
+def _worker_progress_loop() -> None:
+    while _SWARM.writer is not None:
+        _send_to_master("racelab_progress", {"rows": _SWARM.writer.count})
+        gevent.sleep(_PROGRESS_EVERY)
+
+
+# -- master's message handlers -------------------------------------------------------
+
+
+def _master_on_lease(environment: Any, msg: Any, **_kw: Any) -> None:
+    swarm = _SWARM
+    swarm.asked.add(msg.node_id)
+    if swarm.unbounded:
+        count = 1 << 30
+    else:
+        workers = max(len(environment.runner.clients), 1)
+        count = min(swarm.to_grant, max(1, min(2000, math.ceil(swarm.to_grant / (2 * workers)))))
+        swarm.to_grant -= count
+    environment.runner.send_message("racelab_grant", {"n": count}, client_id=msg.node_id)
+    _master_check_spent()
+
+
+def _master_on_idle(environment: Any, msg: Any, **_kw: Any) -> None:
+    _SWARM.idle.add(msg.node_id)
+    _master_check_spent()
+
+
+def _master_check_spent() -> None:
+    swarm = _SWARM
+    if not swarm.unbounded and swarm.to_grant <= 0 and swarm.asked <= swarm.idle:
+        gevent.spawn(_finish)
+
+
+def _master_on_file(environment: Any, msg: Any, **_kw: Any) -> None:
+    name = Path(str(msg.data["name"])).name  # never a path from the network
+    swarm = _SWARM
+    if msg.data["first"] or name not in swarm.files:
+        if name in swarm.files:
+            swarm.files[name].close()
+        swarm.history_dir.mkdir(parents=True, exist_ok=True)
+        swarm.files[name] = (swarm.history_dir / name).open("w", encoding="utf-8", newline="")
+    swarm.files[name].write(msg.data["data"])
+
+
+def _master_on_done(environment: Any, msg: Any, **_kw: Any) -> None:
+    swarm = _SWARM
+    for handle in swarm.files.values():
+        handle.flush()
+    swarm.rows[msg.node_id] = int(msg.data["rows"])
+    swarm.done.add(msg.node_id)
+
+
+def _master_on_progress(environment: Any, msg: Any, **_kw: Any) -> None:
+    _SWARM.rows[msg.node_id] = int(msg.data["rows"])
+
+
+# -- one operation -------------------------------------------------------------------
+
+
+class _Connection:
+    """One keep-alive connection to one instance, with the request pre-built."""
+
+    __slots__ = ("host", "port", "request", "sock", "url")
+
+    def __init__(self, url: str) -> None:
+        parts = urlsplit(url)
+        self.url = url
+        self.host = parts.hostname or "127.0.0.1"
+        self.port = parts.port or 80
+        path = (parts.path or "").rstrip("/") + "/incr"
+        self.request = (
+            f"POST {path} HTTP/1.1\r\nHost: {self.host}:{self.port}\r\n"
+            "User-Agent: racelab\r\nContent-Length: 0\r\n\r\n"
+        ).encode("latin-1")
+        self.sock: socket.socket | None = None
+
+    def connect(self, timeout: float) -> None:
+        sock = socket.create_connection((self.host, self.port), timeout=timeout)
+        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        self.sock = sock
+
+    def close(self) -> None:
+        if self.sock is not None:
+            with contextlib.suppress(OSError):
+                self.sock.close()
+            self.sock = None
+
+
+class _RecordingUser(FastHttpUser):
+    """What both swarms share: connections, one recorded operation, the budget."""
+
+    abstract = True
+    wait_time = constant(0)
+    host = "http://127.0.0.1"  # replaced by --host; the calls go to --racelab-urls
+
+    def on_start(self) -> None:
+        swarm = _SWARM
+        number = swarm.users
+        swarm.users += 1
+        swarm.live += 1
+        self.client_id = f"p{swarm.process}-u{number}"
+        self.connections = [_Connection(url) for url in swarm.urls]
+        self.next_index = number % len(self.connections)
+        self.stopped = False
+        for conn in self.connections:  # pre-connect; failures show up on first use
+            with contextlib.suppress(OSError):
+                conn.connect(swarm.timeout)
+
+    def on_stop(self) -> None:
+        if self.stopped:
+            return
+        self.stopped = True
+        for conn in self.connections:
+            conn.close()
+        swarm = _SWARM
+        swarm.live -= 1
+        if swarm.live == 0 and swarm.budget.exhausted and not swarm.idle_sent:
+            swarm.idle_sent = True
+            if swarm.role == "worker":
+                _send_to_master("racelab_idle", {})
+            elif swarm.role == "local":
+                gevent.spawn(_finish)
+
+    def operation(self, burst: int | None) -> None:
+        """Make one ``/incr`` call and record it (``burst``: the round, or None)."""
+        conn = self.connections[self.next_index]
+        self.next_index = (self.next_index + 1) % len(self.connections)
+        swarm = _SWARM
+        invoke = time.monotonic_ns()
+        if conn.sock is None:
+            try:
+                conn.connect(swarm.timeout)
+            except OSError as exc:
+                self._report(conn, burst, invoke, "fail", f"connect failed: {_describe(exc)}")
+                return
+        sock = conn.sock
+        assert sock is not None
+        try:
+            sock.sendall(conn.request)
+        except OSError as exc:
+            conn.close()
+            self._report(conn, burst, invoke, "fail", f"send failed: {_describe(exc)}")
+            return
+        if burst is not None:
+            swarm.rendezvous.note_sent(burst, time.monotonic_ns())
+        try:
+            response = HTTPSocketResponse(sock, method="POST")
+            body = response.read()
+        except BaseException as exc:  # noqa: BLE001 - every way of not getting an answer
+            conn.close()
+            reason = _describe(exc)
+            self._report(conn, burst, invoke, "info", reason)
+            if not isinstance(exc, Exception):
+                raise  # GreenletExit on a forced stop: recorded, now let it stop the user
+            return
+        if response.should_close():
+            conn.sock = None  # the response closed it
+        status = response.get_code()
+        if not swarm.record:
+            self._count(invoke, len(body), None if status == 200 else f"HTTP {status}")
+            return
+        if status != 200:
+            self._report(conn, burst, invoke, "info", f"HTTP {status}: {_snippet(body)}",
+                         length=len(body))
+            return
+        try:
+            data = json.loads(body)
+            value = data["value"]
+        except (ValueError, TypeError, KeyError):
+            self._report(conn, burst, invoke, "info", f"not a JSON body with a value: "
+                         f"{_snippet(body)}", length=len(body))
+            return
+        if type(value) is not int:
+            self._report(conn, burst, invoke, "info", f"value is not an integer: {value!r}",
+                         length=len(body))
+            return
+        complete = time.monotonic_ns()
+        get = data.get
+        writer = swarm.writer
+        if writer is not None:
+            writer.add({
+                "op_id": writer.count, "client": self.client_id, "op": "incr",
+                "outcome": "ok", "value": value,
+                "invoke_ns": invoke, "complete_ns": complete, "server_pid": get("pid", ""),
+                "server_tid": get("tid", ""), "server_arrival_ns": get("arrival_ns", ""),
+                "server_departure_ns": get("departure_ns", ""), "url": conn.url,
+                "burst": "" if burst is None else burst,
+            })
+        self._fire(invoke, complete, len(body), None)
+
+    def _report(self, conn: _Connection, burst: int | None, invoke: int, outcome: str,
+                error: str, length: int = 0) -> None:
+        complete = time.monotonic_ns()
+        writer = _SWARM.writer
+        if writer is not None and _SWARM.record:
+            writer.add({
+                "op_id": writer.count, "client": self.client_id, "op": "incr",
+                "outcome": outcome,
+                "invoke_ns": invoke, "complete_ns": complete, "url": conn.url,
+                "burst": "" if burst is None else burst, "error": error,
+            })
+        self._fire(invoke, complete, length, error)
+
+    def _count(self, invoke: int, length: int, error: str | None) -> None:
+        self._fire(invoke, time.monotonic_ns(), length, error)
+
+    def _fire(self, invoke: int, complete: int, length: int, error: str | None) -> None:
+        self.environment.events.request.fire(
+            request_type="POST",
+            name="/incr",
+            response_time=(complete - invoke) / 1e6,
+            response_length=length,
+            exception=None if error is None else OpError(error),
+            context={},
+        )
+
+
+def _describe(exc: BaseException) -> str:
+    if isinstance(exc, TimeoutError | socket.timeout):
+        return "timeout"
+    if isinstance(exc, HTTPConnectionClosed):
+        return "connection closed before the response"
+    if isinstance(exc, HTTPParseError):
+        return f"bad HTTP response ({exc})"
+    if isinstance(exc, ConnectionRefusedError):
+        return "connection refused"
+    if isinstance(exc, ConnectionResetError):
+        return "connection reset"
+    if isinstance(exc, OSError):
+        return exc.strerror or type(exc).__name__
+    if not isinstance(exc, Exception):
+        return "stopped before the response"
+    return f"{type(exc).__name__}: {exc}"
+
+
+def _snippet(body: bytes) -> str:
+    text = body[:60].decode("utf-8", "replace").replace("\n", " ").replace("\r", " ")
+    return text + ("..." if len(body) > 60 else "")
+
+
+class IncrUser(_RecordingUser):
+    """Plain swarm: call ``/incr`` back to back until the budget or the time is spent."""
+
+    abstract = False
+
+    @task
+    def incr(self) -> None:
+        if not _SWARM.budget.take():
+            raise StopUser()
+        self.operation(None)
+
+
+class BurstUser(_RecordingUser):
+    """Burst swarm: every user of every process fires at once, round after round."""
+
+    abstract = False
+
+    def on_start(self) -> None:
+        super().on_start()
+        _SWARM.rendezvous.join()
+
+    def on_stop(self) -> None:
+        if not self.stopped:
+            _SWARM.rendezvous.leave()
+        super().on_stop()
+
+    @task
+    def burst(self) -> None:
+        if not _SWARM.budget.take():
+            raise StopUser()
+        burst = _SWARM.rendezvous.wait()
+        if burst is None:
+            raise StopUser()
+        self.operation(burst)

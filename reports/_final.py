@@ -1,0 +1,91 @@
+"""The final state of an experiment's store, as the counter checker reads it.
+
+``final.json`` (written by the experiment runner) is::
+
+    {"available": true, "reason": "", "per_process": false,
+     "states": [{"pid": 411, "value": 500, "served": 500, "url": "http://..."}, ...]}
+
+A plain integer stands for one shared final value (``racelab check --final N``).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Mapping
+from typing import Any
+
+__all__ = ["FinalState", "ProcessState", "UnreadableFinal", "parse_final"]
+
+
+class UnreadableFinal(ValueError):
+    """The final state is not in the expected shape; the message says what is wrong."""
+
+
+@dataclasses.dataclass(frozen=True)
+class ProcessState:
+    """One process's view of the store after the swarm."""
+
+    pid: int | None
+    value: int
+    served: int | None = None
+
+
+@dataclasses.dataclass(frozen=True)
+class FinalState:
+    """The store after the swarm.
+
+    Attributes:
+        available: False when the runner could not read it (``reason`` says why).
+        per_process: every process keeps its own copy (``None``: not said).
+        states: one entry per process that answered (one for a plain integer).
+    """
+
+    available: bool
+    reason: str = ""
+    per_process: bool | None = None
+    states: tuple[ProcessState, ...] = ()
+
+
+def _int(data: Mapping[str, Any], key: str, where: str, required: bool) -> int | None:
+    value = data.get(key)
+    if value is None and not required:
+        return None
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise UnreadableFinal(f"{where}: {key!r} must be an integer, got {value!r}")
+    return value
+
+
+def parse_final(final: Any) -> FinalState | None:
+    """Turn ``None``, an integer or a ``final.json`` mapping into a ``FinalState``.
+
+    Raises:
+        UnreadableFinal: for anything else, or a mapping of the wrong shape.
+    """
+    if final is None or isinstance(final, FinalState):
+        return final
+    if isinstance(final, int) and not isinstance(final, bool):
+        return FinalState(available=True, per_process=False, states=(ProcessState(None, final),))
+    if not isinstance(final, Mapping):
+        raise UnreadableFinal(f"expected an integer or a mapping, got {type(final).__name__}")
+    available = final.get("available", True)
+    reason = str(final.get("reason") or "")
+    per_process = final.get("per_process")
+    if per_process is not None and not isinstance(per_process, bool):
+        raise UnreadableFinal(f"'per_process' must be true or false, got {per_process!r}")
+    if not available:
+        return FinalState(False, reason or "the runner could not read it", per_process)
+    raw = final.get("states")
+    if not isinstance(raw, list) or not raw:
+        raise UnreadableFinal("'states' must be a non-empty list")
+    states = []
+    for i, item in enumerate(raw):
+        if not isinstance(item, Mapping):
+            raise UnreadableFinal(f"states[{i}] must be a mapping, got {item!r}")
+        where = f"states[{i}]"
+        value = _int(item, "value", where, required=True)
+        assert value is not None
+        states.append(ProcessState(
+            _int(item, "pid", where, required=False), value,
+            _int(item, "served", where, required=False),
+        ))
+    return FinalState(True, reason, per_process, tuple(states))

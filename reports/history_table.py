@@ -1,0 +1,420 @@
+"""Read a history CSV into numpy columns, so that checkers run in linear time.
+
+The format is ``loadtests.history``'s: a header row naming the columns, one
+operation per line, empty cells for "not known". The columns ``op_id``,
+``client``, ``op``, ``outcome``, ``value``, ``invoke_ns`` and ``complete_ns`` are
+required; the server-side ones (``server_pid``, ``server_tid``,
+``server_arrival_ns``, ``server_departure_ns``), ``url``, ``burst`` and ``error``
+may be absent (a history from another tool), and are then read as empty.
+Columns may come in any order; extra columns are ignored.
+
+Text columns with few distinct values (client, op, url) are stored as integer
+codes into a tuple of names. Integer columns that may be empty come with a
+boolean ``*_known`` mask; their empty cells hold 0.
+
+Anything the reader cannot trust raises ``MalformedHistory``, whose message
+names the line and the column.
+"""
+
+from __future__ import annotations
+
+import csv
+import dataclasses
+import gc
+import itertools
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from demo_server.errors import RacelabError
+from loadtests.history import COLUMNS, OUTCOMES
+
+__all__ = [
+    "FAIL",
+    "INFO",
+    "OK",
+    "REQUIRED_COLUMNS",
+    "HistoryTable",
+    "MalformedHistory",
+    "read_history",
+]
+
+OK, FAIL, INFO = 0, 1, 2
+_OUTCOME_CODE = {name: code for code, name in enumerate(OUTCOMES)}
+assert _OUTCOME_CODE == {"ok": OK, "fail": FAIL, "info": INFO}
+
+REQUIRED_COLUMNS = ("op_id", "client", "op", "outcome", "value", "invoke_ns", "complete_ns")
+_CHUNK_ROWS = 65_536
+
+IntArray = np.ndarray  # int64, one entry per operation
+BoolArray = np.ndarray
+
+
+class MalformedHistory(RacelabError):
+    """A history file or row set that cannot be read as a history.
+
+    Args:
+        message: what is wrong, in plain words.
+        where: ``"line 7"`` for a file, ``"row 7"`` for rows given in memory.
+        column: the column at fault, when there is one.
+    """
+
+    def __init__(self, message: str, where: str = "", column: str | None = None) -> None:
+        self.where = where
+        self.column = column
+        prefix = where
+        if column is not None:
+            prefix = f"{prefix}, column {column!r}" if prefix else f"column {column!r}"
+        super().__init__(f"{prefix}: {message}" if prefix else message)
+
+
+@dataclasses.dataclass(frozen=True, eq=False)
+class HistoryTable:
+    """A history as numpy columns, one entry per operation, in file order.
+
+    Attributes:
+        op_id: operation ids (int64).
+        client, op, url: int32 codes into ``client_names``, ``op_names``, ``url_names``.
+        outcome: int8 codes ``OK`` (0), ``FAIL`` (1), ``INFO`` (2).
+        value: returned values (int64); ``value_known`` says which cells were not empty.
+        invoke_ns, complete_ns: client times; an empty ``complete_ns`` (allowed for
+            ``fail`` and ``info`` only) is False in ``complete_known``.
+        server_pid, server_tid, arrival_ns, departure_ns, burst: int64 with ``*_known`` masks.
+        error: the error text of each operation (object array of str).
+        source: where the rows came from (a path, or ``"rows"``).
+    """
+
+    op_id: IntArray
+    client: IntArray
+    client_names: tuple[str, ...]
+    op: IntArray
+    op_names: tuple[str, ...]
+    outcome: IntArray
+    value: IntArray
+    value_known: BoolArray
+    invoke_ns: IntArray
+    complete_ns: IntArray
+    complete_known: BoolArray
+    server_pid: IntArray
+    server_pid_known: BoolArray
+    server_tid: IntArray
+    server_tid_known: BoolArray
+    arrival_ns: IntArray
+    arrival_known: BoolArray
+    departure_ns: IntArray
+    departure_known: BoolArray
+    url: IntArray
+    url_names: tuple[str, ...]
+    burst: IntArray
+    burst_known: BoolArray
+    error: np.ndarray
+    source: str = ""
+
+    def __len__(self) -> int:
+        return int(self.op_id.shape[0])
+
+    def op_is(self, name: str) -> BoolArray:
+        """Boolean mask of the operations named ``name`` (all False if none is)."""
+        if name not in self.op_names:
+            return np.zeros(len(self), dtype=bool)
+        return self.op == self.op_names.index(name)
+
+    def to_rows(self) -> list[dict[str, Any]]:
+        """The operations as dicts keyed like ``COLUMNS`` (empty cells as ``""``); slow, for tests."""
+
+        def masked(values: IntArray, known: BoolArray) -> list[int | str]:
+            return [int(v) if k else "" for v, k in zip(values.tolist(), known.tolist())]
+
+        columns: dict[str, list[Any]] = {
+            "op_id": self.op_id.tolist(),
+            "client": [self.client_names[c] for c in self.client.tolist()],
+            "op": [self.op_names[c] for c in self.op.tolist()],
+            "outcome": [OUTCOMES[c] for c in self.outcome.tolist()],
+            "value": masked(self.value, self.value_known),
+            "invoke_ns": self.invoke_ns.tolist(),
+            "complete_ns": masked(self.complete_ns, self.complete_known),
+            "server_pid": masked(self.server_pid, self.server_pid_known),
+            "server_tid": masked(self.server_tid, self.server_tid_known),
+            "server_arrival_ns": masked(self.arrival_ns, self.arrival_known),
+            "server_departure_ns": masked(self.departure_ns, self.departure_known),
+            "url": [self.url_names[c] for c in self.url.tolist()],
+            "burst": masked(self.burst, self.burst_known),
+            "error": [str(e) for e in self.error.tolist()],
+        }
+        return [dict(zip(COLUMNS, values)) for values in zip(*(columns[c] for c in COLUMNS))]
+
+    @classmethod
+    def from_rows(cls, rows: Iterable[Mapping[str, Any]]) -> HistoryTable:
+        """Build a table from mappings keyed like ``COLUMNS`` (missing or None = empty).
+
+        Raises:
+            MalformedHistory: as ``read_history`` does, naming the row (counted from 1).
+        """
+        cells = [
+            ["" if row.get(c) is None else str(row.get(c)) for c in COLUMNS] for row in rows
+        ]
+        return _parse(iter([list(COLUMNS), *cells]), "rows", lambda i: f"row {i + 1}")
+
+
+def read_history(path: Path | str) -> HistoryTable:
+    """Read a history CSV file.
+
+    Args:
+        path: the file (UTF-8, with a header row).
+
+    Returns:
+        The history's columns.
+
+    Raises:
+        MalformedHistory: the file cannot be read, is empty, lacks a required
+            column, has a line with the wrong number of fields, a non-numeric
+            number, an unknown outcome, a repeated op_id, or is not UTF-8.
+    """
+    path = Path(path)
+    try:
+        handle = path.open("r", encoding="utf-8-sig", newline="")
+    except OSError as exc:
+        raise MalformedHistory(f"cannot open {path}: {exc.strerror or exc}") from None
+    with handle:
+        try:
+            return _parse(csv.reader(handle), str(path), lambda i: f"line {_line_of_row(path, i)}")
+        except UnicodeDecodeError:
+            pass
+    raise _encoding_error(path)
+
+
+# --- parsing -------------------------------------------------------------------------
+
+
+def _parse(reader: Iterator[list[str]], source: str, where: Callable[[int], str]) -> HistoryTable:
+    header = next(reader, None)
+    if header is None or not any(h.strip() for h in header):
+        raise MalformedHistory(
+            "empty file; expected a header row: " + ",".join(COLUMNS),
+            "line 1" if source != "rows" else "",
+        )
+    names = [h.strip() for h in header]
+    for column in REQUIRED_COLUMNS:
+        if column not in names:
+            raise MalformedHistory(
+                f"missing column {column!r} in the header (found: {', '.join(names)})",
+                "line 1" if source != "rows" else "",
+                column,
+            )
+    builder = _Builder(names, where)
+    base = 0
+    collecting = gc.isenabled()
+    gc.disable()  # millions of short-lived row lists, no cycles: collections only cost time
+    try:
+        while True:
+            chunk = [row for row in itertools.islice(reader, _CHUNK_ROWS) if row]
+            if not chunk:
+                break
+            builder.add(chunk, base)
+            base += len(chunk)
+    finally:
+        if collecting:
+            gc.enable()
+    return builder.finish(source)
+
+
+class _Builder:
+    """Convert chunks of string rows into numpy column pieces, then join them."""
+
+    def __init__(self, header: list[str], where: Callable[[int], str]) -> None:
+        self.header = header
+        self.width = len(header)
+        self.index = {}
+        for i, name in enumerate(header):
+            self.index.setdefault(name, i)
+        self.where = where
+        self.pieces: dict[str, list[np.ndarray]] = {}
+        self.codes: dict[str, dict[str, int]] = {"client": {}, "op": {}, "url": {}}
+
+    def _put(self, name: str, array: np.ndarray) -> None:
+        self.pieces.setdefault(name, []).append(array)
+
+    def add(self, chunk: list[list[str]], base: int) -> None:
+        lengths = np.fromiter(map(len, chunk), dtype=np.int64, count=len(chunk))
+        wrong = np.flatnonzero(lengths != self.width)
+        if wrong.size:
+            i = int(wrong[0])
+            got = int(lengths[i])
+            hint = " (truncated line?)" if got < self.width else ""
+            column = self.header[got] if got < self.width else None
+            raise MalformedHistory(
+                f"expected {self.width} fields, got {got}{hint}", self.where(base + i), column
+            )
+        columns = list(zip(*chunk))
+        empty: tuple[str, ...] = ("",) * len(chunk)
+
+        def cells(name: str) -> Sequence[str]:
+            return columns[self.index[name]] if name in self.index else empty
+
+        for name in ("op_id", "invoke_ns"):
+            values, _ = self._ints(cells(name), name, base, allow_empty=False)
+            self._put(name, values)
+        for name in ("value", "complete_ns", "server_pid", "server_tid",
+                     "server_arrival_ns", "server_departure_ns", "burst"):
+            values, known = self._ints(cells(name), name, base, allow_empty=True)
+            self._put(name, values)
+            self._put(name + "/known", known)
+        for name in ("client", "op", "url"):
+            self._put(name, self._categories(cells(name), name))
+        self._put("outcome", self._outcomes(cells("outcome"), base))
+        self._put("error", np.array(cells("error"), dtype=object))
+
+    def _ints(
+        self, cells: Sequence[str], name: str, base: int, allow_empty: bool
+    ) -> tuple[np.ndarray, np.ndarray]:
+        count = len(cells)
+        try:
+            return np.fromiter(map(int, cells), np.int64, count), np.ones(count, dtype=bool)
+        except (ValueError, OverflowError):
+            pass
+        known = np.fromiter(map(bool, cells), bool, count)
+        if not allow_empty and not known.all():
+            i = int(np.flatnonzero(~known)[0])
+            raise MalformedHistory("empty; an integer is required", self.where(base + i), name)
+        if not known.any():
+            return np.zeros(count, dtype=np.int64), known
+        try:
+            return np.fromiter((int(c) if c else 0 for c in cells), np.int64, count), known
+        except (ValueError, OverflowError):
+            for i, cell in enumerate(cells):
+                if cell and not _is_int64(cell):
+                    raise MalformedHistory(
+                        f"not an integer: {cell!r}", self.where(base + i), name
+                    ) from None
+            raise  # pragma: no cover - numpy refused what Python accepts
+
+    def _categories(self, cells: Sequence[str], name: str) -> np.ndarray:
+        table = self.codes[name]
+        for cell in dict.fromkeys(cells):
+            table.setdefault(cell, len(table))
+        return np.fromiter(map(table.__getitem__, cells), np.int32, len(cells))
+
+    def _outcomes(self, cells: Sequence[str], base: int) -> np.ndarray:
+        for cell in dict.fromkeys(cells):
+            if cell not in _OUTCOME_CODE:
+                raise MalformedHistory(
+                    f"unknown outcome {cell!r}; expected one of: {', '.join(OUTCOMES)}",
+                    self.where(base + list(cells).index(cell)),
+                    "outcome",
+                )
+        return np.fromiter(map(_OUTCOME_CODE.__getitem__, cells), np.int8, len(cells))
+
+    def _joined(self, name: str, dtype: Any) -> np.ndarray:
+        parts = self.pieces.get(name)
+        return np.concatenate(parts) if parts else np.zeros(0, dtype=dtype)
+
+    def finish(self, source: str) -> HistoryTable:
+        def names(column: str) -> tuple[str, ...]:
+            table = self.codes[column]
+            return tuple(sorted(table, key=table.__getitem__))
+
+        ints = {name: self._joined(name, np.int64) for name in (
+            "op_id", "invoke_ns", "value", "complete_ns", "server_pid", "server_tid",
+            "server_arrival_ns", "server_departure_ns", "burst")}
+        known = {name: self._joined(name + "/known", bool) for name in (
+            "value", "complete_ns", "server_pid", "server_tid",
+            "server_arrival_ns", "server_departure_ns", "burst")}
+        outcome = self._joined("outcome", np.int8)
+        table = HistoryTable(
+            op_id=ints["op_id"],
+            client=self._joined("client", np.int32),
+            client_names=names("client"),
+            op=self._joined("op", np.int32),
+            op_names=names("op"),
+            outcome=outcome,
+            value=ints["value"],
+            value_known=known["value"],
+            invoke_ns=ints["invoke_ns"],
+            complete_ns=ints["complete_ns"],
+            complete_known=known["complete_ns"],
+            server_pid=ints["server_pid"],
+            server_pid_known=known["server_pid"],
+            server_tid=ints["server_tid"],
+            server_tid_known=known["server_tid"],
+            arrival_ns=ints["server_arrival_ns"],
+            arrival_known=known["server_arrival_ns"],
+            departure_ns=ints["server_departure_ns"],
+            departure_known=known["server_departure_ns"],
+            url=self._joined("url", np.int32),
+            url_names=names("url"),
+            burst=ints["burst"],
+            burst_known=known["burst"],
+            error=self._joined("error", object),
+            source=source,
+        )
+        self._validate(table)
+        return table
+
+    def _validate(self, table: HistoryTable) -> None:
+        no_completion = np.flatnonzero((table.outcome == OK) & ~table.complete_known)
+        if no_completion.size:
+            raise MalformedHistory(
+                "empty; an ok operation needs its completion time",
+                self.where(int(no_completion[0])),
+                "complete_ns",
+            )
+        if len(table) > 1:
+            order = np.argsort(table.op_id, kind="stable")
+            ids = table.op_id[order]
+            repeats = np.flatnonzero(ids[1:] == ids[:-1])
+            if repeats.size:
+                # The later of the two rows, in file order, is the one at fault.
+                pairs = np.stack([order[repeats], order[repeats + 1]], axis=1)
+                first, second = (int(i) for i in pairs[np.argmin(pairs.max(axis=1))])
+                first, second = min(first, second), max(first, second)
+                raise MalformedHistory(
+                    f"op_id {int(table.op_id[second])} repeats the one on "
+                    f"{self.where(first)}",
+                    self.where(second),
+                    "op_id",
+                )
+
+
+def _is_int64(cell: str) -> bool:
+    try:
+        value = int(cell)
+    except ValueError:
+        return False
+    return -(2**63) <= value < 2**63
+
+
+def _line_of_row(path: Path, row: int) -> int:
+    """The line number (from 1) where data row ``row`` (from 0) starts; only used for errors."""
+    with path.open("r", encoding="utf-8-sig", newline="") as handle:
+        reader = csv.reader(handle)
+        next(reader, None)
+        start = reader.line_num + 1
+        seen = 0
+        for record in reader:
+            if record:
+                if seen == row:
+                    return start
+                seen += 1
+            start = reader.line_num + 1
+    return start
+
+
+def _encoding_error(path: Path) -> MalformedHistory:
+    data = path.read_bytes()
+    header = data.split(b"\n", 1)[0].decode("utf-8", errors="replace").lstrip("\ufeff")
+    names = [h.strip() for h in next(csv.reader([header]), [])]
+    for number, line in enumerate(data.split(b"\n"), start=1):
+        try:
+            line.decode("utf-8")
+        except UnicodeDecodeError as exc:
+            field = line[: exc.start].count(b",")
+            column = names[field] if field < len(names) else None
+            return MalformedHistory(
+                f"not UTF-8 (byte 0x{line[exc.start]:02x} at character {exc.start + 1}); "
+                "save the history as UTF-8",
+                f"line {number}",
+                column,
+            )
+    return MalformedHistory("not UTF-8; save the history as UTF-8")  # pragma: no cover

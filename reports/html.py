@@ -1,0 +1,458 @@
+"""Render a run's report: one self-contained HTML file, Markdown, or results.json.
+
+The HTML embeds its images as ``data:`` URIs and its CSS inline; it runs no
+script and requests nothing. Every text that comes from a run (labels, errors,
+witness sentences) is escaped by Jinja2's autoescape. The answer at the top is
+built from the measured verdicts; the explanations under each experiment are
+conditioned on its configuration and never decide its verdict.
+
+``render_run(run_dir)`` is the one entry point: it loads (or, when missing,
+computes) results.json, draws the plots and writes the requested formats.
+"""
+
+from __future__ import annotations
+
+import base64
+import html as html_lib
+import re
+from collections.abc import Iterable, Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import jinja2
+
+from demo_server.config import PER_PROCESS_STORES
+from reports.results import (
+    RESULTS_FILE,
+    ResultsError,
+    collect_run,
+    experiment_path,
+    load_results,
+    mode_store_keys,
+    verdict_word,
+    write_results,
+)
+from reports.table import format_rate
+
+__all__ = [
+    "FORMATS",
+    "answer",
+    "explain",
+    "render_html",
+    "render_markdown",
+    "render_run",
+]
+
+FORMATS = ("html", "md", "json")
+_SHARED_STORES = {
+    "manager": "a multiprocessing.Manager process that every worker connects to",
+    "sqlite": "an SQLite file, updated with one UPDATE ... RETURNING statement",
+    "postgres": "PostgreSQL, updated in one statement",
+    "redis": "Redis, updated with its atomic INCR",
+    "memcached": "memcached, updated with its atomic incr",
+}
+_MIME = {".png": "image/png", ".svg": "image/svg+xml"}
+
+
+# -- words built from the data ------------------------------------------------------------
+
+
+def _count(n: int, word: str) -> str:
+    return f"{n:,} {word}{'' if n == 1 else 's'}"
+
+
+def _join(items: Sequence[str]) -> str:
+    items = list(items)
+    if len(items) <= 1:
+        return "".join(items)
+    return ", ".join(items[:-1]) + " and " + items[-1]
+
+
+def _where(entry: Mapping[str, Any], with_store: bool = False) -> str:
+    config = entry.get("config") or {}
+    text = str(config.get("mode") or "?")
+    if with_store:
+        text = f"{config.get('store') or '?'} store under {text}"
+    window = config.get("window")
+    if window and window != "none":
+        text += f" (window {window})"
+    return text
+
+
+def answer(results: Mapping[str, Any]) -> str:
+    """One paragraph answering "is a global safe here?" from the measured verdicts."""
+    entries = list(results.get("experiments") or ())
+    if not entries:
+        return "This run holds no experiment, so it answers nothing."
+    focus = [e for e in entries if (e.get("config") or {}).get("store") == "global"]
+    subject = "the global store" if focus else "the stores tested"
+    if not focus:
+        focus = entries
+    races = [e for e in focus if verdict_word(e) == "race"]
+    safes = [e for e in focus if verdict_word(e) == "safe"]
+    unknowns = [e for e in focus if verdict_word(e) == "unknown"]
+    with_store = subject != "the global store"
+    parts: list[str] = []
+    if races:
+        listed = [
+            f"{_where(e, with_store)}: {e.get('anomalies'):,} of {(e.get('ops') or {}).get('ok', 0):,}"
+            f" ok responses anomalous ({format_rate(e.get('anomaly_rate'))})"
+            for e in sorted(races, key=lambda e: -(e.get("anomaly_rate") or 0))[:5]
+        ]
+        more = f", and {len(races) - 5} more" if len(races) > 5 else ""
+        parts.append(
+            f"No. In {len(races)} of {_count(len(focus), 'experiment')} with {subject}, "
+            f"clients got wrong answers: {'; '.join(listed)}{more}."
+        )
+    if safes:
+        ops = sum((e.get("ops") or {}).get("ok", 0) for e in safes)
+        modes = _join(sorted({_where(e, with_store) for e in safes}))
+        lead = "" if races else "Not shown unsafe in this run: "
+        parts.append(
+            f"{lead}No anomaly was seen under {modes} ({_count(ops, 'ok response')}); "
+            "a clean run means this load did not catch a race, not that none can happen."
+        )
+    if unknowns:
+        reasons = sorted({str((e.get("verdict") or {}).get("reason") or "no reason given")
+                          for e in unknowns})
+        parts.append(
+            f"{_count(len(unknowns), 'experiment')} with {subject} could not be judged "
+            f"(unknown): {'; '.join(reasons[:3])}."
+        )
+    others = [e for e in entries if e not in focus]
+    if others:
+        by_store: dict[str, list[str]] = {}
+        for entry in others:
+            by_store.setdefault(str((entry.get("config") or {}).get("store")), []).append(
+                verdict_word(entry))
+        clean = sorted(s for s, words in by_store.items() if set(words) == {"safe"})
+        raced = sorted(s for s, words in by_store.items() if "race" in words)
+        if clean:
+            parts.append(f"For comparison, {_join(clean)} showed no anomaly in any mode tested.")
+        if raced:
+            detail = [
+                f"{store} under {_join(sorted({str((e.get('config') or {}).get('mode')) for e in others if (e.get('config') or {}).get('store') == store and verdict_word(e) == 'race'}))}"
+                for store in raced
+            ]
+            parts.append(f"Anomalies also appeared with {'; '.join(detail)}.")
+    return " ".join(parts)
+
+
+def _python_at_least(version: str | None, major: int, minor: int) -> bool | None:
+    match = re.match(r"(\d+)\.(\d+)", version or "")
+    if not match:
+        return None
+    return (int(match.group(1)), int(match.group(2))) >= (major, minor)
+
+
+def explain(entry: Mapping[str, Any]) -> list[str]:
+    """Why an experiment could come out as it did, from its configuration.
+
+    These sentences explain mechanisms that apply to the configuration; the
+    verdict itself comes from the measured history (``_measured``).
+    """
+    config = entry.get("config") or {}
+    mode = config.get("mode")
+    store = config.get("store")
+    window = config.get("window")
+    python = config.get("python")
+    implementation = config.get("implementation") or "Python"
+    gil = config.get("gil")
+    workers = config.get("workers") or 1
+    threads = config.get("threads") or 1
+    out: list[str] = []
+    if python:
+        if gil is False:
+            out.append(
+                f"The server ran on {implementation} {python} without the GIL (a free-threaded "
+                "build): threads run Python code truly in parallel, so any read-modify-write "
+                "of shared state can interleave."
+            )
+        elif gil:
+            out.append(
+                f"The server ran on {implementation} {python} with the GIL: one thread runs "
+                "Python code at a time, and the interpreter decides where it may switch."
+            )
+        else:
+            out.append(f"The server ran on {implementation} {python}.")
+    else:
+        out.append("The server's interpreter was not recorded.")
+    multi_process = (
+        mode == "processes"
+        or (mode in ("gunicorn-sync", "gunicorn-gthread", "gevent") and workers > 1)
+        or mode == "cluster"
+    )
+    threads_share = mode in ("threaded", "gunicorn-gthread", "cluster")
+    mode_text = {
+        "single": "Mode single serves one request at a time, so requests never overlap "
+                  "inside the app.",
+        "threaded": "Mode threaded serves every request on its own thread of one process; "
+                    "the threads share the module's state.",
+        "processes": "Mode processes forks a new process for each request: the child starts "
+                     "from a copy of the parent's state, and its change dies with it.",
+        "gunicorn-sync": f"gunicorn sync runs {_count(workers, 'worker process')}, each "
+                         "serving one request at a time.",
+        "gunicorn-gthread": f"gunicorn gthread runs {_count(workers, 'worker process')} with "
+                            f"{_count(threads, 'thread')} each: threads share their "
+                            "process's state, processes do not.",
+        "gevent": f"gunicorn gevent runs {_count(workers, 'worker process')}, each serving "
+                  "requests as greenlets that give way only where the code yields "
+                  "(I/O, sleep), never in the middle of plain Python code.",
+        "cluster": f"Mode cluster runs {_count(config.get('instances') or 1, 'independent instance')}"
+                   " (standing in for separate hosts), and the load is spread over them.",
+    }.get(str(mode))
+    if mode_text:
+        out.append(mode_text)
+    if store in PER_PROCESS_STORES and multi_process and store != "g":
+        out.append(
+            f"The {store} store lives inside each process, so every process holds its own "
+            "copy: numbers repeat across processes and the per-process counts diverge. "
+            "No lock inside one process can prevent that."
+        )
+    if store == "global":
+        out.append("The global store is the naive module object (self.param += 1; return "
+                   "self.param) with nothing keeping two requests apart.")
+    elif store == "lock":
+        out.append("The lock store guards the read-modify-write with a threading.Lock: safe "
+                   "between the threads of one process, not between processes.")
+    elif store == "g":
+        out.append("flask.g lives for one request and shares nothing: every request starts "
+                   "from zero.")
+    elif store == "session":
+        out.append("The session store keeps a counter per client session, on the server side.")
+    elif store in _SHARED_STORES:
+        out.append(f"The {store} store keeps the counter outside the app, in "
+                   f"{_SHARED_STORES[store]}, shared by every process.")
+    if store in ("global", "lock"):
+        out.extend(_explain_window(config, mode, window, python, gil, threads_share))
+    return out
+
+
+def _explain_window(
+    config: Mapping[str, Any], mode: Any, window: Any, python: Any, gil: Any, threads_share: bool
+) -> list[str]:
+    out: list[str] = []
+    modern = _python_at_least(python, 3, 10)
+    if mode == "gevent":
+        if window in ("yield", "io"):
+            out.append(f"Window {window} sleeps between the read and the write, which is a "
+                       "point where a greenlet yields: other requests run inside the window.")
+        else:
+            out.append(f"With window {window or 'none'} nothing between the read and the write "
+                       "yields, so greenlets of one process cannot interleave there.")
+        return out
+    if window == "none":
+        if threads_share and gil and modern:
+            out.append("Window none is the original code. CPython 3.10 and later switch "
+                       "threads only at calls and backward jumps, so the read and the write "
+                       "of += 1 are seldom separated in practice.")
+        elif threads_share and gil and modern is False:
+            out.append("Window none is the original code. CPython before 3.10 may switch "
+                       "threads between any two bytecodes, so even += 1 can lose updates.")
+        else:
+            out.append("Window none is the original code, with nothing between the read and "
+                       "the write.")
+    elif window == "call":
+        out.append("Window call puts a function call between the read and the write: a point "
+                   "where the interpreter may switch threads.")
+    elif window == "work":
+        out.append(f"Window work spends {config.get('work_us') or '?'} µs of CPU between the "
+                   "read and the write; the longer it lasts, the likelier a thread switch "
+                   "inside it.")
+    elif window == "yield":
+        out.append("Window yield calls time.sleep(0) between the read and the write: the "
+                   "thread gives up the GIL there and another may run.")
+    elif window == "io":
+        out.append("Window io waits 1 ms between the read and the write, as real I/O would: "
+                   "other requests run meanwhile.")
+    return out
+
+
+def _measured(entry: Mapping[str, Any]) -> str:
+    word = verdict_word(entry)
+    ok = (entry.get("ops") or {}).get("ok", 0)
+    verdict = entry.get("verdict") or {}
+    if word == "race":
+        return (f"Measured: {entry.get('anomalies'):,} of {ok:,} ok responses were anomalous "
+                f"({format_rate(entry.get('anomaly_rate'))}); the witnesses below show them.")
+    if word == "safe":
+        return (f"Measured: no anomaly in {ok:,} ok responses. That this run saw none does not "
+                "prove that none can happen.")
+    return f"Unknown: {verdict.get('reason') or 'no reason given'}."
+
+
+# -- data for the templates ---------------------------------------------------------------
+
+
+def _data_uri(path: Path | None) -> str | None:
+    if path is None or not path.is_file():
+        return None
+    mime = _MIME.get(path.suffix.lower(), "application/octet-stream")
+    return f"data:{mime};base64,{base64.b64encode(path.read_bytes()).decode('ascii')}"
+
+
+_PLOT_TITLES = {
+    "requests": "Value each request got",
+    "witness": "The requests behind one anomaly",
+    "bursts": "Burst spreads",
+}
+
+
+def _context(results: Mapping[str, Any], results_dir: Path, embed: bool) -> dict[str, Any]:
+    def image(rel: str | None) -> str | None:
+        if not rel:
+            return None
+        return _data_uri(experiment_path(results_dir, rel)) if embed else rel
+
+    entries = list(results.get("experiments") or ())
+    experiments = []
+    for entry in entries:
+        plots = [
+            {"title": _PLOT_TITLES.get(kind, kind), "src": image(rel), "kind": kind}
+            for kind, rel in (entry.get("plots") or {}).items()
+        ]
+        verdict = entry.get("verdict") or {}
+        experiments.append({
+            "entry": entry,
+            "word": verdict_word(entry),
+            "rate": format_rate(entry.get("anomaly_rate")),
+            "plots": [p for p in plots if p["src"]],
+            "witnesses": [w.get("sentence") or w.get("kind") for w in
+                          verdict.get("witnesses") or ()][:8],
+            "explanations": explain(entry),
+            "measured": _measured(entry),
+            "counts": verdict.get("counts") or {},
+        })
+    run_plots = results.get("plots") or {}
+    cost = [{"mode": mode, "src": image(rel)} for mode, rel in (run_plots.get("cost") or {}).items()]
+    rows, cols, grid = mode_store_keys(entries) if entries else ([], [], False)
+    return {
+        "run": results.get("run") or {},
+        "schema": results.get("schema"),
+        "answer": answer(results),
+        "matrix": image(run_plots.get("matrix")),
+        "cost": [c for c in cost if c["src"]],
+        "experiments": experiments,
+        "summary_rows": experiments,
+        "title": (results.get("run") or {}).get("label") or "racelab report",
+    }
+
+
+def _environment() -> jinja2.Environment:
+    return jinja2.Environment(
+        loader=jinja2.PackageLoader("reports", "templates"),
+        autoescape=True,
+        undefined=jinja2.StrictUndefined,
+        trim_blocks=True,
+        lstrip_blocks=True,
+    )
+
+
+def render_html(results: Mapping[str, Any], results_dir: Path, out: Path) -> Path:
+    """Write the self-contained HTML report (images embedded) and return its path."""
+    text = _environment().get_template("report.html.j2").render(
+        **_context(results, results_dir, embed=True))
+    out.write_text(text, encoding="utf-8")
+    return out
+
+
+_MD_SPECIAL = re.compile(r"([\\`*_\[\]|#])")
+
+
+def _md(text: object) -> str:
+    """Escape text for Markdown: HTML entities for <, >, &, backslashes for markup."""
+    escaped = html_lib.escape(str(text), quote=False)
+    return _MD_SPECIAL.sub(r"\\\1", escaped).replace("\n", " ")
+
+
+def render_markdown(results: Mapping[str, Any], results_dir: Path, out: Path) -> Path:
+    """Write a Markdown report whose images are the files in ``plots/``; return its path."""
+    ctx = _context(results, results_dir, embed=False)
+    run = ctx["run"]
+    lines = [f"# {_md(ctx['title'])}", ""]
+    if run.get("partial"):
+        lines += [f"> **Partial run:** {_md(run.get('partial_reason') or 'not every experiment ran')}",
+                  ""]
+    lines += ["## Is a global safe here?", "", _md(ctx["answer"]), ""]
+    if ctx["matrix"]:
+        lines += [f"![anomaly rate per mode and store]({ctx['matrix']})", ""]
+    lines += ["| experiment | mode | store | window | ok ops | req/s | p99 ms | anomalies | verdict |",
+              "| --- | --- | --- | --- | ---: | ---: | ---: | ---: | --- |"]
+    for item in ctx["experiments"]:
+        e = item["entry"]
+        c = e.get("config") or {}
+        lat = e.get("latency_ms") or {}
+        anomalies = "unknown" if e.get("anomalies") is None else f"{e['anomalies']} ({item['rate']})"
+        lines.append(
+            f"| {_md(e.get('label'))} | {_md(c.get('mode'))} | {_md(c.get('store'))} | "
+            f"{_md(c.get('window'))} | {(e.get('ops') or {}).get('ok', 0)} | "
+            f"{_md(e.get('throughput_rps') if e.get('throughput_rps') is not None else '-')} | "
+            f"{_md(lat.get('p99', '-'))} | {anomalies} | **{item['word']}** |")
+    lines.append("")
+    for cost in ctx["cost"]:
+        lines += [f"![cost of safety under {_md(cost['mode'])}]({cost['src']})", ""]
+    for item in ctx["experiments"]:
+        e = item["entry"]
+        lines += [f"## {_md(e.get('label'))}: {item['word']}", ""]
+        if e.get("status") == "failed":
+            lines += [f"**The experiment failed:** {_md(e.get('error') or 'no error recorded')}",
+                      ""]
+        lines += [_md(item["measured"]), ""]
+        for plot in item["plots"]:
+            lines += [f"![{_md(plot['title'])}]({plot['src']})", ""]
+        if item["witnesses"]:
+            lines += ["Witnesses:", ""] + [f"- {_md(w)}" for w in item["witnesses"]] + [""]
+        lines += ["Why:", ""] + [f"- {_md(x)}" for x in item["explanations"]] + [""]
+        lines += ["Reproduce:", "", "```", str(e.get("command") or "").replace("```", "'''"),
+                  "```", ""]
+    lines += [f"racelab {_md(run.get('racelab_version'))}, {_md(run.get('created'))}, "
+              f"schema {_md(ctx['schema'])}", ""]
+    out.write_text("\n".join(lines), encoding="utf-8")
+    return out
+
+
+# -- the entry point ----------------------------------------------------------------------
+
+
+def render_run(
+    run_dir: Path | str,
+    formats: Iterable[str] = ("html",),
+    svg: bool = False,
+    meta: Mapping[str, Any] | None = None,
+) -> dict[str, Path]:
+    """Render a run directory's report from its saved files; run nothing.
+
+    results.json is recomputed from the experiment directories only when it is
+    missing; the plots are redrawn and their paths saved into it.
+
+    Args:
+        run_dir: a matrix run (``cells/<id>/``) or one experiment directory.
+        formats: any of ``html``, ``md``, ``json``.
+        svg: draw SVG instead of PNG.
+        meta: run metadata for a results.json computed here (see ``build_results``).
+
+    Returns:
+        ``{"results": path, "html": path, "md": path}`` for what was written.
+
+    Raises:
+        ResultsError: no experiment, or an unreadable results.json.
+    """
+    from reports.plots import draw_all
+
+    run_dir = Path(run_dir)
+    formats = list(formats)
+    unknown = [f for f in formats if f not in FORMATS]
+    if unknown:
+        raise ResultsError(f"unknown report format {unknown[0]!r}; choose from {', '.join(FORMATS)}")
+    path = run_dir / RESULTS_FILE
+    if path.exists():
+        results = load_results(path)
+    else:
+        results = collect_run(run_dir, meta)
+    draw_all(results, run_dir, fmt="svg" if svg else "png")
+    written = {"results": write_results(results, run_dir)}
+    if "html" in formats:
+        written["html"] = render_html(results, run_dir, run_dir / "report.html")
+    if "md" in formats:
+        written["md"] = render_markdown(results, run_dir, run_dir / "report.md")
+    return written

@@ -1,0 +1,166 @@
+"""A whole demo: pick the cells, run the matrix, check every cell, render the report.
+
+This is what ``racelab demo`` and ``racelab matrix`` call; the CLI only parses
+options and prints.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import shlex
+import sys
+import time
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+from demo_server.config import ServerConfig
+from scenarios.matrix import (
+    MatrixOutcome,
+    MatrixProgress,
+    reachable_optional_stores,
+    run_matrix,
+    scale_cells,
+)
+from scenarios.presets import Cell
+
+__all__ = ["DemoResult", "run_demo"]
+
+
+@dataclasses.dataclass
+class DemoResult:
+    outcome: MatrixOutcome
+    results: dict[str, Any]
+    written: dict[str, Path]
+    skipped: list[tuple[str, str]]
+
+
+def _failed_summary(cell: Cell, cell_dir: Path, reason: str) -> None:
+    """Leave a summary.json for a cell that failed before its runner wrote one."""
+    if (cell_dir / "summary.json").exists():
+        return
+    cell_dir.mkdir(parents=True, exist_ok=True)
+    summary = {
+        "schema": 1,
+        "experiment": {
+            "scenario": "counter", **{k: v for k, v in dataclasses.asdict(cell).items()
+                                       if k != "optional"},
+        },
+        "label": cell.label,
+        "status": "failed",
+        "error": reason,
+    }
+    (cell_dir / "summary.json").write_text(json.dumps(summary, indent=2))
+
+
+def make_cell_runner(
+    config: ServerConfig, on_swarm: Callable[[int, float], None] | None = None
+) -> Callable[[Cell, Path], dict[str, Any]]:
+    """A cell runner for ``run_matrix``: one experiment, then its check.
+
+    Args:
+        config: connection settings (Redis URL, PostgreSQL DSN, memcached) for every cell.
+        on_swarm: progress of the current swarm (requests done, elapsed seconds).
+
+    Returns:
+        A function running one cell into its directory and returning
+        ``{"valid", "anomalies", "reason", "entry"}``.
+    """
+    from demo_server.errors import RacelabError
+    from reports.results import collect_experiment
+    from scenarios.experiment import ExperimentSpec, run_experiment
+
+    def run_cell(cell: Cell, cell_dir: Path) -> dict[str, Any]:
+        spec = ExperimentSpec(
+            store=cell.store, window=cell.window, mode=cell.mode, workers=cell.workers,
+            threads=cell.threads, instances=cell.instances, users=cell.users,
+            requests=cell.requests, burst=cell.burst,
+            redis_url=config.redis_url, postgres_dsn=config.postgres_dsn,
+            memcached=config.memcached,
+        )
+        try:
+            run_experiment(spec, cell_dir, progress=on_swarm)
+        except RacelabError as exc:
+            _failed_summary(cell, cell_dir, str(exc))
+            raise
+        except KeyboardInterrupt:
+            _failed_summary(cell, cell_dir, "interrupted while this cell was running")
+            raise
+        entry = collect_experiment(cell_dir)
+        verdict = entry["verdict"]
+        return {
+            "valid": verdict["valid"],
+            "anomalies": entry.get("anomalies") or 0,
+            "reason": verdict.get("reason", ""),
+            "entry": entry,
+        }
+
+    return run_cell
+
+
+def run_demo(
+    cells: Sequence[Cell],
+    run_dir: Path,
+    config: ServerConfig,
+    *,
+    preset: str,
+    budget_s: float | None,
+    nominal_budget_s: float,
+    progress: MatrixProgress | None = None,
+    formats: Sequence[str] = ("html",),
+    on_skip: Callable[[str, str], None] | None = None,
+    cell_runner: Callable[[Cell, Path], dict[str, Any]] | None = None,
+) -> DemoResult:
+    """Run ``cells`` into ``run_dir`` and render the report.
+
+    Args:
+        cells: the matrix; optional cells whose store is unreachable are skipped.
+        run_dir: the run directory.
+        config: connection settings for the external stores.
+        preset: the preset's name (kept in results.json).
+        budget_s: seconds the user allows; swarms are scaled to fit.
+        nominal_budget_s: seconds the preset's swarm sizes were chosen for.
+        progress: told when each cell starts and ends.
+        formats: report formats to write.
+        on_skip: told of every skipped store and why, before the run.
+        cell_runner: replaces the real experiment (tests of the loop only).
+
+    Returns:
+        The matrix outcome, results.json's content and the written files.
+    """
+    from reports.html import render_run
+    from reports.results import build_results, collect_experiment, write_results
+
+    kept, skipped = reachable_optional_stores(cells, config)
+    for store, reason in skipped:
+        if on_skip:
+            on_skip(store, reason)
+    if budget_s is not None:
+        kept = scale_cells(kept, budget_s / nominal_budget_s)
+    command = shlex.join(["racelab", *sys.argv[1:]]) if sys.argv else "racelab demo"
+    meta: dict[str, Any] = {"preset": preset, "command": command, "budget_s": budget_s,
+                            "started": time.time()}
+    outcome = run_matrix(kept, run_dir, cell_runner or make_cell_runner(config), progress,
+                         skipped, meta)
+    entries = []
+    for cell_outcome in outcome.outcomes:
+        if cell_outcome.status == "not run" and not cell_outcome.dir.exists():
+            continue
+        entries.append(collect_experiment(cell_outcome.dir))
+    not_run = sum(o.status == "not run" for o in outcome.outcomes)
+    partial_reason = ""
+    if outcome.interrupted:
+        partial_reason = (f"interrupted (Ctrl-C) after {len(outcome.outcomes) - not_run} of "
+                          f"{len(outcome.outcomes)} cells")
+    results = build_results(run_dir, entries, {
+        **meta,
+        "label": f"racelab {preset}",
+        "partial": outcome.partial,
+        "partial_reason": partial_reason,
+        "skipped": [{"store": s, "reason": r} for s, r in skipped],
+    })
+    results["run"]["skipped"] = [{"store": s, "reason": r} for s, r in skipped]
+    write_results(results, run_dir)
+    written = render_run(run_dir, formats)
+    return DemoResult(outcome, results, written, list(skipped))

@@ -1,0 +1,61 @@
+"""Matrix presets: shipped ones load, user files are validated with one clear error."""
+
+from __future__ import annotations
+
+import pytest
+
+from demo_server import ConfigError
+from scenarios.presets import load_preset, preset_names
+
+
+def test_shipped_presets_load() -> None:
+    """classroom, quick and full are shipped and expand to cells."""
+    assert {"classroom", "quick", "full"} <= set(preset_names())
+    for name in ("classroom", "quick", "full"):
+        assert load_preset(name).cells
+
+
+def test_classroom_covers_every_mode_and_embedded_store() -> None:
+    """classroom: all seven modes, the five embedded stores, windows none and yield."""
+    cells = load_preset("classroom").cells
+    assert {c.mode for c in cells} == {"single", "threaded", "processes", "gunicorn-sync",
+                                       "gunicorn-gthread", "gevent", "cluster"}
+    assert {"global", "lock", "manager", "sqlite", "g"} <= {c.store for c in cells}
+    assert {c.window for c in cells} == {"none", "yield"}
+    assert {c.store for c in cells if c.optional} == {"redis", "postgres", "memcached", "session"}
+
+
+def test_windows_apply_only_to_windowed_stores(tmp_path) -> None:
+    """A group with windows none and yield runs sqlite once, with window none."""
+    path = tmp_path / "p.toml"
+    path.write_text('[[cells]]\nstores=["global","sqlite"]\nwindows=["none","yield"]\n'
+                    'modes=["threaded"]\n')
+    ids = [c.id for c in load_preset(str(path)).cells]
+    assert ids == ["global-none-threaded", "global-yield-threaded", "sqlite-none-threaded"]
+
+
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        ("", "needs at least one"),
+        ("[[cells]]\nstores=['nope']\nwindows=['none']\nmodes=['threaded']\n", "unknown store 'nope'"),
+        ("[[cells]]\nstores=['global']\nwindows=['none']\nmodes=['x']\n", "unknown mode 'x'"),
+        ("[[cells]]\nstores=['global']\nwindows=['none']\nmodes=['single']\nusers=0\n",
+         "users must be a whole number"),
+        ("colour = 1\n[[cells]]\nstores=['g']\nwindows=['none']\nmodes=['single']\n",
+         "unknown key 'colour'"),
+        ("[[cells]\n", "invalid TOML"),
+    ],
+)
+def test_bad_preset_files_are_one_clear_error(tmp_path, text: str, message: str) -> None:
+    """Unknown names, bad counts, unknown keys and broken TOML name the file and the problem."""
+    path = tmp_path / "bad.toml"
+    path.write_text(text)
+    with pytest.raises(ConfigError, match=message):
+        load_preset(str(path))
+
+
+def test_unknown_preset_name_lists_the_shipped_ones() -> None:
+    """A name that is neither shipped nor a file lists the choices."""
+    with pytest.raises(ConfigError, match="classroom"):
+        load_preset("nonesuch")
