@@ -194,6 +194,146 @@ def doctor(settings: Settings, as_json: bool) -> None:
 # Further commands (swarm, check, report, matrix, demo) are added below.
 
 
+@main.command()
+@server_options
+@click.option("--users", type=int, default=16, show_default=True, callback=_positive,
+              help="Concurrent Locust users.")
+@click.option("--requests", type=int, default=None, callback=_positive,
+              help="Total requests over all users (default 2000 unless --duration).")
+@click.option("--duration", type=float, default=None, help="Seconds of load.")
+@click.option("--burst", type=int, default=None, callback=_positive, metavar="K",
+              help="Burst swarm: K users released together, round after round (overrides --users).")
+@click.option("--spawn-rate", type=float, default=0.0,
+              help="Users started per second (0: at once).")
+@click.option("--processes", type=int, default=1, show_default=True, callback=_positive,
+              help="Locust processes generating the load.")
+@click.option("--out", type=click.Path(file_okay=False, path_type=Path), default=None,
+              help="Run directory (default: runs/swarm-TIMESTAMP).")
+@click.pass_obj
+def swarm(settings: Settings, users: int, requests: int | None, duration: float | None,
+          burst: int | None, spawn_rate: float, processes: int, out: Path | None,
+          **opts: Any) -> None:
+    """Run one experiment: start a server, swarm it, record every operation.
+
+    \b
+    Examples:
+      racelab swarm --mode gunicorn-sync --store global --users 32 --requests 5000
+      racelab swarm --mode threaded --window yield --burst 50 --requests 2000
+      racelab swarm --mode cluster --store redis --duration 10 --processes 2
+    """
+    from rich.console import Console
+    from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
+
+    from scenarios.experiment import ExperimentSpec, run_experiment
+
+    if duration is not None and duration <= 0:
+        raise click.BadParameter(f"must be positive, got {duration}", param_hint="--duration")
+    build_server(settings, **opts)  # validates the server options before anything starts
+    spec = ExperimentSpec(
+        store=opts["store"], window=opts["window"], work_us=opts["work_us"], mode=opts["mode"],
+        workers=opts["workers"], threads=opts["threads"], instances=opts["instances"],
+        users=burst or users, requests=requests or (0 if duration else 2000),
+        duration=duration or 0.0, burst=burst or 0, spawn_rate=spawn_rate, processes=processes,
+    )
+    run_dir = out or Path("runs") / time.strftime("swarm-%Y%m%d-%H%M%S")
+    console = Console(stderr=True)
+    total = spec.requests or None
+    with Progress(TextColumn("[bold]swarm"), BarColumn(), TextColumn("{task.completed} ops"),
+                  TimeElapsedColumn(), console=console, transient=True) as bar:
+        task_id = bar.add_task("swarm", total=total)
+        try:
+            summary = run_experiment(
+                spec, run_dir, redis_url=settings.redis_url, postgres_dsn=settings.postgres_dsn,
+                memcached=settings.memcached,
+                progress=lambda done, _elapsed: bar.update(task_id, completed=done),
+            )
+        except KeyboardInterrupt:
+            click.echo(f"interrupted; what was recorded is in {run_dir}", err=True)
+            raise
+    _print_swarm(Console(), summary, run_dir)
+    if summary["server"]["died"] or summary["status"] != "ok":
+        raise click.ClickException(
+            f"{summary['error'] or 'the experiment failed'}; see {run_dir}")
+
+
+def _print_swarm(console: Any, summary: dict[str, Any], run_dir: Path) -> None:
+    from rich.table import Table
+
+    swarm_, counts = summary["swarm"], summary["first_counts"]
+    table = Table(title=summary["label"], show_header=False)
+    table.add_row("requests", f"{swarm_['requests']} (locust: {swarm_['locust_requests']})")
+    table.add_row("throughput", f"{swarm_['throughput_rps']:.0f} req/s")
+    table.add_row("errors", f"fail {swarm_['fail']}, unknown (info) {swarm_['info']}")
+    table.add_row("latency p50/p95/p99",
+                  " / ".join(f"{swarm_['latency_ms'][k]:.1f} ms" for k in ("p50", "p95", "p99")))
+    table.add_row("distinct values", str(counts["distinct"]))
+    table.add_row("duplicates", str(counts["duplicates"]))
+    table.add_row("gaps", str(counts["gaps"]))
+    spreads = [b["client_ns"] for b in swarm_["burst_spreads"] if b["requests"] > 1]
+    if spreads:
+        spreads.sort()
+        table.add_row("burst spread (client, median)", f"{spreads[len(spreads) // 2] / 1e6:.2f} ms")
+    console.print(table)
+    if summary["server"]["died"]:
+        console.print(f"[bold red]THE SERVER DIED during the swarm (exit codes "
+                      f"{summary['server']['exit_codes']}); see its logs in {run_dir}[/]")
+    console.print(f"run directory: {run_dir}")
+
+
+@main.command()
+@click.argument("history", type=click.Path(dir_okay=False, path_type=Path))
+@click.option("--final", "final_value", type=int, default=None, metavar="N",
+              help="The counter's final value (one shared counter).")
+@click.option("--final-file", type=click.Path(dir_okay=False, path_type=Path), default=None,
+              help="final.json written by an experiment (per-process states, served counts).")
+@click.option("--per-process", is_flag=True,
+              help="Each server process keeps its own counter (unless final.json says).")
+@click.option("--scenario", default="counter", show_default=True,
+              help="Which checkers run (counter, ids, ...).")
+@click.option("--json", "as_json", is_flag=True, help="Print the verdict as JSON.")
+@click.pass_context
+def check(ctx: click.Context, history: Path, final_value: int | None, final_file: Path | None,
+          per_process: bool, scenario: str, as_json: bool) -> None:
+    """Check a history for duplicates, skips, lost updates and real-time order.
+
+    Exit code 0: valid; 1: anomalies found; 2: undecidable, or malformed input.
+
+    \b
+    Examples:
+      racelab check runs/demo/history.csv --final-file runs/demo/final.json
+      racelab check my-app-history.csv --final 5000
+      racelab check history.csv --per-process --json | jq .counts
+    """
+    from reports.checkers import check_history
+    from reports.history_table import read_history
+
+    def fail(message: str) -> None:
+        click.echo(f"Error: {message}", err=True)
+        ctx.exit(2)
+
+    if final_value is not None and final_file is not None:
+        raise click.UsageError("give --final or --final-file, not both")
+    final: Any = final_value
+    if final_file is not None:
+        try:
+            final = json.loads(final_file.read_text(encoding="utf-8"))
+        except (OSError, UnicodeDecodeError, ValueError) as exc:
+            fail(f"{final_file}: cannot read the final state: {exc}")
+    try:
+        table = read_history(history)
+        verdict = check_history(table, final=final, scenario=scenario, per_process=per_process)
+    except RacelabError as exc:
+        fail(f"{history}: {exc}")
+        return
+    if as_json:
+        click.echo(json.dumps(verdict.to_dict(), indent=2))
+    else:
+        from reports._check_output import print_verdict
+
+        print_verdict(verdict)
+    ctx.exit({"yes": 0, "no": 1}.get(verdict.valid, 2))
+
+
 def _run_demo_command(
     settings: Settings,
     cells: Any,
@@ -351,6 +491,45 @@ def matrix(settings: Settings, modes: list[str], stores: list[str], windows: lis
     nominal = sum(2.5 + cell.requests / 800 for cell in cells)
     _run_demo_command(settings, cells, preset="matrix", nominal_budget_s=nominal,
                       budget=budget, out=out, open_report=open_report, as_json=as_json)
+
+
+@main.command()
+@click.argument("run_dir", type=click.Path(exists=True, file_okay=False, path_type=Path))
+@click.option("--format", "fmt", type=click.Choice(["html", "md", "json"]), default="html",
+              show_default=True, help="html: one self-contained file; md: Markdown with "
+              "images in plots/; json: results.json to stdout.")
+@click.option("--open", "open_report", is_flag=True, help="Open the report in a browser.")
+@click.option("--svg", is_flag=True, help="Draw the plots as SVG instead of PNG.")
+@click.option("--width", type=int, default=None, callback=_positive,
+              help="Print the table at this fixed width.")
+def report(run_dir: Path, fmt: str, open_report: bool, svg: bool, width: int | None) -> None:
+    """Re-render a run's report from its saved files, running nothing.
+
+    results.json is recomputed from the experiment directories only when it is missing.
+
+    \b
+    Examples:
+      racelab report runs/quick-20250101-120000
+      racelab report runs/quick-20250101-120000 --format md --svg
+      racelab report runs/quick-20250101-120000 --format json | jq '.experiments[].verdict.valid'
+    """
+    from rich.console import Console
+
+    from reports.html import render_run
+    from reports.results import load_results
+    from reports.table import print_table
+
+    written = render_run(run_dir, formats=[fmt], svg=svg)
+    if fmt == "json":
+        click.echo(written["results"].read_text(encoding="utf-8"), nl=False)
+        return
+    print_table(load_results(written["results"]), console=Console(width=width))
+    path = written[fmt]
+    click.echo(f"report: {path}", err=True)
+    if open_report:
+        import webbrowser
+
+        webbrowser.open(path.resolve().as_uri())
 
 
 if __name__ == "__main__":

@@ -35,7 +35,9 @@ from __future__ import annotations
 import contextlib
 import re
 import shutil
+import socket
 import sys
+import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -59,6 +61,8 @@ __all__ = [
 POOL_SIZE = 32
 _CONNECT_TIMEOUT = 3.0
 _IO_TIMEOUT = 10.0
+#: Seconds after a connection failure during which a refused TCP probe fails a request at once.
+_FAIL_FAST_S = 2.0
 
 _REDIS_HINT = "set --redis-url or RACELAB_REDIS_URL, or pass --start-services"
 _POSTGRES_HINT = "set --postgres-dsn or RACELAB_POSTGRES_DSN, or pass --start-services"
@@ -167,6 +171,29 @@ def psycopg_waits_cooperatively() -> bool | None:
     return waiting.wait is not getattr(waiting, "wait_c", None)
 
 
+def _postgres_address(dsn: str) -> tuple[str, int] | None:
+    """``(host, port)`` of a TCP DSN; None for Unix sockets or several hosts."""
+    from psycopg.conninfo import conninfo_to_dict
+
+    try:
+        params = conninfo_to_dict(dsn)
+    except Exception:  # an odd DSN: psycopg will report it when connecting
+        return None
+    host = str(params.get("host") or "")
+    port = str(params.get("port") or "5432")
+    if not host or host.startswith("/") or "," in host or "," in port:
+        return None
+    return host, int(port)
+
+
+def _tcp_answers(host: str, port: int) -> bool:
+    try:
+        with socket.create_connection((host, port), timeout=_CONNECT_TIMEOUT):
+            return True
+    except OSError:
+        return False
+
+
 def _postgres_pool(dsn: str, table: str) -> Any:
     from psycopg_pool import ConnectionPool
 
@@ -223,6 +250,9 @@ class PostgresStore(Store):
         self._value = sql.SQL("SELECT value FROM {} WHERE id = 1").format(ident)
         self._reset = sql.SQL("UPDATE {} SET value = 0 WHERE id = 1").format(ident)
         self._pool = _PerProcess(self._open_pool)
+        self._address = _postgres_address(self.dsn)
+        #: monotonic time of the last connection failure (0: none recently)
+        self._failed_at = 0.0
 
     def _open_pool(self) -> Any:
         try:
@@ -259,15 +289,49 @@ class PostgresStore(Store):
                 )
             )
 
+    def _fail_fast(self) -> None:
+        # After a connection failure the pool reconnects in the background and
+        # a request would wait its whole timeout for a connection; while the
+        # server refuses connections, answer at once instead.
+        if not self._failed_at or time.monotonic() - self._failed_at > _FAIL_FAST_S:
+            return
+        if self._address is not None and not _tcp_answers(*self._address):
+            self._failed_at = time.monotonic()
+            raise StoreUnavailable(f"PostgreSQL at {self.dsn} refuses connections")
+
+    def _getconn(self, pool: Any) -> Any:
+        # Wait for a pooled connection in short slices, probing the server
+        # between them, so that requests already waiting when it goes away
+        # fail now rather than at the end of the pool timeout.
+        import psycopg_pool
+
+        deadline = time.monotonic() + _IO_TIMEOUT
+        while True:
+            try:
+                return pool.getconn(timeout=min(0.5, max(deadline - time.monotonic(), 0.01)))
+            except psycopg_pool.PoolTimeout:
+                if time.monotonic() >= deadline:
+                    raise
+                self._failed_at = self._failed_at or time.monotonic()
+                self._fail_fast()
+                self._failed_at = 0.0
+
     def _fetch(self, query: Any) -> int | None:
         import psycopg
         import psycopg_pool
 
-        pool = self._pool.get()
+        self._fail_fast()
+        pool: Any = self._pool.get()
         try:
-            with pool.connection() as conn:  # type: ignore[attr-defined]
+            conn = self._getconn(pool)
+            try:
                 row = conn.execute(query).fetchone()
-        except (psycopg.Error, psycopg_pool.PoolTimeout) as exc:
+            finally:
+                pool.putconn(conn)  # a broken connection is discarded, not reused
+        except (psycopg.OperationalError, psycopg_pool.PoolTimeout) as exc:
+            self._failed_at = time.monotonic()
+            raise StoreUnavailable(f"PostgreSQL at {self.dsn}: {_one_line(exc)}") from exc
+        except psycopg.Error as exc:
             raise StoreUnavailable(f"PostgreSQL at {self.dsn}: {_one_line(exc)}") from exc
         return None if row is None else int(row[0])
 

@@ -47,6 +47,7 @@ from geventhttpclient.response import HTTPConnectionClosed, HTTPParseError, HTTP
 from locust import FastHttpUser, constant, events, task
 from locust.exception import StopUser
 from locust.runners import LocalRunner, MasterRunner, WorkerRunner
+from locust.user.task import LOCUST_STATE_STOPPING
 
 from loadtests.history import HistoryWriter
 
@@ -56,6 +57,7 @@ BURST_COLUMNS = ("round", "process", "requests", "first_sent_ns", "last_sent_ns"
 _CHUNK_BYTES = 1 << 20
 _PROGRESS_EVERY = 0.25
 _SPIN_NS = 1_500_000  # busy-wait the last 1.5 ms before a burst deadline
+_IDLE_NS = 1_000_000_000  # reconnect before using a connection idle this long
 
 
 class OpError(Exception):
@@ -320,7 +322,8 @@ def _on_test_start(environment: Any, **_kw: Any) -> None:
 
 @events.spawning_complete.add_listener
 def _on_spawning_complete(**_kw: Any) -> None:
-    _SWARM.rendezvous.started.set()
+    # The last users spawned have not run yet: let them join before round 0.
+    gevent.spawn_later(0.05, _SWARM.rendezvous.started.set)
 
 
 @events.test_stopping.add_listener
@@ -484,7 +487,7 @@ def _master_on_progress(environment: Any, msg: Any, **_kw: Any) -> None:
 class _Connection:
     """One keep-alive connection to one instance, with the request pre-built."""
 
-    __slots__ = ("host", "port", "request", "sock", "url")
+    __slots__ = ("host", "port", "request", "sock", "url", "used_ns")
 
     def __init__(self, url: str) -> None:
         parts = urlsplit(url)
@@ -497,11 +500,25 @@ class _Connection:
             "User-Agent: racelab\r\nContent-Length: 0\r\n\r\n"
         ).encode("latin-1")
         self.sock: socket.socket | None = None
+        self.used_ns = 0
 
     def connect(self, timeout: float) -> None:
         sock = socket.create_connection((self.host, self.port), timeout=timeout)
         sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         self.sock = sock
+        self.used_ns = time.monotonic_ns()
+
+    def refresh(self, timeout: float) -> None:
+        """Reconnect a connection idle long enough for the server to have closed it.
+
+        Servers close idle keep-alive connections (gunicorn after 2 s); a request
+        sent into one that is closing gets no answer and would count as unknown.
+        """
+        if self.sock is not None and time.monotonic_ns() - self.used_ns < _IDLE_NS:
+            return
+        self.close()
+        with contextlib.suppress(OSError):
+            self.connect(timeout)
 
     def close(self) -> None:
         if self.sock is not None:
@@ -551,6 +568,8 @@ class _RecordingUser(FastHttpUser):
         self.next_index = (self.next_index + 1) % len(self.connections)
         swarm = _SWARM
         invoke = time.monotonic_ns()
+        if conn.sock is not None and invoke - conn.used_ns > _IDLE_NS:
+            conn.close()
         if conn.sock is None:
             try:
                 conn.connect(swarm.timeout)
@@ -570,7 +589,7 @@ class _RecordingUser(FastHttpUser):
         try:
             response = HTTPSocketResponse(sock, method="POST")
             body = response.read()
-        except BaseException as exc:  # noqa: BLE001 - every way of not getting an answer
+        except BaseException as exc:  # every way of not getting an answer
             conn.close()
             reason = _describe(exc)
             self._report(conn, burst, invoke, "info", reason)
@@ -579,6 +598,8 @@ class _RecordingUser(FastHttpUser):
             return
         if response.should_close():
             conn.sock = None  # the response closed it
+        else:
+            conn.used_ns = time.monotonic_ns()
         status = response.get_code()
         if not swarm.record:
             self._count(invoke, len(body), None if status == 200 else f"HTTP {status}")
@@ -669,9 +690,13 @@ class IncrUser(_RecordingUser):
 
     @task
     def incr(self) -> None:
-        if not _SWARM.budget.take():
-            raise StopUser()
-        self.operation(None)
+        # One long task: Locust's per-task scheduling and sleep(0) would cost a
+        # hub switch per request. A graceful stop lets the current call finish.
+        take = _SWARM.budget.take
+        while self._state != LOCUST_STATE_STOPPING:
+            if not take():
+                raise StopUser()
+            self.operation(None)
 
 
 class BurstUser(_RecordingUser):
@@ -680,8 +705,8 @@ class BurstUser(_RecordingUser):
     abstract = False
 
     def on_start(self) -> None:
+        _SWARM.rendezvous.join()  # before connecting: connecting yields to other users
         super().on_start()
-        _SWARM.rendezvous.join()
 
     def on_stop(self) -> None:
         if not self.stopped:
@@ -692,6 +717,7 @@ class BurstUser(_RecordingUser):
     def burst(self) -> None:
         if not _SWARM.budget.take():
             raise StopUser()
+        self.connections[self.next_index].refresh(_SWARM.timeout)  # not after the release
         burst = _SWARM.rendezvous.wait()
         if burst is None:
             raise StopUser()

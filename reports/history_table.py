@@ -122,10 +122,11 @@ class HistoryTable:
         return self.op == self.op_names.index(name)
 
     def to_rows(self) -> list[dict[str, Any]]:
-        """The operations as dicts keyed like ``COLUMNS`` (empty cells as ``""``); slow, for tests."""
+        """The operations as dicts keyed like ``COLUMNS`` (empty cells ``""``); slow, for tests."""
 
         def masked(values: IntArray, known: BoolArray) -> list[int | str]:
-            return [int(v) if k else "" for v, k in zip(values.tolist(), known.tolist())]
+            pairs = zip(values.tolist(), known.tolist(), strict=True)
+            return [int(v) if k else "" for v, k in pairs]
 
         columns: dict[str, list[Any]] = {
             "op_id": self.op_id.tolist(),
@@ -143,7 +144,8 @@ class HistoryTable:
             "burst": masked(self.burst, self.burst_known),
             "error": [str(e) for e in self.error.tolist()],
         }
-        return [dict(zip(COLUMNS, values)) for values in zip(*(columns[c] for c in COLUMNS))]
+        rows = zip(*(columns[c] for c in COLUMNS), strict=True)
+        return [dict(zip(COLUMNS, values, strict=True)) for values in rows]
 
     @classmethod
     def from_rows(cls, rows: Iterable[Mapping[str, Any]]) -> HistoryTable:
@@ -176,7 +178,7 @@ def read_history(path: Path | str) -> HistoryTable:
     try:
         handle = path.open("r", encoding="utf-8-sig", newline="")
     except OSError as exc:
-        raise MalformedHistory(f"cannot open {path}: {exc.strerror or exc}") from None
+        raise MalformedHistory(f"cannot open: {exc.strerror or exc}") from None
     with handle:
         try:
             return _parse(csv.reader(handle), str(path), lambda i: f"line {_line_of_row(path, i)}")
@@ -226,7 +228,7 @@ class _Builder:
     def __init__(self, header: list[str], where: Callable[[int], str]) -> None:
         self.header = header
         self.width = len(header)
-        self.index = {}
+        self.index: dict[str, int] = {}
         for i, name in enumerate(header):
             self.index.setdefault(name, i)
         self.where = where
@@ -247,7 +249,7 @@ class _Builder:
             raise MalformedHistory(
                 f"expected {self.width} fields, got {got}{hint}", self.where(base + i), column
             )
-        columns = list(zip(*chunk))
+        columns = list(zip(*chunk, strict=True))
         empty: tuple[str, ...] = ("",) * len(chunk)
 
         def cells(name: str) -> Sequence[str]:
@@ -281,7 +283,7 @@ class _Builder:
         if not known.any():
             return np.zeros(count, dtype=np.int64), known
         try:
-            return np.fromiter((int(c) if c else 0 for c in cells), np.int64, count), known
+            return np.fromiter(map(int, [c or "0" for c in cells]), np.int64, count), known
         except (ValueError, OverflowError):
             for i, cell in enumerate(cells):
                 if cell and not _is_int64(cell):

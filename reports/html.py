@@ -28,7 +28,6 @@ from reports.results import (
     collect_run,
     experiment_path,
     load_results,
-    mode_store_keys,
     verdict_word,
     write_results,
 )
@@ -68,6 +67,10 @@ def _join(items: Sequence[str]) -> str:
     return ", ".join(items[:-1]) + " and " + items[-1]
 
 
+def _ok(entry: Mapping[str, Any]) -> int:
+    return int((entry.get("ops") or {}).get("ok") or 0)
+
+
 def _where(entry: Mapping[str, Any], with_store: bool = False) -> str:
     config = entry.get("config") or {}
     text = str(config.get("mode") or "?")
@@ -95,8 +98,8 @@ def answer(results: Mapping[str, Any]) -> str:
     parts: list[str] = []
     if races:
         listed = [
-            f"{_where(e, with_store)}: {e.get('anomalies'):,} of {(e.get('ops') or {}).get('ok', 0):,}"
-            f" ok responses anomalous ({format_rate(e.get('anomaly_rate'))})"
+            f"{_where(e, with_store)}: {e.get('anomalies'):,} of {_ok(e):,} ok responses "
+            f"anomalous ({format_rate(e.get('anomaly_rate'))})"
             for e in sorted(races, key=lambda e: -(e.get("anomaly_rate") or 0))[:5]
         ]
         more = f", and {len(races) - 5} more" if len(races) > 5 else ""
@@ -130,10 +133,12 @@ def answer(results: Mapping[str, Any]) -> str:
         if clean:
             parts.append(f"For comparison, {_join(clean)} showed no anomaly in any mode tested.")
         if raced:
-            detail = [
-                f"{store} under {_join(sorted({str((e.get('config') or {}).get('mode')) for e in others if (e.get('config') or {}).get('store') == store and verdict_word(e) == 'race'}))}"
-                for store in raced
-            ]
+            detail = []
+            for store in raced:
+                racing = sorted({str((e.get("config") or {}).get("mode")) for e in others
+                                 if (e.get("config") or {}).get("store") == store
+                                 and verdict_word(e) == "race"})
+                detail.append(f"{store} under {_join(racing)}")
             parts.append(f"Anomalies also appeared with {'; '.join(detail)}.")
     return " ".join(parts)
 
@@ -160,6 +165,7 @@ def explain(entry: Mapping[str, Any]) -> list[str]:
     gil = config.get("gil")
     workers = config.get("workers") or 1
     threads = config.get("threads") or 1
+    instances = config.get("instances") or 1
     out: list[str] = []
     if python:
         if gil is False:
@@ -198,8 +204,8 @@ def explain(entry: Mapping[str, Any]) -> list[str]:
         "gevent": f"gunicorn gevent runs {_count(workers, 'worker process')}, each serving "
                   "requests as greenlets that give way only where the code yields "
                   "(I/O, sleep), never in the middle of plain Python code.",
-        "cluster": f"Mode cluster runs {_count(config.get('instances') or 1, 'independent instance')}"
-                   " (standing in for separate hosts), and the load is spread over them.",
+        "cluster": f"Mode cluster runs {_count(instances, 'independent instance')} "
+                   "(standing in for separate hosts), and the load is spread over them.",
     }.get(str(mode))
     if mode_text:
         out.append(mode_text)
@@ -324,8 +330,8 @@ def _context(results: Mapping[str, Any], results_dir: Path, embed: bool) -> dict
             "counts": verdict.get("counts") or {},
         })
     run_plots = results.get("plots") or {}
-    cost = [{"mode": mode, "src": image(rel)} for mode, rel in (run_plots.get("cost") or {}).items()]
-    rows, cols, grid = mode_store_keys(entries) if entries else ([], [], False)
+    cost = [{"mode": mode, "src": image(rel)}
+            for mode, rel in (run_plots.get("cost") or {}).items()]
     return {
         "run": results.get("run") or {},
         "schema": results.get("schema"),
@@ -342,7 +348,7 @@ def _environment() -> jinja2.Environment:
     return jinja2.Environment(
         loader=jinja2.PackageLoader("reports", "templates"),
         autoescape=True,
-        undefined=jinja2.StrictUndefined,
+        undefined=jinja2.ChainableUndefined,
         trim_blocks=True,
         lstrip_blocks=True,
     )
@@ -371,18 +377,20 @@ def render_markdown(results: Mapping[str, Any], results_dir: Path, out: Path) ->
     run = ctx["run"]
     lines = [f"# {_md(ctx['title'])}", ""]
     if run.get("partial"):
-        lines += [f"> **Partial run:** {_md(run.get('partial_reason') or 'not every experiment ran')}",
-                  ""]
+        reason = run.get("partial_reason") or "not every experiment ran"
+        lines += [f"> **Partial run:** {_md(reason)}", ""]
     lines += ["## Is a global safe here?", "", _md(ctx["answer"]), ""]
     if ctx["matrix"]:
         lines += [f"![anomaly rate per mode and store]({ctx['matrix']})", ""]
-    lines += ["| experiment | mode | store | window | ok ops | req/s | p99 ms | anomalies | verdict |",
+    lines += ["| experiment | mode | store | window | ok ops | req/s | p99 ms | anomalies "
+              "| verdict |",
               "| --- | --- | --- | --- | ---: | ---: | ---: | ---: | --- |"]
     for item in ctx["experiments"]:
         e = item["entry"]
         c = e.get("config") or {}
         lat = e.get("latency_ms") or {}
-        anomalies = "unknown" if e.get("anomalies") is None else f"{e['anomalies']} ({item['rate']})"
+        anomalies = ("unknown" if e.get("anomalies") is None
+                     else f"{e['anomalies']} ({item['rate']})")
         lines.append(
             f"| {_md(e.get('label'))} | {_md(c.get('mode'))} | {_md(c.get('store'))} | "
             f"{_md(c.get('window'))} | {(e.get('ops') or {}).get('ok', 0)} | "
@@ -443,12 +451,10 @@ def render_run(
     formats = list(formats)
     unknown = [f for f in formats if f not in FORMATS]
     if unknown:
-        raise ResultsError(f"unknown report format {unknown[0]!r}; choose from {', '.join(FORMATS)}")
+        raise ResultsError(
+            f"unknown report format {unknown[0]!r}; choose from {', '.join(FORMATS)}")
     path = run_dir / RESULTS_FILE
-    if path.exists():
-        results = load_results(path)
-    else:
-        results = collect_run(run_dir, meta)
+    results = load_results(path) if path.exists() else collect_run(run_dir, meta)
     draw_all(results, run_dir, fmt="svg" if svg else "png")
     written = {"results": write_results(results, run_dir)}
     if "html" in formats:

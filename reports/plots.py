@@ -15,9 +15,15 @@ PNG by default, SVG on request. Scatter plots keep at most ``MAX_POINTS`` points
 
 from __future__ import annotations
 
+import multiprocessing
+import os
 import re
+import sys
 import textwrap
+import threading
 from collections.abc import Mapping, Sequence
+from concurrent.futures import ProcessPoolExecutor
+from concurrent.futures.process import BrokenProcessPool
 from pathlib import Path
 from typing import Any
 
@@ -51,6 +57,7 @@ __all__ = [
 ]
 
 MAX_POINTS = 20_000
+PARALLEL_FROM = 8  # experiments from which a process pool draws them
 MAX_MARKS = 2_000
 DPI = 90
 COLOURS = {"safe": "#2e7d32", "race": "#c62828", "unknown": "#9e9e9e"}
@@ -196,7 +203,7 @@ def draw_requests(entry: Mapping[str, Any], hist: HistoryTable, path: Path) -> P
     values = hist.value[ok]
     pids = np.where(hist.server_pid_known[ok], hist.server_pid[ok], -1)
     fig = Figure(figsize=(7.2, 3.4))
-    ax = fig.add_axes((0.1, 0.15, 0.62, 0.74))
+    ax = fig.add_axes((0.1, 0.15, 0.6, 0.74))
     shown = _downsample(np.arange(len(ok)), MAX_POINTS)
     per_process = _per_process(entry, hist)
     if per_process:
@@ -204,19 +211,20 @@ def draw_requests(entry: Mapping[str, Any], hist: HistoryTable, path: Path) -> P
             mine = shown[pids[shown] == pid]
             order = mine[np.argsort(times[mine], kind="stable")]
             colour = _PID_COLOURS[k % len(_PID_COLOURS)]
-            ax.plot(times[order], values[order], color=colour, linewidth=0.8, alpha=0.6)
-            ax.scatter(times[order], values[order], s=4, color=colour, linewidths=0,
-                       zorder=2, label=f"process {pid}")
+            ax.plot(times[order], values[order], color=colour, linewidth=0.8, alpha=0.6,
+                    marker=".", markersize=2.5, markeredgewidth=0, zorder=2,
+                    label=f"process {pid}")
     else:
-        ax.scatter(times[shown], values[shown], s=4, color="#1565c0", linewidths=0,
-                   zorder=2, label="a request")
+        ax.plot(times[shown], values[shown], linestyle="none", marker=".", markersize=2.5,
+                markeredgewidth=0, color="#1565c0", zorder=2, label="a request")
     # Values handed out more than once, over all processes.
     _, inverse, counts = np.unique(values, return_inverse=True, return_counts=True)
     dup = np.flatnonzero(counts[inverse] > 1)
     if len(dup):
         marks = _downsample(dup, MAX_MARKS)
-        ax.scatter(times[marks], values[marks], s=18, facecolors="none", edgecolors="#c62828",
-                   linewidths=0.7, zorder=1, label=f"repeated value ({len(dup):,})")
+        ax.plot(times[marks], values[marks], linestyle="none", marker="o", markersize=4.5,
+                fillstyle="none", markeredgewidth=0.7, color="#c62828", zorder=1,
+                label=f"repeated value ({len(dup):,})")
     # Values never handed out: per process where each process counts for itself.
     gap_values: list[np.ndarray] = []
     gap_times: list[np.ndarray] = []
@@ -230,8 +238,9 @@ def draw_requests(entry: Mapping[str, Any], hist: HistoryTable, path: Path) -> P
     if len(missing_all):
         when_all = np.concatenate(gap_times)
         marks = _downsample(np.arange(len(missing_all)), MAX_MARKS)
-        ax.scatter(when_all[marks], missing_all[marks], s=40, marker="_", color="#ff8f00",
-                   linewidths=1.4, label=f"value nobody got ({len(missing_all):,})", zorder=3)
+        ax.plot(when_all[marks], missing_all[marks], linestyle="none", marker="_",
+                markersize=6.5, markeredgewidth=1.4, color="#ff8f00", zorder=3,
+                label=f"value nobody got ({len(missing_all):,})")
     ax.set_xlabel("time the request completed (s since the first request)", fontsize=8)
     ax.set_ylabel("value it got", fontsize=8)
     ax.tick_params(labelsize=7)
@@ -418,6 +427,48 @@ def draw_bursts(entry: Mapping[str, Any], path: Path) -> Path | None:
 # -- everything ---------------------------------------------------------------------------
 
 
+def _draw_experiment(entry: Mapping[str, Any], results_dir: Path, fmt: str) -> dict[str, str]:
+    """Draw one experiment's plots; return their paths relative to ``results_dir``."""
+    plots_dir = results_dir / "plots"
+    name = _safe_name(str(entry.get("id")))
+
+    def target(kind: str) -> Path:
+        return plots_dir / f"{name}-{kind}.{fmt}"
+
+    drawn: dict[str, Path | None] = {}
+    history = experiment_path(results_dir, (entry.get("files") or {}).get("history"))
+    hist: HistoryTable | None = None
+    if history is not None and history.is_file():
+        try:
+            hist = read_history(history)
+        except MalformedHistory:
+            hist = None
+    if hist is not None and len(hist):
+        drawn["requests"] = draw_requests(entry, hist, target("requests"))
+        if (entry.get("verdict") or {}).get("witnesses"):
+            drawn["witness"] = draw_witness(entry, hist, target("witness"))
+    drawn["bursts"] = draw_bursts(entry, target("bursts"))
+    return {k: v.relative_to(results_dir).as_posix() for k, v in drawn.items() if v is not None}
+
+
+def _start_pool(count: int) -> ProcessPoolExecutor | None:
+    """A pool of forked processes to draw ``count`` experiments, or None to draw them here.
+
+    Forking is used only on Linux and only while this process runs a single thread:
+    a forked child then holds no lock another thread owned, and, unlike spawn or
+    forkserver, it never re-imports the caller's main module.
+    """
+    cpus = os.cpu_count() or 1
+    if (count < PARALLEL_FROM or cpus < 2 or not sys.platform.startswith("linux")
+            or threading.active_count() > 1):
+        return None
+    try:
+        context = multiprocessing.get_context("fork")
+        return ProcessPoolExecutor(max_workers=min(cpus, 4), mp_context=context)
+    except (OSError, ValueError):  # no process pool here (sandbox, no /dev/shm)
+        return None
+
+
 def draw_all(results: dict[str, Any], results_dir: Path, fmt: str = "png") -> dict[str, Any]:
     """Draw every plot of a run into ``results_dir/plots`` and record their paths.
 
@@ -430,37 +481,45 @@ def draw_all(results: dict[str, Any], results_dir: Path, fmt: str = "png") -> di
     Returns:
         The same document.
     """
+    if fmt not in ("png", "svg"):
+        raise ValueError(f"plots are png or svg, not {fmt!r}")
+    results_dir = Path(results_dir)
     plots_dir = results_dir / "plots"
-    ext = "." + fmt
+    plots_dir.mkdir(parents=True, exist_ok=True)
+    entries = results.get("experiments") or []
+    pool = _start_pool(len(entries))
+    try:
+        futures = []
+        if pool is not None:
+            futures = [pool.submit(_draw_experiment, e, results_dir, fmt) for e in entries]
+        results["plots"] = _draw_run_plots(results, results_dir, fmt)
+        for index, entry in enumerate(entries):
+            plots = None
+            if futures:
+                try:
+                    plots = futures[index].result()
+                except (OSError, BrokenProcessPool):
+                    futures = []  # the pool broke: draw the rest here
+            if plots is None:
+                plots = _draw_experiment(entry, results_dir, fmt)
+            entry["plots"] = plots
+    finally:
+        if pool is not None:
+            pool.shutdown(cancel_futures=True)
+    return results
 
-    def rel(path: Path | None) -> str | None:
-        return None if path is None else path.relative_to(results_dir).as_posix()
 
+def _draw_run_plots(results: Mapping[str, Any], results_dir: Path, fmt: str) -> dict[str, Any]:
+    """The matrix and the cost-of-safety plots of a run with several experiments."""
+    plots_dir = results_dir / "plots"
     entries = results.get("experiments") or []
     run_plots: dict[str, Any] = {"matrix": None, "cost": {}}
-    if len(entries) > 1:
-        run_plots["matrix"] = rel(draw_matrix(results, plots_dir / f"matrix{ext}"))
-        modes = sorted({str((e.get("config") or {}).get("mode")) for e in entries})
-        for mode in modes:
-            drawn = draw_cost(entries, mode, plots_dir / f"cost-{_safe_name(mode)}{ext}")
-            if drawn is not None:
-                run_plots["cost"][mode] = rel(drawn)
-    for entry in entries:
-        name = _safe_name(str(entry.get("id")))
-        plots: dict[str, str | None] = {}
-        history = experiment_path(results_dir, (entry.get("files") or {}).get("history"))
-        hist = None
-        if history is not None:
-            try:
-                hist = read_history(history)
-            except MalformedHistory:
-                hist = None
-        if hist is not None and len(hist):
-            base = plots_dir / name
-            plots["requests"] = rel(draw_requests(entry, hist, base.with_name(f"{name}-requests{ext}")))
-            if (entry.get("verdict") or {}).get("witnesses"):
-                plots["witness"] = rel(draw_witness(entry, hist, base.with_name(f"{name}-witness{ext}")))
-        plots["bursts"] = rel(draw_bursts(entry, plots_dir / f"{name}-bursts{ext}"))
-        entry["plots"] = {k: v for k, v in plots.items() if v}
-    results["plots"] = run_plots
-    return results
+    if len(entries) < 2:
+        return run_plots
+    matrix = draw_matrix(results, plots_dir / f"matrix.{fmt}")
+    run_plots["matrix"] = None if matrix is None else matrix.relative_to(results_dir).as_posix()
+    for mode in sorted({str((e.get("config") or {}).get("mode")) for e in entries}):
+        drawn = draw_cost(entries, mode, plots_dir / f"cost-{_safe_name(mode)}.{fmt}")
+        if drawn is not None:
+            run_plots["cost"][mode] = drawn.relative_to(results_dir).as_posix()
+    return run_plots

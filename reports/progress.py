@@ -57,9 +57,10 @@ class MatrixConsoleProgress:
         if outcome.valid == "unknown" and outcome.error:
             detail = f" ({outcome.error.splitlines()[0][:120]})"
         self.console.print(
-            f"[{index:>2}/{total}] {outcome.cell.label:<42} [{style}]{verdict}[/]{detail}"
-            f"  {outcome.elapsed_s:4.1f}s  ·  {anomalous_cells} anomalous so far",
+            f"[{index:>2}/{total}] {outcome.cell.label:<36} [{style}]{verdict}[/]{detail}"
+            f"  {outcome.elapsed_s:.1f}s  ·  {anomalous_cells} anomalous so far",
             markup=True,
+            soft_wrap=True,
         )
         if index == total:
             self.close()

@@ -32,7 +32,7 @@ from typing import Any
 
 import numpy as np
 
-from demo_server.config import MODES, STORES, WINDOWS
+from demo_server.config import MODES, PER_PROCESS_STORES, STORES, WINDOWS
 from demo_server.errors import RacelabError
 from reports.history_table import FAIL, INFO, OK, HistoryTable, MalformedHistory, read_history
 from reports.verdict import Verdict
@@ -59,23 +59,13 @@ __all__ = [
 SCHEMA = "racelab.results/1"
 RESULTS_FILE = "results.json"
 
-# Counts a checker may report that each stand for anomalous operations.
-ANOMALY_COUNTS = (
-    "anomalies",
-    "duplicates",
-    "duplicate",
-    "skipped",
-    "gaps",
-    "lost",
-    "lost_updates",
-    "lost-update",
-    "lost-updates",
-    "real_time_order",
-    "real-time-order",
-    "oversold",
-    "overdraft",
-    "not_conserved",
-    "recomputed",
+# Views of "how many operations went wrong" a checker may count. They overlap (a
+# lost update usually shows as a repeated number too), so the largest is used.
+ANOMALY_COUNTS: tuple[tuple[str, ...], ...] = (
+    ("duplicate_extra_returns", "real_time_violations"),
+    ("lost_updates",),
+    ("skipped_unexplained",),
+    ("final_excess",),
 )
 
 # Configuration keys of an experiment, in the order reports show them.
@@ -112,17 +102,20 @@ def verdict_word(entry: Mapping[str, Any]) -> str:
 
 
 def anomaly_count(verdict: Mapping[str, Any]) -> int | None:
-    """How many anomalous operations a verdict counted; ``None`` when unknown.
+    """How many operations a verdict found anomalous; ``None`` when it is unknown.
 
-    A verdict of ``no`` with no recognised count still counts its witnesses, so a
-    race is never reported as zero anomalies.
+    An ``anomalies`` count is taken as is. Otherwise it is the largest of the
+    views in ``ANOMALY_COUNTS`` (responses that repeated a number or broke
+    real-time order; lost updates; numbers skipped without explanation; final
+    excess). A verdict of ``no`` counts at least its witnesses, so a race never
+    shows zero anomalies.
     """
     if verdict.get("valid") == "unknown":
         return None
     counts = verdict.get("counts") or {}
     if "anomalies" in counts:
         return int(counts["anomalies"])
-    total = sum(int(v) for k, v in counts.items() if k in ANOMALY_COUNTS)
+    total = max(sum(int(counts.get(key) or 0) for key in view) for view in ANOMALY_COUNTS)
     if verdict.get("valid") == "no":
         total = max(total, len(verdict.get("witnesses") or ()), 1)
     return total
@@ -189,11 +182,16 @@ def _server_problem(summary: Mapping[str, Any]) -> str | None:
 
 
 def _run_checker(
-    table: HistoryTable, final: dict[str, Any] | None, scenario: str, server_problem: str | None
+    table: HistoryTable,
+    final: dict[str, Any] | None,
+    config: Mapping[str, Any],
+    server_problem: str | None,
 ) -> Verdict:
     from reports.checkers import check_history
 
-    return check_history(table, final=final, scenario=scenario, server_problem=server_problem)
+    return check_history(table, final=final, scenario=str(config["scenario"]),
+                         server_problem=server_problem,
+                         per_process=config.get("store") in PER_PROCESS_STORES)
 
 
 def _reproduce_command(config: Mapping[str, Any]) -> str:
@@ -262,7 +260,8 @@ def collect_experiment(exp_dir: Path | str) -> dict[str, Any]:
         "final": final,
         "burst_spreads": list(swarm.get("burst_spreads") or ()),
         "server": {k: server.get(k) for k in ("pids", "died", "exit_codes")},
-        "command": str(summary.get("command") or _reproduce_command(config)),
+        "command": str(summary.get("command")
+                       or (_reproduce_command(config) if config.get("mode") else "")),
         "plots": {},
     }
     problems = [p for p in (summary_problem,) if p]
@@ -283,7 +282,7 @@ def collect_experiment(exp_dir: Path | str) -> dict[str, Any]:
         if final is None and final_problem:
             server_problem = "; ".join(p for p in (server_problem, final_problem) if p)
         try:
-            verdict = _run_checker(table, final, config["scenario"], server_problem)
+            verdict = _run_checker(table, final, config, server_problem)
         except RacelabError as exc:
             verdict = Verdict("history", "unknown", reason=str(exc))
         except Exception as exc:  # a checker that crashes gives unknown, never a crash
@@ -293,7 +292,8 @@ def collect_experiment(exp_dir: Path | str) -> dict[str, Any]:
     entry["anomalies"] = anomaly_count(entry["verdict"])
     ok = entry["ops"]["ok"]
     entry["anomaly_rate"] = (
-        None if entry["anomalies"] is None or not ok else round(entry["anomalies"] / ok, 6)
+        None if entry["anomalies"] is None or not ok
+        else round(min(1.0, entry["anomalies"] / ok), 6)
     )
     return entry
 
@@ -380,7 +380,8 @@ def build_results(
     meta = dict(meta or {})
     entries = [_relativise(dict(e), run_dir) for e in experiments]
     _unique_ids(entries)
-    first = next((e["config"] for e in entries if e["config"].get("python")), {})
+    first: dict[str, Any] = next(
+        (e["config"] for e in entries if e["config"].get("python")), {})
     partial = bool(meta.get("partial", False))
     run = {
         "created": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
@@ -398,6 +399,8 @@ def build_results(
         "implementation": first.get("implementation") or platform.python_implementation(),
         "gil": first.get("gil"),
     }
+    for key, value in meta.items():  # anything else the caller knows (budget, skipped stores)
+        run.setdefault(key, value)
     return {"schema": SCHEMA, "run": run, "experiments": entries, "plots": {}}
 
 

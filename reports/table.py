@@ -63,31 +63,38 @@ def _anomalies(entry: Mapping[str, Any]) -> str:
     return f"{anomalies:,} ({format_rate(entry.get('anomaly_rate'))})"
 
 
-def _rows_table(entries: Sequence[Mapping[str, Any]], title: str | None) -> Table:
+def _rows_table(
+    entries: Sequence[Mapping[str, Any]], title: str | None, width: int
+) -> Table:
+    # The verdict comes right after the name so that a narrow terminal never hides it;
+    # below 90 columns the timing columns are left out.
+    narrow = width < 90
     table = Table(title=title, box=box.SIMPLE_HEAD, header_style="bold", pad_edge=False)
     table.add_column("experiment", overflow="fold", min_width=10, ratio=1)
+    table.add_column("verdict", no_wrap=True)
+    table.add_column("anomalies", justify="right", no_wrap=True)
     table.add_column("mode", no_wrap=True)
     table.add_column("store", no_wrap=True)
     table.add_column("window", no_wrap=True)
     table.add_column("ok ops", justify="right", no_wrap=True)
-    table.add_column("req/s", justify="right", no_wrap=True)
-    table.add_column("p99 ms", justify="right", no_wrap=True)
-    table.add_column("anomalies", justify="right", no_wrap=True)
-    table.add_column("verdict", no_wrap=True)
+    if not narrow:
+        table.add_column("req/s", justify="right", no_wrap=True)
+        table.add_column("p99 ms", justify="right", no_wrap=True)
     for entry in entries:
         config = entry.get("config") or {}
         latency = entry.get("latency_ms") or {}
-        table.add_row(
+        cells: list[Text | str] = [
             Text(str(entry.get("label") or entry.get("id"))),
+            _verdict_text(entry),
+            _anomalies(entry),
             Text(str(config.get("mode") or "?")),
             Text(str(config.get("store") or "?")),
             Text(str(config.get("window") or "?")),
             _number((entry.get("ops") or {}).get("ok")),
-            _number(entry.get("throughput_rps")),
-            _number(latency.get("p99"), 1),
-            _anomalies(entry),
-            _verdict_text(entry),
-        )
+        ]
+        if not narrow:
+            cells += [_number(entry.get("throughput_rps")), _number(latency.get("p99"), 1)]
+        table.add_row(*cells)
     return table
 
 
@@ -109,7 +116,8 @@ def _grid_table(entries: Sequence[Mapping[str, Any]], title: str | None) -> Tabl
 
 
 def build_table(
-    results: Mapping[str, Any], layout: str = "auto", title: str | None = None
+    results: Mapping[str, Any], layout: str = "auto", title: str | None = None,
+    width: int = 100,
 ) -> Table:
     """A rich table of a results document.
 
@@ -118,6 +126,7 @@ def build_table(
         layout: ``rows`` (one row per experiment), ``grid`` (modes x stores) or
             ``auto`` (a grid when the experiments form one).
         title: optional caption above the table.
+        width: the width it will be printed at (narrow tables leave out timings).
 
     Returns:
         The table; ``-`` in a grid marks a combination that was not run.
@@ -129,7 +138,7 @@ def build_table(
         layout = "grid" if entries and complete and mode_store_keys(entries)[2] else "rows"
     if layout == "grid":
         return _grid_table(entries, title)
-    return _rows_table(entries, title)
+    return _rows_table(entries, title, width)
 
 
 def print_table(
@@ -144,7 +153,7 @@ def print_table(
     if run.get("partial"):
         reason = run.get("partial_reason") or "not every experiment ran"
         console.print(Text(f"PARTIAL RUN: {reason}", style="bold yellow"))
-    console.print(build_table(results, layout=layout))
+    console.print(build_table(results, layout=layout, width=console.width))
 
 
 def table_text(results: Mapping[str, Any], width: int = 100, layout: str = "auto") -> str:

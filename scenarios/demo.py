@@ -76,11 +76,11 @@ def make_cell_runner(
             store=cell.store, window=cell.window, mode=cell.mode, workers=cell.workers,
             threads=cell.threads, instances=cell.instances, users=cell.users,
             requests=cell.requests, burst=cell.burst,
-            redis_url=config.redis_url, postgres_dsn=config.postgres_dsn,
-            memcached=config.memcached,
         )
         try:
-            run_experiment(spec, cell_dir, progress=on_swarm)
+            run_experiment(spec, cell_dir, redis_url=config.redis_url,
+                           postgres_dsn=config.postgres_dsn, memcached=config.memcached,
+                           progress=on_swarm)
         except RacelabError as exc:
             _failed_summary(cell, cell_dir, str(exc))
             raise

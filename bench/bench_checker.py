@@ -1,0 +1,187 @@
+"""Benchmark: the numpy counter checker against a plain-Python one, on a million operations.
+
+Generates a correct counter history of N operations (64 clients, two server
+processes sharing one counter, 1% failed and 0.01% unknown outcomes), injects
+anomalies (duplicates, skipped numbers, real-time order violations, a final
+value below the ok count), writes it as history.csv, then in this one process:
+
+- times ``read_history`` on the CSV;
+- times the numpy checker (``check_counter``) and the plain-Python checker
+  (``reports._reference``: dicts, sets, one sort per process) on the same
+  history, best of ``--repeat`` runs each;
+- measures each checker's peak memory with ``tracemalloc`` (peak traced bytes
+  above the start, numpy buffers included) in a separate run, since tracing
+  slows Python code down; the process's peak RSS (``ru_maxrss``) is printed too.
+
+Targets for a million operations: under 1 s and under 500 MB.
+
+    .venv/bin/python bench/bench_checker.py              # 1,000,000 operations
+    .venv/bin/python bench/bench_checker.py --ten-million
+"""
+
+from __future__ import annotations
+
+import argparse
+import gc
+import resource
+import tempfile
+import time
+import tracemalloc
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from loadtests.history import COLUMNS
+from reports._reference import ops_of, reference_counts
+from reports._simulate import Simulated, simulate_counter
+from reports.checkers import check_counter
+from reports.history_table import OK, OUTCOMES, read_history
+
+COMPARED = ("duplicate_values", "duplicate_extra_returns", "skipped_values",
+            "skipped_unexplained", "real_time_violations", "lost_updates")
+
+
+def make_history(n: int, seed: int = 1) -> tuple[Simulated, dict[str, int]]:
+    """A correct history with anomalies injected; returns it and what was injected."""
+    sim = simulate_counter(n, clients=64, pids=2, fail_rate=0.01, info_rate=0.0001, seed=seed)
+    arrays = sim.arrays
+    rng = np.random.default_rng(seed)
+    ok = np.flatnonzero(arrays["outcome"] == OK)
+    top = ok[np.argmax(arrays["value"][ok])]
+    ok = ok[ok != top]
+    picked = rng.choice(ok, size=300, replace=False)
+    duplicated, removed, moved = picked[:100], picked[100:200], picked[200:250]
+    copies = {k: v[duplicated] for k, v in arrays.items()}
+    copies["op_id"] = n + np.arange(duplicated.size)
+    end = int(arrays["complete_ns"].max())
+    arrays["invoke_ns"][moved] = end + 1_000 + 2_000 * np.arange(moved.size)
+    arrays["complete_ns"][moved] = end + 2_000 + 2_000 * np.arange(moved.size)
+    keep = np.setdiff1d(np.arange(n), removed)
+    arrays = {k: np.concatenate([v[keep], copies[k]]) for k, v in arrays.items()}
+    final = sim.final
+    for state in final["states"]:
+        state["value"] -= 1_000
+    injected = {"duplicates": duplicated.size, "removed": removed.size, "moved": moved.size,
+                "final_lowered_by": 1_000}
+    return Simulated(arrays, final), injected
+
+
+def write_csv(sim: Simulated, path: Path, chunk: int = 200_000) -> None:
+    """Write the history in the loadtests.history format, chunk by chunk."""
+    a = sim.arrays
+    n = a["op_id"].shape[0]
+
+    def masked(values: np.ndarray, known: np.ndarray) -> list[str]:
+        return [str(v) if k else "" for v, k in zip(values.tolist(), known.tolist(), strict=True)]
+
+    with path.open("w", encoding="utf-8", newline="") as out:
+        out.write(",".join(COLUMNS) + "\n")
+        for lo in range(0, n, chunk):
+            s = slice(lo, lo + chunk)
+            cols = [
+                map(str, a["op_id"][s].tolist()),
+                (f"w0-u{c}" for c in a["client"][s].tolist()),
+                ("incr" for _ in range(min(chunk, n - lo))),
+                (OUTCOMES[o] for o in a["outcome"][s].tolist()),
+                masked(a["value"][s], a["value_known"][s]),
+                map(str, a["invoke_ns"][s].tolist()),
+                map(str, a["complete_ns"][s].tolist()),
+                masked(a["server_pid"][s], a["server_pid_known"][s]),
+                masked(a["server_tid"][s], a["server_tid_known"][s]),
+                masked(a["arrival_ns"][s], a["value_known"][s]),
+                masked(a["departure_ns"][s], a["value_known"][s]),
+                ("http://127.0.0.1:8000" for _ in range(min(chunk, n - lo))),
+                ("" for _ in range(min(chunk, n - lo))),
+                ("" if o == OK else "timed out" for o in a["outcome"][s].tolist()),
+            ]
+            out.write("".join(",".join(fields) + "\n" for fields in zip(*cols, strict=True)))
+
+
+def best_time(func: Callable[[], Any], repeat: int) -> tuple[float, Any]:
+    best, result = float("inf"), None
+    for _ in range(repeat):
+        gc.collect()
+        start = time.perf_counter()
+        result = func()
+        best = min(best, time.perf_counter() - start)
+    return best, result
+
+
+def peak_bytes(func: Callable[[], Any]) -> int:
+    gc.collect()
+    tracemalloc.start()
+    try:
+        base = tracemalloc.get_traced_memory()[0]
+        func()
+        return tracemalloc.get_traced_memory()[1] - base
+    finally:
+        tracemalloc.stop()
+
+
+def max_rss_mb() -> float:
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # KiB on Linux
+
+
+def bench(n: int, repeat: int, python: bool, workdir: Path) -> dict[str, Any]:
+    print(f"\n== {n:,} operations ==")
+    start = time.perf_counter()
+    sim, injected = make_history(n)
+    print(f"generated in {time.perf_counter() - start:.1f} s; injected: {injected}")
+    path = workdir / f"history-{n}.csv"
+    start = time.perf_counter()
+    write_csv(sim, path)
+    print(f"wrote {path.stat().st_size / 1e6:.0f} MB in {time.perf_counter() - start:.1f} s")
+
+    del sim.arrays
+    gc.collect()
+    read_s, table = best_time(lambda: read_history(path), 1)
+    read_peak = peak_bytes(lambda: read_history(path)) if n <= 1_000_000 else None
+    print(f"read_history: {read_s:.2f} s"
+          + (f", peak {read_peak / 1e6:.0f} MB traced" if read_peak is not None else ""))
+
+    numpy_s, verdict = best_time(lambda: check_counter(table, sim.final), repeat)
+    numpy_peak = peak_bytes(lambda: check_counter(table, sim.final))
+    print(f"numpy checker:  {numpy_s:.3f} s, peak {numpy_peak / 1e6:.0f} MB traced "
+          f"-> {verdict.valid}: {verdict.reason}")
+    result: dict[str, Any] = {"n": n, "read_s": read_s, "numpy_s": numpy_s,
+                              "numpy_peak": numpy_peak}
+    if python:
+        ops = ops_of(table)
+        python_s, counts = best_time(lambda: reference_counts(ops, sim.final), 1)
+        python_peak = peak_bytes(lambda: reference_counts(ops, sim.final))
+        del ops
+        print(f"python checker: {python_s:.3f} s, peak {python_peak / 1e6:.0f} MB traced "
+              "(its input list of tuples not counted)")
+        print(f"ratio python/numpy: time {python_s / numpy_s:.1f}x, "
+              f"memory {python_peak / max(numpy_peak, 1):.1f}x")
+        same = {k: counts[k] for k in COMPARED} == {k: verdict.counts[k] for k in COMPARED}
+        print(f"same counts: {same} {({k: verdict.counts[k] for k in COMPARED})}")
+        result.update(python_s=python_s, python_peak=python_peak)
+    print(f"process peak RSS so far: {max_rss_mb():.0f} MB")
+    return result
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--ten-million", action="store_true",
+                        help="Also run 10,000,000 operations (about 1.3 GB of CSV).")
+    parser.add_argument("--repeat", type=int, default=3, help="Timed runs of the numpy checker.")
+    parser.add_argument("--no-python", action="store_true",
+                        help="Skip the plain-Python checker at ten million.")
+    args = parser.parse_args()
+    with tempfile.TemporaryDirectory(prefix="racelab-bench-") as tmp:
+        results = [bench(1_000_000, args.repeat, True, Path(tmp))]
+        if args.ten_million:
+            results.append(bench(10_000_000, 1, not args.no_python, Path(tmp)))
+    if len(results) == 2:
+        small, big = results
+        print("\n== growth from 1M to 10M ==")
+        for key in ("read_s", "numpy_s", "numpy_peak", "python_s", "python_peak"):
+            if key in small and key in big:
+                print(f"{key}: x{big[key] / small[key]:.1f}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,101 @@
+"""Requests/s of racelab's recording swarm, beside wrk and beside the same swarm unrecorded.
+
+Usage: python bench/bench_swarm.py [--duration 8] [--users 32] [--processes 1 2]
+
+Starts one gunicorn-gthread server (2 workers x 8 threads, global store), then
+measures, one after the other on the same server:
+
+- wrk -t1 -c<users> against /incr (the ceiling of this machine and server);
+- the Locust swarm without recording (RACELAB_SWARM_RECORD=0: it still counts
+  every request in Locust's statistics);
+- the Locust swarm recording every operation into the history.
+
+Swarm throughput is Locust's request count over the time between its first and
+last request. Targets: recording costs at most 3 %; the swarm reaches 80 % of wrk.
+On a 2-core machine the load generator and the server share the cores, so the
+numbers move by several percent from run to run: run it more than once.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import re
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from demo_server.config import ServerConfig
+from demo_server.modes import LaunchSpec
+from demo_server.supervisor import Supervisor
+from loadtests.runner import SwarmSpec, run_swarm
+
+
+def wrk_rps(url: str, connections: int, duration: float) -> float:
+    wrk = shutil.which("wrk") or "/usr/bin/wrk"
+    out = subprocess.run(
+        [wrk, "-t1", f"-c{connections}", f"-d{int(duration)}s", f"{url}/incr"],
+        capture_output=True, text=True, check=True,
+    ).stdout
+    match = re.search(r"Requests/sec:\s+([\d.]+)", out)
+    return float(match.group(1)) if match else 0.0
+
+
+def swarm_rps(url: str, users: int, duration: float, processes: int, record: bool,
+              run_dir: Path) -> float:
+    run_swarm(SwarmSpec(urls=(url,), users=users, duration=duration, processes=processes,
+                        record=record), run_dir)
+    text = (run_dir / "locust" / "stats.json").read_text()
+    entries = [e for e in json.loads(text[text.rfind("[\n"):]) if e.get("num_requests")]
+    requests = sum(e["num_requests"] for e in entries)
+    start = min(e["start_time"] for e in entries)
+    last = max(e["last_request_timestamp"] for e in entries)
+    return requests / max(last - start, 1e-9)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--duration", type=float, default=8.0)
+    parser.add_argument("--users", type=int, nargs="+", default=[32])
+    parser.add_argument("--processes", type=int, nargs="+", default=[1, 2])
+    parser.add_argument("--repeat", type=int, default=3,
+                        help="Interleaved repetitions; medians are printed.")
+    args = parser.parse_args()
+    work = Path(tempfile.mkdtemp(prefix="racelab-bench-"))
+    launch = LaunchSpec(mode="gunicorn-gthread", workers=2, threads=8)
+    with Supervisor(ServerConfig(store="global"), launch, work / "server") as sup:
+        # A short warm-up, so that every worker has answered and caches are warm.
+        wrk_rps(sup.url, 8, 2)
+        print(f"server: gunicorn-gthread 2 workers x 8 threads; {args.duration:g} s per run; "
+              f"medians of {args.repeat} interleaved runs")
+        print(f"{'load':<34} {'req/s':>9} {'vs wrk':>8} {'rec cost':>9}")
+        for users in args.users:
+            runs: dict[tuple[int, bool], list[float]] = {}
+            walls: list[float] = []
+            for attempt in range(args.repeat):  # interleaved: drifts hit every variant alike
+                walls.append(wrk_rps(sup.url, users, args.duration))
+                for processes in args.processes:
+                    for record in (attempt % 2 == 0, attempt % 2 != 0):
+                        runs.setdefault((processes, record), []).append(swarm_rps(
+                            sup.url, users, args.duration, processes, record,
+                            work / f"run-{users}-{processes}-{record}-{attempt}"))
+            ceiling = statistics.median(walls)
+            print(f"{f'wrk -t1 -c{users}':<34} {ceiling:>9.0f} {'100%':>8}")
+            for processes in args.processes:
+                recorded = statistics.median(runs[(processes, True)])
+                plain = statistics.median(runs[(processes, False)])
+                label = f"locust {users} users, {processes} proc"
+                print(f"{label + ', no record':<34} {plain:>9.0f} {plain / ceiling:>8.0%}")
+                cost = 1 - recorded / plain
+                print(f"{label + ', recording':<34} {recorded:>9.0f} "
+                      f"{recorded / ceiling:>8.0%} {cost:>9.1%}")
+    shutil.rmtree(work, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,421 @@
+"""Run a Locust swarm in its own process group and bring back one history.
+
+The orchestrator never imports Locust or gevent: this module starts
+``python -m locust -f loadtests/locustfile.py --headless ...`` (alone, with
+``--processes N``, or as a master that workers on other machines join), passes
+the swarm's parameters in ``RACELAB_SWARM_*`` environment variables, enforces a
+hard timeout, and merges the per-process ``history-<n>.csv`` files into
+``history.csv``.
+
+Files in the run directory:
+
+- ``history.csv``: every operation, ordered by invoke time, op_id renumbered.
+- ``bursts.csv``: burst swarms only; per round and process, requests and the
+  first and last moment a request was fully sent (client monotonic ns).
+- ``locust/``: Locust's log and JSON stats of the run.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import csv
+import dataclasses
+import heapq
+import json
+import math
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import IO, Any
+
+from demo_server.errors import RacelabError
+from loadtests.history import COLUMNS
+
+__all__ = [
+    "LOCUSTFILE",
+    "SwarmError",
+    "SwarmResult",
+    "SwarmSpec",
+    "merge_bursts",
+    "merge_histories",
+    "run_swarm",
+    "worker_command",
+]
+
+LOCUSTFILE = Path(__file__).resolve().parent / "locustfile.py"
+_PACKAGE_ROOT = str(Path(__file__).resolve().parent.parent)
+_STOP_TIMEOUT = 10  # seconds Locust waits for in-flight requests at the end
+
+#: progress callback: (operations recorded so far, seconds elapsed)
+Progress = Callable[[int, float], None]
+
+
+class SwarmError(RacelabError):
+    """The load generator could not run, or did not finish in time."""
+
+
+@dataclasses.dataclass(frozen=True)
+class SwarmSpec:
+    """One swarm.
+
+    Args:
+        urls: base URLs of the instances; users spread requests over all of them.
+        users: concurrent Locust users (in a burst swarm: the burst size).
+        requests: total requests over all users and processes (0: no bound).
+        duration: seconds of load (0: no bound); at least one bound is required.
+        burst: release users together, round after round, instead of back to back.
+        spawn_rate: users started per second.
+        processes: Locust processes on this machine (``--processes``); 1 runs one.
+        local_workers: run a master plus this many separate worker processes
+            (``--master`` / ``--worker`` on loopback) instead of ``--processes``.
+        expect_workers: workers from other machines the master waits for.
+        master_bind: ``host:port`` the master listens on (``""``: 127.0.0.1 and a free port).
+        record: False counts requests without recording them (benchmarks).
+        timeout: connect and read timeout of one request, seconds.
+        burst_interval_ms: spacing of burst rounds when several processes burst together.
+        hard_timeout: seconds after which every process is killed (0: derived).
+    """
+
+    urls: tuple[str, ...]
+    users: int = 16
+    requests: int = 0
+    duration: float = 0.0
+    burst: bool = False
+    spawn_rate: float = 0.0
+    processes: int = 1
+    local_workers: int = 0
+    expect_workers: int = 0
+    master_bind: str = ""
+    record: bool = True
+    timeout: float = 10.0
+    burst_interval_ms: float = 20.0
+    hard_timeout: float = 0.0
+
+    def __post_init__(self) -> None:
+        if not self.urls:
+            raise SwarmError("a swarm needs at least one URL")
+        if self.users < 1:
+            raise SwarmError(f"users must be at least 1, got {self.users}")
+        if self.requests < 0 or self.duration < 0:
+            raise SwarmError("requests and duration must not be negative")
+        if not self.requests and not self.duration:
+            raise SwarmError("a swarm needs a bound: a number of requests or a duration")
+        if self.processes < 1:
+            raise SwarmError(f"processes must be at least 1, got {self.processes}")
+
+    @property
+    def distributed(self) -> bool:
+        return self.local_workers > 0 or self.expect_workers > 0
+
+    def deadline(self) -> float:
+        """Seconds after which the swarm is killed."""
+        if self.hard_timeout:
+            return self.hard_timeout
+        # Generous: a slow server still finishes, a hung one does not hang racelab.
+        by_requests = self.requests / 50 + 30 if self.requests else math.inf
+        by_time = self.duration + _STOP_TIMEOUT + 30 if self.duration else math.inf
+        return min(by_requests, by_time) + (15 if self.distributed else 0)
+
+
+@dataclasses.dataclass
+class SwarmResult:
+    """What a finished swarm left behind.
+
+    Args:
+        history: path of the merged history.
+        rows: operations in it.
+        locust_requests: requests Locust itself counted.
+        locust_failures: failures Locust itself counted.
+        elapsed_s: wall time of the swarm process.
+        exit_code: Locust's exit code (None when it was killed).
+        timed_out: True when the hard timeout killed it.
+        bursts: per round, client-side spread: ``{"round", "requests", "client_ns"}``.
+        log: Locust's log file.
+    """
+
+    history: Path
+    rows: int
+    locust_requests: int
+    locust_failures: int
+    elapsed_s: float
+    exit_code: int | None
+    timed_out: bool
+    bursts: list[dict[str, int]]
+    log: Path
+
+
+def _env(spec: SwarmSpec, history_dir: Path, progress_file: Path) -> dict[str, str]:
+    env = {
+        **os.environ,
+        "RACELAB_SWARM_URLS": ",".join(spec.urls),
+        "RACELAB_SWARM_REQUESTS": str(spec.requests),
+        "RACELAB_SWARM_DURATION": str(spec.duration),
+        "RACELAB_SWARM_RECORD": "1" if spec.record else "0",
+        "RACELAB_SWARM_TIMEOUT": str(spec.timeout),
+        "RACELAB_SWARM_BURST_INTERVAL_MS": str(spec.burst_interval_ms),
+        "RACELAB_SWARM_HISTORY_DIR": str(history_dir),
+        "RACELAB_SWARM_PROGRESS_FILE": str(progress_file),
+        "PYTHONUNBUFFERED": "1",
+    }
+    env["PYTHONPATH"] = os.pathsep.join(p for p in (_PACKAGE_ROOT, env.get("PYTHONPATH", "")) if p)
+    return env
+
+
+def worker_command(master_host: str, master_port: int, locustfile: Path = LOCUSTFILE) -> list[str]:
+    """The argv of one Locust worker that joins a racelab master.
+
+    Args:
+        master_host: where the master listens.
+        master_port: its port (``--master-bind-port``).
+        locustfile: racelab's locustfile as seen on the worker's machine.
+    """
+    return [
+        sys.executable, "-m", "locust", "-f", str(locustfile), "--worker",
+        "--master-host", master_host, "--master-port", str(master_port),
+        "--exit-code-on-error", "0",
+    ]
+
+
+def _master_command(spec: SwarmSpec, user_class: str, bind_host: str, bind_port: int) -> list[str]:
+    spawn_rate = spec.spawn_rate or max(100.0, float(spec.users))
+    argv = [
+        sys.executable, "-m", "locust", "-f", str(LOCUSTFILE), "--headless",
+        "--host", spec.urls[0], "--users", str(spec.users), "--spawn-rate", str(spawn_rate),
+        "--stop-timeout", str(_STOP_TIMEOUT), "--json", "--only-summary",
+        "--exit-code-on-error", "0", "--loglevel", "WARNING",
+    ]
+    if spec.distributed:
+        argv += ["--master", "--master-bind-host", bind_host, "--master-bind-port",
+                 str(bind_port), "--expect-workers", str(spec.local_workers + spec.expect_workers)]
+    elif spec.processes > 1:
+        argv += ["--processes", str(spec.processes)]
+    return [*argv, user_class]
+
+
+def _free_port(host: str) -> int:
+    import socket
+
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind((host, 0))
+        return int(sock.getsockname()[1])
+
+
+def _kill_group(proc: subprocess.Popen[bytes], grace: float = 5.0) -> None:
+    """SIGTERM the process group (Locust then saves what it recorded), SIGKILL if it lingers."""
+    if proc.poll() is not None:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(proc.pid, signal.SIGKILL)  # leftovers of an exited leader
+        return
+    with contextlib.suppress(ProcessLookupError):
+        os.killpg(proc.pid, signal.SIGTERM)
+    with contextlib.suppress(subprocess.TimeoutExpired):
+        proc.wait(timeout=grace)
+    with contextlib.suppress(ProcessLookupError):
+        os.killpg(proc.pid, signal.SIGKILL)
+    with contextlib.suppress(subprocess.TimeoutExpired):
+        proc.wait(timeout=5)
+
+
+def _read_progress(path: Path) -> int | None:
+    try:
+        return int(json.loads(path.read_text())["rows"])
+    except (OSError, ValueError, KeyError):
+        return None
+
+
+def parse_locust_json(text: str) -> tuple[int, int]:
+    """Locust's request and failure counts from ``--json`` output.
+
+    With ``--processes`` every worker prints an empty ``[]`` before the
+    master prints the real list; the last non-empty list counts.
+    """
+    decoder = json.JSONDecoder()
+    found: list[Any] = []
+    index = 0
+    while index < len(text):
+        start = text.find("[", index)
+        if start < 0:
+            break
+        try:
+            value, end = decoder.raw_decode(text, start)
+        except ValueError:
+            index = start + 1
+            continue
+        if isinstance(value, list):
+            found.append(value)
+        index = end
+    entries: list[Any] = next((v for v in reversed(found) if v), [])
+    requests = sum(int(e.get("num_requests", 0)) for e in entries if isinstance(e, dict))
+    failures = sum(int(e.get("num_failures", 0)) for e in entries if isinstance(e, dict))
+    return requests, failures
+
+
+def run_swarm(
+    spec: SwarmSpec,
+    run_dir: Path,
+    burst_user: bool | None = None,
+    progress: Progress | None = None,
+) -> SwarmResult:
+    """Run one swarm to its end and merge what it recorded.
+
+    Args:
+        spec: the swarm.
+        run_dir: where ``history.csv`` (and ``bursts.csv``) go.
+        burst_user: overrides ``spec.burst`` (mainly for tests).
+        progress: called about four times a second with (operations so far, seconds).
+
+    Returns:
+        The merged history and Locust's own counts.
+
+    Raises:
+        SwarmError: if Locust cannot start; a timeout still merges what was recorded.
+    """
+    run_dir = Path(run_dir)
+    locust_dir = run_dir / "locust"
+    locust_dir.mkdir(parents=True, exist_ok=True)
+    parts_dir = locust_dir / "parts"
+    if parts_dir.exists():
+        for old in parts_dir.iterdir():
+            old.unlink()
+    parts_dir.mkdir(exist_ok=True)
+    progress_file = locust_dir / "progress.json"
+    progress_file.unlink(missing_ok=True)
+    burst = spec.burst if burst_user is None else burst_user
+    user_class = "BurstUser" if burst else "IncrUser"
+    bind_host, _, bind_port = spec.master_bind.rpartition(":")
+    bind_host = bind_host or "127.0.0.1"
+    port = int(bind_port) if bind_port else (_free_port(bind_host) if spec.distributed else 0)
+    env = _env(spec, parts_dir, progress_file)
+    log_path = locust_dir / "locust.log"
+    stdout_path = locust_dir / "stats.json"
+    procs: list[subprocess.Popen[bytes]] = []
+    handles: list[IO[bytes]] = []
+    start = time.monotonic()
+    timed_out = False
+    interrupted: KeyboardInterrupt | None = None
+    try:
+        log = log_path.open("wb")
+        out = stdout_path.open("wb")
+        handles += [log, out]
+        master = subprocess.Popen(
+            _master_command(spec, user_class, bind_host, port), stdout=out, stderr=log,
+            stdin=subprocess.DEVNULL, env=env, cwd=str(run_dir), start_new_session=True,
+        )
+        procs.append(master)
+        connect_host = "127.0.0.1" if bind_host in ("0.0.0.0", "*", "") else bind_host
+        for index in range(spec.local_workers):
+            worker_log = (locust_dir / f"worker-{index}.log").open("wb")
+            handles.append(worker_log)
+            procs.append(subprocess.Popen(
+                worker_command(connect_host, port), stdout=worker_log, stderr=subprocess.STDOUT,
+                stdin=subprocess.DEVNULL, env=env, cwd=str(run_dir), start_new_session=True,
+            ))
+        deadline = start + spec.deadline()
+        while master.poll() is None:
+            if time.monotonic() > deadline:
+                timed_out = True
+                break
+            if progress is not None:
+                done = _read_progress(progress_file)
+                if done is not None:
+                    progress(done, time.monotonic() - start)
+            time.sleep(0.1)
+    except KeyboardInterrupt as exc:
+        interrupted = exc  # stop everything, keep what was recorded, then re-raise
+    finally:
+        # Always: on success (stragglers), timeout, error or Ctrl-C.
+        for proc in procs:
+            _kill_group(proc)
+        for handle in handles:
+            handle.close()
+    elapsed = time.monotonic() - start
+    if not any(parts_dir.glob("history-*.csv")) and not (timed_out or interrupted):
+        tail = "\n".join(log_path.read_text(errors="replace").splitlines()[-15:])
+        raise SwarmError(f"Locust recorded nothing (exit code {master.returncode}); "
+                         f"last lines of {log_path}:\n{tail}")
+    history = run_dir / "history.csv"
+    rows = merge_histories(sorted(parts_dir.glob("history-*.csv")), history)
+    bursts = merge_bursts(sorted(parts_dir.glob("bursts-*.csv")), run_dir / "bursts.csv")
+    for part in parts_dir.iterdir():
+        part.unlink()
+    parts_dir.rmdir()
+    if interrupted is not None:
+        raise interrupted
+    requests, failures = parse_locust_json(stdout_path.read_text(errors="replace"))
+    if progress is not None:
+        progress(rows, elapsed)
+    return SwarmResult(
+        history=history, rows=rows, locust_requests=requests, locust_failures=failures,
+        elapsed_s=elapsed, exit_code=master.returncode if not timed_out else None,
+        timed_out=timed_out, bursts=bursts, log=log_path,
+    )
+
+
+def _rows(path: Path) -> Iterator[tuple[int, list[str]]]:
+    with path.open(encoding="utf-8", newline="") as handle:
+        reader = csv.reader(handle)
+        header = next(reader, None)
+        if header is None:
+            return
+        if tuple(header) != COLUMNS:
+            raise SwarmError(f"{path} does not have the history columns")
+        invoke = COLUMNS.index("invoke_ns")
+        for row in reader:
+            if len(row) == len(COLUMNS):  # a torn last line of a killed process is dropped
+                yield int(row[invoke]), row
+
+
+def merge_histories(parts: list[Path], out: Path) -> int:
+    """Merge per-process histories into one, ordered by invoke time, op_id renumbered.
+
+    Args:
+        parts: ``history-<n>.csv`` files (each ordered by invoke time per user).
+        out: the merged history.
+
+    Returns:
+        The number of operations written.
+    """
+    loaded = [sorted(_rows(p), key=lambda item: item[0]) for p in parts]
+    count = 0
+    with out.open("w", encoding="utf-8", newline="") as handle:
+        writer = csv.writer(handle, lineterminator="\n")
+        writer.writerow(COLUMNS)
+        for _, row in heapq.merge(*loaded, key=lambda item: item[0]):
+            row[0] = str(count)
+            writer.writerow(row)
+            count += 1
+    return count
+
+
+def merge_bursts(parts: list[Path], out: Path) -> list[dict[str, int]]:
+    """Merge per-process burst files; return per round the client-side spread.
+
+    The spread is the time from the first to the last request of a round fully
+    sent, over every process (monotonic ns: comparable on one machine).
+    """
+    rounds: dict[int, list[int]] = {}
+    lines: list[str] = []
+    for part in parts:
+        with part.open(encoding="utf-8") as handle:
+            header = handle.readline()
+            for line in handle:
+                fields = line.strip().split(",")
+                if len(fields) != 5:
+                    continue
+                lines.append(line.strip())
+                burst, _, count, first, last = (int(f) for f in fields)
+                entry = rounds.setdefault(burst, [0, first, last])
+                entry[0] += count
+                entry[1] = min(entry[1], first)
+                entry[2] = max(entry[2], last)
+    if not parts:
+        return []
+    out.write_text(header + "".join(f"{line}\n" for line in lines), encoding="utf-8")
+    return [
+        {"round": burst, "requests": entry[0], "client_ns": entry[2] - entry[1]}
+        for burst, entry in sorted(rounds.items())
+    ]

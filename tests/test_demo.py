@@ -1,0 +1,151 @@
+"""racelab demo end to end: real servers, real Locust, the report, and a clean Ctrl-C."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from demo_server.supervisor import group_members
+
+
+def _racelab(*args: str, **kwargs) -> subprocess.Popen:
+    return subprocess.Popen([sys.executable, "-m", "cli", *args], stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True, **kwargs)
+
+
+def _verdicts(run_dir: Path) -> dict[str, str]:
+    results = json.loads((run_dir / "results.json").read_text())
+    return {e["id"].split("-", 1)[1]: e["verdict"]["valid"] for e in results["experiments"]}
+
+
+def test_quick_preset_answers_from_observed_data(tmp_path) -> None:
+    """demo --preset quick: global unsafe across processes, lock and sqlite safe; report written."""
+    run_dir = tmp_path / "run"
+    proc = _racelab("demo", "--preset", "quick", "--out", str(run_dir))
+    out, err = proc.communicate(timeout=240)
+    assert proc.returncode == 0, err
+    verdicts = _verdicts(run_dir)
+    assert verdicts["global-none-gunicorn-sync"] == "no"
+    assert verdicts["global-yield-threaded"] == "no"
+    assert verdicts["global-yield-gunicorn-sync"] == "no"
+    assert verdicts["lock-none-gunicorn-gthread"] == "no"  # a lock does not cross processes
+    assert verdicts["sqlite-none-gunicorn-gthread"] == "yes"
+    html = (run_dir / "report.html").read_text()
+    assert "global" in html and "<img" in html
+    assert "report:" in err
+
+
+def test_bad_preset_is_one_line(tmp_path) -> None:
+    """An unknown preset name: one line naming the choices, exit 1, no traceback."""
+    proc = _racelab("demo", "--preset", "nonesuch", "--out", str(tmp_path / "x"))
+    _, err = proc.communicate(timeout=60)
+    assert proc.returncode == 1
+    assert "Traceback" not in err
+    assert "classroom" in err
+
+
+def _descendants(root: int) -> set[int]:
+    children: dict[int, list[int]] = {}
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                stat = (entry / "stat").read_text()
+            except OSError:
+                continue
+            ppid = int(stat[stat.rfind(")") + 2:].split()[1])
+            children.setdefault(ppid, []).append(int(entry.name))
+    found, todo = set(), [root]
+    while todo:
+        for child in children.get(todo.pop(), []):
+            if child not in found:
+                found.add(child)
+                todo.append(child)
+    return found
+
+
+def test_sigint_mid_run_leaves_no_process_and_a_partial_report(tmp_path) -> None:
+    """Ctrl-C during the third cell: every process stopped, finished cells kept, report partial."""
+    run_dir = tmp_path / "run"
+    proc = _racelab("demo", "--preset", "quick", "--out", str(run_dir))
+    groups: set[int] = set()
+    deadline = time.monotonic() + 180
+    while time.monotonic() < deadline:
+        cells = sorted((run_dir / "cells").glob("*")) if (run_dir / "cells").exists() else []
+        for pid in _descendants(proc.pid):
+            try:
+                groups.add(os.getpgid(pid))
+            except ProcessLookupError:
+                pass
+        if len(cells) >= 3 and list(cells[2].glob("server*.log")):
+            break
+        time.sleep(0.05)
+    else:
+        proc.kill()
+        pytest.fail("the demo never reached its third cell")
+    time.sleep(0.3)
+    for pid in _descendants(proc.pid):
+        try:
+            groups.add(os.getpgid(pid))
+        except ProcessLookupError:
+            pass
+    proc.send_signal(signal.SIGINT)
+    _, err = proc.communicate(timeout=60)
+    assert proc.returncode == 130, err
+    groups.discard(os.getpgid(0))
+    time.sleep(0.5)
+    assert all(group_members(g) == [] for g in groups), groups
+    results = json.loads((run_dir / "results.json").read_text())
+    assert results["run"]["partial"] is True
+    assert len([e for e in results["experiments"] if e["status"] == "ok"]) >= 2
+    assert "partial" in (run_dir / "report.html").read_text().lower()
+
+
+@pytest.mark.stress
+def test_classroom_verdicts_are_stable_over_five_runs(tmp_path) -> None:
+    """The classroom preset run five times gives the same verdict in every cell."""
+    seen: list[dict[str, str]] = []
+    for i in range(5):
+        run_dir = tmp_path / f"run{i}"
+        proc = _racelab("demo", "--out", str(run_dir))
+        _, err = proc.communicate(timeout=600)
+        assert proc.returncode == 0, err
+        seen.append(_verdicts(run_dir))
+    assert all(s == seen[0] for s in seen), seen
+
+
+def test_classroom_shows_every_claim_from_observed_data(tmp_path) -> None:
+    """The default demo: every claim of the question holds in that run's measurements."""
+    import platform
+
+    run_dir = tmp_path / "run"
+    proc = _racelab("demo", "--out", str(run_dir))
+    out, err = proc.communicate(timeout=480)
+    assert proc.returncode == 0, err
+    v = _verdicts(run_dir)
+    for mode in ("processes", "gunicorn-sync", "gunicorn-gthread", "gevent", "cluster"):
+        assert v[f"global-none-{mode}"] == "no", mode  # a copy per process / host
+    for mode in ("threaded", "gunicorn-gthread", "gevent"):
+        assert v[f"global-yield-{mode}"] == "no", mode  # threads and greenlets interleave
+    assert v["lock-yield-threaded"] == "yes"  # the lock holds across threads...
+    assert v["lock-yield-gunicorn-gthread"] == "no"  # ...but not across worker processes
+    assert v["global-yield-single"] == "yes"  # one request at a time: no interleaving
+    assert v["lock-none-threaded"] == "yes"
+    assert v["lock-none-gunicorn-sync"] == "no" and v["lock-none-cluster"] == "no"
+    for store in ("manager", "sqlite"):
+        for mode in ("single", "threaded", "processes", "gunicorn-sync", "gunicorn-gthread",
+                     "gevent", "cluster"):
+            assert v[f"{store}-none-{mode}"] == "yes", (store, mode)
+    assert v["g-none-threaded"] == "no"  # every request got 1: flask.g shares nothing
+    for store in ("redis", "postgres", "memcached"):
+        for key in (k for k in v if k.startswith(f"{store}-")):
+            assert v[key] == "yes", key
+    html = (run_dir / "report.html").read_text()
+    assert platform.python_version() in html
+    assert "GIL" in html

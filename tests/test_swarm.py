@@ -1,0 +1,277 @@
+"""Swarms against real servers: the history records every operation Locust made."""
+
+from __future__ import annotations
+
+import csv
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import textwrap
+import time
+from collections import Counter
+from pathlib import Path
+
+import pytest
+
+from demo_server.supervisor import free_port, group_members
+from loadtests.history import COLUMNS
+from loadtests.runner import SwarmSpec, parse_locust_json, run_swarm
+from scenarios.experiment import ExperimentSpec, run_experiment
+
+
+def read_rows(path: Path) -> list[dict[str, str]]:
+    with path.open(encoding="utf-8", newline="") as handle:
+        reader = csv.DictReader(handle)
+        assert tuple(reader.fieldnames or ()) == COLUMNS
+        return list(reader)
+
+
+def assert_matches_locust(summary: dict, rows: list[dict[str, str]]) -> None:
+    outcomes = Counter(r["outcome"] for r in rows)
+    swarm = summary["swarm"]
+    assert swarm["locust_requests"] == len(rows)
+    assert swarm["locust_failures"] == outcomes["fail"] + outcomes["info"]
+    assert [int(r["op_id"]) for r in rows] == list(range(len(rows)))
+
+
+def test_global_store_under_gunicorn_sync_repeats_values(tmp_path: Path) -> None:
+    """Each sync worker counts on its own: the history shows values returned twice."""
+    spec = ExperimentSpec(store="global", mode="gunicorn-sync", users=8, requests=600)
+    summary = run_experiment(spec, tmp_path)
+    rows = read_rows(tmp_path / "history.csv")
+    assert len(rows) == 600
+    assert all(r["outcome"] == "ok" for r in rows)
+    assert_matches_locust(summary, rows)
+    values = Counter(int(r["value"]) for r in rows)
+    pids_of = {}
+    for r in rows:
+        pids_of.setdefault(int(r["value"]), set()).add(r["server_pid"])
+    assert any(len(pids) > 1 for pids in pids_of.values()), "no cross-process duplicate"
+    assert summary["first_counts"]["duplicates"] == sum(n - 1 for n in values.values() if n > 1)
+    assert summary["status"] == "ok" and not summary["server"]["died"]
+    final = json.loads((tmp_path / "final.json").read_text())
+    assert final["available"] and final["per_process"]
+    assert sum(s["served"] for s in final["states"]) == 600
+    assert summary["command"].startswith("racelab swarm --mode gunicorn-sync --store global")
+
+
+def test_sqlite_store_on_threaded_hands_out_unique_values(tmp_path: Path) -> None:
+    """A transactional store gives every request its own number, 1..N, no gaps."""
+    spec = ExperimentSpec(store="sqlite", mode="threaded", users=8, requests=500)
+    summary = run_experiment(spec, tmp_path)
+    rows = read_rows(tmp_path / "history.csv")
+    assert len(rows) == 500
+    assert_matches_locust(summary, rows)
+    assert sorted(int(r["value"]) for r in rows) == list(range(1, 501))
+    assert summary["first_counts"] == {"distinct": 500, "duplicates": 0, "gaps": 0}
+
+
+def _server_pgids(run_dir: Path) -> set[int]:
+    """Process groups of the servers started for ``run_dir`` (found by their environment)."""
+    needle = f"RACELAB_SQLITE_PATH={run_dir}/counter.sqlite3".encode()
+    pgids = set()
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            if needle in (entry / "environ").read_bytes().split(b"\0"):
+                pgids.add(os.getpgid(int(entry.name)))
+        except OSError:
+            continue
+    return pgids
+
+
+def test_server_killed_mid_swarm_is_recorded(tmp_path: Path) -> None:
+    """SIGKILL to the server's group: the swarm ends by itself, fail/info ops, server.died."""
+    killed: list[int] = []
+
+    def kill_when_busy(done: int, _elapsed: float) -> None:
+        if done >= 300 and not killed:
+            for pgid in _server_pgids(tmp_path):
+                os.killpg(pgid, signal.SIGKILL)
+                killed.append(pgid)
+
+    spec = ExperimentSpec(store="global", mode="gunicorn-gthread", users=8, requests=20000,
+                          duration=60)
+    started = time.monotonic()
+    summary = run_experiment(spec, tmp_path, progress=kill_when_busy)
+    assert killed
+    assert time.monotonic() - started < 50  # ended by itself, not by its hard timeout
+    rows = read_rows(tmp_path / "history.csv")
+    outcomes = Counter(r["outcome"] for r in rows)
+    assert outcomes["ok"] >= 300
+    assert outcomes["fail"] + outcomes["info"] > 0
+    assert all(r["error"] for r in rows if r["outcome"] != "ok")
+    assert_matches_locust(summary, rows)
+    assert summary["server"]["died"] and summary["status"] == "failed"
+    assert "died" in summary["error"]
+    assert not json.loads((tmp_path / "final.json").read_text())["available"]
+    for pgid in killed:
+        assert not group_members(pgid)
+
+
+GARBAGE_APP = textwrap.dedent("""
+    import itertools, sys
+    from wsgiref.simple_server import make_server, WSGIRequestHandler
+
+    answers = itertools.cycle([
+        ("200 OK", b"not json at all"),
+        ("200 OK", b'{"pid": 1}'),
+        ("500 INTERNAL SERVER ERROR", b"boom"),
+        ("200 OK", b'{"value": "seven"}'),
+        ("200 OK", b'{"value": 7, "pid": 1, "tid": 2, "arrival_ns": 3, "departure_ns": 4}'),
+    ])
+
+    class Quiet(WSGIRequestHandler):
+        def log_message(self, *args):
+            pass
+
+    def app(environ, start_response):
+        status, body = next(answers)
+        start_response(status, [("Content-Type", "application/json"),
+                                ("Content-Length", str(len(body)))])
+        return [body]
+
+    make_server("127.0.0.1", int(sys.argv[1]), app, handler_class=Quiet).serve_forever()
+""")
+
+
+def _wait_port(port: int) -> None:
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline:
+        with socket.socket() as sock:
+            if sock.connect_ex(("127.0.0.1", port)) == 0:
+                return
+        time.sleep(0.05)
+    raise AssertionError("garbage server did not start")
+
+
+def test_garbage_answers_are_unknown_with_a_reason(tmp_path: Path) -> None:
+    """Non-JSON bodies, missing or non-integer values and 500s are info ops, not crashes."""
+    script = tmp_path / "garbage.py"
+    script.write_text(GARBAGE_APP)
+    port = free_port()
+    server = subprocess.Popen([sys.executable, str(script), str(port)], start_new_session=True)
+    try:
+        _wait_port(port)
+        result = run_swarm(SwarmSpec(urls=(f"http://127.0.0.1:{port}",), users=1, requests=50),
+                           tmp_path)
+    finally:
+        os.killpg(server.pid, signal.SIGKILL)
+        server.wait()
+    rows = read_rows(result.history)
+    assert len(rows) == 50 == result.locust_requests
+    outcomes = Counter(r["outcome"] for r in rows)
+    assert outcomes == {"ok": 10, "info": 40}
+    assert result.locust_failures == 40
+    errors = " | ".join(r["error"] for r in rows)
+    assert "not a JSON body" in errors and "HTTP 500" in errors
+    assert "value is not an integer" in errors
+    assert all(r["value"] == "7" for r in rows if r["outcome"] == "ok")
+
+
+def test_refused_connections_are_failures(tmp_path: Path) -> None:
+    """Nobody listening: every op certainly had no effect (fail), and the swarm still ends."""
+    port = free_port()
+    result = run_swarm(SwarmSpec(urls=(f"http://127.0.0.1:{port}",), users=2, requests=20),
+                       tmp_path)
+    rows = read_rows(result.history)
+    assert len(rows) == 20
+    assert {r["outcome"] for r in rows} == {"fail"}
+    assert all("refused" in r["error"] for r in rows)
+
+
+def test_master_and_workers_bring_histories_home(tmp_path: Path, live_server) -> None:
+    """Two worker processes on loopback send their histories to the master's run directory."""
+    sup = live_server(store="lock", mode="gunicorn-gthread")
+    run_dir = tmp_path / "run"
+    result = run_swarm(SwarmSpec(urls=(sup.url,), users=6, requests=900, local_workers=2),
+                       run_dir)
+    rows = read_rows(run_dir / "history.csv")
+    assert len(rows) == 900 == result.locust_requests
+    processes = {r["client"].split("-")[0] for r in rows}
+    assert len(processes) == 2
+    assert all(r["outcome"] == "ok" for r in rows)
+    assert not list((run_dir / "locust").glob("parts"))
+
+
+def test_burst_swarm_records_rounds(tmp_path: Path) -> None:
+    """Burst users fire in rounds: every op carries its round; spreads are measured."""
+    spec = ExperimentSpec(store="lock", mode="gunicorn-gthread", burst=10, requests=200)
+    summary = run_experiment(spec, tmp_path)
+    rows = read_rows(tmp_path / "history.csv")
+    assert len(rows) == 200
+    rounds = Counter(int(r["burst"]) for r in rows)
+    assert len(rounds) == 20 and set(rounds.values()) == {10}
+    spreads = summary["swarm"]["burst_spreads"]
+    assert [s["round"] for s in spreads] == sorted(rounds)
+    assert all(s["client_ns"] >= 0 and s["server_ns"] is not None for s in spreads)
+
+
+def test_burst_rounds_line_up_across_processes(tmp_path: Path, live_server) -> None:
+    """With two Locust processes, a round's requests come from both, released by deadline."""
+    sup = live_server(store="lock", mode="gunicorn-gthread")
+    result = run_swarm(SwarmSpec(urls=(sup.url,), users=6, requests=180, burst=True,
+                                 processes=2), tmp_path)
+    rows = read_rows(result.history)
+    assert len(rows) == 180
+    by_round: dict[str, set[str]] = {}
+    for r in rows:
+        by_round.setdefault(r["burst"], set()).add(r["client"].split("-")[0])
+    assert sum(1 for procs in by_round.values() if len(procs) == 2) >= len(by_round) // 2
+
+
+def test_cluster_users_spread_over_every_instance(tmp_path: Path) -> None:
+    """In cluster mode each user round-robins over all instance URLs."""
+    spec = ExperimentSpec(store="global", mode="cluster", instances=2, users=4, requests=200)
+    summary = run_experiment(spec, tmp_path)
+    rows = read_rows(tmp_path / "history.csv")
+    assert Counter(r["url"] for r in rows).most_common()[-1][1] >= 90
+    assert summary["first_counts"]["duplicates"] > 0
+
+
+def test_locust_json_with_worker_placeholders() -> None:
+    """With --processes, workers print [] first; the master's list is the one that counts."""
+    text = '[]\n[]\n[\n {"name": "/incr", "num_requests": 7, "num_failures": 2}\n]\n'
+    assert parse_locust_json(text) == (7, 2)
+
+
+@pytest.mark.parametrize("args", [["--users", "0"], ["--duration", "-1"], ["--burst", "0"]])
+def test_swarm_bad_input_exits_2(cli_runner, args: list[str]) -> None:
+    """Bad swarm options are a usage error before anything starts."""
+    from cli import main
+
+    result = cli_runner.invoke(main, ["swarm", *args])
+    assert result.exit_code == 2
+    assert "Traceback" not in result.output
+
+
+def test_swarm_command_prints_one_screen(cli_runner, tmp_path: Path) -> None:
+    """`racelab swarm` runs an experiment and prints counts and the run directory."""
+    from cli import main
+
+    out = tmp_path / "run"
+    result = cli_runner.invoke(main, ["swarm", "--mode", "gunicorn-sync", "--users", "4",
+                                      "--requests", "300", "--out", str(out)])
+    assert result.exit_code == 0, result.output
+    assert "duplicates" in result.output and str(out) in result.output
+    assert (out / "summary.json").exists() and (out / "history.csv").exists()
+
+
+def test_interrupted_swarm_keeps_its_records(tmp_path: Path) -> None:
+    """Ctrl-C while Locust runs: every process stops, the summary of what was recorded remains."""
+    def interrupt(done: int, _elapsed: float) -> None:
+        if done >= 100:
+            raise KeyboardInterrupt
+
+    spec = ExperimentSpec(store="lock", mode="threaded", users=4, duration=30, requests=0)
+    with pytest.raises(KeyboardInterrupt):
+        run_experiment(spec, tmp_path, progress=interrupt)
+    summary = json.loads((tmp_path / "summary.json").read_text())
+    assert summary["status"] == "failed" and summary["error"] == "interrupted"
+    assert summary["swarm"]["requests"] >= 100
+    assert len(read_rows(tmp_path / "history.csv")) == summary["swarm"]["requests"]
+    assert not _server_pgids(tmp_path)
