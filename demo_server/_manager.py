@@ -42,12 +42,16 @@ def _blocking_client(
 ) -> connection.Connection:
     """multiprocessing's Client on a file descriptor that is blocking for sure.
 
-    multiprocessing reads its sockets with ``os.read``; under gevent's monkey
+    Nagle's algorithm is switched off, and multiprocessing reads its sockets with
+    ``os.read``: under gevent's monkey
     patching every socket is non-blocking underneath and those reads fail with
     EAGAIN. Each call to the manager then blocks its worker for one round trip
     on loopback, as a C database driver would.
     """
     with socket.create_connection(address) as sock:
+        # Small request/answer messages: without TCP_NODELAY each waits ~40 ms
+        # for the peer's delayed ACK (Nagle's algorithm).
+        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         fd = sock.detach()
     os.set_blocking(fd, True)
     conn = connection.Connection(fd)
@@ -79,6 +83,10 @@ def main(argv: list[str]) -> None:
     authkey = bytes.fromhex(argv[0])
     manager = CounterManager(address=("127.0.0.1", 0), authkey=authkey)
     server = manager.get_server()  # type: ignore[no-untyped-call]
+    # Accepted sockets inherit TCP_NODELAY from the listening socket on Linux.
+    listening = getattr(getattr(server.listener, "_listener", None), "_socket", None)
+    if listening is not None:
+        listening.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
     print(f"PORT {server.address[1]}", flush=True)  # type: ignore[index]
     server.serve_forever()
 

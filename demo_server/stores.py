@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING, ClassVar
 
 from flask import g
 
+from demo_server._manager import CounterManager
 from demo_server.config import ServerConfig
 from demo_server.errors import ConfigError, StoreUnavailable
 from demo_server.windows import make_window
@@ -194,8 +195,6 @@ class ManagerStore(Store):
         self._proxy = _PerProcess(self._connect)
 
     def _connect(self) -> object:
-        from demo_server._manager import CounterManager
-
         manager = CounterManager(
             address=self.address, authkey=self.authkey, serializer="racelab"
         )

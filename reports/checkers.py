@@ -64,6 +64,9 @@ class CheckContext:
 
     final: Any = None
     per_process: bool = False
+    #: False when the run was cut short (server died, swarm timed out): requests
+    #: may have taken numbers without leaving a row.
+    complete: bool = True
 
 
 Checker = Callable[[HistoryTable, CheckContext], Verdict]
@@ -154,12 +157,39 @@ class _Ops:
             "tid": int(self.tid[i]) if self.tid_known[i] else None,
         }
 
+    @functools.cached_property
+    def value_rank(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Dense rank of each value, the permutation sorting by value, the distinct values."""
+        return _dense(self.value)
+
+    @functools.cached_property
+    def pid_index(self) -> tuple[np.ndarray, np.ndarray]:
+        """Dense index of each pid and the distinct pids (sorted)."""
+        rank, _, distinct = _dense(self.pid)
+        return rank, distinct
+
+    def groups(self, per_process: bool) -> np.ndarray:
+        """The counter each op read: its pid's index for per-process stores, else 0."""
+        return self.pid_index[0] if per_process else np.zeros(len(self), dtype=np.int64)
+
     def returned(self, value: int, pid: int | None) -> bool:
         """Whether any operation (of process ``pid``, if given) got ``value``."""
         hit = self.value == value
         if pid is not None:
             hit &= self.pid == pid
         return bool(hit.any())
+
+
+def _dense(x: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Dense ranks of ``x`` (equal values, equal ranks), the sorting permutation, the
+    distinct values in order."""
+    perm = np.argsort(x)
+    ordered = x[perm]
+    new = np.ones(ordered.shape[0], dtype=bool)
+    new[1:] = ordered[1:] != ordered[:-1]
+    rank = np.empty(ordered.shape[0], dtype=np.int64)
+    rank[perm] = np.cumsum(new) - 1
+    return rank, perm, ordered[new]
 
 
 def _process(pid: int) -> str:
@@ -184,37 +214,43 @@ def _duplicates(ops: _Ops, per_process: bool) -> tuple[dict[str, int], list[Witn
               "duplicate_extra_same_process": 0, "duplicate_extra_cross_process": 0}
     if n < 2:
         return counts, []
-    order = np.lexsort((ops.op_id, ops.complete, ops.pid, ops.value))
-    value, pid, complete = ops.value[order], ops.pid[order], ops.complete[order]
+    value_rank, _, _ = ops.value_rank
+    pid_index, pid_values = ops.pid_index
+    key = value_rank * np.int64(pid_values.shape[0]) + pid_index
+    order = np.argsort(key)  # by value, then process
+    value_id, group_key = value_rank[order], key[order]
     new_value = np.ones(n, dtype=bool)
-    new_value[1:] = value[1:] != value[:-1]
-    new_group = new_value.copy()  # a group: one value within one process
-    new_group[1:] |= pid[1:] != pid[:-1]
-    value_id = np.cumsum(new_value) - 1
+    new_value[1:] = value_id[1:] != value_id[:-1]
+    new_group = np.ones(n, dtype=bool)  # a group: one value within one process
+    new_group[1:] = group_key[1:] != group_key[:-1]
     value_size = np.bincount(value_id)
     starts = np.flatnonzero(new_group)
     group_size = np.diff(np.append(starts, n))
     group_value = value_id[starts]
-    group_pid = pid[starts]
+    group_pid = pid_index[order][starts]
     groups_per_value = np.bincount(group_value, minlength=value_size.shape[0])
     same_extra = group_size - 1
     # Within one value, the process that completed first holds the original;
     # every other process's group is one cross-process repeat.
-    by_first = np.lexsort((complete[starts], group_value))
-    later = np.ones(by_first.shape[0], dtype=bool)
-    later[1:] = group_value[by_first][1:] == group_value[by_first][:-1]
-    later[0] = False
-    cross = np.zeros(starts.shape[0], dtype=np.int64)
-    cross[by_first[later]] = 1
+    first_complete = np.minimum.reduceat(ops.complete[order], starts)
+    value_starts = np.flatnonzero(np.diff(group_value, prepend=-1) != 0)
+    earliest = np.minimum.reduceat(first_complete, value_starts)
+    segment = np.cumsum(np.diff(group_value, prepend=-1) != 0) - 1
+    candidates = np.flatnonzero(first_complete == earliest[segment])
+    keep = np.ones(candidates.shape[0], dtype=bool)
+    keep[1:] = segment[candidates][1:] != segment[candidates][:-1]
+    cross = np.ones(starts.shape[0], dtype=np.int64)
+    cross[candidates[keep]] = 0
 
     counts["duplicate_values"] = int((value_size > 1).sum())
     counts["duplicate_extra_returns"] = int((value_size - 1).sum())
     counts["duplicate_extra_same_process"] = int(same_extra.sum())
     counts["duplicate_extra_cross_process"] = int(cross.sum())
     if counts["duplicate_extra_returns"]:
-        pids, inverse = np.unique(group_pid, return_inverse=True)
-        same_by = np.bincount(inverse, weights=same_extra).astype(np.int64)
-        cross_by = np.bincount(inverse, weights=cross).astype(np.int64)
+        pids = pid_values
+        size = pids.shape[0]
+        same_by = np.bincount(group_pid, weights=same_extra, minlength=size).astype(np.int64)
+        cross_by = np.bincount(group_pid, weights=cross, minlength=size).astype(np.int64)
         ranked = np.argsort(-(same_by + cross_by), kind="stable")[:_PIDS_IN_COUNTS]
         for k in ranked.tolist():
             label = "unknown" if pids[k] == UNKNOWN_PID else str(int(pids[k]))
@@ -288,27 +324,32 @@ def _cross_process_witness(ops: _Ops, idx: list[int], per_process: bool) -> Witn
 
 
 def _skipped(
-    ops: _Ops, group: np.ndarray, per_process: bool, explainers: np.ndarray
+    ops: _Ops, per_process: bool, explainers: np.ndarray
 ) -> tuple[dict[str, int], list[Witness]]:
-    """Numbers in 1..max of each group nobody got; ``explainers``: pids of info ops."""
+    """Numbers in 1..max of each counter nobody got; ``explainers``: pids of info ops."""
     counts = {"skipped_values": 0, "skipped_explained_by_info": 0, "skipped_unexplained": 0}
-    positive = ops.value >= 1
-    if not positive.any():
+    if not len(ops):
         return counts, []
-    index = np.flatnonzero(positive)
-    g, v = group[index], ops.value[index]
-    order = np.lexsort((ops.op_id[index], v, g))
-    g, v, index = g[order], v[order], index[order]
-    distinct = np.ones(v.shape[0], dtype=bool)
-    distinct[1:] = (g[1:] != g[:-1]) | (v[1:] != v[:-1])
-    g, v, index = g[distinct], v[distinct], index[distinct]
+    value_rank, by_value, distinct = ops.value_rank
+    group = ops.groups(per_process)
+    if per_process:
+        order = np.argsort(group * np.int64(distinct.shape[0]) + value_rank)
+    else:
+        order = by_value
+    order = order[ops.value[order] >= 1]
+    if not order.size:
+        return counts, []
+    g, v, index = group[order], ops.value[order], order
+    distinct_pair = np.ones(v.shape[0], dtype=bool)
+    distinct_pair[1:] = (g[1:] != g[:-1]) | (v[1:] != v[:-1])
+    g, v, index = g[distinct_pair], v[distinct_pair], index[distinct_pair]
     first = np.ones(v.shape[0], dtype=bool)
     first[1:] = g[1:] != g[:-1]
     below = np.where(first, 0, np.concatenate(([0], v[:-1])))
     gap = v - below - 1  # numbers just below v that this group never returned
     group_id = np.cumsum(first) - 1
     missing = np.bincount(group_id, weights=gap).astype(np.int64)
-    keys = g[first]
+    keys = ops.pid_index[1][g[first]] if per_process else g[first]
     total = int(missing.sum())
     # Each operation of unknown outcome may have taken one number: first in its
     # own process (when the process is known), then anywhere.
@@ -335,7 +376,7 @@ def _skipped(
             low, high = int(below[k]) + 1, int(v[k]) - 1
             after = int(index[k])
             span = str(low) if low == high else f"{low} to {high}"
-            pid = int(g[k]) if per_process else None
+            pid = int(ops.pid[after]) if per_process else None
             where = f" in {_process(pid)}" if pid is not None else ""
             involved = [after]
             if first[k]:
@@ -359,31 +400,31 @@ def _skipped(
 # --- real-time order -----------------------------------------------------------------
 
 
-def _real_time(ops: _Ops, group: np.ndarray, per_process: bool) -> tuple[int, list[Witness]]:
-    """Operations B for which some A in B's group completed before B was invoked, with
+def _real_time(ops: _Ops, per_process: bool) -> tuple[int, list[Witness]]:
+    """Operations B for which some A of B's counter completed before B was invoked, with
     A.value >= B.value. One sort by completion, a running maximum, a binary search."""
     n = len(ops)
     if n < 2:
         return 0, []
-    _, gi = np.unique(group, return_inverse=True)
-    gi = gi.reshape(-1).astype(np.int64)
-    _, time_rank = np.unique(np.concatenate((ops.invoke, ops.complete)), return_inverse=True)
-    time_rank = time_rank.reshape(-1).astype(np.int64)
-    span = np.int64(2 * n + 1)
-    invoke_key = gi * span + time_rank[:n]
-    complete_key = gi * span + time_rank[n:]
-    _, value_rank = np.unique(ops.value, return_inverse=True)
-    value_span = np.int64(n + 1)
-    value_key = gi * value_span + value_rank.reshape(-1).astype(np.int64)
-    by_complete = np.argsort(complete_key, kind="stable")
+    gi = ops.groups(per_process)
+    by_time = np.argsort(ops.complete)
+    complete_rank = np.empty(n, dtype=np.int64)
+    complete_rank[by_time] = np.arange(n)
+    # How many completions (of any counter) come strictly before each invoke.
+    completed_before = np.searchsorted(ops.complete[by_time], ops.invoke, side="left")
+    span = np.int64(n + 1)
+    complete_key = gi * span + complete_rank
+    invoke_key = gi * span + completed_before
+    by_complete = np.argsort(complete_key) if per_process else by_time
     sorted_complete = complete_key[by_complete]
+    value_key = gi * span + ops.value_rank[0]
     values = value_key[by_complete]
     running_max = np.maximum.accumulate(values)
     holder = np.maximum.accumulate(np.where(values == running_max, np.arange(n), 0))
     before = np.searchsorted(sorted_complete, invoke_key, side="left") - 1
     safe = np.maximum(before, 0)
     best = running_max[safe]
-    violated = (before >= 0) & (best >= gi * value_span) & (best >= value_key)
+    violated = (before >= 0) & (best >= gi * span) & (best >= value_key)
     count = int(violated.sum())
     witnesses = []
     late = np.flatnonzero(violated)
@@ -475,7 +516,7 @@ def _lost_updates(
 
 @_guarded("counter")
 def check_counter(
-    table: HistoryTable, final: Any = None, *, per_process: bool = False
+    table: HistoryTable, final: Any = None, *, per_process: bool = False, complete: bool = True
 ) -> Verdict:
     """Check an increment-and-get history.
 
@@ -487,6 +528,10 @@ def check_counter(
             ``per_process`` overrides it. Skips, real-time order and lost updates
             are then checked per process; duplicates are always counted across
             the whole history, since clients see one counter.
+        complete: False when the run was cut short: skipped numbers and a final
+            value above the history may then be requests without a row, so they
+            make the verdict unknown instead of no. Duplicates, lost updates and
+            real-time order stay evidence.
 
     Returns:
         ``no`` with witnesses if an anomaly is found; ``unknown`` with a reason if
@@ -533,10 +578,9 @@ def check_counter(
             undecided.append(f"{_s(unattributed, 'ok operation')} without a server pid cannot "
                              "be checked per process")
             scoped = ops.take(ops.pid != UNKNOWN_PID)
-    group = scoped.pid if per_process else np.zeros(len(scoped), dtype=np.int64)
-    skip_counts, skip_witnesses = _skipped(scoped, group, per_process, explainers)
+    skip_counts, skip_witnesses = _skipped(scoped, per_process, explainers)
     counts.update(skip_counts)
-    rt_count, rt_witnesses = _real_time(scoped, group, per_process)
+    rt_count, rt_witnesses = _real_time(scoped, per_process)
     counts["real_time_violations"] = rt_count
     lost_witnesses: list[Witness] = []
     if state is not None:
@@ -551,6 +595,15 @@ def check_counter(
     if counts["ok"] == 0:
         undecided.append("no increment succeeded")
     witnesses = (*dup_witnesses, *skip_witnesses, *lost_witnesses, *rt_witnesses)
+    if not complete:
+        unrecorded = {k: counts.pop(k, 0) for k in ("skipped_unexplained", "final_excess")}
+        counts.update({f"{k}_unrecorded": v for k, v in unrecorded.items() if v})
+        if any(unrecorded.values()):
+            undecided.append(
+                "the run was cut short, so skipped numbers and a final value above the "
+                "history may be requests it did not record")
+            witnesses = tuple(w for w in witnesses
+                              if w.kind not in ("skipped", "final-too-high"))
     findings = _findings(counts)
     if findings:
         return Verdict("counter", "no", counts, witnesses, "; ".join(findings))
@@ -618,7 +671,8 @@ def check_unique_ids(table: HistoryTable, *, per_process: bool = False) -> Verdi
 
 
 def _counter(table: HistoryTable, context: CheckContext) -> Verdict:
-    return check_counter(table, context.final, per_process=context.per_process)
+    return check_counter(table, context.final, per_process=context.per_process,
+                         complete=context.complete)
 
 
 def _unique_ids(table: HistoryTable, context: CheckContext) -> Verdict:
@@ -679,7 +733,8 @@ def check_history(
         The composed verdict, named after the checkers joined with ``+``.
     """
     names = checkers_for(scenario)
-    context = CheckContext(final=final, per_process=per_process)
+    context = CheckContext(final=final, per_process=per_process,
+                           complete=server_problem is None)
     verdicts = []
     for name in names:
         fn = CHECKERS.get(name)
@@ -690,3 +745,12 @@ def check_history(
     if server_problem:
         verdicts.append(Verdict("server", "unknown", reason=server_problem))
     return compose(verdicts, checker="+".join(names))
+
+
+def _session(table: HistoryTable, context: CheckContext) -> Verdict:
+    from reports.session_checker import check_sessions
+
+    return check_sessions(table)
+
+
+register("session", _session, scenarios=("session",))

@@ -51,6 +51,8 @@ def _columns(table: Any) -> dict[str, Any]:
     """Column name -> sequence, from a mapping of columns, rows, or a history CSV path."""
     if isinstance(table, str | Path):
         return _read_csv(Path(table))
+    if hasattr(table, "client_names"):  # reports.history_table.HistoryTable
+        return _from_history_table(table)
     if isinstance(table, Mapping):
         return {str(k): table[k] for k in table}
     if hasattr(table, "columns") and hasattr(table, "__getitem__"):  # a DataFrame
@@ -60,7 +62,24 @@ def _columns(table: Any) -> dict[str, Any]:
     return {name: [row.get(name, "") for row in rows] for name in names}
 
 
+def _from_history_table(table: Any) -> dict[str, Any]:
+    names = np.asarray(table.client_names, dtype=object)
+    ops = np.asarray(table.op_names, dtype=object)
+    outcomes = np.asarray(("ok", "fail", "info"), dtype=object)  # OK, FAIL, INFO codes
+    return {
+        "op_id": table.op_id,
+        "client": names[table.client] if len(names) else np.asarray([], dtype=object),
+        "op": ops[table.op] if len(ops) else np.asarray([], dtype=object),
+        "outcome": outcomes[table.outcome],
+        "value": np.where(table.value_known, table.value, -1),
+        "invoke_ns": table.invoke_ns,
+        "complete_ns": np.where(table.complete_known, table.complete_ns, np.iinfo(np.int64).max),
+    }
+
+
 def _ints(values: Any, default: int) -> np.ndarray:
+    if isinstance(values, np.ndarray) and values.dtype.kind in "iu":
+        return values.astype(np.int64)
     out = np.full(len(values), default, dtype=np.int64)
     for i, raw in enumerate(values):
         if raw is None or raw == "":

@@ -66,16 +66,16 @@ def _anomalies(entry: Mapping[str, Any]) -> str:
 def _rows_table(
     entries: Sequence[Mapping[str, Any]], title: str | None, width: int
 ) -> Table:
-    # The verdict comes right after the name so that a narrow terminal never hides it;
-    # below 90 columns the timing columns are left out.
+    # An experiment is named by its mode, store and window (plus a burst when used);
+    # the verdict comes right after them so that a narrow terminal never hides it.
+    # Below 90 columns the timing columns are left out.
     narrow = width < 90
     table = Table(title=title, box=box.SIMPLE_HEAD, header_style="bold", pad_edge=False)
-    table.add_column("experiment", overflow="fold", min_width=10, ratio=1)
-    table.add_column("verdict", no_wrap=True)
-    table.add_column("anomalies", justify="right", no_wrap=True)
     table.add_column("mode", no_wrap=True)
     table.add_column("store", no_wrap=True)
     table.add_column("window", no_wrap=True)
+    table.add_column("verdict", no_wrap=True)
+    table.add_column("anomalies", justify="right", no_wrap=True)
     table.add_column("ok ops", justify="right", no_wrap=True)
     if not narrow:
         table.add_column("req/s", justify="right", no_wrap=True)
@@ -83,13 +83,16 @@ def _rows_table(
     for entry in entries:
         config = entry.get("config") or {}
         latency = entry.get("latency_ms") or {}
+        mode = config.get("mode")
+        window = str(config.get("window") or "?")
+        if config.get("burst"):
+            window += f" burst {config['burst']}"
         cells: list[Text | str] = [
-            Text(str(entry.get("label") or entry.get("id"))),
+            Text(str(mode) if mode else str(entry.get("label") or entry.get("id"))),
+            Text(str(config.get("store") or "?")),
+            Text(window),
             _verdict_text(entry),
             _anomalies(entry),
-            Text(str(config.get("mode") or "?")),
-            Text(str(config.get("store") or "?")),
-            Text(str(config.get("window") or "?")),
             _number((entry.get("ops") or {}).get("ok")),
         ]
         if not narrow:
@@ -124,7 +127,7 @@ def build_table(
     Args:
         results: a results.json document.
         layout: ``rows`` (one row per experiment), ``grid`` (modes x stores) or
-            ``auto`` (a grid when the experiments form one).
+            ``auto`` (a grid when the experiments form one that fits the width).
         title: optional caption above the table.
         width: the width it will be printed at (narrow tables leave out timings).
 
@@ -135,7 +138,10 @@ def build_table(
     if layout == "auto":
         complete = all((e.get("config") or {}).get("mode") and (e.get("config") or {}).get("store")
                        for e in entries)
-        layout = "grid" if entries and complete and mode_store_keys(entries)[2] else "rows"
+        grid = bool(entries) and complete and mode_store_keys(entries)[2]
+        # A grid cell needs about 13 columns of text to stay readable ("race 148 (49%)").
+        fits = grid and 16 + 13 * len(mode_store_keys(entries)[1]) <= width
+        layout = "grid" if fits else "rows"
     if layout == "grid":
         return _grid_table(entries, title)
     return _rows_table(entries, title, width)

@@ -27,6 +27,8 @@ from demo_server.external import SESSION_COOKIE, SessionStore
 from demo_server.modes import LaunchSpec
 from demo_server.supervisor import Supervisor
 from loadtests.history import HistoryWriter
+from reports.checkers import check_history
+from reports.history_table import read_history
 from reports.session_checker import check_sessions
 
 REDIS_URL = os.environ.get("RACELAB_REDIS_URL", "redis://127.0.0.1:6379/0")
@@ -122,8 +124,10 @@ def test_clients_never_see_each_others_counters(
 
     with ThreadPoolExecutor(max_workers=clients) as pool:
         rows = [row for batch in pool.map(run, range(clients)) for row in batch]
-    verdict = check_sessions(_save(tmp_path, rows))
+    history = _save(tmp_path, rows)
+    verdict = check_sessions(history)
     assert verdict.valid == "yes", verdict
+    assert check_history(read_history(history), scenario="session").valid == "yes"
     assert verdict.counts["clients"] == clients
     for index in range(clients):
         mine = [r["value"] for r in rows if r["client"] == f"c{index}"]
@@ -179,7 +183,9 @@ def test_bursts_of_one_client_lose_updates(session_server: Any, tmp_path: Path) 
     warmups = width  # one request per member before the bursts
     with ThreadPoolExecutor(max_workers=width) as pool:
         list(pool.map(burst_member, range(width)))
-    verdict = check_sessions(_save(tmp_path, rows))
+    history = _save(tmp_path, rows)
+    verdict = check_sessions(history)
+    registered = check_history(read_history(history), scenario="session")
     increments = 1 + warmups + width * rounds
     probe = Client(sup.url, "c0", cookie=cookie)
     try:
@@ -192,6 +198,7 @@ def test_bursts_of_one_client_lose_updates(session_server: Any, tmp_path: Path) 
     assert verdict.counts["lost_updates"] > 0
     assert verdict.counts["isolation_breaches"] == 0
     assert {w.kind for w in verdict.witnesses} >= {"lost-update"}
+    assert registered.valid == "no" and registered.counts == verdict.counts
     # The server-side truth agrees: the session counts fewer than the increments made.
     assert final < increments
 
