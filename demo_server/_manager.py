@@ -84,7 +84,8 @@ def main(argv: list[str]) -> None:
     manager = CounterManager(address=("127.0.0.1", 0), authkey=authkey)
     server = manager.get_server()  # type: ignore[no-untyped-call]
     # Accepted sockets inherit TCP_NODELAY from the listening socket on Linux.
-    listening = getattr(getattr(server.listener, "_listener", None), "_socket", None)
+    listener = getattr(server, "listener", None)
+    listening = getattr(getattr(listener, "_listener", None), "_socket", None)
     if listening is not None:
         listening.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
     print(f"PORT {server.address[1]}", flush=True)  # type: ignore[index]

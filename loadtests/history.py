@@ -9,11 +9,11 @@ Empty cells mean "not known" (a failed request has no value, no server pid).
 | op_id | integer, unique within the history |
 | client | who made the call (a Locust user, e.g. ``w0-u12``) |
 | op | operation name: ``incr`` (increment and get) or ``read`` |
-| outcome | ``ok``; ``fail`` (certainly had no effect, e.g. connection refused); ``info`` (unknown, e.g. a timeout or a reset after sending) |
+| outcome | ``ok``; ``fail``: certainly no effect (connection refused); ``info``: unknown |
 | value | integer the server returned (``ok`` only) |
-| invoke_ns, complete_ns | client's ``time.monotonic_ns()`` before sending and after the full response |
+| invoke_ns, complete_ns | client's ``time.monotonic_ns()`` before sending, after the response |
 | server_pid, server_tid | process and thread (or greenlet's thread) that answered |
-| server_arrival_ns, server_departure_ns | server's ``time.monotonic_ns()`` on arrival and just before answering |
+| server_arrival_ns, server_departure_ns | server's ``time.monotonic_ns()`` on arrival, on leaving |
 | url | base URL of the instance called (``cluster`` mode spreads over several) |
 | burst | burst round number, empty for plain swarms |
 | error | why a ``fail`` or ``info`` happened |

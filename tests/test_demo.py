@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import signal
@@ -29,7 +30,7 @@ def test_quick_preset_answers_from_observed_data(tmp_path) -> None:
     """demo --preset quick: global unsafe across processes, lock and sqlite safe; report written."""
     run_dir = tmp_path / "run"
     proc = _racelab("demo", "--preset", "quick", "--out", str(run_dir))
-    out, err = proc.communicate(timeout=240)
+    _, err = proc.communicate(timeout=240)
     assert proc.returncode == 0, err
     verdicts = _verdicts(run_dir)
     assert verdicts["global-none-gunicorn-sync"] == "no"
@@ -70,6 +71,14 @@ def _descendants(root: int) -> set[int]:
     return found
 
 
+def _groups_of(root: int) -> set[int]:
+    groups = set()
+    for pid in _descendants(root):
+        with contextlib.suppress(ProcessLookupError):
+            groups.add(os.getpgid(pid))
+    return groups
+
+
 def test_sigint_mid_run_leaves_no_process_and_a_partial_report(tmp_path) -> None:
     """Ctrl-C during the third cell: every process stopped, finished cells kept, report partial."""
     run_dir = tmp_path / "run"
@@ -78,11 +87,7 @@ def test_sigint_mid_run_leaves_no_process_and_a_partial_report(tmp_path) -> None
     deadline = time.monotonic() + 180
     while time.monotonic() < deadline:
         cells = sorted((run_dir / "cells").glob("*")) if (run_dir / "cells").exists() else []
-        for pid in _descendants(proc.pid):
-            try:
-                groups.add(os.getpgid(pid))
-            except ProcessLookupError:
-                pass
+        groups |= _groups_of(proc.pid)
         if len(cells) >= 3 and list(cells[2].glob("server*.log")):
             break
         time.sleep(0.05)
@@ -90,11 +95,7 @@ def test_sigint_mid_run_leaves_no_process_and_a_partial_report(tmp_path) -> None
         proc.kill()
         pytest.fail("the demo never reached its third cell")
     time.sleep(0.3)
-    for pid in _descendants(proc.pid):
-        try:
-            groups.add(os.getpgid(pid))
-        except ProcessLookupError:
-            pass
+    groups |= _groups_of(proc.pid)
     proc.send_signal(signal.SIGINT)
     _, err = proc.communicate(timeout=60)
     assert proc.returncode == 130, err
@@ -126,7 +127,7 @@ def test_classroom_shows_every_claim_from_observed_data(tmp_path) -> None:
 
     run_dir = tmp_path / "run"
     proc = _racelab("demo", "--out", str(run_dir))
-    out, err = proc.communicate(timeout=480)
+    _, err = proc.communicate(timeout=480)
     assert proc.returncode == 0, err
     v = _verdicts(run_dir)
     for mode in ("processes", "gunicorn-sync", "gunicorn-gthread", "gevent", "cluster"):

@@ -38,7 +38,8 @@ def test_windows_apply_only_to_windowed_stores(tmp_path) -> None:
     ("text", "message"),
     [
         ("", "needs at least one"),
-        ("[[cells]]\nstores=['nope']\nwindows=['none']\nmodes=['threaded']\n", "unknown store 'nope'"),
+        ("[[cells]]\nstores=['nope']\nwindows=['none']\nmodes=['threaded']\n",
+         "unknown store 'nope'"),
         ("[[cells]]\nstores=['global']\nwindows=['none']\nmodes=['x']\n", "unknown mode 'x'"),
         ("[[cells]]\nstores=['global']\nwindows=['none']\nmodes=['single']\nusers=0\n",
          "users must be a whole number"),
