@@ -147,13 +147,20 @@ def bench(n: int, repeat: int, python: bool, workdir: Path) -> dict[str, Any]:
           f"-> {verdict.valid}: {verdict.reason}")
     result: dict[str, Any] = {"n": n, "read_s": read_s, "numpy_s": numpy_s,
                               "numpy_peak": numpy_peak}
+    table_mb = sum(getattr(table, f).nbytes for f in table.__dataclass_fields__
+                   if isinstance(getattr(table, f), np.ndarray)) / 1e6
+    print(f"  (its input, the HistoryTable: {table_mb:.0f} MB of arrays, not counted)")
     if python:
+        gc.collect()
+        tracemalloc.start()
         ops = ops_of(table)
+        ops_mb = tracemalloc.get_traced_memory()[0] / 1e6
+        tracemalloc.stop()
         python_s, counts = best_time(lambda: reference_counts(ops, sim.final), 1)
         python_peak = peak_bytes(lambda: reference_counts(ops, sim.final))
         del ops
-        print(f"python checker: {python_s:.3f} s, peak {python_peak / 1e6:.0f} MB traced "
-              "(its input list of tuples not counted)")
+        print(f"python checker: {python_s:.3f} s, peak {python_peak / 1e6:.0f} MB traced")
+        print(f"  (its input, a list of tuples: {ops_mb:.0f} MB, not counted)")
         print(f"ratio python/numpy: time {python_s / numpy_s:.1f}x, "
               f"memory {python_peak / max(numpy_peak, 1):.1f}x")
         same = {k: counts[k] for k in COMPARED} == {k: verdict.counts[k] for k in COMPARED}

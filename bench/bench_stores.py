@@ -122,7 +122,7 @@ class Cell:
 def run_wrk(url: str, requests: int, threads: int, connections: int, out: Path,
             script: Path, limit_s: float) -> float:
     """Send ``requests`` GET / with wrk; return the seconds until every thread finished."""
-    quota = max(1, requests // threads)
+    quota = max(1, -(-requests // threads))  # round up: at least `requests` in all
     for old in out.glob("values-*.txt"):
         old.unlink()
     argv = ["wrk", f"-t{threads}", f"-c{connections}", f"-d{int(limit_s)}s", "--timeout", "10s",
@@ -190,7 +190,7 @@ def run_cell(cell: Cell, addresses: Addresses, work: Path, script: Path,
 def plan(total: int, stores: list[str], modes: list[str]) -> list[Cell]:
     """Split ``total`` requests evenly over the safe cells; add a ``global`` baseline per mode."""
     safe = [(s, m) for m in modes for s in stores]
-    per_cell = max(1, total // max(1, len(safe)))
+    per_cell = max(1, -(-total // max(1, len(safe))))
     cells: list[Cell] = []
     for mode in modes:
         workers_needed = sorted({1 if s == "lock" else 2 for s in stores})

@@ -498,7 +498,7 @@ class SessionStore(Store):
         shutil.rmtree(_session_dir(config), ignore_errors=True)
 
     def init_app(self, app: Flask) -> None:
-        from flask_session import Session  # type: ignore[import-untyped]
+        from flask_session import Session  # type: ignore[attr-defined,import-untyped]
 
         config = self.config
         app.config.update(

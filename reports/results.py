@@ -189,7 +189,9 @@ def _run_checker(
 ) -> Verdict:
     from reports.checkers import check_history
 
-    return check_history(table, final=final, scenario=str(config["scenario"]),
+    # Per-client state is judged per client: every client must count 1, 2, 3, ...
+    scenario = "session" if config.get("store") == "session" else str(config["scenario"])
+    return check_history(table, final=final, scenario=scenario,
                          server_problem=server_problem,
                          per_process=config.get("store") in PER_PROCESS_STORES)
 
