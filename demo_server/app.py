@@ -35,6 +35,10 @@ class _Served:
         with self._lock:
             self.value += 1
 
+    def reset(self) -> None:
+        with self._lock:
+            self.value = 0
+
 
 def create_app(config: ServerConfig | None = None) -> Flask:
     """Build the demo app.
@@ -115,6 +119,7 @@ def create_app(config: ServerConfig | None = None) -> Flask:
     @app.post("/reset")
     def reset() -> Response:
         store.reset()
+        served.reset()
         return jsonify(value=store.value(), pid=os.getpid())
 
     @app.get("/healthz")

@@ -32,6 +32,8 @@ workers need no shared disk.
 from __future__ import annotations
 
 import contextlib
+import csv
+import io
 import json
 import math
 import os
@@ -217,18 +219,51 @@ class _Rendezvous:
 
 
 class _RowWriter(HistoryWriter):
-    """A ``HistoryWriter`` that also takes ready-made rows (tuples in ``COLUMNS`` order).
+    """A ``HistoryWriter`` fed with ready-made rows, in file order.
 
     Building a mapping per operation and reading it back column by column
-    costs more than the rest of recording; the hot path appends tuples.
+    costs more than the rest of recording. Rows arrive as tuples in
+    ``COLUMNS`` order (``append``), or, for the common successful call, as a
+    line already formatted from a per-connection template (``append_line``)
+    whose text fields were quoted by the csv module once.
     """
 
+    def __init__(self, path: Path | str, flush_every: int = 2048) -> None:
+        super().__init__(path, flush_every)
+        self._buffer = io.StringIO()
+        self._lines = csv.writer(self._buffer, lineterminator="\n")
+        self._queued = 0
+
     def append(self, row: tuple[Any, ...]) -> None:
-        """Queue one row whose fields are already in ``COLUMNS`` order."""
-        self._rows.append(row)
+        """Queue one row whose fields are in ``COLUMNS`` order."""
+        self._lines.writerow(row)
+        self._queued_one()
+
+    def append_line(self, line: str) -> None:
+        """Queue one row already rendered as a CSV line (ending in a newline)."""
+        self._buffer.write(line)
+        self._queued_one()
+
+    def _queued_one(self) -> None:
         self.count += 1
-        if len(self._rows) >= self._flush_every:
+        self._queued += 1
+        if self._queued >= self._flush_every:
             self.flush()
+
+    def flush(self) -> None:
+        if self._queued:
+            self._file.write(self._buffer.getvalue())
+            self._buffer.seek(0)
+            self._buffer.truncate()
+            self._queued = 0
+        super().flush()
+
+
+def _csv_field(text: str) -> str:
+    """``text`` as the csv module writes it in a history row."""
+    out = io.StringIO()
+    csv.writer(out, lineterminator="").writerow([text])
+    return out.getvalue()
 
 
 class _Swarm:

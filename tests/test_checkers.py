@@ -430,3 +430,34 @@ def test_unique_ids_finds_repeats() -> None:
     verdict = check_history(HistoryTable.from_rows(rows), scenario="ids")
     assert verdict.valid == "no" and verdict.counts["duplicate_values"] == 1
     assert verdict.witnesses[0].op_ids == (1, 7)
+
+
+def test_a_cut_short_run_makes_skips_and_excess_unknown_not_anomalies() -> None:
+    """Server died / swarm cut off: unrecorded requests explain skips and a high final value.
+
+    The same history without the problem is judged "no" (a skipped number and a
+    final value above the history); with it, the verdict is unknown and says why.
+    """
+    rows = [
+        {"op_id": i, "client": "c", "op": "incr", "outcome": "ok", "value": v,
+         "invoke_ns": 10 * i, "complete_ns": 10 * i + 5, "server_pid": 1}
+        for i, v in enumerate([1, 2, 4, 5])
+    ]
+    table = HistoryTable.from_rows(rows)
+    final = {"available": True, "per_process": False, "states": [{"pid": 1, "value": 7}]}
+    assert check_history(table, final=final).valid == "no"
+    verdict = check_history(table, final=final, server_problem="the swarm timed out")
+    assert verdict.valid == "unknown"
+    assert "cut short" in verdict.reason and "the swarm timed out" in verdict.reason
+    assert verdict.counts["skipped_unexplained_unrecorded"] == 1
+
+
+def test_a_cut_short_run_still_reports_duplicates() -> None:
+    """Duplicates stay evidence even when the run was cut short."""
+    rows = [
+        {"op_id": i, "client": "c", "op": "incr", "outcome": "ok", "value": v,
+         "invoke_ns": 10 * i, "complete_ns": 10 * i + 5, "server_pid": 1 + i % 2}
+        for i, v in enumerate([1, 1, 2, 2])
+    ]
+    verdict = check_history(HistoryTable.from_rows(rows), server_problem="the server died")
+    assert verdict.valid == "no"

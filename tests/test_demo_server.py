@@ -43,6 +43,7 @@ def test_state_reset_and_healthz(app_client) -> None:
     assert (state["value"], state["served"], state["per_process"]) == (2, 2, True)
     assert app_client.get("/state").get_json()["value"] == 2
     assert app_client.post("/reset").get_json()["value"] == 0
+    assert app_client.get("/state").get_json()["served"] == 0
     assert app_client.get("/healthz").get_json()["ok"] is True
 
 
