@@ -532,5 +532,49 @@ def report(run_dir: Path, fmt: str, open_report: bool, svg: bool, width: int | N
         webbrowser.open(path.resolve().as_uri())
 
 
+
+@main.command()
+@click.option("--python", "pythons", multiple=True, metavar="PATH",
+              help="Also this interpreter (repeatable); pyenv's versions are found by themselves.")
+@click.option("--threads", type=int, default=8, show_default=True, callback=_positive)
+@click.option("--increments", type=int, default=200_000, show_default=True, callback=_positive,
+              help="Increments per thread (the yield window runs a twentieth).")
+@click.option("--json", "as_json", is_flag=True, help="Print JSON.")
+def interpreters(pythons: tuple[str, ...], threads: int, increments: int, as_json: bool) -> None:
+    """Race the original SomeObj in threads under every Python on this machine.
+
+    No server: threads call the question's query() in a tight loop, with window
+    none (the literal code), call and yield. How many increments are lost shows
+    where each interpreter lets another thread in between the read and the write.
+
+    \b
+    Examples:
+      racelab interpreters
+      racelab interpreters --python /usr/bin/python3.13t --threads 4
+    """
+    from rich.console import Console
+    from rich.table import Table
+
+    from scenarios.interpreters import find_interpreters, run_interpreters
+
+    results = run_interpreters(find_interpreters(pythons), threads, increments)
+    if as_json:
+        click.echo(json.dumps([r.to_dict() for r in results], indent=2))
+        return
+    table = Table("python", "GIL", "none (the original)", "call", "yield",
+                  title=f"Increments lost by {threads} threads, per window")
+    for r in results:
+        if r.error:
+            table.add_row(r.python, "", f"could not run: {r.error}", "", "")
+            continue
+        cells = []
+        for window in ("none", "call", "yield"):
+            lost, expected = r.lost(window) or (0, 0)
+            style = "red" if lost else "green"
+            cells.append(f"[{style}]{lost / expected:.0%}[/] ({lost:,})" if expected else "")
+        table.add_row(f"{r.implementation} {r.version}", "on" if r.gil else "off", *cells)
+    Console().print(table)
+
+
 if __name__ == "__main__":
     main()
