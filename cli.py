@@ -120,6 +120,9 @@ def main(
       racelab serve --mode gunicorn-sync --store global
       racelab doctor                    # what this machine offers
     """
+    # A shell that starts racelab in the background leaves SIGINT ignored; Ctrl-C
+    # (or kill -INT) must still stop everything racelab started.
+    signal.signal(signal.SIGINT, signal.default_int_handler)
     ctx.obj = Settings(redis_url, postgres_dsn, memcached, start_services)
 
 
@@ -359,16 +362,17 @@ def _run_demo_command(
         raise click.BadParameter(f"{run_dir} exists and is not empty", param_hint="--out")
     config = ServerConfig(redis_url=settings.redis_url, postgres_dsn=settings.postgres_dsn,
                           memcached=settings.memcached)
-    err.print(f"racelab {preset}: {len(cells)} cells planned; writing to {run_dir}")
-
     def on_skip(store: str, reason: str) -> None:
         err.print(f"skipped {store}: {reason} (see racelab doctor)")
+
+    def on_plan(count: int) -> None:
+        err.print(f"racelab {preset}: {count} cells; writing to {run_dir}")
 
     progress = MatrixConsoleProgress(err, quiet=as_json)
     try:
         result = run_demo(cells, run_dir, config, preset=preset, budget_s=budget,
                           nominal_budget_s=nominal_budget_s, progress=progress,
-                          on_skip=on_skip)
+                          on_skip=on_skip, on_plan=on_plan)
     finally:
         progress.close()
     if as_json:
@@ -401,7 +405,7 @@ _budget_option = click.option(
 )
 _out_option = click.option(
     "--out", type=click.Path(file_okay=False, path_type=Path), default=None,
-    help="Run directory (default: runs/PRESET-TIMESTAMP).",
+    help="Run directory (default: runs/NAME-TIMESTAMP).",
 )
 
 

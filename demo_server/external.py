@@ -37,6 +37,7 @@ import re
 import shutil
 import socket
 import sys
+import tempfile
 import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -447,7 +448,9 @@ SESSION_COOKIE = "racelab_session"
 
 
 def _session_dir(config: ServerConfig) -> Path:
-    base = Path(config.session_dir) if config.session_dir else Path("flask_session")
+    # The supervisor gives each run its own directory; never litter the working directory.
+    base = (Path(config.session_dir) if config.session_dir
+            else Path(tempfile.gettempdir()) / "racelab-sessions")
     return base / config.namespace
 
 

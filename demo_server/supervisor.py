@@ -115,7 +115,7 @@ class Supervisor:
         stop_grace: float = 5.0,
     ) -> None:
         self.spec = spec
-        self.run_dir = Path(run_dir)
+        self.run_dir = Path(run_dir).resolve()
         self.ready_timeout = ready_timeout
         self.stop_grace = stop_grace
         self.config = dataclasses.replace(

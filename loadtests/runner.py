@@ -274,7 +274,7 @@ def run_swarm(
     Raises:
         SwarmError: if Locust cannot start; a timeout still merges what was recorded.
     """
-    run_dir = Path(run_dir)
+    run_dir = Path(run_dir).resolve()  # Locust runs with this as its working directory
     locust_dir = run_dir / "locust"
     locust_dir.mkdir(parents=True, exist_ok=True)
     parts_dir = locust_dir / "parts"

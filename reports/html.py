@@ -57,7 +57,10 @@ _MIME = {".png": "image/png", ".svg": "image/svg+xml"}
 
 
 def _count(n: int, word: str) -> str:
-    return f"{n:,} {word}{'' if n == 1 else 's'}"
+    if n == 1:
+        return f"1 {word}"
+    plural = word + ("es" if word.endswith(("s", "sh", "ch", "x")) else "s")
+    return f"{n:,} {plural}"
 
 
 def _join(items: Sequence[str]) -> str:
@@ -304,6 +307,70 @@ _PLOT_TITLES = {
 }
 
 
+def _settings(config: Mapping[str, Any]) -> list[tuple[str, Any]]:
+    """The configuration that mattered for this experiment, in reading order."""
+    mode = config.get("mode")
+    applies = {
+        "workers": mode in ("gunicorn-sync", "gunicorn-gthread", "gevent", "processes"),
+        "threads": mode in ("gunicorn-gthread", "cluster"),
+        "instances": mode == "cluster",
+        "work_us": config.get("window") == "work",
+        "duration": bool(config.get("duration")),
+        "burst": bool(config.get("burst")),
+    }
+    shown = []
+    for key in ("scenario", "store", "window", "work_us", "mode", "workers", "threads",
+                "instances", "users", "requests", "duration", "burst", "python", "gil",
+                "cores"):
+        value = config.get(key)
+        if value is None or value == "" or not applies.get(key, True):
+            continue
+        if key == "gil":
+            value = "enabled" if value else "disabled"
+        shown.append((key, value))
+    return shown
+
+
+def _interpreters(found: Any) -> dict[str, Any] | None:
+    """Rows and a measured summary sentence for the no-server thread race, if it ran."""
+    if not found:
+        return None
+    rows: list[dict[str, Any]] = []
+    clean_none: list[str] = []
+    racy_none: list[str] = []
+    threads = 0
+    for r in found:
+        name = f"{r.get('implementation') or ''} {r.get('version') or r.get('python')}".strip()
+        row: dict[str, Any] = {"name": name, "error": r.get("error") or "",
+                               "gil": {True: "on", False: "off"}.get(r.get("gil"), "")}
+        cells = []
+        for window in ("none", "call", "yield"):
+            got = (r.get("windows") or {}).get(window)
+            if not got or not got.get("expected"):
+                cells.append({"text": "-", "cls": ""})
+                continue
+            threads = threads or int(r.get("threads") or 0)
+            lost = got["expected"] - got["final"]
+            cells.append({"text": f"{lost / got['expected']:.0%} ({lost:,} of {got['expected']:,})",
+                          "cls": "v-no" if lost else "v-yes"})
+            if window == "none":
+                (racy_none if lost else clean_none).append(r.get("version") or name)
+        row["cells"] = cells
+        rows.append(row)
+    parts = []
+    if racy_none:
+        parts.append(f"The literal code lost updates on {_join(racy_none)}")
+    if clean_none:
+        parts.append(f"lost none on {_join(clean_none)}")
+    sentence = "; ".join(parts)
+    if sentence:
+        sentence = sentence[0].upper() + sentence[1:] + (
+            ". Whether threads interleave inside += depends on where the "
+            "interpreter may switch threads; a wider window (a call, a sleep, I/O) "
+            "lets them in on any version.")
+    return {"rows": rows, "sentence": sentence, "threads": threads or "several"}
+
+
 def _context(results: Mapping[str, Any], results_dir: Path, embed: bool) -> dict[str, Any]:
     def image(rel: str | None) -> str | None:
         if not rel:
@@ -328,11 +395,13 @@ def _context(results: Mapping[str, Any], results_dir: Path, embed: bool) -> dict
             "explanations": explain(entry),
             "measured": _measured(entry),
             "counts": verdict.get("counts") or {},
+            "settings": _settings(entry.get("config") or {}),
         })
     run_plots = results.get("plots") or {}
     cost = [{"mode": mode, "src": image(rel)}
             for mode, rel in (run_plots.get("cost") or {}).items()]
     return {
+        "interpreters": _interpreters(results.get("interpreters")),
         "run": results.get("run") or {},
         "schema": results.get("schema"),
         "answer": answer(results),

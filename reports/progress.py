@@ -11,7 +11,8 @@ from scenarios.presets import Cell
 
 __all__ = ["MatrixConsoleProgress"]
 
-_MARK = {"yes": "safe", "no": "ANOMALIES", "unknown": "unknown"}
+# The same words as the table and the report: the checker's yes / no / unknown.
+_MARK = {"yes": "safe", "no": "race", "unknown": "unknown"}
 
 
 def _clock(seconds: float | None) -> str:

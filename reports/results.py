@@ -62,7 +62,8 @@ RESULTS_FILE = "results.json"
 # Views of "how many operations went wrong" a checker may count. They overlap (a
 # lost update usually shows as a repeated number too), so the largest is used.
 ANOMALY_COUNTS: tuple[tuple[str, ...], ...] = (
-    ("duplicate_extra_returns", "real_time_violations"),
+    ("duplicate_extra_returns",),
+    ("real_time_violations",),
     ("lost_updates",),
     ("skipped_unexplained",),
     ("final_excess",),
@@ -105,10 +106,10 @@ def anomaly_count(verdict: Mapping[str, Any]) -> int | None:
     """How many operations a verdict found anomalous; ``None`` when it is unknown.
 
     An ``anomalies`` count is taken as is. Otherwise it is the largest of the
-    views in ``ANOMALY_COUNTS`` (responses that repeated a number or broke
-    real-time order; lost updates; numbers skipped without explanation; final
-    excess). A verdict of ``no`` counts at least its witnesses, so a race never
-    shows zero anomalies.
+    views in ``ANOMALY_COUNTS`` (responses that repeated a number; responses out
+    of real-time order; lost updates; numbers skipped without explanation; final
+    excess), never more than the ok responses. A verdict of ``no`` counts at
+    least its witnesses, so a race never shows zero anomalies.
     """
     if verdict.get("valid") == "unknown":
         return None
@@ -116,6 +117,9 @@ def anomaly_count(verdict: Mapping[str, Any]) -> int | None:
     if "anomalies" in counts:
         return int(counts["anomalies"])
     total = max(sum(int(counts.get(key) or 0) for key in view) for view in ANOMALY_COUNTS)
+    if counts.get("ok"):
+        # One response can be both a repeat and out of order: never more than were answered.
+        total = min(total, int(counts["ok"]))
     if verdict.get("valid") == "no":
         total = max(total, len(verdict.get("witnesses") or ()), 1)
     return total

@@ -110,7 +110,9 @@ def run_demo(
     progress: MatrixProgress | None = None,
     formats: Sequence[str] = ("html",),
     on_skip: Callable[[str, str], None] | None = None,
+    on_plan: Callable[[int], None] | None = None,
     cell_runner: Callable[[Cell, Path], dict[str, Any]] | None = None,
+    interpreters: bool = True,
 ) -> DemoResult:
     """Run ``cells`` into ``run_dir`` and render the report.
 
@@ -124,7 +126,10 @@ def run_demo(
         progress: told when each cell starts and ends.
         formats: report formats to write.
         on_skip: told of every skipped store and why, before the run.
+        on_plan: told how many cells will run, once the skipped ones are known.
         cell_runner: replaces the real experiment (tests of the loop only).
+        interpreters: also race the original code in threads under every Python
+            found on the machine (``scenarios.interpreters``), for the report.
 
     Returns:
         The matrix outcome, results.json's content and the written files.
@@ -136,6 +141,8 @@ def run_demo(
     for store, reason in skipped:
         if on_skip:
             on_skip(store, reason)
+    if on_plan:
+        on_plan(len(kept))
     if budget_s is not None:
         kept = scale_cells(kept, budget_s / nominal_budget_s)
     command = shlex.join(["racelab", *sys.argv[1:]]) if sys.argv else "racelab demo"
@@ -148,11 +155,12 @@ def run_demo(
         if cell_outcome.status == "not run" and not cell_outcome.dir.exists():
             continue
         entries.append(collect_experiment(cell_outcome.dir))
-    not_run = sum(o.status == "not run" for o in outcome.outcomes)
     partial_reason = ""
     if outcome.interrupted:
-        partial_reason = (f"interrupted (Ctrl-C) after {len(outcome.outcomes) - not_run} of "
-                          f"{len(outcome.outcomes)} cells")
+        finished = sum(o.status != "not run" for o in outcome.outcomes)
+        partial_reason = (f"interrupted (Ctrl-C) during cell {finished + 1} of "
+                          f"{len(outcome.outcomes)}; {finished} finished, the interrupted "
+                          "cell keeps what it recorded")
     results = build_results(run_dir, entries, {
         **meta,
         "label": f"racelab {preset}",
@@ -161,6 +169,13 @@ def run_demo(
         "skipped": [{"store": s, "reason": r} for s, r in skipped],
     })
     results["run"]["skipped"] = [{"store": s, "reason": r} for s, r in skipped]
+    if interpreters and not outcome.interrupted:
+        from scenarios.interpreters import find_interpreters, run_interpreters
+
+        results["interpreters"] = [
+            {**r.to_dict(), "threads": 8}
+            for r in run_interpreters(find_interpreters(), threads=8, increments=100_000)
+        ]
     write_results(results, run_dir)
     written = render_run(run_dir, formats)
     return DemoResult(outcome, results, written, list(skipped))

@@ -243,7 +243,7 @@ def run_experiment(
     Raises:
         RacelabError: when the server cannot start or the configuration is wrong.
     """
-    run_dir = Path(run_dir)
+    run_dir = Path(run_dir).resolve()
     run_dir.mkdir(parents=True, exist_ok=True)
     spec = dataclasses.replace(spec, redis_url=redis_url or spec.redis_url,
                                postgres_dsn=postgres_dsn or spec.postgres_dsn,

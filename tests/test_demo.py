@@ -150,3 +150,20 @@ def test_classroom_shows_every_claim_from_observed_data(tmp_path) -> None:
     html = (run_dir / "report.html").read_text()
     assert platform.python_version() in html
     assert "GIL" in html
+
+
+def test_default_relative_run_directory_records_real_results(tmp_path) -> None:
+    """With no --out, runs go to ./runs/...: a relative path must still record every request."""
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "cli", "matrix", "--modes", "threaded", "--stores", "sqlite",
+         "--requests", "120", "--users", "4"],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=tmp_path,
+        env={**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parent.parent)},
+    )
+    _, err = proc.communicate(timeout=120)
+    assert proc.returncode == 0, err
+    (run_dir,) = (tmp_path / "runs").iterdir()
+    results = json.loads((run_dir / "results.json").read_text())
+    (entry,) = results["experiments"]
+    assert entry["verdict"]["valid"] == "yes"
+    assert entry["ops"]["ok"] == 120
