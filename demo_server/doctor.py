@@ -33,10 +33,12 @@ def _package(name: str) -> Check:
         return {"name": name, "ok": False, "detail": f"not installed (pip install {name})"}
 
 
-def _service(name: str, url: str, default_port: int, hint: str) -> Check:
+def _service(name: str, url: str, default_port: int, hint: str, binary: str) -> Check:
     parts = urlsplit(url if "://" in url else f"tcp://{url}")
     host, port = parts.hostname or "127.0.0.1", parts.port or default_port
     ok = reachable(host, port)
+    if not ok and shutil.which(binary):
+        hint += f"; {binary} is installed: racelab --start-services runs a private one"
     return {
         "name": name,
         "ok": ok,
@@ -55,11 +57,13 @@ def diagnose(redis_url: str, postgres_dsn: str, memcached: str) -> list[Check]:
         },
     ]
     checks += [_package(n) for n in ("flask", "gunicorn", "gevent", "locust", "flask-session")]
-    checks.append(_service("redis", redis_url, 6379, "--redis-url or RACELAB_REDIS_URL"))
     checks.append(
-        _service("postgres", postgres_dsn, 5432, "--postgres-dsn or RACELAB_POSTGRES_DSN")
+        _service("redis", redis_url, 6379, "--redis-url or RACELAB_REDIS_URL", "redis-server")
     )
-    checks.append(_service("memcached", memcached, 11211, "--memcached or RACELAB_MEMCACHED"))
+    checks.append(_service("postgres", postgres_dsn, 5432,
+                           "--postgres-dsn or RACELAB_POSTGRES_DSN", "initdb"))
+    checks.append(_service("memcached", memcached, 11211, "--memcached or RACELAB_MEMCACHED",
+                           "memcached"))
     for binary in ("redis-server", "memcached", "initdb", "wrk", "chromium"):
         path = shutil.which(binary)
         checks.append(
