@@ -21,7 +21,6 @@ import os
 import pwd
 import shutil
 import signal
-import socket
 import subprocess
 import tempfile
 import time
@@ -31,7 +30,9 @@ from types import TracebackType
 from typing import Any, TypeVar
 from urllib.parse import urlsplit
 
+from demo_server.doctor import reachable
 from demo_server.errors import StoreUnavailable
+from demo_server.supervisor import free_port
 
 __all__ = [
     "SERVICES",
@@ -54,20 +55,6 @@ _DEFAULT_PORT = {"redis": 6379, "postgres": 5432, "memcached": 11211}
 _POSTGRES_DIRS = ("/usr/local/bin", "/usr/lib/postgresql/*/bin")
 
 S = TypeVar("S")
-
-
-def _free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
-def _answers(host: str, port: int, timeout: float = 0.5) -> bool:
-    try:
-        with socket.create_connection((host, port), timeout=timeout):
-            return True
-    except OSError:
-        return False
 
 
 def _address(service: str, value: str) -> tuple[str, int]:
@@ -175,7 +162,7 @@ class PrivateServices:
         try:
             for name in self.names:
                 current = getattr(self.settings, _FIELD[name])
-                if not self.force and _answers(*_address(name, current)):
+                if not self.force and reachable(*_address(name, current)):
                     continue
                 service = self._start(name)
                 if service is not None:
@@ -244,7 +231,7 @@ class PrivateServices:
             )
         service = Service(name, address, port, directory, popen, log_path, stop_signal)
         deadline = time.monotonic() + self.ready_timeout
-        while not _answers("127.0.0.1", port, timeout=0.2):
+        while not reachable("127.0.0.1", port, timeout=0.2):
             if popen.poll() is not None or time.monotonic() > deadline:
                 service.stop()
                 tail = log_path.read_text(errors="replace").strip().splitlines()[-3:]
@@ -259,7 +246,7 @@ class PrivateServices:
         if binary is None:
             self.skipped["redis"] = "redis-server is not installed (apt-get install redis-server)"
             return None
-        directory, port = self._dir("redis"), _free_port()
+        directory, port = self._dir("redis"), free_port()
         argv = [
             binary, "--port", str(port), "--bind", "127.0.0.1", "--save", "",
             "--appendonly", "no", "--dir", str(directory), "--protected-mode", "no",
@@ -272,7 +259,7 @@ class PrivateServices:
         if binary is None:
             self.skipped["memcached"] = "memcached is not installed (apt-get install memcached)"
             return None
-        directory, port = self._dir("memcached"), _free_port()
+        directory, port = self._dir("memcached"), free_port()
         argv = [binary, "-l", "127.0.0.1", "-p", str(port), "-U", "0", "-m", "64", "-c", "4096"]
         if os.geteuid() == 0:
             # memcached will not run as root unless told which user to become.
@@ -296,7 +283,7 @@ class PrivateServices:
                 )
                 return None
             user = owner.pw_name
-        directory, port = self._dir("postgres"), _free_port()
+        directory, port = self._dir("postgres"), free_port()
         if user is not None:
             os.chown(directory, owner.pw_uid, owner.pw_gid)
         data = directory / "data"
