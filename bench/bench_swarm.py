@@ -17,6 +17,9 @@ Targets: the swarm reaches 80 % of wrk (``vs wrk``), and recording costs at most
 its target is met. On a 2-core machine the load generator and the server share
 the cores, so the numbers move by several percent from run to run: the runs are
 interleaved and medians printed, and it is worth running more than once.
+The swarm's own CPU time per request (Locust's start-up included) is printed
+too: it moves much less than throughput when the machine is shared, and the
+gap between recording and not recording is what recording costs.
 """
 
 from __future__ import annotations
@@ -24,6 +27,7 @@ from __future__ import annotations
 import argparse
 import json
 import re
+import resource
 import shutil
 import statistics
 import subprocess
@@ -53,7 +57,9 @@ def wrk_rps(url: str, connections: int, duration: float) -> float:
 
 
 def swarm_rps(url: str, users: int, duration: float, processes: int, record: bool,
-              run_dir: Path) -> float:
+              run_dir: Path) -> tuple[float, float]:
+    """Requests/s of one swarm, and its processes' CPU µs per request (start-up included)."""
+    before = resource.getrusage(resource.RUSAGE_CHILDREN)
     run_swarm(SwarmSpec(urls=(url,), users=users, duration=duration, processes=processes,
                         record=record, spawn_rate=max(1000.0, users * 10.0)), run_dir)
     text = (run_dir / "locust" / "stats.json").read_text()
@@ -61,7 +67,9 @@ def swarm_rps(url: str, users: int, duration: float, processes: int, record: boo
     requests = sum(e["num_requests"] for e in entries)
     start = min(e["start_time"] for e in entries)
     last = max(e["last_request_timestamp"] for e in entries)
-    return requests / max(last - start, 1e-9)
+    after = resource.getrusage(resource.RUSAGE_CHILDREN)
+    cpu = (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
+    return requests / max(last - start, 1e-9), 1e6 * cpu / max(requests, 1)
 
 
 def main() -> None:
@@ -83,14 +91,16 @@ def main() -> None:
               f"(vs wrk >= {RATIO_TARGET:.0%}, rec cost <= {RECORD_COST_TARGET:.0%})")
         for users in args.users:
             runs: dict[tuple[int, bool], list[float]] = {}
+            cpus: dict[tuple[int, bool], list[float]] = {}
             walls: list[float] = []
             for attempt in range(args.repeat):  # interleaved: drifts hit every variant alike
                 walls.append(wrk_rps(sup.url, users, args.duration))
                 for processes in args.processes:
                     for record in (attempt % 2 == 0, attempt % 2 != 0):
-                        runs.setdefault((processes, record), []).append(swarm_rps(
-                            sup.url, users, args.duration, processes, record,
-                            work / f"run-{users}-{processes}-{record}-{attempt}"))
+                        rps, cpu = swarm_rps(sup.url, users, args.duration, processes, record,
+                                             work / f"run-{users}-{processes}-{record}-{attempt}")
+                        runs.setdefault((processes, record), []).append(rps)
+                        cpus.setdefault((processes, record), []).append(cpu)
             ceiling = statistics.median(walls)
             print(f"{f'wrk -t1 -c{users}':<34} {ceiling:>9.0f} {'100%':>8}")
             print(f"{'':<4}runs: {', '.join(f'{w:.0f}' for w in sorted(walls))}")
@@ -108,6 +118,10 @@ def main() -> None:
                 spread = ", ".join(f"{r:.0f}" for r in sorted(runs[(processes, False)]))
                 spread_rec = ", ".join(f"{r:.0f}" for r in sorted(runs[(processes, True)]))
                 print(f"{'':<4}runs: no record {spread}; recording {spread_rec}")
+                plain_cpu = statistics.median(cpus[(processes, False)])
+                rec_cpu = statistics.median(cpus[(processes, True)])
+                print(f"{'':<4}swarm CPU per request (start-up included): no record "
+                      f"{plain_cpu:.0f} µs, recording {rec_cpu:.0f} µs")
     shutil.rmtree(work, ignore_errors=True)
 
 
