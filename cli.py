@@ -210,12 +210,15 @@ def doctor(settings: Settings, as_json: bool) -> None:
               help="Users started per second (0: at once).")
 @click.option("--processes", type=int, default=1, show_default=True, callback=_positive,
               help="Locust processes generating the load.")
+@click.option("--reconnect", type=click.IntRange(min=0), default=20, show_default=True,
+              help="Requests per connection before a user opens a new one, as clients do "
+              "(0: keep-alive for good; connections may then stick to one worker).")
 @click.option("--out", type=click.Path(file_okay=False, path_type=Path), default=None,
               help="Run directory (default: runs/swarm-TIMESTAMP).")
 @click.pass_obj
 def swarm(settings: Settings, users: int, requests: int | None, duration: float | None,
-          burst: int | None, spawn_rate: float, processes: int, out: Path | None,
-          **opts: Any) -> None:
+          burst: int | None, spawn_rate: float, processes: int, reconnect: int,
+          out: Path | None, **opts: Any) -> None:
     """Run one experiment: start a server, swarm it, record every operation.
 
     \b
@@ -237,6 +240,7 @@ def swarm(settings: Settings, users: int, requests: int | None, duration: float 
         workers=opts["workers"], threads=opts["threads"], instances=opts["instances"],
         users=burst or users, requests=requests or (0 if duration else 2000),
         duration=duration or 0.0, burst=burst or 0, spawn_rate=spawn_rate, processes=processes,
+        reconnect=reconnect,
     )
     run_dir = out or Path("runs") / time.strftime("swarm-%Y%m%d-%H%M%S")
     console = Console(stderr=True)

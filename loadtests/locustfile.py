@@ -68,6 +68,7 @@ _CHUNK_BYTES = 1 << 20
 _PROGRESS_EVERY = 0.25
 _SPIN_NS = 1_500_000  # busy-wait the last 1.5 ms before a burst deadline
 _IDLE_NS = 1_000_000_000  # reconnect before using a connection idle this long
+_START_WAIT_S = 10.0  # plain users wait at most this long for every user to spawn
 _RECV_BYTES = 65536
 _MAX_HEAD = 65536  # bytes of status line and headers before a response is garbage
 _OK_PREFIX = ("incr", "ok")  # columns op, outcome of a successful row
@@ -285,6 +286,7 @@ class _Swarm:
         self.record = True
         self.timeout = 30.0
         self.timeout_ns = 30_000_000_000
+        self.reconnect = 0  # requests per connection before a new one (0: no limit)
         self.connections: list[_Connection] = []  # of every user, for the watchdog
         self.budget = _Budget()
         self.rendezvous = _Rendezvous()
@@ -336,6 +338,10 @@ def _add_options(parser: Any, **_kw: Any) -> None:
                        help="1 records every operation; 0 only counts (for benchmarks).")
     group.add_argument("--racelab-timeout", env_var="RACELAB_SWARM_TIMEOUT", type=float,
                        default=30.0, help="Connect and read timeout of one request (seconds).")
+    group.add_argument("--racelab-reconnect", env_var="RACELAB_SWARM_RECONNECT", type=int,
+                       default=0, help="Open a new connection after this many requests on one "
+                       "(0: keep it while it lives), as clients do: it spreads a user over a "
+                       "server's worker processes instead of sticking to the first to accept.")
 
 
 @events.init.add_listener
@@ -366,6 +372,7 @@ def _on_test_start(environment: Any, **_kw: Any) -> None:
     swarm.record = bool(int(_option("racelab_record", 1)))
     swarm.timeout = float(_option("racelab_timeout", 30.0))
     swarm.timeout_ns = int(swarm.timeout * 1e9)
+    swarm.reconnect = max(0, int(_option("racelab_reconnect", 0)))
     total = int(_option("racelab_requests", 0))
     duration = float(_option("racelab_duration", 0.0))
     swarm.history_dir = Path(os.environ.get("RACELAB_SWARM_HISTORY_DIR", "."))
@@ -586,19 +593,20 @@ def _master_on_progress(environment: Any, msg: Any, **_kw: Any) -> None:
 class _Connection:
     """One keep-alive connection to one instance, with the request pre-built."""
 
-    __slots__ = ("deadline_ns", "expired", "host", "ok_line", "pending", "port", "request",
-                 "sock", "url", "used_ns")
+    __slots__ = ("deadline_ns", "expired", "host", "jar", "ok_line", "path", "pending", "port",
+                 "request", "sent", "siblings", "sock", "url", "used_ns")
 
-    def __init__(self, url: str) -> None:
+    def __init__(self, url: str, jar: dict[bytes, bytes] | None = None) -> None:
         parts = urlsplit(url)
         self.url = url
         self.host = parts.hostname or "127.0.0.1"
         self.port = parts.port or 80
-        path = (parts.path or "").rstrip("/") + "/incr"
-        self.request = (
-            f"POST {path} HTTP/1.1\r\nHost: {self.host}:{self.port}\r\n"
-            "User-Agent: racelab\r\nContent-Length: 0\r\n\r\n"
-        ).encode("latin-1")
+        self.path = (parts.path or "").rstrip("/") + "/incr"
+        #: the user's cookies, shared by all its connections: one user is one client
+        self.jar = {} if jar is None else jar
+        self.siblings: list[_Connection] = [self]
+        self.request = b""
+        self.build()
         self.sock: socket.socket | None = None
         self.pending = b""  # bytes received past the last response
         self.used_ns = 0
@@ -607,6 +615,30 @@ class _Connection:
         self.deadline_ns = 0  # while a request is in flight: when the watchdog ends it
         self.expired = False  # the watchdog ended the request in flight
 
+    def build(self) -> None:
+        """Pre-build the request, with the user's cookies."""
+        cookie = b"; ".join(k + b"=" + v for k, v in self.jar.items())
+        self.request = (
+            f"POST {self.path} HTTP/1.1\r\nHost: {self.host}:{self.port}\r\n"
+            "User-Agent: racelab\r\nContent-Length: 0\r\n"
+        ).encode("latin-1") + (b"Cookie: " + cookie + b"\r\n" if cookie else b"") + b"\r\n"
+
+    def keep_cookies(self, head: bytes) -> None:
+        """Store every ``Set-Cookie`` of a response head and rebuild the user's requests."""
+        changed = False
+        for line in head.split(b"\r\n")[1:]:
+            name, _, value = line.partition(b":")
+            if name.strip().lower() != b"set-cookie":
+                continue
+            pair = value.split(b";", 1)[0].strip()
+            key, eq, val = pair.partition(b"=")
+            if eq and self.jar.get(key) != val:
+                self.jar[key] = val
+                changed = True
+        if changed:
+            for conn in self.siblings:
+                conn.build()
+
     def connect(self, timeout: float) -> None:
         sock = socket.create_connection((self.host, self.port), timeout=timeout)
         sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
@@ -614,6 +646,7 @@ class _Connection:
         self.sock = sock
         self.pending = b""
         self.expired = False
+        self.sent = 0
         self.used_ns = time.monotonic_ns()
 
     def refresh(self, timeout: float) -> None:
@@ -653,7 +686,9 @@ class _Connection:
         """
         sock = self.sock
         assert sock is not None
-        status, body, keep_alive, rest = _read_response(sock.recv, self.pending)
+        status, body, keep_alive, rest, head = _read_response(sock.recv, self.pending)
+        if head is not None:
+            self.keep_cookies(head)
         if keep_alive:
             self.pending = rest
             self.used_ns = time.monotonic_ns()
@@ -662,11 +697,12 @@ class _Connection:
         return status, body
 
 
-def _read_response(recv: Any, data: bytes) -> tuple[int, bytes, bool, bytes]:
+def _read_response(recv: Any, data: bytes) -> tuple[int, bytes, bool, bytes, bytes | None]:
     """Frame one HTTP/1.x response from ``data`` plus what ``recv`` returns.
 
     Returns:
-        (status, body, keep-alive, bytes past the response).
+        (status, body, keep-alive, bytes past the response, the head as sent when
+        it sets a cookie, else None).
     """
     while (end := data.find(b"\r\n\r\n")) < 0:
         if len(data) > _MAX_HEAD:
@@ -677,6 +713,7 @@ def _read_response(recv: Any, data: bytes) -> tuple[int, bytes, bool, bytes]:
         raise _BadResponse(f"status line {data[:40]!r}")
     status = int(head[9:12])
     keep_alive = _connection_header(head, default=head[7:8] == b"1")
+    cookies = data[:end] if b"\r\nset-cookie:" in head else None
     start = end + 4
     length = _header(head, b"\r\ncontent-length:")
     if length is not None:
@@ -685,15 +722,15 @@ def _read_response(recv: Any, data: bytes) -> tuple[int, bytes, bool, bytes]:
         stop = start + int(length)
         while len(data) < stop:
             data += _more(recv, data)
-        return status, data[start:stop], keep_alive, data[stop:]
+        return status, data[start:stop], keep_alive, data[stop:], cookies
     if 100 <= status < 200 or status in (204, 304):
-        return status, b"", keep_alive, data[start:]
+        return status, b"", keep_alive, data[start:], cookies
     if b"chunked" in (_header(head, b"\r\ntransfer-encoding:") or b""):
         body, rest = _read_chunked(recv, data, start)
-        return status, body, keep_alive, rest
+        return status, body, keep_alive, rest, cookies
     while chunk := recv(_RECV_BYTES):  # no framing: the body ends with the connection
         data += chunk
-    return status, data[start:], False, b""
+    return status, data[start:], False, b"", cookies
 
 
 def _more(recv: Any, data: bytes) -> bytes:
@@ -761,7 +798,10 @@ class _RecordingUser(FastHttpUser):
         swarm.users += 1
         swarm.live += 1
         self.client_id = f"p{swarm.process}-u{number}"
-        self.connections = [_Connection(url) for url in swarm.urls]
+        jar: dict[bytes, bytes] = {}
+        self.connections = [_Connection(url, jar) for url in swarm.urls]
+        for conn in self.connections:
+            conn.siblings = self.connections
         swarm.connections.extend(self.connections)
         client = _csv_field(self.client_id).replace("%", "%%")
         for conn in self.connections:
@@ -798,7 +838,8 @@ class _RecordingUser(FastHttpUser):
             self.next_index = (self.next_index + 1) % len(connections)
         swarm = _SWARM
         invoke = time.monotonic_ns()
-        if conn.sock is not None and invoke - conn.used_ns > _IDLE_NS:
+        if conn.sock is not None and (invoke - conn.used_ns > _IDLE_NS or
+                                      conn.sent == swarm.reconnect):
             conn.close()
         if conn.sock is None:
             try:
@@ -807,6 +848,7 @@ class _RecordingUser(FastHttpUser):
                 self._report(conn, burst, invoke, "fail", f"connect failed: {_describe(exc)}")
                 return
         conn.deadline_ns = invoke + swarm.timeout_ns
+        conn.sent += 1
         try:
             conn.send()
         except OSError as exc:
@@ -928,6 +970,9 @@ class IncrUser(_RecordingUser):
     def incr(self) -> None:
         # One long task: Locust's per-task scheduling and sleep(0) would cost a
         # hub switch per request. A graceful stop lets the current call finish.
+        # Start together: the first users spawned must not spend the whole budget
+        # before the others have connected (a few clients would then stand for all).
+        _SWARM.rendezvous.started.wait(_START_WAIT_S)
         take = _SWARM.budget.take
         while self._state != LOCUST_STATE_STOPPING:
             if not take():

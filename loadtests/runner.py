@@ -76,6 +76,7 @@ class SwarmSpec:
         master_bind: ``host:port`` the master listens on (``""``: 127.0.0.1 and a free port).
         record: False counts requests without recording them (benchmarks).
         timeout: connect and read timeout of one request, seconds.
+        reconnect: requests per connection before a user opens a new one (0: keep).
         burst_interval_ms: spacing of burst rounds when several processes burst together.
         hard_timeout: seconds after which every process is killed (0: derived).
     """
@@ -92,6 +93,7 @@ class SwarmSpec:
     master_bind: str = ""
     record: bool = True
     timeout: float = 10.0
+    reconnect: int = 0
     burst_interval_ms: float = 20.0
     hard_timeout: float = 0.0
 
@@ -156,6 +158,7 @@ def _env(spec: SwarmSpec, history_dir: Path, progress_file: Path) -> dict[str, s
         "RACELAB_SWARM_DURATION": str(spec.duration),
         "RACELAB_SWARM_RECORD": "1" if spec.record else "0",
         "RACELAB_SWARM_TIMEOUT": str(spec.timeout),
+        "RACELAB_SWARM_RECONNECT": str(spec.reconnect),
         "RACELAB_SWARM_BURST_INTERVAL_MS": str(spec.burst_interval_ms),
         "RACELAB_SWARM_HISTORY_DIR": str(history_dir),
         "RACELAB_SWARM_PROGRESS_FILE": str(progress_file),

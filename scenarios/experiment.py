@@ -49,6 +49,9 @@ class ExperimentSpec:
         burst: users released together per round (0: a plain swarm).
         spawn_rate: users started per second (0: all at once).
         processes: Locust processes generating the load.
+        reconnect: requests a user sends on one connection before opening a new one,
+            as real clients do (0: keep it). Without it, keep-alive connections
+            can all stick to the first worker process that accepted them.
         redis_url: Redis of the ``redis`` and ``session`` stores.
         postgres_dsn: PostgreSQL of the ``postgres`` store.
         memcached: ``host:port`` of memcached.
@@ -68,6 +71,7 @@ class ExperimentSpec:
     burst: int = 0
     spawn_rate: float = 0.0
     processes: int = 1
+    reconnect: int = 20
     redis_url: str = "redis://127.0.0.1:6379/0"
     postgres_dsn: str = "postgresql://127.0.0.1:5432/test"
     memcached: str = "127.0.0.1:11211"
@@ -97,6 +101,8 @@ class ExperimentSpec:
             argv += ["--burst", str(self.burst)]
         if self.spawn_rate:
             argv += ["--spawn-rate", f"{self.spawn_rate:g}"]
+        if self.reconnect != defaults.reconnect:
+            argv += ["--reconnect", str(self.reconnect)]
         if self.processes != 1:
             argv += ["--processes", str(self.processes)]
         return shlex.join(argv)
@@ -281,7 +287,8 @@ def run_experiment(
             identity = {}
         swarm = SwarmSpec(urls=tuple(sup.urls), users=spec.swarm_users, requests=spec.requests,
                           duration=spec.duration, burst=bool(spec.burst),
-                          spawn_rate=spec.spawn_rate, processes=spec.processes)
+                          spawn_rate=spec.spawn_rate, processes=spec.processes,
+                          reconnect=spec.reconnect)
         try:
             result = run_swarm(swarm, run_dir, progress=progress)
         except KeyboardInterrupt as exc:

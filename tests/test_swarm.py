@@ -275,3 +275,33 @@ def test_interrupted_swarm_keeps_its_records(tmp_path: Path) -> None:
     assert summary["swarm"]["requests"] >= 100
     assert len(read_rows(tmp_path / "history.csv")) == summary["swarm"]["requests"]
     assert not _server_pgids(tmp_path)
+
+
+def test_every_user_takes_part_even_in_a_short_swarm(tmp_path: Path) -> None:
+    """Users start together: a budget smaller than a second of load still has every client."""
+    spec = ExperimentSpec(store="lock", mode="threaded", users=12, requests=240)
+    run_experiment(spec, tmp_path)
+    rows = read_rows(tmp_path / "history.csv")
+    assert len({r["client"] for r in rows}) == 12
+
+
+def test_reconnecting_users_reach_every_worker(tmp_path: Path) -> None:
+    """With reconnects, a keep-alive server's two worker processes both take requests."""
+    spec = ExperimentSpec(store="global", mode="gunicorn-gthread", users=8, requests=600,
+                          reconnect=10)
+    run_experiment(spec, tmp_path)
+    rows = read_rows(tmp_path / "history.csv")
+    assert len({r["server_pid"] for r in rows}) == 2
+
+
+def test_session_users_keep_their_cookie(tmp_path: Path) -> None:
+    """Each Locust user is one client: it sends its session cookie back and counts 1, 2, 3..."""
+    spec = ExperimentSpec(store="session", mode="gunicorn-gthread", users=6, requests=300)
+    run_experiment(spec, tmp_path)
+    rows = read_rows(tmp_path / "history.csv")
+    by_client: dict[str, list[int]] = {}
+    for row in sorted(rows, key=lambda r: int(r["invoke_ns"])):
+        by_client.setdefault(row["client"], []).append(int(row["value"]))
+    assert len(by_client) == 6
+    for values in by_client.values():
+        assert values == list(range(1, len(values) + 1))
