@@ -68,6 +68,7 @@ _PID_COLOURS = ("#1565c0", "#ef6c00", "#6a1b9a", "#00838f", "#558b2f", "#ad1457"
 def _save(fig: Figure, path: Path) -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(path, dpi=DPI, format=path.suffix.lstrip(".") or "png",
+                bbox_inches="tight", pad_inches=0.08,
                 metadata={"Software": None} if path.suffix == ".png" else None)
     return path
 
@@ -95,8 +96,9 @@ def draw_matrix(results: Mapping[str, Any], path: Path) -> Path | None:
     rows, cols, _ = mode_store_keys(entries)
     multi_window = any("/" in c for c in cols)
     cells = {cell_key(e, multi_window): e for e in entries}
-    width = 2.2 + 1.05 * len(cols)
-    height = 1.5 + 0.62 * len(rows)
+    # Wide enough for the legend and title even for a one-column matrix.
+    width = max(6.8, 2.4 + 1.15 * len(cols))
+    height = 1.6 + 0.7 * len(rows)
     fig = Figure(figsize=(width, height))
     ax = fig.add_axes((1.6 / width, 1.1 / height, 1 - 1.8 / width, 1 - 1.5 / height))
     for i, row in enumerate(rows):
@@ -128,12 +130,12 @@ def draw_matrix(results: Mapping[str, Any], path: Path) -> Path | None:
                         color=COLOURS["safe"])
     ax.set_xlim(0, len(cols))
     ax.set_ylim(0, len(rows))
-    ax.set_xticks([j + 0.5 for j in range(len(cols))], cols, rotation=30, ha="right", fontsize=8)
-    ax.set_yticks([len(rows) - 0.5 - i for i in range(len(rows))], rows, fontsize=8)
+    ax.set_xticks([j + 0.5 for j in range(len(cols))], cols, rotation=30, ha="right", fontsize=9)
+    ax.set_yticks([len(rows) - 0.5 - i for i in range(len(rows))], rows, fontsize=9)
     ax.tick_params(length=0)
     for spine in ax.spines.values():
         spine.set_visible(False)
-    ax.set_title("Anomalous responses per experiment (darker red = more)", fontsize=9)
+    ax.set_title("Anomalous responses per experiment (darker red = more)", fontsize=10)
     fig.legend(
         handles=[
             Patch(facecolor="#e3f2e5", label="safe: no anomaly seen"),
