@@ -109,6 +109,7 @@ def test_sigint_mid_run_leaves_no_process_and_a_partial_report(tmp_path) -> None
 
 
 @pytest.mark.stress
+@pytest.mark.timeout(1800)
 def test_classroom_verdicts_are_stable_over_five_runs(tmp_path) -> None:
     """The classroom preset run five times gives the same verdict in every cell."""
     seen: list[dict[str, str]] = []
