@@ -227,10 +227,8 @@ def swarm(settings: Settings, users: int, requests: int | None, duration: float 
       racelab swarm --mode threaded --window yield --burst 50 --requests 2000
       racelab swarm --mode cluster --store redis --duration 10 --processes 2
     """
-    from rich.console import Console
-    from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
-
-    from scenarios.experiment import ExperimentSpec, run_experiment
+    from demo_server.services import services_for
+    from scenarios.experiment import ExperimentSpec
 
     if duration is not None and duration <= 0:
         raise click.BadParameter(f"must be positive, got {duration}", param_hint="--duration")
@@ -243,6 +241,16 @@ def swarm(settings: Settings, users: int, requests: int | None, duration: float 
         reconnect=reconnect,
     )
     run_dir = out or Path("runs") / time.strftime("swarm-%Y%m%d-%H%M%S")
+    with services_for(settings, [spec.store]) as started:
+        _swarm(started, spec, run_dir)
+
+
+def _swarm(settings: Settings, spec: Any, run_dir: Path) -> None:
+    from rich.console import Console
+    from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
+
+    from scenarios.experiment import run_experiment
+
     console = Console(stderr=True)
     total = spec.requests or None
     with Progress(TextColumn("[bold]swarm"), BarColumn(), TextColumn("{task.completed} ops"),
@@ -365,15 +373,26 @@ def _run_demo_command(
     """Shared body of ``demo`` and ``matrix``: run, print the table, say where the report is."""
     from rich.console import Console
 
-    from demo_server.config import ServerConfig
-    from reports.progress import MatrixConsoleProgress
-    from reports.table import print_table
-    from scenarios.demo import run_demo
+    from demo_server.services import services_for
 
     err = Console(stderr=True, highlight=False)
     run_dir = out or Path("runs") / time.strftime(f"{preset}-%Y%m%d-%H%M%S")
     if run_dir.exists() and any(run_dir.iterdir()):
         raise click.BadParameter(f"{run_dir} exists and is not empty", param_hint="--out")
+    with services_for(settings, sorted({cell.store for cell in cells})) as started:
+        _run_cells(started, cells, run_dir, err, preset=preset,
+                   nominal_budget_s=nominal_budget_s, budget=budget, as_json=as_json,
+                   open_report=open_report)
+
+
+def _run_cells(settings: Settings, cells: Any, run_dir: Path, err: Any, *, preset: str,
+               nominal_budget_s: float, budget: float | None, as_json: bool,
+               open_report: bool) -> None:
+    from demo_server.config import ServerConfig
+    from reports.progress import MatrixConsoleProgress
+    from reports.table import print_table
+    from scenarios.demo import run_demo
+
     config = ServerConfig(redis_url=settings.redis_url, postgres_dsn=settings.postgres_dsn,
                           memcached=settings.memcached)
     def on_skip(store: str, reason: str) -> None:

@@ -168,3 +168,18 @@ def test_default_relative_run_directory_records_real_results(tmp_path) -> None:
     (entry,) = results["experiments"]
     assert entry["verdict"]["valid"] == "yes"
     assert entry["ops"]["ok"] == 120
+
+
+def test_start_services_runs_a_private_memcached_for_the_matrix(tmp_path) -> None:
+    """--start-services: a memcached binary but no server still gives a measured cell."""
+    import shutil
+
+    if shutil.which("memcached") is None:
+        pytest.skip("memcached is not installed (apt-get install memcached)")
+    run_dir = tmp_path / "run"
+    proc = _racelab("--memcached", "127.0.0.1:1", "--start-services", "matrix", "--modes",
+                    "gunicorn-sync", "--stores", "memcached", "--requests", "100", "--users",
+                    "4", "--out", str(run_dir))
+    _, err = proc.communicate(timeout=120)
+    assert proc.returncode == 0, err
+    assert _verdicts(run_dir) == {"memcached-none-gunicorn-sync": "yes"}
