@@ -85,6 +85,15 @@ def _where(entry: Mapping[str, Any], with_store: bool = False) -> str:
     return text
 
 
+# Why a store that is not the naive global still races, for the answer paragraph.
+_WHY_STORE_RACES = {
+    "lock": "a threading.Lock orders the threads of one process only; "
+            "these modes run several processes or hosts",
+    "g": "flask.g lives for one request, so every request starts again from zero",
+    "session": "requests of one client overlapped and the last session saved won",
+}
+
+
 def answer(results: Mapping[str, Any]) -> str:
     """One paragraph answering "is a global safe here?" from the measured verdicts."""
     entries = list(results.get("experiments") or ())
@@ -141,7 +150,8 @@ def answer(results: Mapping[str, Any]) -> str:
                 racing = sorted({str((e.get("config") or {}).get("mode")) for e in others
                                  if (e.get("config") or {}).get("store") == store
                                  and verdict_word(e) == "race"})
-                detail.append(f"{store} under {_join(racing)}")
+                why = _WHY_STORE_RACES.get(store)
+                detail.append(f"{store} under {_join(racing)}" + (f" ({why})" if why else ""))
             parts.append(f"Anomalies also appeared with {'; '.join(detail)}.")
     return " ".join(parts)
 
