@@ -41,7 +41,8 @@ from reports.verdict import Verdict
 
 REDIS_URL = os.environ.get("RACELAB_REDIS_URL", "redis://127.0.0.1:6379/0")
 POSTGRES_DSN = os.environ.get("RACELAB_POSTGRES_DSN", "postgresql://127.0.0.1:5432/test")
-REQUESTS = 700
+REQUESTS = 700  # fault tests
+LOAD_REQUESTS = 2500  # every store under every mode
 MODES = ("gunicorn-sync", "gunicorn-gthread", "gevent", "cluster")
 SPECS = {
     "gunicorn-sync": {"workers": 2},
@@ -198,15 +199,15 @@ def test_external_store_is_safe_under_load(
     _require(store, addresses)
     sup = start(store, mode, addresses, tmp_path / "run")
     try:
-        rows = drive(sup.urls, REQUESTS)
+        rows = drive(sup.urls, LOAD_REQUESTS)
         final = final_value(sup)
     finally:
         sup.stop()
     record(tmp_path, rows)
     ok = [r for r in rows if r["outcome"] == "ok"]
-    assert len(ok) == REQUESTS, Counter(r.get("error") for r in rows)
-    assert sorted(r["value"] for r in ok) == list(range(1, REQUESTS + 1))
-    assert final == REQUESTS
+    assert len(ok) == LOAD_REQUESTS, Counter(r.get("error") for r in rows)
+    assert sorted(r["value"] for r in ok) == list(range(1, LOAD_REQUESTS + 1))
+    assert final == LOAD_REQUESTS
     assert counter_verdict(rows, final).valid == "yes"
     if mode == "gunicorn-sync":
         # Sync workers close every connection, so both take requests; gthread and
