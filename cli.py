@@ -210,7 +210,7 @@ def doctor(settings: Settings, as_json: bool) -> None:
               help="Users started per second (0: at once).")
 @click.option("--processes", type=int, default=1, show_default=True, callback=_positive,
               help="Locust processes generating the load.")
-@click.option("--reconnect", type=click.IntRange(min=0), default=20, show_default=True,
+@click.option("--reconnect", type=click.IntRange(min=0), default=10, show_default=True,
               help="Requests per connection before a user opens a new one, as clients do "
               "(0: keep-alive for good; connections may then stick to one worker).")
 @click.option("--out", type=click.Path(file_okay=False, path_type=Path), default=None,

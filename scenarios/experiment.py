@@ -71,7 +71,7 @@ class ExperimentSpec:
     burst: int = 0
     spawn_rate: float = 0.0
     processes: int = 1
-    reconnect: int = 20
+    reconnect: int = 10
     redis_url: str = "redis://127.0.0.1:6379/0"
     postgres_dsn: str = "postgresql://127.0.0.1:5432/test"
     memcached: str = "127.0.0.1:11211"
