@@ -216,6 +216,21 @@ class ManagerStore(Store):
         self._proxy.get().reset()  # type: ignore[attr-defined]
 
 
+def _sqlite_connect(path: str) -> sqlite3.Connection:
+    """An autocommit connection that waits up to 30 s for locks, on a file in WAL mode."""
+    conn = sqlite3.connect(path, timeout=30, isolation_level=None)
+    conn.execute("PRAGMA busy_timeout=30000")
+    # Switching to WAL needs the file to itself; a file already in WAL needs nothing.
+    if conn.execute("PRAGMA journal_mode").fetchone()[0].lower() != "wal":
+        conn.execute("PRAGMA journal_mode=WAL")
+    return conn
+
+
+def _create_counter(conn: sqlite3.Connection) -> None:
+    conn.execute("CREATE TABLE IF NOT EXISTS counter (id INTEGER PRIMARY KEY, value INTEGER)")
+    conn.execute("INSERT OR IGNORE INTO counter (id, value) VALUES (1, 0)")
+
+
 class SqliteStore(Store):
     """A row in an SQLite file, incremented atomically with ``UPDATE ... RETURNING``."""
 
@@ -231,16 +246,29 @@ class SqliteStore(Store):
             )
         self.path = config.sqlite_path
         self._local = threading.local()
-        conn = self._conn()
-        conn.execute("CREATE TABLE IF NOT EXISTS counter (id INTEGER PRIMARY KEY, value INTEGER)")
-        conn.execute("INSERT OR IGNORE INTO counter (id, value) VALUES (1, 0)")
+        _create_counter(self._conn())
+
+    @classmethod
+    def prepare(cls, config: ServerConfig) -> None:
+        # Once, before any worker starts: several processes switching a new file to
+        # WAL at the same moment can fail with "database is locked".
+        if not config.sqlite_path:
+            return
+        try:
+            conn = _sqlite_connect(config.sqlite_path)
+            try:
+                _create_counter(conn)
+            finally:
+                conn.close()
+        except sqlite3.Error as exc:
+            raise StoreUnavailable(
+                f"cannot open the SQLite database {config.sqlite_path}: {exc}"
+            ) from None
 
     def _conn(self) -> sqlite3.Connection:
         conn: sqlite3.Connection | None = getattr(self._local, "conn", None)
         if conn is None or getattr(self._local, "pid", None) != os.getpid():
-            conn = sqlite3.connect(self.path, timeout=30, isolation_level=None)
-            conn.execute("PRAGMA journal_mode=WAL")
-            conn.execute("PRAGMA busy_timeout=30000")
+            conn = _sqlite_connect(self.path)
             self._local.conn = conn
             self._local.pid = os.getpid()
         return conn

@@ -150,14 +150,14 @@ class Supervisor:
         """Start every process and wait until all of them answer."""
         self.run_dir.mkdir(parents=True, exist_ok=True)
         store_cls = store_class(self.config.store)
+        if self.config.store == "sqlite":  # every run starts from a fresh file
+            for suffix in ("", "-wal", "-shm"):
+                Path(self.config.sqlite_path + suffix).unlink(missing_ok=True)
         store_cls.prepare(self.config)
         self._prepared = True
         try:
             if self.config.store == "manager":
                 self._start_manager()
-            if self.config.store == "sqlite":
-                for suffix in ("", "-wal", "-shm"):
-                    Path(self.config.sqlite_path + suffix).unlink(missing_ok=True)
             instance = self.spec.instance_spec()
             ports = self._ports()
             for index, port in enumerate(ports):

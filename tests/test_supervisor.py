@@ -8,9 +8,10 @@ import signal
 
 import pytest
 
-from demo_server import ServerConfig, ServerNotReady
+from demo_server import ServerConfig, ServerNotReady, StoreUnavailable
 from demo_server.client import get_json, hammer
 from demo_server.modes import LaunchSpec
+from demo_server.stores import SqliteStore
 from demo_server.supervisor import Supervisor, group_members
 
 MODES = ["single", "threaded", "processes", "gunicorn-sync", "gunicorn-gthread", "gevent",
@@ -91,8 +92,20 @@ def test_shared_stores_are_safe(live_server, store: str, mode: str) -> None:
     assert {s["value"] for s in sup.read_state()} == {600}
 
 
-def test_server_that_never_starts_reports_its_log(tmp_path) -> None:
+def test_unopenable_sqlite_file_is_one_clear_error(tmp_path) -> None:
+    """A database path that cannot be opened is a StoreUnavailable naming it, before any server."""
+    path = tmp_path / "missing" / "c.db"
+    sup = Supervisor(ServerConfig(store="sqlite", sqlite_path=str(path)),
+                     LaunchSpec(mode="threaded"), tmp_path)
+    with pytest.raises(StoreUnavailable, match="cannot open the SQLite database"):
+        sup.start()
+    assert sup._procs == []
+
+
+def test_server_that_never_starts_reports_its_log(tmp_path, monkeypatch) -> None:
     """A server that dies at start-up raises ServerNotReady with the tail of its log."""
+    # Skip the orchestrator's own check, so that the worker is the one that fails.
+    monkeypatch.setattr(SqliteStore, "prepare", classmethod(lambda cls, config: None))
     config = ServerConfig(store="sqlite", sqlite_path=str(tmp_path / "missing" / "c.db"))
     sup = Supervisor(config, LaunchSpec(mode="threaded"), tmp_path, ready_timeout=20)
     with pytest.raises(ServerNotReady) as info:
