@@ -31,6 +31,7 @@ class Settings:
     postgres_dsn: str = "postgresql://127.0.0.1:5432/test"
     memcached: str = "127.0.0.1:11211"
     start_services: bool = False
+    session_backend: str = "filesystem"
 
 
 class RacelabGroup(click.Group):
@@ -86,6 +87,7 @@ def build_server(settings: Settings, **opts: Any) -> tuple[ServerConfig, LaunchS
         redis_url=settings.redis_url,
         postgres_dsn=settings.postgres_dsn,
         memcached=settings.memcached,
+        session_backend=settings.session_backend,
     )
     spec = LaunchSpec(
         mode=opts["mode"],
@@ -105,12 +107,16 @@ def build_server(settings: Settings, **opts: Any) -> tuple[ServerConfig, LaunchS
               show_default=True, help="PostgreSQL for the postgres store.")
 @click.option("--memcached", envvar="RACELAB_MEMCACHED", default=Settings.memcached,
               show_default=True, help="host:port of memcached.")
+@click.option("--session-backend", type=click.Choice(["filesystem", "redis"]),
+              envvar="RACELAB_SESSION_BACKEND", default="filesystem", show_default=True,
+              help="Where the session store keeps sessions (redis: at --redis-url).")
 @click.option("--start-services", is_flag=True,
               help="Start private Redis / PostgreSQL / memcached instances when none answer.")
 @click.version_option(package_name="racelab")
 @click.pass_context
 def main(
-    ctx: click.Context, redis_url: str, postgres_dsn: str, memcached: str, start_services: bool
+    ctx: click.Context, redis_url: str, postgres_dsn: str, memcached: str,
+    session_backend: str, start_services: bool,
 ) -> None:
     """Show, measure and explain race conditions in web apps that keep state in globals.
 
@@ -123,7 +129,7 @@ def main(
     # A shell that starts racelab in the background leaves SIGINT ignored; Ctrl-C
     # (or kill -INT) must still stop everything racelab started.
     signal.signal(signal.SIGINT, signal.default_int_handler)
-    ctx.obj = Settings(redis_url, postgres_dsn, memcached, start_services)
+    ctx.obj = Settings(redis_url, postgres_dsn, memcached, start_services, session_backend)
 
 
 @main.command()
@@ -149,7 +155,7 @@ def serve(settings: Settings, run_dir: Path | None, **opts: Any) -> None:
 
     run_dir = run_dir or Path("runs") / time.strftime("serve-%Y%m%d-%H%M%S")
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
-    with services_for(settings, [opts["store"]]) as settings:
+    with services_for(settings, [opts["store"]], settings.session_backend) as settings:
         config, spec = build_server(settings, **opts)
         with Supervisor(config, spec, run_dir) as sup:
             for url in sup.urls:
@@ -238,10 +244,10 @@ def swarm(settings: Settings, users: int, requests: int | None, duration: float 
         workers=opts["workers"], threads=opts["threads"], instances=opts["instances"],
         users=burst or users, requests=requests or (0 if duration else 2000),
         duration=duration or 0.0, burst=burst or 0, spawn_rate=spawn_rate, processes=processes,
-        reconnect=reconnect,
+        reconnect=reconnect, session_backend=settings.session_backend,
     )
     run_dir = out or Path("runs") / time.strftime("swarm-%Y%m%d-%H%M%S")
-    with services_for(settings, [spec.store]) as started:
+    with services_for(settings, [spec.store], settings.session_backend) as started:
         _swarm(started, spec, run_dir)
 
 
@@ -379,7 +385,8 @@ def _run_demo_command(
     run_dir = out or Path("runs") / time.strftime(f"{preset}-%Y%m%d-%H%M%S")
     if run_dir.exists() and any(run_dir.iterdir()):
         raise click.BadParameter(f"{run_dir} exists and is not empty", param_hint="--out")
-    with services_for(settings, sorted({cell.store for cell in cells})) as started:
+    with services_for(settings, sorted({cell.store for cell in cells}),
+                      settings.session_backend) as started:
         _run_cells(started, cells, run_dir, err, preset=preset,
                    nominal_budget_s=nominal_budget_s, budget=budget, as_json=as_json,
                    open_report=open_report)
@@ -394,7 +401,8 @@ def _run_cells(settings: Settings, cells: Any, run_dir: Path, err: Any, *, prese
     from scenarios.demo import run_demo
 
     config = ServerConfig(redis_url=settings.redis_url, postgres_dsn=settings.postgres_dsn,
-                          memcached=settings.memcached)
+                          memcached=settings.memcached,
+                          session_backend=settings.session_backend)
     def on_skip(store: str, reason: str) -> None:
         err.print(f"skipped {store}: {reason} (see racelab doctor)")
 

@@ -76,6 +76,7 @@ def make_cell_runner(
             store=cell.store, window=cell.window, mode=cell.mode, workers=cell.workers,
             threads=cell.threads, instances=cell.instances, users=cell.users,
             requests=cell.requests, burst=cell.burst,
+            session_backend=config.session_backend,
         )
         try:
             run_experiment(spec, cell_dir, redis_url=config.redis_url,

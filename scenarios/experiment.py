@@ -55,6 +55,8 @@ class ExperimentSpec:
         redis_url: Redis of the ``redis`` and ``session`` stores.
         postgres_dsn: PostgreSQL of the ``postgres`` store.
         memcached: ``host:port`` of memcached.
+        session_backend: where the ``session`` store keeps sessions
+            (``filesystem`` or ``redis``).
     """
 
     scenario: str = "counter"
@@ -75,6 +77,7 @@ class ExperimentSpec:
     redis_url: str = "redis://127.0.0.1:6379/0"
     postgres_dsn: str = "postgresql://127.0.0.1:5432/test"
     memcached: str = "127.0.0.1:11211"
+    session_backend: str = "filesystem"
 
     @property
     def swarm_users(self) -> int:
@@ -86,8 +89,10 @@ class ExperimentSpec:
 
     def command(self) -> str:
         """The ``racelab swarm`` command line that reproduces this experiment."""
-        argv = ["racelab", "swarm", "--mode", self.mode, "--store", self.store,
-                "--window", self.window]
+        argv = ["racelab"]
+        if self.session_backend != "filesystem":
+            argv += ["--session-backend", self.session_backend]
+        argv += ["swarm", "--mode", self.mode, "--store", self.store, "--window", self.window]
         defaults = ExperimentSpec()
         for name in ("work_us", "workers", "threads", "instances"):
             if getattr(self, name) != getattr(defaults, name):
@@ -257,7 +262,8 @@ def run_experiment(
     redis_url, postgres_dsn, memcached = spec.redis_url, spec.postgres_dsn, spec.memcached
     config = ServerConfig(scenario=spec.scenario, store=spec.store, window=spec.window,
                           work_us=spec.work_us, mode=spec.mode, redis_url=redis_url,
-                          postgres_dsn=postgres_dsn, memcached=memcached)
+                          postgres_dsn=postgres_dsn, memcached=memcached,
+                          session_backend=spec.session_backend)
     launch = LaunchSpec(mode=spec.mode, workers=spec.workers, threads=spec.threads,
                         instances=spec.instances)
     summary: dict[str, Any] = {

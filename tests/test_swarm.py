@@ -305,3 +305,21 @@ def test_session_users_keep_their_cookie(tmp_path: Path) -> None:
     assert len(by_client) == 6
     for values in by_client.values():
         assert values == list(range(1, len(values) + 1))
+
+
+def test_session_store_on_redis_through_the_cli(tmp_path: Path) -> None:
+    """--session-backend redis: each client keeps its own counter, and the command reproduces it."""
+    from demo_server.doctor import reachable
+
+    if not reachable("127.0.0.1", 6379):
+        pytest.skip("Redis is not reachable at 127.0.0.1:6379 (see docs/stores.md)")
+    proc = subprocess.run(
+        [sys.executable, "-m", "cli", "--session-backend", "redis", "swarm", "--mode",
+         "gunicorn-gthread", "--store", "session", "--users", "4", "--requests", "200",
+         "--out", str(tmp_path)],
+        capture_output=True, text=True, timeout=120,
+    )
+    assert proc.returncode == 0, proc.stderr
+    assert "verdict: safe" in proc.stdout
+    summary = json.loads((tmp_path / "summary.json").read_text())
+    assert summary["command"].startswith("racelab --session-backend redis swarm")
