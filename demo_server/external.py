@@ -146,9 +146,6 @@ class RedisStore(Store):
     def reset(self) -> None:
         self._call("set", self.key, 0)
 
-    def close(self) -> None:
-        self._client.get().close()  # type: ignore[attr-defined]
-
 
 # -- PostgreSQL -------------------------------------------------------------------------
 def postgres_table(namespace: str) -> str:
@@ -352,9 +349,6 @@ class PostgresStore(Store):
         """How this process talks to PostgreSQL (for diagnostics)."""
         return {"table": self.table, "cooperative_wait": psycopg_waits_cooperatively()}
 
-    def close(self) -> None:
-        self._pool.get().close()  # type: ignore[attr-defined]
-
 
 # -- memcached --------------------------------------------------------------------------
 def _memcached_address(address: str) -> tuple[str, int]:
@@ -437,9 +431,6 @@ class MemcachedStore(Store):
 
     def reset(self) -> None:
         self._call("set", self.key, b"0")
-
-    def close(self) -> None:
-        self._client.get().close()  # type: ignore[attr-defined]
 
 
 # -- Flask-Session ----------------------------------------------------------------------

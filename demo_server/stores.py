@@ -97,9 +97,6 @@ class Store(abc.ABC):
     def reset(self) -> None:
         """Set the value back to zero."""
 
-    def close(self) -> None:
-        """Release connections; stores without any do nothing."""
-
 
 def _module_object(config: ServerConfig) -> SomeObj:
     if config.window == "none":
@@ -149,6 +146,9 @@ class GStore(Store):
 
     name = "g"
     shared = False
+
+    def __init__(self, config: ServerConfig | None = None) -> None:
+        """flask.g needs no configuration: every request gets a fresh one."""
 
     def incr(self) -> int:
         g.racelab_counter = g.get("racelab_counter", 0) + 1
@@ -325,7 +325,4 @@ def make_store(config: ServerConfig) -> Store:
     Returns:
         A ready Store.
     """
-    cls = store_class(config.store)
-    if cls is GStore:
-        return GStore()
-    return cls(config)  # type: ignore[call-arg]
+    return store_class(config.store)(config)  # type: ignore[call-arg]

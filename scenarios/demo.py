@@ -149,13 +149,22 @@ def run_demo(
     command = shlex.join(["racelab", *sys.argv[1:]]) if sys.argv else "racelab demo"
     meta: dict[str, Any] = {"preset": preset, "command": command, "budget_s": budget_s,
                             "started": time.time()}
-    outcome = run_matrix(kept, run_dir, cell_runner or make_cell_runner(config), progress,
-                         skipped, meta)
+    checked: dict[Path, dict[str, Any]] = {}  # each cell's results entry, checked once
+    base_runner = cell_runner or make_cell_runner(config)
+
+    def run_cell(cell: Cell, cell_dir: Path) -> dict[str, Any]:
+        found = base_runner(cell, cell_dir)
+        if "entry" in found:
+            checked[cell_dir] = found["entry"]
+        return found
+
+    outcome = run_matrix(kept, run_dir, run_cell, progress, skipped, meta)
     entries = []
     for cell_outcome in outcome.outcomes:
         if cell_outcome.status == "not run" and not cell_outcome.dir.exists():
             continue
-        entries.append(collect_experiment(cell_outcome.dir))
+        entry = checked.get(cell_outcome.dir)
+        entries.append(entry if entry is not None else collect_experiment(cell_outcome.dir))
     partial_reason = ""
     if outcome.interrupted:
         finished = sum(o.status != "not run" for o in outcome.outcomes)
@@ -169,7 +178,6 @@ def run_demo(
         "partial_reason": partial_reason,
         "skipped": [{"store": s, "reason": r} for s, r in skipped],
     })
-    results["run"]["skipped"] = [{"store": s, "reason": r} for s, r in skipped]
     if interpreters and not outcome.interrupted:
         from scenarios.interpreters import find_interpreters, run_interpreters
 
