@@ -77,15 +77,18 @@ def main() -> None:
     parser.add_argument("--duration", type=float, default=8.0)
     parser.add_argument("--users", type=int, nargs="+", default=[32])
     parser.add_argument("--processes", type=int, nargs="+", default=[1, 2])
+    parser.add_argument("--workers", type=int, default=2, help="gunicorn-gthread workers.")
+    parser.add_argument("--threads", type=int, default=8, help="Threads per worker.")
     parser.add_argument("--repeat", type=int, default=3,
                         help="Interleaved repetitions; medians are printed.")
     args = parser.parse_args()
     work = Path(tempfile.mkdtemp(prefix="racelab-bench-"))
-    launch = LaunchSpec(mode="gunicorn-gthread", workers=2, threads=8)
+    launch = LaunchSpec(mode="gunicorn-gthread", workers=args.workers, threads=args.threads)
     with Supervisor(ServerConfig(store="global"), launch, work / "server") as sup:
         # A short warm-up, so that every worker has answered and caches are warm.
         wrk_rps(sup.url, 8, 2)
-        print(f"server: gunicorn-gthread 2 workers x 8 threads; {args.duration:g} s per run; "
+        print(f"server: gunicorn-gthread {args.workers} workers x {args.threads} threads; "
+              f"{args.duration:g} s per run; "
               f"medians of {args.repeat} interleaved runs")
         print(f"{'load':<34} {'req/s':>9} {'vs wrk':>8} {'rec cost':>9}  targets "
               f"(vs wrk >= {RATIO_TARGET:.0%}, rec cost <= {RECORD_COST_TARGET:.0%})")

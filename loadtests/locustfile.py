@@ -25,8 +25,13 @@ The per-request path is kept lean because on a small machine every
 microsecond the swarm spends is taken from the server it measures: no HTTP
 client objects, no gevent timeout per wait (``_watchdog`` ends requests that
 outlive ``--racelab-timeout``), Locust's statistics logged directly rather
-than through its ``request`` event, and a successful row rendered from a
-per-connection template instead of a mapping.
+than through its ``request`` event, and no JSON decoding or row formatting
+while the load runs: an operation is held in memory as it came back (times,
+connection, raw body) and written out when the test stops, or in chunks once
+``--racelab-hold`` are held (``_settle``), the way Jepsen keeps its history in
+memory. A body that turns out not to be a usable answer is then counted as a
+Locust failure, before the final statistics are reported, so the history and
+Locust's counts still agree.
 
 Configuration comes from ``--racelab-*`` options (or ``RACELAB_SWARM_*``
 environment variables) on the master or local process; Locust hands them to
@@ -70,6 +75,8 @@ _SPIN_NS = 1_500_000  # busy-wait the last 1.5 ms before a burst deadline
 _IDLE_NS = 1_000_000_000  # reconnect before using a connection idle this long
 _START_WAIT_S = 10.0  # plain users wait at most this long for every user to spawn
 _RECV_BYTES = 65536
+_HOLD = 100_000  # default of --racelab-hold: operations held before the oldest are written
+_SETTLE_ROWS = 8192  # written at a time once the hold is full: short pauses, not one long
 _MAX_HEAD = 65536  # bytes of status line and headers before a response is garbage
 _OK_PREFIX = ("incr", "ok")  # columns op, outcome of a successful row
 _JSON = json.JSONDecoder()
@@ -287,10 +294,14 @@ class _Swarm:
         self.timeout = 30.0
         self.timeout_ns = 30_000_000_000
         self.reconnect = 0  # requests per connection before a new one (0: no limit)
+        self.hold = _HOLD
         self.connections: list[_Connection] = []  # of every user, for the watchdog
         self.budget = _Budget()
         self.rendezvous = _Rendezvous()
         self.writer: _RowWriter | None = None
+        #: operations not yet written: (connection, invoke, complete, raw body or
+        #: (outcome, error), burst); see ``_settle``
+        self.held: list[tuple[Any, ...]] = []
         self.history_dir = Path(".")
         self.scratch: Path | None = None
         self.users = 0
@@ -342,6 +353,9 @@ def _add_options(parser: Any, **_kw: Any) -> None:
                        default=0, help="Open a new connection after this many requests on one "
                        "(0: keep it while it lives), as clients do: it spreads a user over a "
                        "server's worker processes instead of sticking to the first to accept.")
+    group.add_argument("--racelab-hold", env_var="RACELAB_SWARM_HOLD", type=int, default=_HOLD,
+                       help="Operations held in memory (about 300 bytes each) before the oldest "
+                       "are written to the history; the rest are written when the test stops.")
 
 
 @events.init.add_listener
@@ -373,6 +387,7 @@ def _on_test_start(environment: Any, **_kw: Any) -> None:
     swarm.timeout = float(_option("racelab_timeout", 30.0))
     swarm.timeout_ns = int(swarm.timeout * 1e9)
     swarm.reconnect = max(0, int(_option("racelab_reconnect", 0)))
+    swarm.hold = max(1, int(_option("racelab_hold", _HOLD)))
     total = int(_option("racelab_requests", 0))
     duration = float(_option("racelab_duration", 0.0))
     swarm.history_dir = Path(os.environ.get("RACELAB_SWARM_HISTORY_DIR", "."))
@@ -404,6 +419,7 @@ def _on_test_start(environment: Any, **_kw: Any) -> None:
         if duration > 0:
             gevent.spawn_later(duration, _finish)
     swarm.writer = _RowWriter(out_dir / f"history-{swarm.process}.csv", flush_every=4096)
+    swarm.held = []
     swarm.connections = []
     gevent.spawn(_watchdog)
 
@@ -424,6 +440,7 @@ def _on_test_stop(environment: Any, **_kw: Any) -> None:
     swarm = _SWARM
     if swarm.role == "master" or swarm.writer is None:
         return
+    _settle(len(swarm.held))  # before the final statistics: garbage bodies count as failures
     writer, swarm.writer = swarm.writer, None
     writer.close()
     bursts = _write_bursts(writer.path.parent)
@@ -443,6 +460,7 @@ def _on_test_stop(environment: Any, **_kw: Any) -> None:
 @events.quitting.add_listener
 def _on_quitting(**_kw: Any) -> None:
     if _SWARM.writer is not None:
+        _settle(len(_SWARM.held))
         _SWARM.writer.close()
         _SWARM.writer = None
     for handle in _SWARM.files.values():
@@ -500,10 +518,7 @@ def _progress_loop() -> None:
         return
     swarm = _SWARM
     while True:
-        if swarm.role == "master":
-            rows = sum(swarm.rows.values())
-        else:
-            rows = swarm.writer.count if swarm.writer is not None else 0
+        rows = sum(swarm.rows.values()) if swarm.role == "master" else _recorded()
         stats = swarm.environment.runner.stats.total
         tmp = f"{path}.tmp"
         with open(tmp, "w", encoding="utf-8") as out:
@@ -513,9 +528,15 @@ def _progress_loop() -> None:
         gevent.sleep(_PROGRESS_EVERY)
 
 
+def _recorded() -> int:
+    """Operations recorded so far by this process (written or still held)."""
+    writer = _SWARM.writer
+    return 0 if writer is None else writer.count + len(_SWARM.held)
+
+
 def _worker_progress_loop() -> None:
     while _SWARM.writer is not None:
-        _send_to_master("racelab_progress", {"rows": _SWARM.writer.count})
+        _send_to_master("racelab_progress", {"rows": _recorded()})
         gevent.sleep(_PROGRESS_EVERY)
 
 
@@ -593,8 +614,8 @@ def _master_on_progress(environment: Any, msg: Any, **_kw: Any) -> None:
 class _Connection:
     """One keep-alive connection to one instance, with the request pre-built."""
 
-    __slots__ = ("deadline_ns", "expired", "host", "jar", "ok_line", "path", "pending", "port",
-                 "request", "sent", "siblings", "sock", "url", "used_ns")
+    __slots__ = ("client", "deadline_ns", "expired", "host", "jar", "ok_line", "path", "pending",
+                 "port", "request", "sent", "siblings", "sock", "url", "used_ns")
 
     def __init__(self, url: str, jar: dict[bytes, bytes] | None = None) -> None:
         parts = urlsplit(url)
@@ -612,6 +633,7 @@ class _Connection:
         self.used_ns = 0
         #: a successful row with %-placeholders (see ``_RecordingUser.on_start``)
         self.ok_line = ""
+        self.client = ""  # the user's client id
         self.deadline_ns = 0  # while a request is in flight: when the watchdog ends it
         self.expired = False  # the watchdog ended the request in flight
 
@@ -802,6 +824,7 @@ class _RecordingUser(FastHttpUser):
         self.connections = [_Connection(url, jar) for url in swarm.urls]
         for conn in self.connections:
             conn.siblings = self.connections
+            conn.client = self.client_id
         swarm.connections.extend(self.connections)
         client = _csv_field(self.client_id).replace("%", "%%")
         for conn in self.connections:
@@ -839,7 +862,7 @@ class _RecordingUser(FastHttpUser):
         swarm = _SWARM
         invoke = time.monotonic_ns()
         if conn.sock is not None and (invoke - conn.used_ns > _IDLE_NS or
-                                      conn.sent == swarm.reconnect):
+                                      conn.sent == swarm.reconnect > 0):
             conn.close()
         if conn.sock is None:
             try:
@@ -876,42 +899,19 @@ class _RecordingUser(FastHttpUser):
             self._report(conn, burst, invoke, "info", f"HTTP {status}: {_snippet(body)}",
                          length=len(body))
             return
-        try:
-            data = _decode_json(body)
-            value = data["value"]
-        except (ValueError, TypeError, KeyError):
-            self._report(conn, burst, invoke, "info", f"not a JSON body with a value: "
-                         f"{_snippet(body)}", length=len(body))
-            return
-        if type(value) is not int:
-            self._report(conn, burst, invoke, "info", f"value is not an integer: {value!r}",
-                         length=len(body))
-            return
         complete = time.monotonic_ns()
-        writer = swarm.writer
-        if writer is not None:
-            get = data.get
-            pid, tid = get("pid", ""), get("tid", "")
-            arrival, departure = get("arrival_ns", ""), get("departure_ns", "")
-            burst_field = "" if burst is None else burst
-            if type(pid) is type(tid) is type(arrival) is type(departure) is int:
-                writer.append_line(conn.ok_line % (writer.count, value, invoke, complete, pid,
-                                                   tid, arrival, departure, burst_field))
-            else:  # odd types: let the csv module render (and quote) them
-                writer.append((writer.count, self.client_id, *_OK_PREFIX, value, invoke,
-                               complete, pid, tid, arrival, departure, conn.url, burst_field,
-                               ""))
+        if swarm.writer is not None:
+            held = swarm.held
+            held.append((conn, invoke, complete, body, burst))
+            if len(held) >= swarm.hold:
+                _settle(min(_SETTLE_ROWS, swarm.hold))
         self._fire(invoke, complete, len(body), None)
 
     def _report(self, conn: _Connection, burst: int | None, invoke: int, outcome: str,
                 error: str, length: int = 0) -> None:
         complete = time.monotonic_ns()
-        writer = _SWARM.writer
-        if writer is not None and _SWARM.record:
-            writer.append((
-                writer.count, self.client_id, "incr", outcome, "", invoke, complete,
-                "", "", "", "", conn.url, "" if burst is None else burst, error,
-            ))
+        if _SWARM.writer is not None and _SWARM.record:
+            _SWARM.held.append((conn, invoke, complete, (outcome, error), burst))
         self._fire(invoke, complete, length, error)
 
     def _fire(self, invoke: int, complete: int, length: int, error: str | None) -> None:
@@ -921,6 +921,50 @@ class _RecordingUser(FastHttpUser):
         stats.log_request("POST", "/incr", (complete - invoke) / 1e6, length)
         if error is not None:
             stats.log_error("POST", "/incr", OpError(error))
+
+
+def _settle(count: int) -> None:
+    """Write the oldest ``count`` held operations to the history, in completion order.
+
+    A ``200`` body is decoded here: an answer without an integer ``value`` becomes
+    an ``info`` row, and a failure in Locust's statistics (its request was
+    counted when it completed).
+    """
+    swarm = _SWARM
+    writer = swarm.writer
+    if writer is None or not swarm.held:
+        return
+    batch = swarm.held[:count]
+    del swarm.held[:count]
+    stats = swarm.environment.stats
+    append, append_line = writer.append, writer.append_line
+    for conn, invoke, complete, body, burst in batch:
+        burst_field = "" if burst is None else burst
+        if type(body) is tuple:  # already known to be a fail or info
+            outcome, error = body
+        else:
+            try:
+                data = _decode_json(body)
+                value = data["value"]
+            except (ValueError, TypeError, KeyError):
+                error = f"not a JSON body with a value: {_snippet(body)}"
+            else:
+                if type(value) is int:
+                    get = data.get
+                    pid, tid = get("pid", ""), get("tid", "")
+                    arrival, departure = get("arrival_ns", ""), get("departure_ns", "")
+                    if type(pid) is type(tid) is type(arrival) is type(departure) is int:
+                        append_line(conn.ok_line % (writer.count, value, invoke, complete, pid,
+                                                    tid, arrival, departure, burst_field))
+                    else:  # odd types: let the csv module render (and quote) them
+                        append((writer.count, conn.client, *_OK_PREFIX, value, invoke, complete,
+                                pid, tid, arrival, departure, conn.url, burst_field, ""))
+                    continue
+                error = f"value is not an integer: {value!r}"
+            outcome = "info"
+            stats.log_error("POST", "/incr", OpError(error))
+        append((writer.count, conn.client, "incr", outcome, "", invoke, complete, "", "", "", "",
+                conn.url, burst_field, error))
 
 
 def _describe(exc: BaseException, conn: _Connection | None = None) -> str:
@@ -972,12 +1016,20 @@ class IncrUser(_RecordingUser):
         # hub switch per request. A graceful stop lets the current call finish.
         # Start together: the first users spawned must not spend the whole budget
         # before the others have connected (a few clients would then stand for all).
+        # Yield when a call was answered without waiting: on loopback the server
+        # can run and answer inside this user's send, call after call, and this
+        # user would then keep the process to itself for seconds while the other
+        # users' answers wait (and their keep-alive connections time out).
         _SWARM.rendezvous.started.wait(_START_WAIT_S)
         take = _SWARM.budget.take
+        loop = gevent.get_hub().loop
         while self._state != LOCUST_STATE_STOPPING:
             if not take():
                 raise StopUser()
+            turn = loop.iteration
             self.operation(None)
+            if loop.iteration == turn:
+                gevent.sleep(0)
 
 
 class BurstUser(_RecordingUser):
