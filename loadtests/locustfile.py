@@ -59,6 +59,7 @@ from urllib.parse import urlsplit
 
 import gevent
 import gevent.event
+from gevent.socket import wait as _wait_for
 from locust import FastHttpUser, constant, events, task
 from locust.exception import StopUser
 from locust.runners import LocalRunner, MasterRunner, WorkerRunner
@@ -615,7 +616,7 @@ class _Connection:
     """One keep-alive connection to one instance, with the request pre-built."""
 
     __slots__ = ("client", "deadline_ns", "expired", "host", "jar", "ok_line", "path", "pending",
-                 "port", "request", "sent", "siblings", "sock", "url", "used_ns")
+                 "port", "readable", "request", "sent", "siblings", "sock", "url", "used_ns")
 
     def __init__(self, url: str, jar: dict[bytes, bytes] | None = None) -> None:
         parts = urlsplit(url)
@@ -629,6 +630,7 @@ class _Connection:
         self.request = b""
         self.build()
         self.sock: socket.socket | None = None
+        self.readable: Any = None  # the event loop's read watcher of ``sock``
         self.pending = b""  # bytes received past the last response
         self.used_ns = 0
         #: a successful row with %-placeholders (see ``_RecordingUser.on_start``)
@@ -666,6 +668,7 @@ class _Connection:
         sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         sock.settimeout(None)  # requests are timed by ``_watchdog``
         self.sock = sock
+        self.readable = gevent.get_hub().loop.io(sock.fileno(), 1)
         self.pending = b""
         self.expired = False
         self.sent = 0
@@ -684,6 +687,9 @@ class _Connection:
             self.connect(timeout)
 
     def close(self) -> None:
+        if self.readable is not None:
+            self.readable.close()
+            self.readable = None
         if self.sock is not None:
             with contextlib.suppress(OSError):
                 self.sock.close()
@@ -708,6 +714,15 @@ class _Connection:
         """
         sock = self.sock
         assert sock is not None
+        if not self.pending:
+            # Wait for the answer in the event loop before reading. A read tried
+            # first nearly always finds nothing yet: a wasted system call. And on
+            # loopback the server can answer inside this user's send, call after
+            # call; a user that found its answer every time would never pass
+            # through the loop, and would keep its process to itself for seconds
+            # while the other users' answers waited (and their keep-alive
+            # connections timed out under them).
+            _wait_for(self.readable)
         status, body, keep_alive, rest, head = _read_response(sock.recv, self.pending)
         if head is not None:
             self.keep_cookies(head)
@@ -1016,20 +1031,12 @@ class IncrUser(_RecordingUser):
         # hub switch per request. A graceful stop lets the current call finish.
         # Start together: the first users spawned must not spend the whole budget
         # before the others have connected (a few clients would then stand for all).
-        # Yield when a call was answered without waiting: on loopback the server
-        # can run and answer inside this user's send, call after call, and this
-        # user would then keep the process to itself for seconds while the other
-        # users' answers wait (and their keep-alive connections time out).
         _SWARM.rendezvous.started.wait(_START_WAIT_S)
         take = _SWARM.budget.take
-        loop = gevent.get_hub().loop
         while self._state != LOCUST_STATE_STOPPING:
             if not take():
                 raise StopUser()
-            turn = loop.iteration
             self.operation(None)
-            if loop.iteration == turn:
-                gevent.sleep(0)
 
 
 class BurstUser(_RecordingUser):
