@@ -27,9 +27,9 @@ __all__ = ["main"]
 class Settings:
     """Options shared by every command (``ctx.obj``)."""
 
-    redis_url: str = "redis://127.0.0.1:6379/0"
-    postgres_dsn: str = "postgresql://127.0.0.1:5432/test"
-    memcached: str = "127.0.0.1:11211"
+    redis_url: str = ServerConfig.redis_url
+    postgres_dsn: str = ServerConfig.postgres_dsn
+    memcached: str = ServerConfig.memcached
     start_services: bool = False
     session_backend: str = "filesystem"
 
@@ -395,7 +395,6 @@ def _run_demo_command(
 def _run_cells(settings: Settings, cells: Any, run_dir: Path, err: Any, *, preset: str,
                nominal_budget_s: float, budget: float | None, as_json: bool,
                open_report: bool) -> None:
-    from demo_server.config import ServerConfig
     from reports.progress import MatrixConsoleProgress
     from reports.table import print_table
     from scenarios.demo import run_demo

@@ -90,9 +90,9 @@ end
 
 @dataclasses.dataclass
 class Addresses:
-    redis_url: str = "redis://127.0.0.1:6379/0"
-    postgres_dsn: str = "postgresql://127.0.0.1:5432/test"
-    memcached: str = "127.0.0.1:11211"
+    redis_url: str = ServerConfig.redis_url
+    postgres_dsn: str = ServerConfig.postgres_dsn
+    memcached: str = ServerConfig.memcached
     start_services: bool = False
 
 

@@ -88,7 +88,7 @@ def side_by_side(url: str, users: int, duration: float, run_dir: Path) -> tuple[
     found: dict[bool, float] = {}
 
     def one(record: bool) -> None:
-        found[record] = swarm_rps(url, users // 2, duration, 1, record,
+        found[record] = swarm_rps(url, max(1, users // 2), duration, 1, record,
                                   run_dir / ("rec" if record else "plain"), PAIR_RECONNECT)[0]
 
     threads = [threading.Thread(target=one, args=(record,)) for record in (True, False)]

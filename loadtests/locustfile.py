@@ -958,28 +958,33 @@ def _settle(count: int) -> None:
         if type(body) is tuple:  # already known to be a fail or info
             outcome, error = body
         else:
-            try:
-                data = _decode_json(body)
-                value = data["value"]
-            except (ValueError, TypeError, KeyError):
-                error = f"not a JSON body with a value: {_snippet(body)}"
-            else:
-                if type(value) is int:
-                    get = data.get
-                    pid, tid = get("pid", ""), get("tid", "")
-                    arrival, departure = get("arrival_ns", ""), get("departure_ns", "")
-                    if type(pid) is type(tid) is type(arrival) is type(departure) is int:
-                        append_line(conn.ok_line % (writer.count, value, invoke, complete, pid,
-                                                    tid, arrival, departure, burst_field))
-                    else:  # odd types: let the csv module render (and quote) them
-                        append((writer.count, conn.client, *_OK_PREFIX, value, invoke, complete,
-                                pid, tid, arrival, departure, conn.url, burst_field, ""))
-                    continue
-                error = f"value is not an integer: {value!r}"
-            outcome = "info"
+            answer = _answer(body)
+            if type(answer) is tuple:
+                value, pid, tid, arrival, departure = answer
+                if type(pid) is type(tid) is type(arrival) is type(departure) is int:
+                    append_line(conn.ok_line % (writer.count, value, invoke, complete, pid, tid,
+                                                arrival, departure, burst_field))
+                else:  # odd types: let the csv module render (and quote) them
+                    append((writer.count, conn.client, *_OK_PREFIX, value, invoke, complete, pid,
+                            tid, arrival, departure, conn.url, burst_field, ""))
+                continue
+            outcome, error = "info", answer
             stats.log_error("POST", "/incr", OpError(error))
         append((writer.count, conn.client, "incr", outcome, "", invoke, complete, "", "", "", "",
                 conn.url, burst_field, error))
+
+
+def _answer(body: bytes) -> tuple[int, Any, Any, Any, Any] | str:
+    """A ``200`` body's value, server pid, tid, arrival and departure; or why it is unusable."""
+    try:
+        data = _decode_json(body)
+        value = data["value"]
+    except (ValueError, TypeError, KeyError):
+        return f"not a JSON body with a value: {_snippet(body)}"
+    if type(value) is not int:
+        return f"value is not an integer: {value!r}"
+    get = data.get
+    return value, get("pid", ""), get("tid", ""), get("arrival_ns", ""), get("departure_ns", "")
 
 
 def _describe(exc: BaseException, conn: _Connection | None = None) -> str:

@@ -74,9 +74,9 @@ class ExperimentSpec:
     spawn_rate: float = 0.0
     processes: int = 1
     reconnect: int = 10
-    redis_url: str = "redis://127.0.0.1:6379/0"
-    postgres_dsn: str = "postgresql://127.0.0.1:5432/test"
-    memcached: str = "127.0.0.1:11211"
+    redis_url: str = ServerConfig.redis_url
+    postgres_dsn: str = ServerConfig.postgres_dsn
+    memcached: str = ServerConfig.memcached
     session_backend: str = "filesystem"
 
     @property
