@@ -7,6 +7,7 @@ import os
 from collections.abc import Mapping
 
 from demo_server.errors import ConfigError
+from scenarios.registry import SCENARIO_NAMES
 
 __all__ = [
     "MODES",
@@ -16,7 +17,7 @@ __all__ = [
     "ServerConfig",
 ]
 
-SCENARIOS = ("counter",)
+SCENARIOS = SCENARIO_NAMES
 STORES = (
     "global",
     "lock",
