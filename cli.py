@@ -255,6 +255,7 @@ def _swarm(settings: Settings, spec: Any, run_dir: Path) -> None:
     from rich.console import Console
     from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 
+    from reports.results import analyse_experiment
     from scenarios.experiment import run_experiment
 
     console = Console(stderr=True)
@@ -269,46 +270,16 @@ def _swarm(settings: Settings, spec: Any, run_dir: Path) -> None:
                 progress=lambda done, _elapsed: bar.update(task_id, completed=done),
             )
         except KeyboardInterrupt:
+            analyse_experiment(run_dir, {"partial": True, "partial_reason": "interrupted"})
             click.echo(f"interrupted; what was recorded is in {run_dir}", err=True)
             raise
-    _print_swarm(Console(), summary, run_dir)
+    entry = analyse_experiment(run_dir)
+    from reports._check_output import print_experiment
+
+    print_experiment(Console(), entry, summary, run_dir)
     if summary["server"]["died"] or summary["status"] != "ok":
         raise click.ClickException(
             f"{summary['error'] or 'the experiment failed'}; see {run_dir}")
-
-
-def _print_swarm(console: Any, summary: dict[str, Any], run_dir: Path) -> None:
-    from rich.table import Table
-
-    swarm_, counts = summary["swarm"], summary["first_counts"]
-    table = Table(title=summary["label"], show_header=False)
-    table.add_row("requests", f"{swarm_['requests']} (locust: {swarm_['locust_requests']})")
-    table.add_row("throughput", f"{swarm_['throughput_rps']:.0f} req/s")
-    table.add_row("errors", f"fail {swarm_['fail']}, unknown (info) {swarm_['info']}")
-    table.add_row("latency p50/p95/p99",
-                  " / ".join(f"{swarm_['latency_ms'][k]:.1f} ms" for k in ("p50", "p95", "p99")))
-    table.add_row("distinct values", str(counts["distinct"]))
-    table.add_row("duplicates", str(counts["duplicates"]))
-    table.add_row("gaps", str(counts["gaps"]))
-    spreads = [b["client_ns"] for b in swarm_["burst_spreads"] if b["requests"] > 1]
-    if spreads:
-        spreads.sort()
-        table.add_row("burst spread (client, median)", f"{spreads[len(spreads) // 2] / 1e6:.2f} ms")
-    console.print(table)
-    if summary["server"]["died"]:
-        console.print(f"[bold red]THE SERVER DIED during the swarm (exit codes "
-                      f"{summary['server']['exit_codes']}); see its logs in {run_dir}[/]")
-    from reports.results import collect_experiment, verdict_word
-
-    entry = collect_experiment(run_dir)
-    word = verdict_word(entry)
-    style = {"safe": "bold green", "race": "bold red"}.get(word, "bold yellow")
-    verdict = entry["verdict"]
-    console.print(f"verdict: [{style}]{word}[/] ({verdict['reason']})", soft_wrap=True)
-    for witness in verdict["witnesses"][:3]:
-        console.print(f"  - {witness['sentence']}", soft_wrap=True)
-    console.print(f"run directory: {run_dir}  (racelab report {run_dir} --open)",
-                  soft_wrap=True)
 
 
 @main.command()

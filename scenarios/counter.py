@@ -327,6 +327,7 @@ def _check_counter(table: HistoryTable, final: Any, *, per_process: bool,
     explainers = pid_all[info_mask | (ok_mask & ~table.value_known[incr])]
 
     dup_counts, dup_witnesses = duplicates(ops, per_process)
+    counts["distinct_values"] = int(ops.value_rank[2].shape[0]) if len(ops) else 0
     counts.update(dup_counts)
     scoped = ops
     if per_process:

@@ -68,7 +68,7 @@ def make_cell_runner(
         ``{"valid", "anomalies", "reason", "entry"}``.
     """
     from demo_server.errors import RacelabError
-    from reports.results import collect_experiment
+    from reports.results import analyse_experiment
     from scenarios.experiment import ExperimentSpec, run_experiment
 
     def run_cell(cell: Cell, cell_dir: Path) -> dict[str, Any]:
@@ -88,7 +88,7 @@ def make_cell_runner(
         except KeyboardInterrupt:
             _failed_summary(cell, cell_dir, "interrupted while this cell was running")
             raise
-        entry = collect_experiment(cell_dir)
+        entry = analyse_experiment(cell_dir)
         verdict = entry["verdict"]
         return {
             "valid": verdict["valid"],
