@@ -14,7 +14,6 @@ import dataclasses
 import json
 import os
 import platform
-import shlex
 import time
 import traceback
 from collections.abc import Callable
@@ -26,93 +25,11 @@ from demo_server.errors import RacelabError
 from demo_server.modes import LaunchSpec
 from demo_server.supervisor import Supervisor
 from loadtests.runner import SwarmResult, SwarmSpec, run_swarm
+from scenarios.spec import ExperimentSpec
 
 __all__ = ["SCHEMA", "ExperimentSpec", "run_experiment"]
 
 SCHEMA = 1
-
-
-@dataclasses.dataclass(frozen=True)
-class ExperimentSpec:
-    """One (scenario, store, window, mode, swarm) cell.
-
-    Args:
-        scenario: the shared-state operation (``counter``).
-        store: where the state lives.
-        window: what runs between read and write.
-        work_us: length of the ``work`` window (µs).
-        mode: how the app is served.
-        workers: server worker processes.
-        threads: threads per gthread worker.
-        instances: instances in ``cluster`` mode.
-        users: concurrent Locust users (a burst swarm uses ``burst`` instead).
-        requests: total requests (0: bounded by ``duration`` only).
-        duration: seconds of load (0: bounded by ``requests`` only).
-        burst: users released together per round (0: a plain swarm).
-        spawn_rate: users started per second (0: all at once).
-        processes: Locust processes generating the load.
-        reconnect: requests a user sends on one connection before opening a new one,
-            as real clients do (0: keep it). Without it, keep-alive connections
-            can all stick to the first worker process that accepted them.
-        redis_url: Redis of the ``redis`` and ``session`` stores.
-        postgres_dsn: PostgreSQL of the ``postgres`` store.
-        memcached: ``host:port`` of memcached.
-        session_backend: where the ``session`` store keeps sessions
-            (``filesystem`` or ``redis``).
-    """
-
-    scenario: str = "counter"
-    store: str = "global"
-    window: str = "none"
-    work_us: int = 50
-    mode: str = "threaded"
-    workers: int = 2
-    threads: int = 4
-    instances: int = 2
-    users: int = 16
-    requests: int = 2000
-    duration: float = 0.0
-    burst: int = 0
-    spawn_rate: float = 0.0
-    processes: int = 1
-    reconnect: int = 10
-    redis_url: str = ServerConfig.redis_url
-    postgres_dsn: str = ServerConfig.postgres_dsn
-    memcached: str = ServerConfig.memcached
-    session_backend: str = "filesystem"
-
-    @property
-    def swarm_users(self) -> int:
-        return self.burst if self.burst else self.users
-
-    @property
-    def label(self) -> str:
-        return f"{self.store} · {self.mode} · {self.window}"
-
-    def command(self) -> str:
-        """The ``racelab swarm`` command line that reproduces this experiment."""
-        argv = ["racelab"]
-        if self.session_backend != "filesystem":
-            argv += ["--session-backend", self.session_backend]
-        argv += ["swarm", "--mode", self.mode, "--store", self.store, "--window", self.window]
-        defaults = ExperimentSpec()
-        for name in ("work_us", "workers", "threads", "instances"):
-            if getattr(self, name) != getattr(defaults, name):
-                argv += [f"--{name.replace('_', '-')}", str(getattr(self, name))]
-        argv += ["--users", str(self.users)]
-        if self.requests:
-            argv += ["--requests", str(self.requests)]
-        if self.duration:
-            argv += ["--duration", f"{self.duration:g}"]
-        if self.burst:
-            argv += ["--burst", str(self.burst)]
-        if self.spawn_rate:
-            argv += ["--spawn-rate", f"{self.spawn_rate:g}"]
-        if self.reconnect != defaults.reconnect:
-            argv += ["--reconnect", str(self.reconnect)]
-        if self.processes != 1:
-            argv += ["--processes", str(self.processes)]
-        return shlex.join(argv)
 
 
 def _final_state(sup: Supervisor, spec: ExperimentSpec, died: bool) -> dict[str, Any]:

@@ -254,7 +254,9 @@ def test_locust_json_with_worker_placeholders() -> None:
     assert parse_locust_json(text) == (7, 2)
 
 
-@pytest.mark.parametrize("args", [["--users", "0"], ["--duration", "-1"], ["--burst", "0"]])
+@pytest.mark.parametrize("args", [["--users", "0"], ["--duration", "-1"], ["--burst", "-1"],
+                                  ["--duration", "nan"], ["--requests", "100000000000"],
+                                  ["--spawn-rate", "-1"]])
 def test_swarm_bad_input_exits_2(cli_runner, args: list[str]) -> None:
     """Bad swarm options are a usage error before anything starts."""
     from cli import main
