@@ -1,7 +1,8 @@
 """racelab's command line: thin click commands over the packages.
 
 Errors raised by the packages (``RacelabError``) become one line on stderr and
-exit code 1; usage mistakes exit 2; Ctrl-C stops what was started and exits 130.
+exit code 1; usage mistakes exit 2. SIGINT (Ctrl-C), SIGTERM and SIGHUP stop what
+was started, keep what was recorded, and exit 130, 143 and 129.
 """
 
 from __future__ import annotations
@@ -10,13 +11,13 @@ import dataclasses
 import json
 import math
 import signal
-import sys
 import time
 from pathlib import Path
 from typing import Any
 
 import click
 
+from demo_server import interrupts
 from demo_server.config import MODES, STORES, WINDOWS, ServerConfig
 from demo_server.errors import RacelabError
 from demo_server.modes import LaunchSpec
@@ -43,9 +44,12 @@ class RacelabGroup(click.Group):
             return super().invoke(ctx)
         except RacelabError as exc:
             raise click.ClickException(str(exc)) from None
-        except KeyboardInterrupt:
-            click.echo("racelab: interrupted; everything it started was stopped", err=True)
-            ctx.exit(130)
+        except KeyboardInterrupt as exc:
+            code = getattr(exc, "exit_code", 130)
+            name = signal.Signals(code - 128).name if code > 128 else "SIGINT"
+            click.echo(f"racelab: stopped by {name}; everything it started was stopped",
+                       err=True)
+            ctx.exit(code)
 
 
 def _positive(ctx: click.Context, param: click.Parameter, value: int | None) -> int | None:
@@ -85,6 +89,31 @@ def spec_options(*groups: str, only: tuple[str, ...] = (), skip: tuple[str, ...]
         return func
 
     return decorate
+
+
+def _run_dir(out: str | Path | None, name: str, hint: str = "--out", empty: bool = False) -> Path:
+    """The run directory: ``out``, or ``runs/NAME-TIMESTAMP``; created, writable, absolute.
+
+    Raises:
+        click.BadParameter: an empty name, a path that cannot be a directory, one
+            that is not writable, or (``empty``) one that already holds files.
+    """
+    if out is not None and not str(out).strip():
+        raise click.BadParameter("give a directory name", param_hint=hint)
+    safe = "".join(c if c.isalnum() or c in "._-" else "-" for c in name).strip(".") or "run"
+    run_dir = Path(out) if out is not None else (
+        Path("runs") / time.strftime(f"{safe}-%Y%m%d-%H%M%S"))
+    try:
+        if empty and run_dir.is_dir() and any(run_dir.iterdir()):
+            raise click.BadParameter(f"{run_dir} exists and is not empty", param_hint=hint)
+        run_dir.mkdir(parents=True, exist_ok=True)
+        probe = run_dir / ".racelab-write-test"
+        probe.write_bytes(b"")
+        probe.unlink()
+    except OSError as exc:
+        raise click.BadParameter(f"cannot use {run_dir} as a run directory: "
+                                 f"{exc.strerror or exc}", param_hint=hint) from None
+    return run_dir.resolve()
 
 
 def _finite(ctx: click.Context, param: click.Parameter, value: float | None) -> float | None:
@@ -164,7 +193,8 @@ def main(
     """
     # A shell that starts racelab in the background leaves SIGINT ignored; Ctrl-C
     # (or kill -INT) must still stop everything racelab started.
-    signal.signal(signal.SIGINT, signal.default_int_handler)
+    # SIGINT, SIGTERM and SIGHUP all stop cleanly (demo_server.interrupts).
+    interrupts.install()
     ctx.obj = Settings(redis_url, postgres_dsn, memcached, start_services, session_backend)
 
 
@@ -173,10 +203,10 @@ def main(
 @click.option("--host", default="127.0.0.1", show_default=True, help="Interface to bind.")
 @click.option("--port", type=click.IntRange(0, 65535), default=0,
               help="Port (default: a free one).")
-@click.option("--run-dir", type=click.Path(file_okay=False, path_type=Path), default=None,
+@click.option("--run-dir", "run_dir_name", type=click.Path(file_okay=False), default=None,
               help="Where server logs go (default: runs/serve-TIMESTAMP).")
 @click.pass_obj
-def serve(settings: Settings, run_dir: Path | None, **opts: Any) -> None:
+def serve(settings: Settings, run_dir_name: str | None, **opts: Any) -> None:
     """Run one demo server in the foreground until Ctrl-C.
 
     \b
@@ -189,8 +219,7 @@ def serve(settings: Settings, run_dir: Path | None, **opts: Any) -> None:
     from demo_server.services import services_for
     from demo_server.supervisor import Supervisor
 
-    run_dir = run_dir or Path("runs") / time.strftime("serve-%Y%m%d-%H%M%S")
-    signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
+    run_dir = _run_dir(run_dir_name, "serve", "--run-dir")
     build_server(settings, **opts)  # validates the options before anything starts
     store = opts["store"] or _default("store")
     with services_for(settings, [store], settings.session_backend) as settings:
@@ -243,10 +272,10 @@ def doctor(settings: Settings, as_json: bool) -> None:
 
 @main.command()
 @spec_options("cell", "server", "swarm")
-@click.option("--out", type=click.Path(file_okay=False, path_type=Path), default=None,
+@click.option("--out", type=click.Path(file_okay=False), default=None,
               help="Run directory (default: runs/swarm-TIMESTAMP).")
 @click.pass_obj
-def swarm(settings: Settings, out: Path | None, **opts: Any) -> None:
+def swarm(settings: Settings, out: str | None, **opts: Any) -> None:
     """Run one experiment: start a server, swarm it, record every operation.
 
     Writes history.csv, final.json, summary.json and results.json (the one
@@ -263,7 +292,7 @@ def swarm(settings: Settings, out: Path | None, **opts: Any) -> None:
 
     spec = spec_from_options({**opts, "session_backend": settings.session_backend})
     build_server(settings, **opts)  # validates the server options before anything starts
-    run_dir = out or Path("runs") / time.strftime("swarm-%Y%m%d-%H%M%S")
+    run_dir = _run_dir(out, "swarm")
     with services_for(settings, [spec.store], settings.session_backend) as started:
         _swarm(started, spec, run_dir)
 
@@ -360,7 +389,7 @@ def _run_demo_command(
     preset: str,
     nominal_budget_s: float,
     budget: float | None,
-    out: Path | None,
+    out: str | None,
     open_report: bool,
     as_json: bool,
 ) -> None:
@@ -370,9 +399,7 @@ def _run_demo_command(
     from demo_server.services import services_for
 
     err = Console(stderr=True, highlight=False)
-    run_dir = out or Path("runs") / time.strftime(f"{preset}-%Y%m%d-%H%M%S")
-    if run_dir.exists() and any(run_dir.iterdir()):
-        raise click.BadParameter(f"{run_dir} exists and is not empty", param_hint="--out")
+    run_dir = _run_dir(out, preset, empty=True)
     with services_for(settings, sorted({cell.store for cell in cells}),
                       settings.session_backend) as started:
         _run_cells(started, cells, run_dir, err, preset=preset,
@@ -410,7 +437,8 @@ def _run_cells(settings: Settings, cells: Any, run_dir: Path, err: Any, *, prese
     outcome = result.outcome
     failed = [o for o in outcome.outcomes if o.status == "failed"]
     if outcome.partial:
-        err.print(f"partial run: {result.results['run'].get('partial_reason', '')}")
+        err.print(f"partial run: {result.results['run'].get('partial_reason', '')}; "
+                  f"re-render it any time with: racelab report {run_dir}")
     report = result.written.get("html")
     err.print(f"report: {report}" if report else f"results: {result.written['results']}")
     if open_report and report:
@@ -418,7 +446,7 @@ def _run_cells(settings: Settings, cells: Any, run_dir: Path, err: Any, *, prese
 
         webbrowser.open(report.resolve().as_uri())
     if outcome.interrupted:
-        raise SystemExit(130)
+        raise SystemExit(128 + (interrupts.first_signal() or signal.SIGINT))
     if failed:
         raise click.ClickException(
             f"{len(failed)} of {len(outcome.outcomes)} cells could not be run "
@@ -432,7 +460,7 @@ _budget_option = click.option(
     help="Scale the swarms so the run takes about this long.",
 )
 _out_option = click.option(
-    "--out", type=click.Path(file_okay=False, path_type=Path), default=None,
+    "--out", type=click.Path(file_okay=False), default=None,
     help="Run directory (default: runs/NAME-TIMESTAMP).",
 )
 
@@ -445,7 +473,7 @@ _out_option = click.option(
 @_budget_option
 @click.option("--json", "as_json", is_flag=True, help="Print results.json instead of the table.")
 @click.pass_obj
-def demo(settings: Settings, preset: str, out: Path | None, open_report: bool,
+def demo(settings: Settings, preset: str, out: str | None, open_report: bool,
          budget: float | None, as_json: bool) -> None:
     """The whole answer in one command: run a preset matrix and write the HTML report.
 
@@ -497,7 +525,7 @@ def _names(kind: str, allowed: tuple[str, ...]) -> Any:
 @click.option("--json", "as_json", is_flag=True, help="Print results.json instead of the table.")
 @click.pass_obj
 def matrix(settings: Settings, modes: list[str], stores: list[str], windows: list[str],
-           out: Path | None, open_report: bool, budget: float | None, as_json: bool,
+           out: str | None, open_report: bool, budget: float | None, as_json: bool,
            **sizes: Any) -> None:
     """Run your own grid of modes x stores x windows and write the report.
 
@@ -528,10 +556,15 @@ def matrix(settings: Settings, modes: list[str], stores: list[str], windows: lis
 @click.option("--svg", is_flag=True, help="Draw the plots as SVG instead of PNG.")
 @click.option("--width", type=int, default=None, callback=_positive,
               help="Print the table at this fixed width.")
-def report(run_dir: Path, fmt: str, open_report: bool, svg: bool, width: int | None) -> None:
+@click.option("--reanalyse", is_flag=True,
+              help="Check and measure every experiment again and rewrite results.json "
+              "(after a newer racelab, or a history edited by hand).")
+def report(run_dir: Path, fmt: str, open_report: bool, svg: bool, width: int | None,
+           reanalyse: bool) -> None:
     """Re-render a run's report from its saved files, running nothing.
 
-    results.json is recomputed from the experiment directories only when it is missing.
+    The stored analysis (results.json) is rendered as it is; it is computed from
+    the experiment directories only when it is missing, or with --reanalyse.
 
     \b
     Examples:
@@ -545,7 +578,7 @@ def report(run_dir: Path, fmt: str, open_report: bool, svg: bool, width: int | N
     from reports.results import load_results
     from reports.table import print_table
 
-    written = render_run(run_dir, formats=[fmt], svg=svg)
+    written = render_run(run_dir, formats=[fmt], svg=svg, reanalyse=reanalyse)
     if fmt == "json":
         click.echo(written["results"].read_text(encoding="utf-8"), nl=False)
         return
