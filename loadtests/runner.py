@@ -255,11 +255,18 @@ class SwarmInterrupted(KeyboardInterrupt):
         super().__init__(result.interrupted)
         self.result = result
         self.signal = result.interrupted or "SIGINT"
+        self.signum = int(signal.Signals[self.signal])
         self.exit_code = EXIT_CODES[self.signal]
 
 
 class _StopSignals:
-    """Catches the stop signals while a swarm runs (main thread only); restores them after."""
+    """Catches the stop signals while a swarm runs (main thread only); restores them after.
+
+    A handler installed before (``demo_server.interrupts``'s, Python's default
+    SIGINT handler) is still called, so it keeps its own account of the
+    signals, but what it raises is swallowed: the swarm's own stop runs instead,
+    and ``run_swarm`` raises ``SwarmInterrupted`` once everything is merged.
+    """
 
     def __init__(self) -> None:
         self.received: list[str] = []
@@ -278,8 +285,14 @@ class _StopSignals:
             with contextlib.suppress(ValueError, OSError, TypeError):
                 signal.signal(sig, previous)
 
-    def _catch(self, signum: int, _frame: FrameType | None) -> None:
+    def _catch(self, signum: int, frame: FrameType | None) -> None:
         self.received.append(signal.Signals(signum).name)
+        previous = self._previous.get(signum)
+        if callable(previous):
+            # Let the caller's handler note the signal too (e.g. which came first),
+            # but not raise into the middle of the stop this object runs.
+            with contextlib.suppress(KeyboardInterrupt, SystemExit):
+                previous(signum, frame)
 
     def note(self, name: str) -> None:
         self.received.append(name)

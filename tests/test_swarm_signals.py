@@ -23,7 +23,10 @@ ROOT = Path(__file__).resolve().parent.parent
 ORCHESTRATOR = textwrap.dedent("""
     import json, sys
     from pathlib import Path
+    from demo_server import interrupts
     from loadtests.runner import SwarmInterrupted, SwarmSpec, run_swarm
+
+    interrupts.install()  # as the CLI does: run_swarm must keep its account right
 
     url, run_dir, processes = sys.argv[1], Path(sys.argv[2]), int(sys.argv[3])
     spec = SwarmSpec(urls=(url,), users=8, duration=30, processes=processes, grace=2.0,
@@ -31,7 +34,8 @@ ORCHESTRATOR = textwrap.dedent("""
     try:
         result = run_swarm(spec, run_dir)
     except SwarmInterrupted as exc:
-        print(json.dumps({"signals": exc.result.signals, "rows": exc.result.rows}))
+        print(json.dumps({"signals": exc.result.signals, "rows": exc.result.rows,
+                          "first": interrupts.first_signal()}))
         sys.exit(exc.exit_code)
     print(json.dumps({"signals": [], "rows": result.rows}))
 """)
@@ -121,6 +125,7 @@ def test_signal_stops_cleanly_and_keeps_every_served_request(
     assert orchestrator.returncode == code, err[-2000:]
     report = json.loads(out.strip().splitlines()[-1])
     assert report["signals"] == [sig.name for sig in signals]
+    assert report["first"] == signals[0]
     assert len(seen) >= 3  # the master and its two forked workers at least
     assert not _alive(seen)
     assert listening and listening <= {"127.0.0.1"}, listening
