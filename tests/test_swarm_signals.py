@@ -92,8 +92,8 @@ def test_signal_stops_cleanly_and_keeps_every_served_request(
     while the load runs; it exits with 128 + the first signal's number, its
     history holds an ``ok`` or ``info`` row for every request the server counted
     (``/state``'s ``served``), no process it started lives on (the whole
-    process tree, not only its groups), and the Locust master listened on
-    loopback only.
+    process tree, not only its groups), the workers kept their files inside
+    the run directory, and the Locust master listened on loopback only.
     """
     sup = live_server(store="lock", mode="gunicorn-gthread", workers=2)
     run_dir = tmp_path / "run"
@@ -105,10 +105,13 @@ def test_signal_stops_cleanly_and_keeps_every_served_request(
         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True)
     seen: set[int] = set()
     listening: set[str] = set()
+    scratch = run_dir / "locust" / "scratch"
+    scratch_used = False
     try:
         deadline = time.monotonic() + 30
         while _rows_so_far(run_dir) < 300 and time.monotonic() < deadline:
             seen |= _descendants(orchestrator.pid)
+            scratch_used = scratch_used or any(scratch.glob("racelab-worker-*"))
             time.sleep(0.05)
         assert _rows_so_far(run_dir) >= 300, "the swarm never got going"
         seen |= _descendants(orchestrator.pid)
@@ -127,6 +130,7 @@ def test_signal_stops_cleanly_and_keeps_every_served_request(
     assert report["signals"] == [sig.name for sig in signals]
     assert report["first"] == signals[0]
     assert len(seen) >= 3  # the master and its two forked workers at least
+    assert scratch_used  # the workers' files were in the run directory, not the temp directory
     assert not _alive(seen)
     assert listening and listening <= {"127.0.0.1"}, listening
     with (run_dir / "history.csv").open(encoding="utf-8", newline="") as handle:
