@@ -172,7 +172,7 @@ class Connection:
         """
         sock = self.sock
         framer = self.framer
-        if self.readable is not None and not framer.buffered:
+        if self.readable is not None:
             # Wait for the answer in the event loop before reading. A read tried
             # first nearly always finds nothing yet: a wasted system call. And on
             # loopback the server can answer inside this user's send, call after
@@ -181,7 +181,7 @@ class Connection:
             # while the other users' answers waited (and their keep-alive
             # connections timed out under them).
             _wait_for(self.readable)
-        response = framer.feed(b"") if framer.buffered else None
+        response = None
         while response is None:
             chunk = sock.recv(_RECV_BYTES)
             response = framer.feed(chunk) if chunk else framer.feed_eof()

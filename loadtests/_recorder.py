@@ -1,8 +1,8 @@
 """The recorder: a listener on one Locust process's events that writes its history.
 
 While the load runs, a swarm user only appends each operation to
-``Recorder.held`` as it came back (times, connection, status, header fields
-and body; about 500 bytes). ``settle`` turns held operations into history rows:
+``Recorder.held`` as it came back (times, connection, status, head and body;
+about 500 bytes). ``settle`` turns held operations into history rows:
 it reads the value (``loadtests.operation.read_value``), the server's facts
 (response headers, else the JSON body), and maps the status to an outcome.
 That happens when the test stops, or 8,192 at a time once ``hold`` operations
@@ -11,8 +11,8 @@ unusable is then counted as a Locust failure, before Locust reports its final
 statistics, so the history and Locust's counts agree.
 
 Held entries are tuples ``(connection, operation index, invoke ns, complete
-ns, status, headers, body, burst)``; for an operation without an answer,
-status is the outcome (``"fail"`` or ``"info"``), headers None and body the error.
+ns, status, head, body, burst)``; for an operation without an answer, status
+is the outcome (``"fail"`` or ``"info"``), head None and body the error.
 """
 
 from __future__ import annotations
@@ -24,7 +24,7 @@ from pathlib import Path
 from typing import Any
 
 from loadtests._config import HOLD
-from loadtests.framing import Headers, header_value
+from loadtests.framing import header_value
 from loadtests.history import COLUMNS, HistoryWriter
 from loadtests.operation import SERVER_HEADERS, read_value
 
@@ -36,7 +36,7 @@ __all__ = [
 BURST_COLUMNS = ("round", "process", "requests", "first_sent_ns", "last_sent_ns")
 SETTLE_ROWS = 8192  # written at a time once the hold is full: short pauses, not one long
 _FACTS = ("pid", "tid", "arrival_ns", "departure_ns")
-_HEADER_KEYS = tuple(SERVER_HEADERS[f].lower().encode("latin-1") for f in _FACTS)
+_HEADER_KEYS = tuple(SERVER_HEADERS[f] for f in _FACTS)
 _ROW_ORDER = (  # rows are built positionally, in this order
     "op_id", "client", "op", "outcome", "value", "invoke_ns", "complete_ns", "server_pid",
     "server_tid", "server_arrival_ns", "server_departure_ns", "url", "burst", "error", "status",
@@ -189,10 +189,10 @@ class Recorder:
         del self.held[:count]
         log_error = self.environment.stats.log_error
         append, append_line = writer.append, writer.append_line
-        for conn, index, invoke, complete, status, headers, body, burst in batch:
+        for conn, index, invoke, complete, status, head, body, burst in batch:
             op = conn.operations[index]
             burst_field = "" if burst is None else burst
-            if headers is None:  # no answer: status is the outcome, body the error
+            if head is None:  # no answer: status is the outcome, body the error
                 append((writer.count, conn.client.id, op.name, status, "", invoke, complete,
                         "", "", "", "", conn.url, burst_field, body, *_STATUS_CELL))
                 continue
@@ -209,8 +209,8 @@ class Recorder:
                 else:
                     value = "" if found is None else found
             else:
-                error = status_error(status, headers, body)
-            pid, tid, arrival, departure = _facts(headers, body, data)
+                error = status_error(status, head, body)
+            pid, tid, arrival, departure = _facts(head, body, data)
             if (outcome == "ok" and type(value) is type(pid) is type(tid) is type(arrival)
                     is type(departure) is int):
                 append_line(conn.lines[index] % (writer.count, value, invoke, complete, pid,
@@ -233,25 +233,23 @@ class Recorder:
         return path
 
 
-def status_error(status: int, headers: Headers, body: bytes) -> str:
+def status_error(status: int, head: bytes, body: bytes) -> str:
     """The error of an answer whose status is not ``ok`` (a redirect names its target)."""
     if 300 <= status < 400:
-        location = header_value(headers, "location")
+        location = header_value(head, "location")
         where = "" if location is None else location.decode("latin-1")[:200]
         return f"HTTP {status}: redirect to {where or '(no Location)'} not followed"
     return f"HTTP {status}: {snippet(body)}"
 
 
-def _facts(headers: Headers, body: bytes, data: Any) -> tuple[Any, Any, Any, Any]:
+def _facts(head: bytes, body: bytes, data: Any) -> tuple[Any, Any, Any, Any]:
     """The server's pid, tid, arrival and departure: from headers, else the JSON body."""
-    stamped = {name.lower(): value for name, value in headers
-               if name[:10].lower() == b"x-racelab-"}
-    if stamped:
+    if b"\r\nx-racelab-" in head.lower():
         values = []
         for key in _HEADER_KEYS:
-            raw = stamped.get(key)
+            raw = header_value(head, key)
             values.append("" if raw is None else
-                          int(raw) if raw.strip().isdigit() else raw.decode("latin-1"))
+                          int(raw) if raw.isdigit() else raw.decode("latin-1"))
         return values[0], values[1], values[2], values[3]
     if data is None and body[:1] == b"{":
         try:

@@ -18,7 +18,6 @@ logged directly rather than through its ``request`` event.
 from __future__ import annotations
 
 import contextlib
-import random
 import time
 
 from locust import FastHttpUser, constant, task
@@ -27,17 +26,11 @@ from locust.user.task import LOCUST_STATE_STOPPING
 
 from loadtests._connection import IDLE_NS, Client, Connection, describe
 from loadtests._recorder import OpError, ok_line, status_error
+from loadtests.operation import schedule
 
 __all__ = ["BurstUser", "IncrUser"]
 
 _START_WAIT_S = 10.0  # plain users wait at most this long for every user to spawn
-
-
-def schedule(weights: list[int], seed: int) -> list[int]:
-    """Operation indexes in proportion to ``weights``, shuffled by ``seed``."""
-    order = [index for index, weight in enumerate(weights) for _ in range(weight)]
-    random.Random(seed).shuffle(order)
-    return order
 
 
 class _RecordingUser(FastHttpUser):
@@ -62,7 +55,7 @@ class _RecordingUser(FastHttpUser):
         for conn in self.connections:
             conn.lines = [ok_line(client.id, op.name, conn.url) for op in operations]
         swarm.connections.extend(self.connections)
-        self.schedule = schedule([op.weight for op in operations], number)
+        self.schedule = schedule(operations, number)
         self.step = 0
         self.next_index = number % len(self.connections)
         self.stopped = False
@@ -136,10 +129,10 @@ class _RecordingUser(FastHttpUser):
         if not (status == 200 and ok_200):
             op = conn.operations[index]
             if op.outcome(status) != "ok":
-                error = status_error(status, response.headers, response.body)
+                error = status_error(status, response.head, response.body)
                 stats.log_error(method, name, OpError(error))
         if config.record:
-            swarm.recorder.add((conn, index, invoke, complete, status, response.headers,
+            swarm.recorder.add((conn, index, invoke, complete, status, response.head,
                                 response.body, burst))
 
     def _unanswered(self, conn: Connection, index: int, burst: int | None, invoke: int,

@@ -22,6 +22,8 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import math
+import random
 import re
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
@@ -37,6 +39,7 @@ __all__ = [
     "parse_request",
     "parse_value_spec",
     "read_value",
+    "schedule",
 ]
 
 #: Response headers the stamping middleware sets (``demo_server.stamp``); the
@@ -269,6 +272,19 @@ def read_value(spec: ValueSpec, body: bytes) -> tuple[int | None, Any]:
     if not -(2**63) <= value < 2**63:
         raise ValueError(f"integer out of the 64-bit range: {_snippet(text.encode())}")
     return value, None
+
+
+def schedule(operations: Sequence[Operation], seed: int) -> list[int]:
+    """Indexes into ``operations`` in proportion to their weights, shuffled by ``seed``.
+
+    A swarm user cycles through this list: its mix is exact over every cycle,
+    the same for the same seed, and costs one list index per call.
+    """
+    weights = [op.weight for op in operations]
+    unit = math.gcd(*weights)
+    order = [index for index, weight in enumerate(weights) for _ in range(weight // unit)]
+    random.Random(seed).shuffle(order)
+    return order
 
 
 def operations_to_json(operations: Sequence[Operation]) -> str:
