@@ -72,10 +72,10 @@ class SwarmConfig:
     max_body: int = MAX_BODY
     insecure: bool = False
     t0_wall_ns: int = 0
+    timeout_ns: int = 30_000_000_000  # ``timeout`` in ns (the hot path adds it per request)
 
-    @property
-    def timeout_ns(self) -> int:
-        return int(self.timeout * 1e9)
+    def __post_init__(self) -> None:
+        self.timeout_ns = int(self.timeout * 1e9)
 
     @classmethod
     def from_environment(cls, environment: Any) -> SwarmConfig:

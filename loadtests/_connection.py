@@ -57,8 +57,8 @@ class Connection:
     """One keep-alive connection to one instance, with every operation's request pre-built."""
 
     __slots__ = ("client", "context", "deadline_ns", "expired", "framer", "host", "lines",
-                 "operations", "port", "readable", "requests", "sent", "sock", "stop_reason",
-                 "templates", "tls", "url", "used_ns")
+                 "methods", "operations", "port", "readable", "requests", "sent", "sock",
+                 "stop_reason", "templates", "tls", "url", "used_ns")
 
     def __init__(self, url: str, operations: Sequence[Operation], client: Client,
                  max_body: int, insecure: bool = False) -> None:
@@ -78,6 +78,7 @@ class Connection:
         if ":" in self.host:  # an IPv6 literal
             host = f"[{self.host}]" + ("" if parts.port is None else f":{self.port}")
         self.operations = tuple(operations)
+        self.methods = tuple(op.method for op in self.operations)
         #: per operation: the request head (without its final CRLF) and body
         self.templates: list[tuple[bytes, bytes]] = []
         for op in self.operations:
@@ -158,7 +159,7 @@ class Connection:
         """Send operation ``index``'s request (one ``send`` unless the buffer is full)."""
         sock = self.sock
         request = self.requests[index]
-        self.framer.expect(self.operations[index].method)
+        self.framer.expect(self.methods[index])
         sent = sock.send(request)
         if sent < len(request):
             sock.sendall(request[sent:])
