@@ -116,6 +116,14 @@ def _run_dir(out: str | Path | None, name: str, hint: str = "--out", empty: bool
     return run_dir.resolve()
 
 
+#: ``--assert-safe``'s exit code per verdict word: it gates CI.
+ASSERT_SAFE_EXIT = {"safe": 0, "race": 1, "unknown": 2}
+_assert_safe_option = click.option(
+    "--assert-safe", is_flag=True,
+    help="Exit 0 if every experiment is safe, 1 if any races, 2 if any is unknown "
+    "(a crashed server, an interrupted run, too many unknown outcomes).")
+
+
 def _finite(ctx: click.Context, param: click.Parameter, value: float | None) -> float | None:
     if value is not None and not math.isfinite(value):
         raise click.BadParameter(f"must be a finite number, got {value}")
@@ -274,8 +282,9 @@ def doctor(settings: Settings, as_json: bool) -> None:
 @spec_options("cell", "server", "swarm")
 @click.option("--out", type=click.Path(file_okay=False), default=None,
               help="Run directory (default: runs/swarm-TIMESTAMP).")
+@_assert_safe_option
 @click.pass_obj
-def swarm(settings: Settings, out: str | None, **opts: Any) -> None:
+def swarm(settings: Settings, out: str | None, assert_safe: bool, **opts: Any) -> None:
     """Run one experiment: start a server, swarm it, record every operation.
 
     Writes history.csv, final.json, summary.json and results.json (the one
@@ -286,6 +295,7 @@ def swarm(settings: Settings, out: str | None, **opts: Any) -> None:
       racelab swarm --mode gunicorn-sync --store global --users 32 --requests 5000
       racelab swarm --mode threaded --window yield --burst 50 --requests 2000
       racelab swarm --mode cluster --store redis --duration 10 --processes 2
+      racelab swarm --mode gunicorn-sync --store postgres --assert-safe   # a CI gate
     """
     from demo_server.services import services_for
     from scenarios.spec import spec_from_options
@@ -294,10 +304,10 @@ def swarm(settings: Settings, out: str | None, **opts: Any) -> None:
     build_server(settings, **opts)  # validates the server options before anything starts
     run_dir = _run_dir(out, "swarm")
     with services_for(settings, [spec.store], settings.session_backend) as started:
-        _swarm(started, spec, run_dir)
+        _swarm(started, spec, run_dir, assert_safe)
 
 
-def _swarm(settings: Settings, spec: Any, run_dir: Path) -> None:
+def _swarm(settings: Settings, spec: Any, run_dir: Path, assert_safe: bool) -> None:
     from rich.console import Console
     from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 
@@ -321,8 +331,11 @@ def _swarm(settings: Settings, spec: Any, run_dir: Path) -> None:
             raise
     entry = analyse_experiment(run_dir)
     from reports._check_output import print_experiment
+    from reports.results import verdict_word
 
     print_experiment(Console(), entry, summary, run_dir)
+    if assert_safe:
+        raise SystemExit(ASSERT_SAFE_EXIT[verdict_word(entry)])
     if summary["server"]["died"] or summary["status"] != "ok":
         raise click.ClickException(
             f"{summary['error'] or 'the experiment failed'}; see {run_dir}")
@@ -392,6 +405,7 @@ def _run_demo_command(
     out: str | None,
     open_report: bool,
     as_json: bool,
+    assert_safe: bool = False,
 ) -> None:
     """Shared body of ``demo`` and ``matrix``: run, print the table, say where the report is."""
     from rich.console import Console
@@ -404,12 +418,12 @@ def _run_demo_command(
                       settings.session_backend) as started:
         _run_cells(started, cells, run_dir, err, preset=preset,
                    nominal_budget_s=nominal_budget_s, budget=budget, as_json=as_json,
-                   open_report=open_report)
+                   open_report=open_report, assert_safe=assert_safe)
 
 
 def _run_cells(settings: Settings, cells: Any, run_dir: Path, err: Any, *, preset: str,
                nominal_budget_s: float, budget: float | None, as_json: bool,
-               open_report: bool) -> None:
+               open_report: bool, assert_safe: bool) -> None:
     from reports.progress import MatrixConsoleProgress
     from reports.table import print_table
     from scenarios.demo import run_demo
@@ -447,6 +461,12 @@ def _run_cells(settings: Settings, cells: Any, run_dir: Path, err: Any, *, prese
         webbrowser.open(report.resolve().as_uri())
     if outcome.interrupted:
         raise SystemExit(128 + (interrupts.first_signal() or signal.SIGINT))
+    if assert_safe:
+        from reports.results import verdict_word
+
+        words = {verdict_word(e) for e in result.results["experiments"]} or {"unknown"}
+        code = 1 if "race" in words else 2 if "unknown" in words else 0
+        raise SystemExit(code)
     if failed:
         raise click.ClickException(
             f"{len(failed)} of {len(outcome.outcomes)} cells could not be run "
@@ -472,9 +492,10 @@ _out_option = click.option(
 @click.option("--open", "open_report", is_flag=True, help="Open the HTML report when done.")
 @_budget_option
 @click.option("--json", "as_json", is_flag=True, help="Print results.json instead of the table.")
+@_assert_safe_option
 @click.pass_obj
 def demo(settings: Settings, preset: str, out: str | None, open_report: bool,
-         budget: float | None, as_json: bool) -> None:
+         budget: float | None, as_json: bool, assert_safe: bool) -> None:
     """The whole answer in one command: run a preset matrix and write the HTML report.
 
     Runs every cell (server up, Locust swarm, final state, server down, check),
@@ -492,7 +513,7 @@ def demo(settings: Settings, preset: str, out: str | None, open_report: bool,
     loaded = load_preset(preset)
     _run_demo_command(settings, loaded.cells, preset=loaded.name,
                       nominal_budget_s=loaded.budget_s, budget=budget, out=out,
-                      open_report=open_report, as_json=as_json)
+                      open_report=open_report, as_json=as_json, assert_safe=assert_safe)
 
 
 def _names(kind: str, allowed: tuple[str, ...]) -> Any:
@@ -523,10 +544,11 @@ def _names(kind: str, allowed: tuple[str, ...]) -> Any:
 @click.option("--open", "open_report", is_flag=True, help="Open the HTML report when done.")
 @_budget_option
 @click.option("--json", "as_json", is_flag=True, help="Print results.json instead of the table.")
+@_assert_safe_option
 @click.pass_obj
 def matrix(settings: Settings, modes: list[str], stores: list[str], windows: list[str],
            out: str | None, open_report: bool, budget: float | None, as_json: bool,
-           **sizes: Any) -> None:
+           assert_safe: bool, **sizes: Any) -> None:
     """Run your own grid of modes x stores x windows and write the report.
 
     Windows apply to the global and lock stores; other stores run once per mode.
@@ -544,7 +566,8 @@ def matrix(settings: Settings, modes: list[str], stores: list[str], windows: lis
     # About 2.5 s per cell to start and stop servers and Locust, plus the swarm itself.
     nominal = sum(2.5 + cell.requests / 800 for cell in cells)
     _run_demo_command(settings, cells, preset="matrix", nominal_budget_s=nominal,
-                      budget=budget, out=out, open_report=open_report, as_json=as_json)
+                      budget=budget, out=out, open_report=open_report, as_json=as_json,
+                      assert_safe=assert_safe)
 
 
 @main.command()
