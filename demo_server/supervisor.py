@@ -233,6 +233,11 @@ class Supervisor:
         """Add an event (faults use it) to the run's list."""
         return self._log.record(kind, detail, **extra)
 
+    @property
+    def server_pids(self) -> list[int]:
+        """The pid of each instance's server process (a gunicorn arbiter, or Werkzeug)."""
+        return [p.pid for p in self._procs]
+
     def workers(self, instance: int = 0) -> list[int]:
         """The pids serving instance ``instance`` now: a gunicorn pool's workers, or the server."""
         proc = self._procs[instance]
