@@ -29,9 +29,9 @@ import signal
 import threading
 import time
 from collections.abc import Iterable, Sequence
-from types import TracebackType
 from typing import Any
 
+from demo_server._context import StartStop
 from demo_server.errors import FaultError, RacelabError
 from demo_server.supervisor import OwnedService, Supervisor
 
@@ -121,7 +121,7 @@ class _Action:
     begin: bool = dataclasses.field(compare=False, default=True)
 
 
-class FaultScheduler:
+class FaultScheduler(StartStop["FaultScheduler"]):
     """Perform faults against a running supervisor on a timeline that starts with ``start``.
 
     Args:
@@ -184,17 +184,6 @@ class FaultScheduler:
             active, self._active = self._active, []
         for fault in active:
             self._end(fault, early=True)
-
-    def __enter__(self) -> FaultScheduler:
-        return self.start()
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.stop()
 
     # -- the timeline -----------------------------------------------------------------
     def _run(self) -> None:

@@ -25,10 +25,10 @@ import subprocess
 import tempfile
 from collections.abc import Collection, Iterator
 from pathlib import Path
-from types import TracebackType
 from typing import Any, TypeVar
 from urllib.parse import urlsplit
 
+from demo_server._context import StartStop
 from demo_server.errors import StoreUnavailable
 from demo_server.procs import ProcessGroup, free_port, reachable, spawn, stop_groups, wait_listening
 
@@ -134,7 +134,7 @@ class Service:
         _wait_started(self)
 
 
-class PrivateServices:
+class PrivateServices(StartStop[Any]):
     """Start private servers where none answer; stop them when the block ends.
 
     Args:
@@ -203,17 +203,6 @@ class PrivateServices:
         if self._root is not None:
             shutil.rmtree(self._root, ignore_errors=True)
             self._root = None
-
-    def __enter__(self) -> Any:
-        return self.start()
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.stop()
 
     # -- helpers ----------------------------------------------------------------------
     def _dir(self, name: str) -> Path:

@@ -10,9 +10,9 @@ import sys
 import time
 import uuid
 from pathlib import Path
-from types import TracebackType
 from typing import Any, Protocol
 
+from demo_server._context import StartStop
 from demo_server.client import get_json, probe_many
 from demo_server.config import ServerConfig
 from demo_server.errors import ServerNotReady, TargetError
@@ -104,7 +104,7 @@ class _Manager:
             self.group = self._spawn()
 
 
-class Supervisor:
+class Supervisor(StartStop["Supervisor"]):
     """Run one server (or a cluster of instances) for the length of a ``with`` block.
 
     Each process starts in its own process group on loopback and a free port.
@@ -328,17 +328,6 @@ class Supervisor:
             if self.run_dir.is_dir():
                 self._log.write(self.run_dir / "events.json")
         return killed
-
-    def __enter__(self) -> Supervisor:
-        return self.start()
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.stop()
 
     # -- helpers ----------------------------------------------------------------------
     def _ports(self) -> list[int]:
