@@ -29,9 +29,9 @@ from demo_server.procs import (
 )
 from demo_server.services import running_service
 from demo_server.stamp import HEALTH_PATH
-from demo_server.stores import store_class
 from demo_server.target import ENV_ERRORS, ENV_TARGET, Target, resolve_target
 from demo_server.watch import EventLog, ServerWatch, ServiceWatch, Watcher, pool_workers
+from scenarios.registry import get_scenario
 
 __all__ = ["OwnedService", "Supervisor", "free_port", "group_members"]
 
@@ -187,11 +187,11 @@ class Supervisor(StartStop["Supervisor"]):
         if self.spec.app:
             self.target = resolve_target(self.spec.app)
         self.run_dir.mkdir(parents=True, exist_ok=True)
-        store_cls = store_class(self.config.store)
+        scenario = get_scenario(self.config.scenario)
         if self.config.store == "sqlite":  # every run starts from a fresh file
             for suffix in ("", "-wal", "-shm"):
                 Path(self.config.sqlite_path + suffix).unlink(missing_ok=True)
-        store_cls.prepare(self.config)
+        scenario.prepare(self.config)
         self._prepared = True
         try:
             if self.config.store == "manager":
@@ -322,7 +322,7 @@ class Supervisor(StartStop["Supervisor"]):
             if self._prepared:
                 self._prepared = False
                 try:
-                    store_class(self.config.store).cleanup(self.config)
+                    get_scenario(self.config.scenario).cleanup(self.config)
                 except Exception as exc:  # cleanup must not hide the run
                     self.record("cleanup-error", f"{type(exc).__name__}: {exc}")
             if self.run_dir.is_dir():

@@ -68,16 +68,11 @@ def make_cell_runner(
         ``{"valid", "anomalies", "reason", "entry"}``.
     """
     from demo_server.errors import RacelabError
-    from reports.results import collect_experiment
-    from scenarios.experiment import ExperimentSpec, run_experiment
+    from reports.results import analyse_experiment
+    from scenarios.experiment import run_experiment
 
     def run_cell(cell: Cell, cell_dir: Path) -> dict[str, Any]:
-        spec = ExperimentSpec(
-            store=cell.store, window=cell.window, mode=cell.mode, workers=cell.workers,
-            threads=cell.threads, instances=cell.instances, users=cell.users,
-            requests=cell.requests, burst=cell.burst,
-            session_backend=config.session_backend,
-        )
+        spec = cell.spec(session_backend=config.session_backend)
         try:
             run_experiment(spec, cell_dir, redis_url=config.redis_url,
                            postgres_dsn=config.postgres_dsn, memcached=config.memcached,
@@ -88,7 +83,7 @@ def make_cell_runner(
         except KeyboardInterrupt:
             _failed_summary(cell, cell_dir, "interrupted while this cell was running")
             raise
-        entry = collect_experiment(cell_dir)
+        entry = analyse_experiment(cell_dir)
         verdict = entry["verdict"]
         return {
             "valid": verdict["valid"],
