@@ -15,8 +15,10 @@ store's manager, or a private Redis / PostgreSQL / memcached of
 ``FaultScheduler(supervisor, faults)`` is started when the load starts and
 stopped after it; every fault it performs is an event in the supervisor's list
 (kinds ``fault:kill-worker``, ``fault:stop-store``, ``fault:restart-store``,
-``fault:pause-store``, ``fault:resume-store``). Stopping it early undoes what is
-still in effect: a paused store is resumed, a stopped one restarted.
+``fault:pause-store``, ``fault:resume-store``; ``fault-skipped`` for one that
+never came due, ``fault-error`` for one that could not be performed). Stopping
+it early undoes what is still in effect: a paused store is resumed, a stopped
+one restarted.
 """
 
 from __future__ import annotations
@@ -29,11 +31,13 @@ import signal
 import threading
 import time
 from collections.abc import Iterable, Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from demo_server._context import StartStop
 from demo_server.errors import FaultError, RacelabError
-from demo_server.supervisor import OwnedService, Supervisor
+
+if TYPE_CHECKING:  # parsing a spec needs no server machinery
+    from demo_server.supervisor import OwnedService, Supervisor
 
 __all__ = [
     "FAULT_KINDS",
@@ -146,6 +150,7 @@ class FaultScheduler(StartStop["FaultScheduler"]):
                 actions.append(_Action(fault.at_s + fault.duration_s, len(actions), fault, False))
         self._actions = sorted(actions)
         self._active: list[FaultSpec] = []
+        self._done: set[int] = set()
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
         self._lock = threading.Lock()
@@ -167,23 +172,37 @@ class FaultScheduler(StartStop["FaultScheduler"]):
             "with --start-services)")
 
     # -- public surface ---------------------------------------------------------------
+    @property
+    def started(self) -> bool:
+        return self._thread is not None
+
     def start(self) -> FaultScheduler:
-        """Start the timeline now (call it as the load starts)."""
-        self._t0 = time.monotonic()
-        self._thread = threading.Thread(target=self._run, name="racelab-faults", daemon=True)
-        self._thread.start()
+        """Start the timeline now (call it as the load starts); again: no effect."""
+        if self._thread is None and not self._stop.is_set():
+            self._t0 = time.monotonic()
+            self._thread = threading.Thread(target=self._run, name="racelab-faults",
+                                            daemon=True)
+            self._thread.start()
         return self
 
     def stop(self) -> None:
-        """Cancel faults not yet due and undo those in effect (resume, restart)."""
+        """Cancel faults not yet due and undo those in effect (resume, restart).
+
+        A fault that never came due is recorded as ``fault-skipped``, so a run
+        never looks faulted, or unfaulted, by mistake.
+        """
         self._stop.set()
         if self._thread is not None:
             self._thread.join(timeout=30)
-            self._thread = None
         with self._lock:
             active, self._active = self._active, []
         for fault in active:
             self._end(fault, early=True)
+        for action in self._actions:
+            if action.begin and action.order not in self._done:
+                self._done.add(action.order)
+                self._record("fault-skipped", action.fault,
+                             f"{action.fault} did not come due before the load ended")
 
     # -- the timeline -----------------------------------------------------------------
     def _run(self) -> None:
@@ -195,6 +214,7 @@ class FaultScheduler(StartStop["FaultScheduler"]):
                 return
             try:
                 if action.begin:
+                    self._done.add(action.order)
                     self._begin(action.fault)
                 else:
                     with self._lock:

@@ -282,8 +282,10 @@ class Supervisor(StartStop["Supervisor"]):
         """The ``/state`` of every worker process that answers, one dict per pid.
 
         For per-process stores, each worker's copy is its own state, so this
-        probes concurrently until every worker pid seen at start-up has answered
-        (or ``timeout`` passes; missing workers are simply absent).
+        probes concurrently until every worker running now has answered (or
+        ``timeout`` passes; missing workers are simply absent). A shared store
+        gives one answer for all. A worker that died during the run is not
+        waited for; its replacement answers with its own, fresh copy.
         """
         states: dict[int, dict[str, Any]] = {}
         deadline = time.monotonic() + timeout
@@ -292,14 +294,16 @@ class Supervisor(StartStop["Supervisor"]):
             body = get_json(f"{self.url}/state", timeout=timeout)
             body["url"] = self.url
             return [body]
-        for url in self.urls:
-            expected = self.worker_pids.get(url, set())
+        pool = self.spec.instance_spec().mode in MULTI_WORKER_MODES
+        for index, url in enumerate(self.urls):
+            expected = set(self.workers(index)) if pool else self.worker_pids.get(url, set())
             while True:
                 hold = 30 if len(expected) > 1 else 0
                 for body in probe_many(f"{url}/state?hold_ms={hold}", max(1, 2 * len(expected))):
                     body["url"] = url
                     states.setdefault(int(body["pid"]), body)
-                if expected <= states.keys() or time.monotonic() > deadline:
+                if (expected <= states.keys() or (states and not self.config.per_process)
+                        or time.monotonic() > deadline):
                     break
             if not self.config.per_process and states:
                 break  # a shared store gives one answer for all

@@ -140,3 +140,26 @@ def test_a_server_that_exits_is_recorded(tmp_path) -> None:
     kinds = [e["kind"] for e in _events(tmp_path)]
     assert kinds[:2] == ["fault:kill-worker", "server-exited"]
     assert "threaded server process" in _events(tmp_path)[0]["detail"]
+
+
+def test_an_experiment_with_a_fault_writes_its_events(tmp_path) -> None:
+    """run_experiment with kill-worker: events.json and the summary hold the fault and effect."""
+    from scenarios.experiment import run_experiment
+    from scenarios.spec import ExperimentSpec
+
+    spec = ExperimentSpec(store="sqlite", mode="gunicorn-sync", users=4, requests=0,
+                          duration=2.0, faults=("kill-worker@0.5s",))
+    assert "--fault kill-worker@0.5s" in spec.command()
+    summary = run_experiment(spec, tmp_path)
+    kinds = [e["kind"] for e in _events(tmp_path)]
+    assert kinds[0] == "fault:kill-worker"
+    assert "worker-died" in kinds and "worker-replaced" in kinds
+    assert [e["kind"] for e in summary["events"]] == kinds
+
+
+def test_an_experiment_refuses_a_bad_fault_before_starting(tmp_path) -> None:
+    """A malformed fault is a FaultError from the spec itself: no server, no run directory."""
+    from scenarios.spec import ExperimentSpec
+
+    with pytest.raises(FaultError, match="unknown fault 'explode@1s'"):
+        ExperimentSpec(faults=("explode@1s",))
