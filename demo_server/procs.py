@@ -66,9 +66,9 @@ def check_host(host: str) -> str:
             raise BadHost(f"{host!r} is not a host name or IP address") from None
     try:
         infos = socket.getaddrinfo(host, 0, socket.AF_UNSPEC, socket.SOCK_STREAM)
-    except (socket.gaierror, UnicodeError) as exc:
-        raise BadHost(f"cannot listen on {host!r}: not a valid address or a known name "
-                      f"({exc})") from None
+    except (socket.gaierror, UnicodeError):
+        raise BadHost(f"cannot listen on {host!r}: not an IP address or a known host name"
+                      ) from None
     family, _, _, _, address = infos[0]
     with socket.socket(family, socket.SOCK_STREAM) as sock:
         try:

@@ -163,3 +163,37 @@ def test_an_experiment_refuses_a_bad_fault_before_starting(tmp_path) -> None:
 
     with pytest.raises(FaultError, match="unknown fault 'explode@1s'"):
         ExperimentSpec(faults=("explode@1s",))
+
+
+def test_stop_and_pause_a_private_redis(tmp_path) -> None:
+    """A Redis racelab started (--start-services) is paused, stopped and restarted; no death."""
+    import dataclasses
+    import shutil
+
+    from demo_server.services import PrivateServices
+
+    if shutil.which("redis-server") is None:
+        pytest.skip("redis-server is not installed")
+
+    @dataclasses.dataclass
+    class Settings:
+        redis_url: str = "redis://127.0.0.1:1/0"
+        postgres_dsn: str = ""
+        memcached: str = ""
+
+    with PrivateServices(Settings(), ["redis"], force=True) as settings:
+        config = ServerConfig(store="redis", redis_url=settings.redis_url)
+        with Supervisor(config, LaunchSpec(mode="threaded"), tmp_path) as sup:
+            (redis,) = sup.owned_services()
+            assert redis.name == "redis"
+            with FaultScheduler(sup, ["pause-store@0s+0.2s", "stop-store@0.4s+0.3s"]):
+                deadline = time.monotonic() + 10
+                while "fault:restart-store" not in [e["kind"] for e in sup.events()]:
+                    assert time.monotonic() < deadline
+                    time.sleep(0.05)
+            assert redis.alive()
+            assert [r for r in hammer(sup.urls, 10, concurrency=2) if "error" in r] == []
+            time.sleep(0.3)
+    kinds = [e["kind"] for e in _events(tmp_path)]
+    assert kinds == ["fault:pause-store", "fault:resume-store", "fault:stop-store",
+                     "fault:restart-store"], kinds

@@ -184,3 +184,17 @@ def test_the_demo_app_as_a_target_behaves_like_the_built_in_path(tmp_path) -> No
         assert body["store"] == "lock" and body["mode"] == "gunicorn-sync"
         assert resp.getheader(HEADERS["pid"]) == str(body["pid"])
         assert sum(s["served"] for s in sup.read_state()) == 1
+
+
+@pytest.mark.parametrize("mode", ["single", "processes", "gunicorn-gthread", "gevent", "cluster"])
+def test_a_users_app_is_served_in_every_other_mode(tmp_path, mode: str) -> None:
+    """Every mode racelab serves its own app in serves a user's: ready, stamped, no leftovers."""
+    before = _children()
+    sup = Supervisor(ServerConfig(), LaunchSpec(mode=mode, app=COUNTER), tmp_path)
+    with sup:
+        if mode in ("gunicorn-gthread", "gevent"):
+            assert len(sup.worker_pids[sup.url]) == 2
+        answers = [a for url in sup.urls for a in _get(url, 8, 2)]
+    assert all(body.isdigit() and HEADERS["pid"] in headers for body, headers in answers)
+    assert len(sup.urls) == (2 if mode == "cluster" else 1)
+    assert _children() == before
