@@ -97,9 +97,12 @@ def test_pause_and_stop_of_the_manager_are_recorded_and_undone(tmp_path) -> None
             time.sleep(0.05)
         time.sleep(0.3)
         assert not manager.alive()
+        assert "error" in hammer(sup.urls, 1, concurrency=1)[0]
         scheduler.stop()  # the load ended before the 30 s were up: the manager comes back
         assert manager.alive()
         kinds = [e["kind"] for e in sup.events()]
+        answers = hammer(sup.urls, 20, concurrency=2)
+        assert sum("error" in a for a in answers) <= 2  # a worker reconnects after one error
     assert kinds == ["fault:pause-store", "fault:resume-store", "fault:stop-store",
                      "fault:restart-store"], kinds
     assert "service-died" not in kinds
