@@ -1,7 +1,8 @@
 """racelab's command line: thin click commands over the packages.
 
 Errors raised by the packages (``RacelabError``) become one line on stderr and
-exit code 1; usage mistakes exit 2; Ctrl-C stops what was started and exits 130.
+exit code 1; usage mistakes exit 2. SIGINT (Ctrl-C), SIGTERM and SIGHUP stop what
+was started, keep what was recorded, and exit 130, 143 and 129.
 """
 
 from __future__ import annotations
@@ -10,13 +11,13 @@ import dataclasses
 import json
 import math
 import signal
-import sys
 import time
 from pathlib import Path
 from typing import Any
 
 import click
 
+from demo_server import interrupts
 from demo_server.config import MODES, STORES, WINDOWS, ServerConfig
 from demo_server.errors import RacelabError
 from demo_server.modes import LaunchSpec
@@ -43,9 +44,12 @@ class RacelabGroup(click.Group):
             return super().invoke(ctx)
         except RacelabError as exc:
             raise click.ClickException(str(exc)) from None
-        except KeyboardInterrupt:
-            click.echo("racelab: interrupted; everything it started was stopped", err=True)
-            ctx.exit(130)
+        except KeyboardInterrupt as exc:
+            code = getattr(exc, "exit_code", 130)
+            name = signal.Signals(code - 128).name if code > 128 else "SIGINT"
+            click.echo(f"racelab: stopped by {name}; everything it started was stopped",
+                       err=True)
+            ctx.exit(code)
 
 
 def _positive(ctx: click.Context, param: click.Parameter, value: int | None) -> int | None:
@@ -85,6 +89,39 @@ def spec_options(*groups: str, only: tuple[str, ...] = (), skip: tuple[str, ...]
         return func
 
     return decorate
+
+
+def _run_dir(out: str | Path | None, name: str, hint: str = "--out", empty: bool = False) -> Path:
+    """The run directory: ``out``, or ``runs/NAME-TIMESTAMP``; created, writable, absolute.
+
+    Raises:
+        click.BadParameter: an empty name, a path that cannot be a directory, one
+            that is not writable, or (``empty``) one that already holds files.
+    """
+    if out is not None and not str(out).strip():
+        raise click.BadParameter("give a directory name", param_hint=hint)
+    safe = "".join(c if c.isalnum() or c in "._-" else "-" for c in name).strip(".") or "run"
+    run_dir = Path(out) if out is not None else (
+        Path("runs") / time.strftime(f"{safe}-%Y%m%d-%H%M%S"))
+    try:
+        if empty and run_dir.is_dir() and any(run_dir.iterdir()):
+            raise click.BadParameter(f"{run_dir} exists and is not empty", param_hint=hint)
+        run_dir.mkdir(parents=True, exist_ok=True)
+        probe = run_dir / ".racelab-write-test"
+        probe.write_bytes(b"")
+        probe.unlink()
+    except OSError as exc:
+        raise click.BadParameter(f"cannot use {run_dir} as a run directory: "
+                                 f"{exc.strerror or exc}", param_hint=hint) from None
+    return run_dir.resolve()
+
+
+#: ``--assert-safe``'s exit code per verdict word: it gates CI.
+ASSERT_SAFE_EXIT = {"safe": 0, "race": 1, "unknown": 2}
+_assert_safe_option = click.option(
+    "--assert-safe", is_flag=True,
+    help="Exit 0 if every experiment is safe, 1 if any races, 2 if any is unknown "
+    "(a crashed server, an interrupted run, too many unknown outcomes).")
 
 
 def _finite(ctx: click.Context, param: click.Parameter, value: float | None) -> float | None:
@@ -164,7 +201,8 @@ def main(
     """
     # A shell that starts racelab in the background leaves SIGINT ignored; Ctrl-C
     # (or kill -INT) must still stop everything racelab started.
-    signal.signal(signal.SIGINT, signal.default_int_handler)
+    # SIGINT, SIGTERM and SIGHUP all stop cleanly (demo_server.interrupts).
+    interrupts.install()
     ctx.obj = Settings(redis_url, postgres_dsn, memcached, start_services, session_backend)
 
 
@@ -173,10 +211,10 @@ def main(
 @click.option("--host", default="127.0.0.1", show_default=True, help="Interface to bind.")
 @click.option("--port", type=click.IntRange(0, 65535), default=0,
               help="Port (default: a free one).")
-@click.option("--run-dir", type=click.Path(file_okay=False, path_type=Path), default=None,
+@click.option("--run-dir", "run_dir_name", type=click.Path(file_okay=False), default=None,
               help="Where server logs go (default: runs/serve-TIMESTAMP).")
 @click.pass_obj
-def serve(settings: Settings, run_dir: Path | None, **opts: Any) -> None:
+def serve(settings: Settings, run_dir_name: str | None, **opts: Any) -> None:
     """Run one demo server in the foreground until Ctrl-C.
 
     \b
@@ -189,8 +227,7 @@ def serve(settings: Settings, run_dir: Path | None, **opts: Any) -> None:
     from demo_server.services import services_for
     from demo_server.supervisor import Supervisor
 
-    run_dir = run_dir or Path("runs") / time.strftime("serve-%Y%m%d-%H%M%S")
-    signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
+    run_dir = _run_dir(run_dir_name, "serve", "--run-dir")
     build_server(settings, **opts)  # validates the options before anything starts
     store = opts["store"] or _default("store")
     with services_for(settings, [store], settings.session_backend) as settings:
@@ -243,10 +280,11 @@ def doctor(settings: Settings, as_json: bool) -> None:
 
 @main.command()
 @spec_options("cell", "server", "swarm")
-@click.option("--out", type=click.Path(file_okay=False, path_type=Path), default=None,
+@click.option("--out", type=click.Path(file_okay=False), default=None,
               help="Run directory (default: runs/swarm-TIMESTAMP).")
+@_assert_safe_option
 @click.pass_obj
-def swarm(settings: Settings, out: Path | None, **opts: Any) -> None:
+def swarm(settings: Settings, out: str | None, assert_safe: bool, **opts: Any) -> None:
     """Run one experiment: start a server, swarm it, record every operation.
 
     Writes history.csv, final.json, summary.json and results.json (the one
@@ -257,18 +295,19 @@ def swarm(settings: Settings, out: Path | None, **opts: Any) -> None:
       racelab swarm --mode gunicorn-sync --store global --users 32 --requests 5000
       racelab swarm --mode threaded --window yield --burst 50 --requests 2000
       racelab swarm --mode cluster --store redis --duration 10 --processes 2
+      racelab swarm --mode gunicorn-sync --store postgres --assert-safe   # a CI gate
     """
     from demo_server.services import services_for
     from scenarios.spec import spec_from_options
 
     spec = spec_from_options({**opts, "session_backend": settings.session_backend})
     build_server(settings, **opts)  # validates the server options before anything starts
-    run_dir = out or Path("runs") / time.strftime("swarm-%Y%m%d-%H%M%S")
+    run_dir = _run_dir(out, "swarm")
     with services_for(settings, [spec.store], settings.session_backend) as started:
-        _swarm(started, spec, run_dir)
+        _swarm(started, spec, run_dir, assert_safe)
 
 
-def _swarm(settings: Settings, spec: Any, run_dir: Path) -> None:
+def _swarm(settings: Settings, spec: Any, run_dir: Path, assert_safe: bool) -> None:
     from rich.console import Console
     from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 
@@ -292,8 +331,11 @@ def _swarm(settings: Settings, spec: Any, run_dir: Path) -> None:
             raise
     entry = analyse_experiment(run_dir)
     from reports._check_output import print_experiment
+    from reports.results import verdict_word
 
     print_experiment(Console(), entry, summary, run_dir)
+    if assert_safe:
+        raise SystemExit(ASSERT_SAFE_EXIT[verdict_word(entry)])
     if summary["server"]["died"] or summary["status"] != "ok":
         raise click.ClickException(
             f"{summary['error'] or 'the experiment failed'}; see {run_dir}")
@@ -360,9 +402,10 @@ def _run_demo_command(
     preset: str,
     nominal_budget_s: float,
     budget: float | None,
-    out: Path | None,
+    out: str | None,
     open_report: bool,
     as_json: bool,
+    assert_safe: bool = False,
 ) -> None:
     """Shared body of ``demo`` and ``matrix``: run, print the table, say where the report is."""
     from rich.console import Console
@@ -370,19 +413,17 @@ def _run_demo_command(
     from demo_server.services import services_for
 
     err = Console(stderr=True, highlight=False)
-    run_dir = out or Path("runs") / time.strftime(f"{preset}-%Y%m%d-%H%M%S")
-    if run_dir.exists() and any(run_dir.iterdir()):
-        raise click.BadParameter(f"{run_dir} exists and is not empty", param_hint="--out")
+    run_dir = _run_dir(out, preset, empty=True)
     with services_for(settings, sorted({cell.store for cell in cells}),
                       settings.session_backend) as started:
         _run_cells(started, cells, run_dir, err, preset=preset,
                    nominal_budget_s=nominal_budget_s, budget=budget, as_json=as_json,
-                   open_report=open_report)
+                   open_report=open_report, assert_safe=assert_safe)
 
 
 def _run_cells(settings: Settings, cells: Any, run_dir: Path, err: Any, *, preset: str,
                nominal_budget_s: float, budget: float | None, as_json: bool,
-               open_report: bool) -> None:
+               open_report: bool, assert_safe: bool) -> None:
     from reports.progress import MatrixConsoleProgress
     from reports.table import print_table
     from scenarios.demo import run_demo
@@ -410,7 +451,8 @@ def _run_cells(settings: Settings, cells: Any, run_dir: Path, err: Any, *, prese
     outcome = result.outcome
     failed = [o for o in outcome.outcomes if o.status == "failed"]
     if outcome.partial:
-        err.print(f"partial run: {result.results['run'].get('partial_reason', '')}")
+        err.print(f"partial run: {result.results['run'].get('partial_reason', '')}; "
+                  f"re-render it any time with: racelab report {run_dir}")
     report = result.written.get("html")
     err.print(f"report: {report}" if report else f"results: {result.written['results']}")
     if open_report and report:
@@ -418,7 +460,13 @@ def _run_cells(settings: Settings, cells: Any, run_dir: Path, err: Any, *, prese
 
         webbrowser.open(report.resolve().as_uri())
     if outcome.interrupted:
-        raise SystemExit(130)
+        raise SystemExit(128 + (interrupts.first_signal() or signal.SIGINT))
+    if assert_safe:
+        from reports.results import verdict_word
+
+        words = {verdict_word(e) for e in result.results["experiments"]} or {"unknown"}
+        code = 1 if "race" in words else 2 if "unknown" in words else 0
+        raise SystemExit(code)
     if failed:
         raise click.ClickException(
             f"{len(failed)} of {len(outcome.outcomes)} cells could not be run "
@@ -432,7 +480,7 @@ _budget_option = click.option(
     help="Scale the swarms so the run takes about this long.",
 )
 _out_option = click.option(
-    "--out", type=click.Path(file_okay=False, path_type=Path), default=None,
+    "--out", type=click.Path(file_okay=False), default=None,
     help="Run directory (default: runs/NAME-TIMESTAMP).",
 )
 
@@ -444,9 +492,10 @@ _out_option = click.option(
 @click.option("--open", "open_report", is_flag=True, help="Open the HTML report when done.")
 @_budget_option
 @click.option("--json", "as_json", is_flag=True, help="Print results.json instead of the table.")
+@_assert_safe_option
 @click.pass_obj
-def demo(settings: Settings, preset: str, out: Path | None, open_report: bool,
-         budget: float | None, as_json: bool) -> None:
+def demo(settings: Settings, preset: str, out: str | None, open_report: bool,
+         budget: float | None, as_json: bool, assert_safe: bool) -> None:
     """The whole answer in one command: run a preset matrix and write the HTML report.
 
     Runs every cell (server up, Locust swarm, final state, server down, check),
@@ -464,7 +513,7 @@ def demo(settings: Settings, preset: str, out: Path | None, open_report: bool,
     loaded = load_preset(preset)
     _run_demo_command(settings, loaded.cells, preset=loaded.name,
                       nominal_budget_s=loaded.budget_s, budget=budget, out=out,
-                      open_report=open_report, as_json=as_json)
+                      open_report=open_report, as_json=as_json, assert_safe=assert_safe)
 
 
 def _names(kind: str, allowed: tuple[str, ...]) -> Any:
@@ -495,10 +544,11 @@ def _names(kind: str, allowed: tuple[str, ...]) -> Any:
 @click.option("--open", "open_report", is_flag=True, help="Open the HTML report when done.")
 @_budget_option
 @click.option("--json", "as_json", is_flag=True, help="Print results.json instead of the table.")
+@_assert_safe_option
 @click.pass_obj
 def matrix(settings: Settings, modes: list[str], stores: list[str], windows: list[str],
-           out: Path | None, open_report: bool, budget: float | None, as_json: bool,
-           **sizes: Any) -> None:
+           out: str | None, open_report: bool, budget: float | None, as_json: bool,
+           assert_safe: bool, **sizes: Any) -> None:
     """Run your own grid of modes x stores x windows and write the report.
 
     Windows apply to the global and lock stores; other stores run once per mode.
@@ -516,7 +566,8 @@ def matrix(settings: Settings, modes: list[str], stores: list[str], windows: lis
     # About 2.5 s per cell to start and stop servers and Locust, plus the swarm itself.
     nominal = sum(2.5 + cell.requests / 800 for cell in cells)
     _run_demo_command(settings, cells, preset="matrix", nominal_budget_s=nominal,
-                      budget=budget, out=out, open_report=open_report, as_json=as_json)
+                      budget=budget, out=out, open_report=open_report, as_json=as_json,
+                      assert_safe=assert_safe)
 
 
 @main.command()
@@ -528,10 +579,15 @@ def matrix(settings: Settings, modes: list[str], stores: list[str], windows: lis
 @click.option("--svg", is_flag=True, help="Draw the plots as SVG instead of PNG.")
 @click.option("--width", type=int, default=None, callback=_positive,
               help="Print the table at this fixed width.")
-def report(run_dir: Path, fmt: str, open_report: bool, svg: bool, width: int | None) -> None:
+@click.option("--reanalyse", is_flag=True,
+              help="Check and measure every experiment again and rewrite results.json "
+              "(after a newer racelab, or a history edited by hand).")
+def report(run_dir: Path, fmt: str, open_report: bool, svg: bool, width: int | None,
+           reanalyse: bool) -> None:
     """Re-render a run's report from its saved files, running nothing.
 
-    results.json is recomputed from the experiment directories only when it is missing.
+    The stored analysis (results.json) is rendered as it is; it is computed from
+    the experiment directories only when it is missing, or with --reanalyse.
 
     \b
     Examples:
@@ -545,7 +601,7 @@ def report(run_dir: Path, fmt: str, open_report: bool, svg: bool, width: int | N
     from reports.results import load_results
     from reports.table import print_table
 
-    written = render_run(run_dir, formats=[fmt], svg=svg)
+    written = render_run(run_dir, formats=[fmt], svg=svg, reanalyse=reanalyse)
     if fmt == "json":
         click.echo(written["results"].read_text(encoding="utf-8"), nl=False)
         return

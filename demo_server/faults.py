@@ -15,7 +15,7 @@ store's manager, or a private Redis / PostgreSQL / memcached of
 ``FaultScheduler(supervisor, faults)`` is started when the load starts and
 stopped after it; every fault it performs is an event in the supervisor's list
 (kinds ``fault:kill-worker``, ``fault:stop-store``, ``fault:restart-store``,
-``fault:pause-store``, ``fault:resume-store``; ``fault-skipped`` for one that
+``fault:pause-store``, ``fault:resume-store``; ``info:fault-skipped`` for one that
 never came due, ``fault-error`` for one that could not be performed). Stopping
 it early undoes what is still in effect: a paused store is resumed, a stopped
 one restarted.
@@ -188,7 +188,7 @@ class FaultScheduler(StartStop["FaultScheduler"]):
     def stop(self) -> None:
         """Cancel faults not yet due and undo those in effect (resume, restart).
 
-        A fault that never came due is recorded as ``fault-skipped``, so a run
+        A fault that never came due is recorded as ``info:fault-skipped``, so a run
         never looks faulted, or unfaulted, by mistake.
         """
         self._stop.set()
@@ -201,7 +201,7 @@ class FaultScheduler(StartStop["FaultScheduler"]):
         for action in self._actions:
             if action.begin and action.order not in self._done:
                 self._done.add(action.order)
-                self._record("fault-skipped", action.fault,
+                self._record("info:fault-skipped", action.fault,
                              f"{action.fault} did not come due before the load ended")
 
     # -- the timeline -----------------------------------------------------------------

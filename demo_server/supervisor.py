@@ -328,7 +328,7 @@ class Supervisor(StartStop["Supervisor"]):
                 try:
                     get_scenario(self.config.scenario).cleanup(self.config)
                 except Exception as exc:  # cleanup must not hide the run
-                    self.record("cleanup-error", f"{type(exc).__name__}: {exc}")
+                    self.record("info:cleanup-error", f"{type(exc).__name__}: {exc}")
             if self.run_dir.is_dir():
                 self._log.write(self.run_dir / "events.json")
         return killed

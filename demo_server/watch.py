@@ -14,7 +14,9 @@ An event is a plain dict::
 ``t_ns`` is ``time.monotonic_ns()`` (the clock of the history's invoke and
 complete times, on the same machine), ``wall`` is ``time.time()``. Kinds:
 ``worker-died``, ``worker-replaced``, ``server-exited``, ``instance-unreachable``,
-``instance-reachable``, ``service-died``, and ``fault:<name>`` for injected faults.
+``info:instance-reachable``, ``service-died``, ``watch-error``, and ``fault:<name>``
+for injected faults. A kind starting with ``info:`` is not a fault (the report and
+the verdict leave those out).
 """
 
 from __future__ import annotations
@@ -218,6 +220,6 @@ class Watcher:
                                 f"{server.port} refuses connections", instance=server.name)
             elif ok and server.unreachable:
                 server.unreachable = False
-                self.log.record("instance-reachable", f"{server.name} at {server.host}:"
+                self.log.record("info:instance-reachable", f"{server.name} at {server.host}:"
                                 f"{server.port} accepts connections again",
                                 instance=server.name)

@@ -202,6 +202,45 @@ def burst_spreads(bursts: Iterable[Mapping[str, Any]],
             for b in bursts]
 
 
+def _read_events(path: Path) -> tuple[list[dict[str, Any]], str]:
+    """The faults and server events of a run (``events.json``), or why they are unreadable.
+
+    No file means nothing was recorded, which is not a problem; an unreadable
+    one is (a fault may have gone unseen).
+    """
+    if not path.exists():
+        return [], ""
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError) as exc:
+        return [], f"{path.name} is unreadable: {exc}"
+    if isinstance(data, dict):
+        data = data.get("events")
+    if not isinstance(data, list) or not all(isinstance(e, dict) for e in data):
+        return [], f"{path.name} is not a list of events"
+    return data, ""
+
+
+def _fault_problem(events: Sequence[Mapping[str, Any]]) -> str | None:
+    """One sentence naming every fault a run met; ``None`` if it met none.
+
+    Injected faults (``fault:...``) and observed ones (a worker died or was
+    replaced, an instance or a store stopped answering) alike: a run that met
+    any is at best unknown, unless its witnesses prove a race.
+    """
+    faults = [e for e in events if not str(e.get("kind", "")).startswith("info")]
+    if not faults:
+        return None
+    names = []
+    for event in faults[:5]:
+        at = event.get("t_s")
+        when = f" at {float(at):.1f} s" if isinstance(at, (int, float)) else ""
+        detail = f" ({event['detail']})" if event.get("detail") else ""
+        names.append(f"{event.get('kind', 'fault')}{when}{detail}")
+    more = f" and {len(faults) - 5} more" if len(faults) > 5 else ""
+    return f"the run met {len(faults)} fault(s): {'; '.join(names)}{more}"
+
+
 def _server_problem(summary: Mapping[str, Any]) -> str | None:
     server = summary.get("server") or {}
     died = server.get("died")
@@ -300,7 +339,9 @@ def collect_experiment(exp_dir: Path | str) -> dict[str, Any]:
                        or (_reproduce_command(config) if config.get("mode") else "")),
         "plots": {},
     }
-    problems = [p for p in (summary_problem,) if p]
+    events, events_problem = _read_events(exp_dir / "events.json")
+    entry["events"] = events
+    problems = [p for p in (summary_problem, events_problem) if p]
     table: HistoryTable | None = None
     if not history.exists():
         problems.append("history.csv is missing")
@@ -317,6 +358,9 @@ def collect_experiment(exp_dir: Path | str) -> dict[str, Any]:
         verdict = Verdict("history", "unknown", reason="; ".join(problems))
     else:
         server_problem = _server_problem(summary)
+        fault = _fault_problem(entry["events"])
+        if fault:
+            server_problem = "; ".join(p for p in (server_problem, fault) if p)
         if final is None and final_problem:
             server_problem = "; ".join(p for p in (server_problem, final_problem) if p)
         try:

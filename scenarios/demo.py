@@ -36,6 +36,14 @@ class DemoResult:
     skipped: list[tuple[str, str]]
 
 
+def _signal_name() -> str:
+    import signal
+
+    from demo_server import interrupts
+
+    return signal.Signals(interrupts.first_signal() or signal.SIGINT).name
+
+
 def _failed_summary(cell: Cell, cell_dir: Path, reason: str) -> None:
     """Leave a summary.json for a cell that failed before its runner wrote one."""
     if (cell_dir / "summary.json").exists():
@@ -163,7 +171,7 @@ def run_demo(
     partial_reason = ""
     if outcome.interrupted:
         finished = sum(o.status != "not run" for o in outcome.outcomes)
-        partial_reason = (f"interrupted (Ctrl-C) during cell {finished + 1} of "
+        partial_reason = (f"interrupted ({_signal_name()}) during cell {finished + 1} of "
                           f"{len(outcome.outcomes)}; {finished} finished, the interrupted "
                           "cell keeps what it recorded")
     results = build_results(run_dir, entries, {
@@ -176,10 +184,16 @@ def run_demo(
     if interpreters and not outcome.interrupted:
         from scenarios.interpreters import find_interpreters, run_interpreters
 
-        results["interpreters"] = [
-            {**r.to_dict(), "threads": 8}
-            for r in run_interpreters(find_interpreters(), threads=8, increments=100_000)
-        ]
+        try:
+            results["interpreters"] = [
+                {**r.to_dict(), "threads": 8}
+                for r in run_interpreters(find_interpreters(), threads=8, increments=100_000)
+            ]
+        except KeyboardInterrupt:  # every cell is done: keep them, say what is missing
+            outcome.interrupted = True
+            results["run"].update(partial=True, partial_reason=(
+                f"interrupted ({_signal_name()}) while racing the original code under each "
+                "interpreter; every cell finished, the interpreter table is missing"))
     write_results(results, run_dir)
     written = render_run(run_dir, formats)
     return DemoResult(outcome, results, written, list(skipped))

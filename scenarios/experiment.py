@@ -144,12 +144,12 @@ def run_experiment(
         if result is not None and result.timed_out:
             summary["error"] = "the swarm did not finish before its hard timeout"
         elif interrupted is not None:
-            summary["error"] = "interrupted"
+            summary["error"] = _interrupted()
         else:
             summary["status"] = "ok"
     except KeyboardInterrupt as exc:
         interrupted = exc
-        summary["error"] = "interrupted"
+        summary["error"] = _interrupted()
     except RacelabError as exc:
         summary["error"] = str(exc)
         raise
@@ -185,9 +185,21 @@ def run_experiment(
     return summary
 
 
+def _interrupted() -> str:
+    import signal
+
+    from demo_server import interrupts
+
+    signum = interrupts.first_signal()
+    return f"interrupted by {signal.Signals(signum).name}" if signum else "interrupted"
+
+
 def _write_summary(run_dir: Path, summary: dict[str, Any], result: SwarmResult | None,
                    final: dict[str, Any]) -> None:
     """Write what happened (``final.json``, ``summary.json``); the analysis reads them."""
+    cut_short = summary["error"] if summary["status"] != "ok" else ""
+    if cut_short:  # so that a check of these files alone knows the history may lack rows
+        final = {**final, "cut_short": cut_short}
     (run_dir / "final.json").write_text(json.dumps(final, indent=2), encoding="utf-8")
     summary["swarm"] = {
         "locust_requests": result.locust_requests if result else 0,

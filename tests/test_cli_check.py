@@ -21,7 +21,7 @@ def write_history(path: Path, rows: list[dict]) -> Path:
 @pytest.fixture
 def clean(tmp_path: Path) -> tuple[Path, Path]:
     """A correct shared-counter history of 200 ops and its final.json."""
-    sim = simulate_counter(200, clients=6, pids=2, info_rate=0.05, seed=4)
+    sim = simulate_counter(200, clients=6, pids=2, info_rate=0.02, seed=4)
     history = write_history(tmp_path / "history.csv", sim.table().to_rows())
     final = tmp_path / "final.json"
     final.write_text(json.dumps(sim.final), encoding="utf-8")
