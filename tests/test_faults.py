@@ -158,6 +158,11 @@ def test_an_experiment_with_a_fault_writes_its_events(tmp_path) -> None:
     assert kinds[0] == "fault:kill-worker"
     assert "worker-died" in kinds and "worker-replaced" in kinds
     assert [e["kind"] for e in summary["events"]] == kinds
+    from reports.results import analyse_experiment
+
+    verdict = analyse_experiment(tmp_path)["verdict"]  # a safe store: never safe when faulted
+    assert verdict["valid"] != "yes"
+    assert "fault:kill-worker" in json.dumps(verdict)
 
 
 def test_an_experiment_refuses_a_bad_fault_before_starting(tmp_path) -> None:
