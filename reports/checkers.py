@@ -36,6 +36,7 @@ from reports.verdict import Verdict, Witness, compose
 
 __all__ = [
     "CHECKERS",
+    "CHECKER_OPS",
     "SCENARIO_CHECKERS",
     "CheckContext",
     "Checker",
@@ -680,6 +681,9 @@ def _unique_ids(table: HistoryTable, context: CheckContext) -> Verdict:
 
 
 CHECKERS: dict[str, Checker] = {"counter": _counter, "unique-ids": _unique_ids}
+#: The ops a checker reads; a history with any other op is refused rather than
+#: half-checked. A checker not named here reads every op.
+CHECKER_OPS: dict[str, tuple[str, ...]] = {"counter": ("incr", "read")}
 SCENARIO_CHECKERS: dict[str, list[str]] = {"counter": ["counter"], "ids": ["unique-ids"]}
 
 

@@ -49,6 +49,8 @@ __all__ = [
     "find_history",
     "read_history",
     "to_arrow",
+    "validate",
+    "where_of",
     "write_parquet",
 ]
 
@@ -241,6 +243,22 @@ def find_history(run_dir: Path | str) -> Path:
         return run_dir
     parquet = run_dir / "history.parquet"
     return parquet if parquet.is_file() else run_dir / "history.csv"
+
+
+def where_of(table: HistoryTable, row: int) -> str:
+    """Where row ``row`` (from 0) of a table came from, as messages name it.
+
+    Returns:
+        ``"line N"`` for a CSV file, ``"row N"`` (from 1) for Parquet or rows in memory.
+    """
+    path = Path(table.source)
+    try:
+        with path.open("rb") as handle:
+            if handle.read(4) != _PARQUET_MAGIC:
+                return f"line {_line_of_row(path, row)}"
+    except (OSError, ValueError):
+        pass
+    return f"row {row + 1}"
 
 
 def _refuse_special(path: Path) -> None:
@@ -458,7 +476,7 @@ def _from_arrow(arrow: Any, source: str, where: Callable[[int], str]) -> History
         error=error, source=source,
         status=masked["status"][0], status_known=masked["status"][1],
     )
-    _validate(table, where)
+    validate(table, where)
     return table
 
 
@@ -689,13 +707,21 @@ class _Builder:
             status=ints["status"],
             status_known=known["status"],
         )
-        _validate(table, self.where)
+        validate(table, self.where)
         return table
 
 
-def _validate(table: HistoryTable, where: Callable[[int], str]) -> None:
+def validate(table: HistoryTable, where: Callable[[int], str]) -> None:
     """Checks across columns: ok rows complete, completions not before invocations,
-    op_ids unique."""
+    op_ids unique.
+
+    Args:
+        table: a history just read.
+        where: names row ``i`` (from 0) for a message: ``"line 7"``, ``"row 7"``.
+
+    Raises:
+        MalformedHistory: at the first row that fails a check.
+    """
     no_completion = np.flatnonzero((table.outcome == OK) & ~table.complete_known)
     if no_completion.size:
         raise MalformedHistory(
