@@ -299,12 +299,14 @@ def _json_lines(text: str) -> list[Any]:
 def sniff_text(head: str) -> str | None:
     """``"json"`` or ``"edn"`` when the text starts like a Jepsen history, else ``None``."""
     stripped = head.lstrip("\ufeff \t\r\n")
+    if stripped[:1] in (";", "#"):  # an EDN comment or tagged literal
+        return "edn"
     if not stripped or stripped[0] not in "[{(":
         return None
     body = stripped.lstrip("[({ \t\r\n")
     if body.startswith('"') or body.startswith("]"):
         return "json"
-    if body.startswith(":") or body.startswith("#") or stripped.startswith("#"):
+    if body.startswith(":") or body.startswith("#"):
         return "edn"
     return None
 
