@@ -64,8 +64,9 @@ def refuse_unknown_ops(table: HistoryTable, scenario: str) -> None:
     op = table.op_names[int(table.op[row])]
     checker = "+".join(names)
     raise MalformedHistory(
-        f"the {checker} checker does not know op {op!r} (it reads: {', '.join(sorted(accepted))}); "
-        f"{rows.size:,} rows have ops it does not read", where_of(table, row), "op")
+        f"the {checker} checker does not know op {op!r} (it reads: "
+        f"{', '.join(sorted(accepted))}); {rows.size:,} of {len(table):,} rows have ops it "
+        "does not read", where_of(table, row), "op")
 
 
 def check_file(path: Path | str, fmt: str | None = None, *, final: Any = None,
