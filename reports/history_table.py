@@ -393,7 +393,6 @@ def _read_parquet(path: Path) -> HistoryTable:
 def _from_arrow(arrow: Any, source: str, where: Callable[[int], str]) -> HistoryTable:
     """Convert a pyarrow table with history columns into a ``HistoryTable``."""
     import pyarrow as pa
-    import pyarrow.compute as pc
 
     n = arrow.num_rows
 
@@ -410,15 +409,11 @@ def _from_arrow(arrow: Any, source: str, where: Callable[[int], str]) -> History
     def ints(name: str, required: bool) -> tuple[np.ndarray, np.ndarray]:
         if name not in arrow.column_names:
             return np.zeros(n, dtype=np.int64), np.zeros(n, dtype=bool)
-        col = column(name, pa.int64())
-        if col.null_count:
-            known = np.asarray(col.is_valid(), dtype=bool) if n else np.zeros(0, bool)
-            if required:
-                i = int(np.flatnonzero(~known)[0])
-                raise MalformedHistory("empty; an integer is required", where(i), name)
-            return np.asarray(pc.fill_null(col, 0), dtype=np.int64), known
-        values = col.to_numpy() if n else np.zeros(0, dtype=np.int64)
-        return np.asarray(values, dtype=np.int64), np.ones(n, dtype=bool)
+        values, known = _int64_arrays(column(name, pa.int64()), n)
+        if required and not known.all():
+            i = int(np.flatnonzero(~known)[0])
+            raise MalformedHistory("empty; an integer is required", where(i), name)
+        return values, known
 
     def codes(name: str) -> tuple[np.ndarray, tuple[str, ...]]:
         if name not in arrow.column_names:
@@ -435,6 +430,8 @@ def _from_arrow(arrow: Any, source: str, where: Callable[[int], str]) -> History
                 indices = pa.chunked_array([c.indices for c in col.chunks], pa.int32())
                 return (np.asarray(indices, dtype=np.int32),
                         tuple(str(x) for x in names.to_pylist()))
+        import pyarrow.compute as pc  # only for columns not already dictionary-coded
+
         col = column(name, pa.string())
         if col.null_count:
             col = pc.fill_null(col, "")
@@ -457,7 +454,9 @@ def _from_arrow(arrow: Any, source: str, where: Callable[[int], str]) -> History
     lookup = np.array([_OUTCOME_CODE[name] for name in outcome_names] or [0], dtype=np.int8)
     if "error" in arrow.column_names and n:
         error_col = column("error", pa.string())
-        error = pc.fill_null(error_col, "").to_numpy(zero_copy_only=False).astype(object)
+        error = error_col.to_numpy(zero_copy_only=False).astype(object)
+        if error_col.null_count:  # Parquet may hold nulls; CSV reads empty cells as ""
+            error[np.fromiter(map(_is_none, error), bool, n)] = ""
     else:
         error = np.full(n, "", dtype=object)
     table = HistoryTable(
@@ -478,6 +477,31 @@ def _from_arrow(arrow: Any, source: str, where: Callable[[int], str]) -> History
     )
     validate(table, where)
     return table
+
+
+def _is_none(value: object) -> bool:
+    return value is None
+
+
+def _int64_arrays(col: Any, n: int) -> tuple[np.ndarray, np.ndarray]:
+    """An int64 arrow column as (values, known), read from its buffers: no copy through
+    floats (which would round beyond 2**53), and no pyarrow.compute import."""
+    values = np.zeros(n, dtype=np.int64)
+    known = np.ones(n, dtype=bool)
+    at = 0
+    for chunk in col.chunks:
+        size, offset = len(chunk), chunk.offset
+        validity, data = chunk.buffers()[:2]
+        if data is not None and size:
+            values[at:at + size] = np.frombuffer(data, dtype=np.int64,
+                                                 count=offset + size)[offset:]
+        if chunk.null_count:
+            bits = np.unpackbits(np.frombuffer(validity, dtype=np.uint8),
+                                 bitorder="little")[offset:offset + size]
+            known[at:at + size] = bits.astype(bool)
+            values[at:at + size][~known[at:at + size]] = 0
+        at += size
+    return values, known
 
 
 def to_arrow(table: HistoryTable) -> Any:
