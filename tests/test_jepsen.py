@@ -387,3 +387,29 @@ def test_check_history_matches_for_generated_table(tmp_path: Path) -> None:
     ops = exported(table)
     assert check_jepsen(ops, final).counts == check_history(table, final).counts
     assert read_history is not None
+
+
+def doc_examples() -> list[str]:
+    """The code blocks of docs/checkers.md's 'Formats in and out' section."""
+    text = (Path(__file__).parent.parent / "docs" / "checkers.md").read_text(encoding="utf-8")
+    section = text.split("## Formats in and out", 1)[1].split("\n## ", 1)[0]
+    return [block.split("\n", 1)[1] for block in section.split("```")[1::2]]
+
+
+@pytest.mark.parametrize(("block", "suffix", "needle"), [
+    (0, ".csv", "1 number returned more than once"),
+    (2, ".json", "1 number returned more than once"),
+    (3, ".edn", "1 id handed out more than once"),
+])
+def test_documented_examples_check_as_the_doc_says(
+    tmp_path: Path, cli_runner, block: int, suffix: str, needle: str
+) -> None:
+    """The CSV, JSON and EDN examples of the docs are real inputs with the stated verdict."""
+    examples = doc_examples()
+    lines = [line for line in examples[block].strip().splitlines() if line not in "[]"]
+    assert len(lines) == 10  # ten rows, or ten ops
+    path = tmp_path / f"example{suffix}"
+    path.write_text(examples[block], encoding="utf-8")
+    result = cli_runner.invoke(main, ["check", str(path)])
+    assert result.exit_code == 1, result.output
+    assert needle in result.output
