@@ -363,7 +363,8 @@ def pair_ops(ops: list[dict[str, Any]]) -> tuple[list[Pair], int]:
             slot = in_flight.pop(process, None)
             if slot is None:
                 raise MalformedHistory(
-                    f"a {kind} completion for process {process}, which has no operation "
+                    f"{'an' if kind in ('ok', 'info') else 'a'} {kind} completion for process "
+                    f"{process}, which has no operation "
                     "in flight", _where(op, position), "process")
             started = pairs[slot]
             assert started is not None

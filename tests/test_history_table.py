@@ -298,3 +298,27 @@ def test_parquet_errors_name_the_row(tmp_path: Path) -> None:
     pq.write_table(table.drop_columns(["value"]), tmp_path / "short.parquet")
     with pytest.raises(MalformedHistory, match=r"^column 'value': missing column 'value'"):
         read_history(tmp_path / "short.parquet")
+
+
+def test_report_reads_a_parquet_run_directory(tmp_path: Path) -> None:
+    """A run directory holding history.parquet (no CSV) is collected like its CSV twin."""
+    import json as json_module
+
+    from reports._simulate import simulate_counter
+    from reports.history_table import write_parquet
+    from reports.results import collect_experiment
+
+    sim = simulate_counter(300, clients=4, pids=2, info_rate=0.02, seed=5)
+    entries = []
+    for name in ("csv", "parquet"):
+        run = tmp_path / name
+        run.mkdir()
+        write(run / "history.csv", sim.table().to_rows())
+        (run / "final.json").write_text(json_module.dumps(sim.final), encoding="utf-8")
+        if name == "parquet":
+            write_parquet(run / "history.csv")
+            (run / "history.csv").unlink()
+        entries.append(collect_experiment(run))
+    assert entries[1]["files"]["history"].endswith("history.parquet")
+    assert entries[0]["ops"] == entries[1]["ops"] and entries[0]["ops"]["total"] == 300
+    assert entries[0]["verdict"]["counts"] == entries[1]["verdict"]["counts"]

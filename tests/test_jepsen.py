@@ -327,7 +327,7 @@ BAD_JEPSEN = [
      "index 1, column 'process': process 0 invokes while its operation from index 0 "
      "is still in flight"),
     ("completion without invocation", [ok(3, "read", 1)],
-     "index 0, column 'process': a ok completion for process 3, which has no operation "
+     "index 0, column 'process': an ok completion for process 3, which has no operation "
      "in flight"),
     ("f changes", [invoke(0, "add", 1), ok(0, "read", 1)],
      "index 1, column 'f': completes f 'read', but its invocation was 'add'"),
