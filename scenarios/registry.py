@@ -18,6 +18,7 @@ __all__ = ["SCENARIO_NAMES", "get_scenario"]
 #: Scenario name -> module holding its ``SCENARIO``.
 _MODULES = {
     "counter": "scenarios.counter",
+    "tickets": "scenarios.tickets",
 }
 SCENARIO_NAMES = tuple(_MODULES)
 

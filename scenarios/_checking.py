@@ -1,0 +1,141 @@
+"""What the scenarios' checkers share beyond ``reports.checkers``.
+
+- ``final_states``: the final state's per-process ``/state`` bodies as plain
+  mappings (the scenario keys ``parse_final`` does not know, e.g. ``stock``);
+- ``statuses``: each operation's HTTP status, from the history's ``status``
+  column where it has one, else from an ``HTTP 409``-style error text;
+- ``retold_duplicates``: ``reports.checkers.duplicates``' counts with the
+  witnesses told in the scenario's own words ("both bought seat 12").
+
+Like every checker, these are pure and import numpy only when called.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable, Mapping
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    import numpy as np
+
+    from reports.checkers import Ops
+    from reports.history_table import HistoryTable
+    from reports.verdict import Witness
+
+__all__ = ["Final", "final_states", "retold_duplicates", "statuses"]
+
+_HTTP = re.compile(r"HTTP (\d{3})\b")
+
+
+class Final:
+    """The final state as a scenario checker reads it.
+
+    Attributes:
+        states: one ``/state`` body per process that answered (mappings), or None.
+        per_process: every process keeps its own copy of the state.
+        problem: why the final state cannot be used (None when it can, or was not given).
+    """
+
+    def __init__(self, states: list[Mapping[str, Any]] | None, per_process: bool,
+                 problem: str | None = None) -> None:
+        self.states = states
+        self.per_process = per_process
+        self.problem = problem
+
+    def ints(self, key: str) -> list[int] | None:
+        """``key`` of every state, when every state has it as an integer."""
+        if not self.states:
+            return None
+        values = [s.get(key) for s in self.states]
+        if all(isinstance(v, int) and not isinstance(v, bool) for v in values):
+            return [int(v) for v in values]  # type: ignore[arg-type]
+        return None
+
+
+def final_states(final: Any, per_process: bool = False) -> Final:
+    """``None``, an integer (one shared ``value``) or a ``final.json`` mapping, as ``Final``."""
+    if final is None:
+        return Final(None, per_process)
+    if isinstance(final, int) and not isinstance(final, bool):
+        return Final([{"value": final}], False)
+    if not isinstance(final, Mapping):
+        return Final(None, per_process, f"the final state is unreadable: {type(final).__name__}")
+    pp = final.get("per_process")
+    pp = per_process if not isinstance(pp, bool) else pp
+    if not final.get("available", True):
+        reason = final.get("reason") or "the runner could not read it"
+        return Final(None, pp, f"the final state is unavailable: {reason}")
+    states = final.get("states")
+    if not isinstance(states, list) or not states or not all(
+            isinstance(s, Mapping) for s in states):
+        return Final(None, pp, "the final state is unreadable: 'states' must be a list of mappings")
+    return Final(list(states), pp)
+
+
+def statuses(table: HistoryTable) -> np.ndarray:
+    """Each operation's HTTP status (0 where unknown).
+
+    The history's ``status`` column wins; without it, an error text such as
+    ``HTTP 409: sold out`` says it.
+    """
+    import numpy as np
+
+    status = getattr(table, "status", None)
+    known = getattr(table, "status_known", None)
+    out = np.zeros(len(table), dtype=np.int64)
+    if status is not None and known is not None:
+        out = np.where(known, status, 0).astype(np.int64)
+    for i in np.flatnonzero(out == 0).tolist():
+        text = table.error[i]
+        if text:
+            match = _HTTP.search(str(text))
+            if match:
+                out[i] = int(match.group(1))
+    return out
+
+
+def retold_duplicates(
+    ops: Ops, per_process: bool,
+    tell: Callable[[int, list[int], str], str],
+) -> tuple[dict[str, int], list[Witness]]:
+    """``duplicates``' counts and witnesses, each witness retold by ``tell``.
+
+    Args:
+        ops: the ok operations with a value.
+        per_process: each process keeps its own copy of the state.
+        tell: ``tell(value, op_ids, how)`` -> the sentence; ``how`` says where and
+            when the requests ran ("they overlapped for 0.4 ms in process 411
+            (threads 7 and 9)", or "in different processes (pids 101 and 102): each
+            process keeps its own copy").
+    """
+    from reports.checkers import duplicates, duration_text, join_words
+    from reports.verdict import Witness
+
+    counts, witnesses = duplicates(ops, per_process)
+    out: list[Witness] = []
+    for w in witnesses:
+        details = w.details
+        rows = sorted(details.get("ops", []), key=lambda d: (d["invoke_ns"], d["op_id"]))
+        ids = [int(d["op_id"]) for d in rows]
+        scope = details.get("scope")
+        if scope == "cross-process":
+            pids = [d["pid"] for d in rows]
+            why = ("each process keeps its own copy" if per_process else
+                   "either each process keeps its own copy, or their updates of the shared "
+                   "state interleaved")
+            how = f"in different processes (pids {pids[0]} and {pids[1]}): {why}"
+        elif scope == "same-process":
+            tids = [d["tid"] for d in rows]
+            threads = (f", threads {join_words([str(t) for t in tids])}"
+                       if None not in tids and len(set(tids)) > 1 else "")
+            first_done = min(d["complete_ns"] for d in rows)
+            last_sent = max(d["invoke_ns"] for d in rows)
+            where = f"process {rows[0]['pid']}{threads}"
+            how = (f"they overlapped for {duration_text(first_done - last_sent)} in {where}"
+                   if first_done > last_sent else f"all in {where}")
+        else:
+            how = "the history does not record which server process answered"
+        out.append(Witness(w.kind, tell(int(details["value"]), ids, how), tuple(ids),
+                           dict(details)))
+    return counts, out
