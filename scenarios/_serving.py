@@ -186,7 +186,8 @@ class Postgres:
         import psycopg_pool
 
         try:
-            with self._pool.get().connection() as conn, conn.transaction():
+            pool: Any = self._pool.get()
+            with pool.connection() as conn, conn.transaction():
                 yield conn
         except (psycopg.Error, psycopg_pool.PoolTimeout) as exc:
             raise StoreUnavailable(f"PostgreSQL at {self.dsn}: {_one_line(exc)}") from exc
