@@ -21,9 +21,9 @@ if TYPE_CHECKING:
 
     from reports.checkers import Ops
     from reports.history_table import HistoryTable
-    from reports.verdict import Witness
+    from reports.verdict import Verdict, Witness
 
-__all__ = ["Final", "final_states", "retold_duplicates", "statuses"]
+__all__ = ["Final", "final_states", "registrar", "retold_duplicates", "statuses"]
 
 _HTTP = re.compile(r"HTTP (\d{3})\b")
 
@@ -139,3 +139,17 @@ def retold_duplicates(
         out.append(Witness(w.kind, tell(int(details["value"]), ids, how), tuple(ids),
                            dict(details)))
     return counts, out
+
+
+def registrar(name: str, check: Callable[..., Verdict]) -> Callable[[], None]:
+    """The ``Scenario.register`` hook that registers ``check(table, final, per_process=...)``."""
+
+    def register() -> None:
+        from reports.checkers import CheckContext, register
+
+        def run(table: HistoryTable, context: CheckContext) -> Verdict:
+            return check(table, context.final, per_process=context.per_process)
+
+        register(name, run)
+
+    return register

@@ -43,6 +43,7 @@ __all__ = [
     "answer",
     "delete_keys",
     "drop_tables",
+    "pg_create",
     "table_name",
     "window_of",
 ]
@@ -273,3 +274,14 @@ class Memcached:
             return fn(self._client.get())
         except (MemcacheError, OSError) as exc:
             raise StoreUnavailable(f"memcached at {self.address}: {_one_line(exc)}") from exc
+
+
+def pg_create(conn: Any, table: str, columns: str, fill: str, args: tuple[Any, ...]) -> None:
+    """``CREATE TABLE IF NOT EXISTS table (columns)``, then ``fill`` (``{}`` names the table)."""
+    from psycopg import errors, sql
+
+    ident = sql.Identifier(table)
+    # Another worker may create it at the same moment.
+    with contextlib.suppress(errors.UniqueViolation, errors.DuplicateTable):
+        conn.execute(sql.SQL("CREATE TABLE IF NOT EXISTS {} (" + columns + ")").format(ident))
+    conn.execute(sql.SQL(fill).format(ident), args)

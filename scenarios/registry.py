@@ -19,6 +19,7 @@ __all__ = ["SCENARIO_NAMES", "get_scenario"]
 _MODULES = {
     "counter": "scenarios.counter",
     "tickets": "scenarios.tickets",
+    "bank": "scenarios.bank",
 }
 SCENARIO_NAMES = tuple(_MODULES)
 

@@ -27,13 +27,13 @@ told "sold out" while seats remained (a later sale, or seats left at the end).
 
 from __future__ import annotations
 
-import contextlib
 import functools
 import threading
 import time
 from typing import TYPE_CHECKING, Any
 
 from loadtests.operation import Operation, ValueSpec
+from scenarios._checking import registrar
 from scenarios._serving import (
     Memcached,
     Postgres,
@@ -42,6 +42,7 @@ from scenarios._serving import (
     answer,
     delete_keys,
     drop_tables,
+    pg_create,
     table_name,
     window_of,
 )
@@ -51,7 +52,6 @@ if TYPE_CHECKING:
     from flask import Flask
 
     from demo_server.config import ServerConfig
-    from reports.checkers import CheckContext
     from reports.history_table import HistoryTable
     from reports.verdict import Verdict, Witness
 
@@ -135,21 +135,11 @@ class _Sqlite:
 
 
 def _pg_schema(config: ServerConfig) -> Any:
-    from psycopg import sql
-
-    table = sql.Identifier(table_name("tickets", config.namespace))
-
-    def create(conn: Any) -> None:
-        from psycopg import errors
-
-        # Another worker may create it at the same moment.
-        with contextlib.suppress(errors.UniqueViolation, errors.DuplicateTable):
-            conn.execute(sql.SQL("CREATE TABLE IF NOT EXISTS {} (id integer PRIMARY KEY, "
-                                 "stock integer NOT NULL)").format(table))
-        conn.execute(sql.SQL("INSERT INTO {} (id, stock) VALUES (1, %s) ON CONFLICT (id) "
-                             "DO NOTHING").format(table), (config.stock,))
-
-    return create
+    return functools.partial(
+        pg_create, table=table_name("tickets", config.namespace),
+        columns="id integer PRIMARY KEY, stock integer NOT NULL",
+        fill="INSERT INTO {} (id, stock) VALUES (1, %s) ON CONFLICT (id) DO NOTHING",
+        args=(config.stock,))
 
 
 class _Postgres:
@@ -459,16 +449,6 @@ def _false_sold_out(table: HistoryTable, ops: Any, rows: Any, state: Any,
     return witnesses
 
 
-def _checker(table: HistoryTable, context: CheckContext) -> Verdict:
-    return check_tickets(table, context.final, per_process=context.per_process)
-
-
-def _register() -> None:
-    from reports.checkers import register
-
-    register("tickets", _checker)
-
-
 SCENARIO = Scenario(
     name="tickets",
     title="sell seats from a fixed stock: check, then act",
@@ -493,5 +473,5 @@ SCENARIO = Scenario(
         "memcached": "The memcached store sells with gets/cas: the new stock is written only "
                      "if nobody wrote since it was read, else the sale starts again.",
     },
-    register=_register,
+    register=registrar("tickets", check_tickets),
 )
