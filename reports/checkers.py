@@ -467,7 +467,7 @@ def _unique_ids(table: HistoryTable, context: CheckContext) -> Verdict:
 
 
 CHECKERS: dict[str, Checker] = {"unique-ids": _unique_ids}
-SCENARIO_CHECKERS: dict[str, list[str]] = {"ids": ["unique-ids"]}
+SCENARIO_CHECKERS: dict[str, list[str]] = {}
 _LOADED: set[str] = set()
 
 

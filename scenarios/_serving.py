@@ -41,9 +41,11 @@ __all__ = [
     "Redis",
     "Sqlite",
     "answer",
+    "cleanup_store",
     "delete_keys",
     "drop_tables",
     "pg_create",
+    "prepare_store",
     "table_name",
     "window_of",
 ]
@@ -285,3 +287,34 @@ def pg_create(conn: Any, table: str, columns: str, fill: str, args: tuple[Any, .
     with contextlib.suppress(errors.UniqueViolation, errors.DuplicateTable):
         conn.execute(sql.SQL("CREATE TABLE IF NOT EXISTS {} (" + columns + ")").format(ident))
     conn.execute(sql.SQL(fill).format(ident), args)
+
+
+def prepare_store(config: ServerConfig, *, sqlite: Callable[[ServerConfig], str],
+                  postgres: Callable[[ServerConfig], Callable[[Any], None]]) -> None:
+    """Before a server starts: create the store's schema, or check the store answers.
+
+    Args:
+        config: the run's configuration; only its store is prepared.
+        sqlite: the SQLite schema for a config (a script).
+        postgres: the PostgreSQL schema function for a config (``schema(conn)``).
+    """
+    if config.store == "sqlite":
+        Sqlite.prepare(config, sqlite(config))
+    elif config.store == "postgres":
+        Postgres.prepare(config, postgres(config))
+    elif config.store == "redis":
+        Redis.prepare(config)
+    elif config.store == "memcached":
+        Memcached.prepare(config)
+
+
+def cleanup_store(config: ServerConfig, kind: str,
+                  memcached: Callable[[ServerConfig], None] | None = None) -> None:
+    """After a server stopped: drop the run's table ``racelab_<kind>_<namespace>``, delete
+    its Redis keys ``<namespace>:<kind>:*``, or call ``memcached(config)``."""
+    if config.store == "postgres":
+        drop_tables(config, table_name(kind, config.namespace))
+    elif config.store == "redis":
+        delete_keys(config, f"{config.namespace}:{kind}:*")
+    elif config.store == "memcached" and memcached is not None:
+        memcached(config)

@@ -41,9 +41,9 @@ from scenarios._serving import (
     Redis,
     Sqlite,
     answer,
-    delete_keys,
-    drop_tables,
+    cleanup_store,
     pg_create,
+    prepare_store,
     table_name,
     window_of,
 )
@@ -150,9 +150,10 @@ class _Sqlite:
             self.db.conn().execute("UPDATE accounts SET balance = ?", (START,))
 
 
-def _pg_schema(table: str) -> Any:
+def _pg_schema(config: ServerConfig) -> Any:
     return functools.partial(
-        pg_create, table=table, columns="id integer PRIMARY KEY, balance bigint NOT NULL",
+        pg_create, table=table_name("bank", config.namespace),
+        columns="id integer PRIMARY KEY, balance bigint NOT NULL",
         fill="INSERT INTO {} SELECT i, %s FROM generate_series(0, %s) i ON CONFLICT (id) "
              "DO NOTHING", args=(START, ACCOUNTS - 1))
 
@@ -164,7 +165,7 @@ class _Postgres:
         from psycopg import sql
 
         name = table_name("bank", config.namespace)
-        self.db = Postgres(config, _pg_schema(name))
+        self.db = Postgres(config, _pg_schema(config))
         ident = sql.Identifier(name)
         self._lock = sql.SQL("SELECT id, balance FROM {} WHERE id = ANY(%s) ORDER BY id "
                              "FOR UPDATE").format(ident)
@@ -261,22 +262,6 @@ def serve(app: Flask, config: ServerConfig, served: Served) -> ServerSide:
                       balances=balances)
 
     return _Side(bank)
-
-
-def _prepare(config: ServerConfig) -> None:
-    if config.store == "sqlite":
-        Sqlite.prepare(config, _SQLITE_SCHEMA)
-    elif config.store == "postgres":
-        Postgres.prepare(config, _pg_schema(table_name("bank", config.namespace)))
-    elif config.store == "redis":
-        Redis.prepare(config)
-
-
-def _cleanup(config: ServerConfig) -> None:
-    if config.store == "postgres":
-        drop_tables(config, table_name("bank", config.namespace))
-    elif config.store == "redis":
-        delete_keys(config, f"{config.namespace}:bank:*")
 
 
 # --- the checker ---------------------------------------------------------------------
@@ -388,8 +373,9 @@ SCENARIO = Scenario(
     windowed_stores=frozenset({"global", "lock"}),
     checkers=("bank",),
     serve=serve,
-    prepare=_prepare,
-    cleanup=_cleanup,
+    prepare=functools.partial(prepare_store, sqlite=lambda c: _SQLITE_SCHEMA,
+                              postgres=_pg_schema),
+    cleanup=functools.partial(cleanup_store, kind="bank"),
     store_sentences={
         "global": "The global store reads both balances, checks, then writes both back, with "
                   "nothing keeping two transfers apart: one overwrites the other's balance.",

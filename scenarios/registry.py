@@ -20,6 +20,7 @@ _MODULES = {
     "counter": "scenarios.counter",
     "tickets": "scenarios.tickets",
     "bank": "scenarios.bank",
+    "ids": "scenarios.ids",
 }
 SCENARIO_NAMES = tuple(_MODULES)
 

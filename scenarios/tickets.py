@@ -40,9 +40,9 @@ from scenarios._serving import (
     Redis,
     Sqlite,
     answer,
-    delete_keys,
-    drop_tables,
+    cleanup_store,
     pg_create,
+    prepare_store,
     table_name,
     window_of,
 )
@@ -268,26 +268,6 @@ def serve(app: Flask, config: ServerConfig, served: Served) -> ServerSide:
     return _Side(office, config.stock)
 
 
-def _prepare(config: ServerConfig) -> None:
-    if config.store == "sqlite":
-        Sqlite.prepare(config, _sqlite_schema(config.stock))
-    elif config.store == "postgres":
-        Postgres.prepare(config, _pg_schema(config))
-    elif config.store == "redis":
-        Redis.prepare(config)
-    elif config.store == "memcached":
-        Memcached.prepare(config)
-
-
-def _cleanup(config: ServerConfig) -> None:
-    if config.store == "postgres":
-        drop_tables(config, table_name("tickets", config.namespace))
-    elif config.store == "redis":
-        delete_keys(config, f"{config.namespace}:tickets:*")
-    elif config.store == "memcached":
-        Memcached(config).call(lambda m: m.delete(f"{config.namespace}:tickets:stock"))
-
-
 # --- the checker ---------------------------------------------------------------------
 
 
@@ -457,8 +437,10 @@ SCENARIO = Scenario(
     windowed_stores=frozenset({"global", "lock"}),
     checkers=("tickets",),
     serve=serve,
-    prepare=_prepare,
-    cleanup=_cleanup,
+    prepare=functools.partial(prepare_store, sqlite=lambda c: _sqlite_schema(c.stock),
+                              postgres=_pg_schema),
+    cleanup=functools.partial(cleanup_store, kind="tickets", memcached=lambda c: _Memcached(
+        c).db.call(lambda m: m.delete(f"{c.namespace}:tickets:stock"))),
     store_sentences={
         "global": "The global store checks the stock, then writes it back one lower, with "
                   "nothing keeping two buyers apart: both can see the same seat free.",
