@@ -552,11 +552,3 @@ def check_history(
         verdicts.append(Verdict("server", "unknown", reason=server_problem))
     return compose(verdicts, checker="+".join(names))
 
-
-def _session(table: HistoryTable, context: CheckContext) -> Verdict:
-    from reports.session_checker import check_sessions
-
-    return check_sessions(table)
-
-
-register("session", _session, scenarios=("session",))

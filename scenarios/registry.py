@@ -21,6 +21,7 @@ _MODULES = {
     "tickets": "scenarios.tickets",
     "bank": "scenarios.bank",
     "ids": "scenarios.ids",
+    "session": "scenarios.session",
 }
 SCENARIO_NAMES = tuple(_MODULES)
 
