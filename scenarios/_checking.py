@@ -23,7 +23,8 @@ if TYPE_CHECKING:
     from reports.history_table import HistoryTable
     from reports.verdict import Verdict, Witness
 
-__all__ = ["Final", "final_states", "registrar", "retold_duplicates", "statuses"]
+__all__ = ["Final", "conclude", "final_states", "registrar", "retold_duplicates", "statuses",
+           "together"]
 
 _HTTP = re.compile(r"HTTP (\d{3})\b")
 
@@ -153,3 +154,22 @@ def registrar(name: str, check: Callable[..., Verdict]) -> Callable[[], None]:
         register(name, run)
 
     return register
+
+
+def conclude(name: str, counts: dict[str, int], witnesses: list[Witness],
+             findings: list[str], undecided: list[str], summary: str) -> Verdict:
+    """``no`` when anything was found, else ``unknown`` when undecided, else ``yes``."""
+    from reports.verdict import Verdict
+
+    if findings:
+        return Verdict(name, "no", counts, tuple(witnesses), "; ".join(findings))
+    if undecided:
+        return Verdict(name, "unknown", counts, tuple(witnesses), "; ".join(undecided))
+    return Verdict(name, "yes", counts, (), summary)
+
+
+def together(ids: list[int]) -> tuple[str, str, str]:
+    """("requests 3 and 5 both", "both", "either"), or with "all"/"any" for three or more."""
+    if len(ids) == 2:
+        return f"requests {ids[0]} and {ids[1]} both", "both", "either"
+    return f"requests {', '.join(map(str, ids[:-1]))} and {ids[-1]} all", "all", "any"

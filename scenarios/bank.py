@@ -292,8 +292,8 @@ def _check(table: HistoryTable, final: Any, per_process: bool) -> Verdict:
 
     from reports.checkers import WITNESSES_PER_KIND, plural
     from reports.history_table import FAIL, INFO, OK
-    from reports.verdict import Verdict, Witness
-    from scenarios._checking import final_states
+    from reports.verdict import Witness
+    from scenarios._checking import conclude, final_states
 
     state = final_states(final, per_process)
     transfers, totals = table.op_is("transfer"), table.op_is("total")
@@ -350,16 +350,12 @@ def _check(table: HistoryTable, final: Any, per_process: bool) -> Verdict:
         findings.append(f"{counts['money_lost']:,} lost")
     if counts["negative_balances"]:
         findings.append(f"{plural(counts['negative_balances'], 'balance')} below zero")
-    if findings:
-        return Verdict("bank", "no", counts, tuple(witnesses), "; ".join(findings))
     undecided = [state.problem] if state.problem else []
     if not counts["transfers_ok"]:
         undecided.append("no transfer succeeded")
     if not reads.size and not state.states:
         undecided.append("no total was read and no final state is known")
-    if undecided:
-        return Verdict("bank", "unknown", counts, reason="; ".join(undecided))
-    return Verdict("bank", "yes", counts, reason=(
+    return conclude("bank", counts, witnesses, findings, undecided, (
         f"{plural(counts['transfers_ok'], 'transfer')}; every one of "
         f"{plural(counts['total_reads'], 'total read')} saw {expected:,}"
         + (", and so did the final state, with no balance below zero" if state.states else "")))

@@ -290,7 +290,7 @@ def _check(table: HistoryTable, final: Any, per_process: bool) -> Verdict:
     from reports.checkers import Ops, plural
     from reports.history_table import FAIL, INFO, OK
     from reports.verdict import Verdict
-    from scenarios._checking import final_states, retold_duplicates
+    from scenarios._checking import conclude, final_states, retold_duplicates, together
 
     state = final_states(final, per_process)
     ops = Ops.of(table, np.flatnonzero((table.outcome == OK) & table.value_known))
@@ -300,11 +300,9 @@ def _check(table: HistoryTable, final: Any, per_process: bool) -> Verdict:
         return Verdict("ids", "unknown", counts, reason="no ok operation returned an id")
 
     def tell(value: int, ids: list[int], how: str) -> str:
-        who = (f"requests {ids[0]} and {ids[1]} both" if len(ids) == 2 else
-               f"requests {', '.join(map(str, ids[:-1]))} and {ids[-1]} all")
-        return (f"{who} got order number {value}: {'both' if len(ids) == 2 else 'all'} read "
-                f"next id {value} before {'either' if len(ids) == 2 else 'any'} wrote "
-                f"{value + 1}; {how}")
+        who, each, either = together(ids)
+        return (f"{who} got order number {value}: {each} read next id {value} before "
+                f"{either} wrote {value + 1}; {how}")
 
     dup_counts, witnesses = retold_duplicates(ops, state.per_process, tell)
     counts.update(dup_counts)
@@ -317,13 +315,9 @@ def _check(table: HistoryTable, final: Any, per_process: bool) -> Verdict:
     if counts["lost_inserts"]:
         findings.append(f"{plural(counts['lost_inserts'], 'acknowledged order')} missing at "
                         "the end")
-    if findings:
-        return Verdict("ids", "no", counts, tuple(witnesses), "; ".join(findings))
-    if state.problem:
-        return Verdict("ids", "unknown", counts, reason=state.problem)
-    return Verdict("ids", "yes", counts, reason=(
-        f"{plural(len(ops), 'id')}, all distinct"
-        + (", every acknowledged order kept" if state.states else "")))
+    return conclude("ids", counts, witnesses, findings, [state.problem] if state.problem else [],
+                    f"{plural(len(ops), 'id')}, all distinct"
+                    + (", every acknowledged order kept" if state.states else ""))
 
 
 def _lost_inserts(ops: Any, state: Any, counts: dict[str, int]) -> list[Witness]:

@@ -343,7 +343,7 @@ def _check(table: HistoryTable, final: Any, per_process: bool) -> Verdict:
     from reports.checkers import plural
     from reports.history_table import FAIL, INFO, OK
     from reports.verdict import Verdict
-    from scenarios._checking import final_states
+    from scenarios._checking import conclude, final_states
 
     delta = np.zeros(len(table), dtype=np.int64)
     for name, d in DELTAS.items():
@@ -388,11 +388,8 @@ def _check(table: HistoryTable, final: Any, per_process: bool) -> Verdict:
     if counts["final_total_off"]:
         findings.append(f"the counts end {counts['final_total_off']:,} away from the updates "
                         "the clients were told of")
-    if findings:
-        return Verdict("session", "no", counts, tuple(witnesses), "; ".join(findings))
-    if state.problem:
-        return Verdict("session", "unknown", counts, reason=state.problem)
-    return Verdict("session", "yes", counts, reason=(
+    return conclude("session", counts, witnesses, findings,
+                    [state.problem] if state.problem else [], (
         f"each of {plural(counts['clients'], 'client')} saw its own count, explained by its "
         "own increments and decrements" + (", and so does the final total" if totals else "")))
 

@@ -298,7 +298,13 @@ def _check(table: HistoryTable, final: Any, per_process: bool) -> Verdict:
     from reports.checkers import Ops, plural
     from reports.history_table import FAIL, INFO, OK
     from reports.verdict import Verdict
-    from scenarios._checking import final_states, retold_duplicates, statuses
+    from scenarios._checking import (
+        conclude,
+        final_states,
+        retold_duplicates,
+        statuses,
+        together,
+    )
 
     buys = table.op_is("buy")
     outcome = table.outcome
@@ -313,10 +319,9 @@ def _check(table: HistoryTable, final: Any, per_process: bool) -> Verdict:
     ops = Ops.of(table, np.flatnonzero(ok))
 
     def tell(seat: int, ids: list[int], how: str) -> str:
-        who = (f"requests {ids[0]} and {ids[1]} both" if len(ids) == 2 else
-               f"requests {', '.join(map(str, ids[:-1]))} and {ids[-1]} all")
-        return (f"{who} bought seat {seat}: {'both' if len(ids) == 2 else 'all'} saw stock "
-                f"{seat} before {'either' if len(ids) == 2 else 'any'} wrote {seat - 1}; {how}")
+        who, each, either = together(ids)
+        return (f"{who} bought seat {seat}: {each} saw stock {seat} before {either} wrote "
+                f"{seat - 1}; {how}")
 
     dup_counts, witnesses = retold_duplicates(ops, state.per_process, tell)
     counts.update(dup_counts)
@@ -337,16 +342,12 @@ def _check(table: HistoryTable, final: Any, per_process: bool) -> Verdict:
     if counts["false_sold_out"]:
         findings.append(f"{plural(counts['false_sold_out'], 'buyer')} told 'sold out' while "
                         "seats remained")
-    if findings:
-        return Verdict("tickets", "no", counts, tuple(witnesses), "; ".join(findings))
     undecided = [state.problem] if state.problem else []
     if counts["info"] * 2 > counts["ops"]:
         undecided.append(f"{counts['info']:,} of {counts['ops']:,} buys have an unknown outcome")
     if not counts["sales"] and not counts["sold_out"]:
         undecided.append("no buy succeeded or was told sold out")
-    if undecided:
-        return Verdict("tickets", "unknown", counts, tuple(witnesses), "; ".join(undecided))
-    return Verdict("tickets", "yes", counts, (), (
+    return conclude("tickets", counts, witnesses, findings, undecided, (
         f"{plural(counts['sales'], 'seat')} sold, none twice"
         + (", none beyond the stock" if state.states else "")
         + f"; {plural(counts['sold_out'], 'sold-out answer')}, none while seats remained"))
