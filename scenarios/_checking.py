@@ -98,17 +98,18 @@ def statuses(table: HistoryTable) -> np.ndarray:
 
 def retold_duplicates(
     ops: Ops, per_process: bool,
-    tell: Callable[[int, list[int], str], str],
+    tell: Callable[[int, list[int], str, bool], str],
 ) -> tuple[dict[str, int], list[Witness]]:
     """``duplicates``' counts and witnesses, each witness retold by ``tell``.
 
     Args:
         ops: the ok operations with a value.
         per_process: each process keeps its own copy of the state.
-        tell: ``tell(value, op_ids, how)`` -> the sentence; ``how`` says where and
-            when the requests ran ("they overlapped for 0.4 ms in process 411
-            (threads 7 and 9)", or "in different processes (pids 101 and 102): each
-            process keeps its own copy").
+        tell: ``tell(value, op_ids, how, overlapped)`` -> the sentence; ``how`` says
+            where and when the requests ran ("they overlapped for 0.4 ms in process
+            411, threads 7 and 9", or "in different processes (pids 101 and 102): each
+            process keeps its own copy"); ``overlapped``: all of them were in flight
+            at one moment.
     """
     from reports.checkers import duplicates, duration_text, join_words
     from reports.verdict import Witness
@@ -120,6 +121,7 @@ def retold_duplicates(
         rows = sorted(details.get("ops", []), key=lambda d: (d["invoke_ns"], d["op_id"]))
         ids = [int(d["op_id"]) for d in rows]
         scope = details.get("scope")
+        overlapped = min(d["complete_ns"] for d in rows) > max(d["invoke_ns"] for d in rows)
         if scope == "cross-process":
             pids = [d["pid"] for d in rows]
             why = ("each process keeps its own copy" if per_process else
@@ -137,7 +139,7 @@ def retold_duplicates(
                    if first_done > last_sent else f"all in {where}")
         else:
             how = "the history does not record which server process answered"
-        out.append(Witness(w.kind, tell(int(details["value"]), ids, how), tuple(ids),
+        out.append(Witness(w.kind, tell(int(details["value"]), ids, how, overlapped), tuple(ids),
                            dict(details)))
     return counts, out
 

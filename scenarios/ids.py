@@ -299,10 +299,13 @@ def _check(table: HistoryTable, final: Any, per_process: bool) -> Verdict:
     if not len(ops):
         return Verdict("ids", "unknown", counts, reason="no ok operation returned an id")
 
-    def tell(value: int, ids: list[int], how: str) -> str:
+    def tell(value: int, ids: list[int], how: str, overlapped: bool) -> str:
         who, each, either = together(ids)
-        return (f"{who} got order number {value}: {each} read next id {value} before "
-                f"{either} wrote {value + 1}; {how}")
+        if overlapped:
+            return (f"{who} got order number {value}: {each} read next id {value} before "
+                    f"{either} wrote {value + 1}; {how}")
+        return (f"{who} got order number {value}: each read next id {value}, which an order "
+                f"that had read it earlier wrote back after the other's; {how}")
 
     dup_counts, witnesses = retold_duplicates(ops, state.per_process, tell)
     counts.update(dup_counts)
