@@ -98,18 +98,19 @@ def statuses(table: HistoryTable) -> np.ndarray:
 
 def retold_duplicates(
     ops: Ops, per_process: bool,
-    tell: Callable[[int, list[int], str, bool], str],
+    tell: Callable[[int, list[int], str, str], str],
 ) -> tuple[dict[str, int], list[Witness]]:
     """``duplicates``' counts and witnesses, each witness retold by ``tell``.
 
     Args:
         ops: the ok operations with a value.
         per_process: each process keeps its own copy of the state.
-        tell: ``tell(value, op_ids, how, overlapped)`` -> the sentence; ``how`` says
-            where and when the requests ran ("they overlapped for 0.4 ms in process
-            411, threads 7 and 9", or "in different processes (pids 101 and 102): each
-            process keeps its own copy"); ``overlapped``: all of them were in flight
-            at one moment.
+        tell: ``tell(value, op_ids, how, when)`` -> the sentence; ``how`` says where
+            and when the requests ran ("they overlapped for 0.4 ms in process 411,
+            threads 7 and 9", or "in different processes (pids 101 and 102): each
+            process keeps its own copy"); ``when`` is ``overlapped`` (one process, all
+            in flight at one moment), ``apart`` (one process, not all at once) or
+            ``elsewhere`` (different or unrecorded processes).
     """
     from reports.checkers import duplicates, duration_text, join_words
     from reports.verdict import Witness
@@ -121,13 +122,12 @@ def retold_duplicates(
         rows = sorted(details.get("ops", []), key=lambda d: (d["invoke_ns"], d["op_id"]))
         ids = [int(d["op_id"]) for d in rows]
         scope = details.get("scope")
-        overlapped = min(d["complete_ns"] for d in rows) > max(d["invoke_ns"] for d in rows)
         if scope == "cross-process":
             pids = [d["pid"] for d in rows]
             why = ("each process keeps its own copy" if per_process else
                    "either each process keeps its own copy, or their updates of the shared "
                    "state interleaved")
-            how = f"in different processes (pids {pids[0]} and {pids[1]}): {why}"
+            how, when = f"in different processes (pids {pids[0]} and {pids[1]}): {why}", "elsewhere"
         elif scope == "same-process":
             tids = [d["tid"] for d in rows]
             threads = (f", threads {join_words([str(t) for t in tids])}"
@@ -135,11 +135,12 @@ def retold_duplicates(
             first_done = min(d["complete_ns"] for d in rows)
             last_sent = max(d["invoke_ns"] for d in rows)
             where = f"process {rows[0]['pid']}{threads}"
+            when = "overlapped" if first_done > last_sent else "apart"
             how = (f"they overlapped for {duration_text(first_done - last_sent)} in {where}"
-                   if first_done > last_sent else f"all in {where}")
+                   if when == "overlapped" else f"all in {where}")
         else:
-            how = "the history does not record which server process answered"
-        out.append(Witness(w.kind, tell(int(details["value"]), ids, how, overlapped), tuple(ids),
+            how, when = "the history does not record which server process answered", "elsewhere"
+        out.append(Witness(w.kind, tell(int(details["value"]), ids, how, when), tuple(ids),
                            dict(details)))
     return counts, out
 

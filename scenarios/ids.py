@@ -299,13 +299,15 @@ def _check(table: HistoryTable, final: Any, per_process: bool) -> Verdict:
     if not len(ops):
         return Verdict("ids", "unknown", counts, reason="no ok operation returned an id")
 
-    def tell(value: int, ids: list[int], how: str, overlapped: bool) -> str:
+    def tell(value: int, ids: list[int], how: str, when: str) -> str:
         who, each, either = together(ids)
-        if overlapped:
+        if when == "overlapped":
             return (f"{who} got order number {value}: {each} read next id {value} before "
                     f"{either} wrote {value + 1}; {how}")
-        return (f"{who} got order number {value}: each read next id {value}, which an order "
-                f"that had read it earlier wrote back after the other's; {how}")
+        if when == "apart":
+            return (f"{who} got order number {value}: each read next id {value}, which an "
+                    f"order that had read it earlier wrote back after the other's; {how}")
+        return f"{who} got order number {value}: {how}"
 
     dup_counts, witnesses = retold_duplicates(ops, state.per_process, tell)
     counts.update(dup_counts)

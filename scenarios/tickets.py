@@ -318,13 +318,15 @@ def _check(table: HistoryTable, final: Any, per_process: bool) -> Verdict:
     state = final_states(final, per_process)
     ops = Ops.of(table, np.flatnonzero(ok))
 
-    def tell(seat: int, ids: list[int], how: str, overlapped: bool) -> str:
+    def tell(seat: int, ids: list[int], how: str, when: str) -> str:
         who, each, either = together(ids)
-        if overlapped:
+        if when == "overlapped":
             return (f"{who} bought seat {seat}: {each} saw stock {seat} before {either} wrote "
                     f"{seat - 1}; {how}")
-        return (f"{who} bought seat {seat}: each saw stock {seat}, which a sale that had read "
-                f"it earlier wrote back after the other's sale; {how}")
+        if when == "apart":
+            return (f"{who} bought seat {seat}: each saw stock {seat}, which a sale that had "
+                    f"read it earlier wrote back after the other's sale; {how}")
+        return f"{who} bought seat {seat}: {how}"
 
     dup_counts, witnesses = retold_duplicates(ops, state.per_process, tell)
     counts.update(dup_counts)

@@ -202,5 +202,6 @@ def test_per_process_copies_are_judged_per_process() -> None:
     assert verdict.counts["seats_sold_twice"] == 2
     assert verdict.counts["duplicate_extra_cross_process"] == 2
     assert verdict.counts["oversold"] == 0  # each copy sold its own stock
-    assert "in different processes (pids 1 and 2): each process keeps its own copy" in (
-        verdict.witnesses[0].sentence)
+    assert verdict.witnesses[0].sentence == (
+        "requests 2 and 3 both bought seat 1: in different processes (pids 1 and 2): each "
+        "process keeps its own copy")
