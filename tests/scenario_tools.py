@@ -214,3 +214,65 @@ class Lanes:
 
     def rows(self) -> list[dict[str, Any]]:
         return [op.row() for op in self.ops]
+
+
+def drive_http(urls: list[str], operations: tuple[Operation, ...], *, clients: int,
+               per_client: int, seed: int = 0) -> list[dict[str, Any]]:
+    """Like ``drive``, over HTTP against live servers: one keep-alive connection and one
+    cookie jar per client thread, opening a new connection every 10 requests."""
+    import http.client
+    from http.cookies import SimpleCookie
+    from urllib.parse import urlsplit
+
+    rows: list[dict[str, Any]] = []
+    lock = threading.Lock()
+    weights = [op.weight for op in operations]
+
+    def client(index: int) -> None:
+        rng = random.Random(seed * 1000 + index)
+        url = urlsplit(urls[index % len(urls)])
+        jar: dict[str, str] = {}
+        conn = None
+        mine = []
+        for n in range(per_client):
+            if conn is None or n % 10 == 0:
+                if conn is not None:
+                    conn.close()
+                conn = http.client.HTTPConnection(url.hostname, url.port, timeout=30)
+            op = rng.choices(operations, weights)[0]
+            headers = {"Content-Type": "application/json"} if op.body else {}
+            if jar:
+                headers["Cookie"] = "; ".join(f"{k}={v}" for k, v in jar.items())
+            invoke = time.monotonic_ns()
+            conn.request(op.method, op.path, body=op.body or None, headers=headers)
+            response = conn.getresponse()
+            data = response.read()
+            row: dict[str, Any] = {"client": f"c{index}", "op": op.name, "invoke_ns": invoke,
+                                   "complete_ns": time.monotonic_ns(),
+                                   "outcome": op.outcome(response.status),
+                                   "status": response.status}
+            for header in response.headers.get_all("Set-Cookie") or ():
+                jar.update({k: m.value for k, m in SimpleCookie(header).items()})
+            import json
+
+            body = json.loads(data) if data.startswith(b"{") else {}
+            row.update(server_pid=body.get("pid"), server_tid=body.get("tid"))
+            if row["outcome"] == "ok":
+                row["value"] = read_value(op.value, data)[0]
+            else:
+                row["error"] = f"HTTP {response.status}"
+            mine.append(row)
+        if conn is not None:
+            conn.close()
+        with lock:
+            rows.extend(mine)
+
+    threads = [threading.Thread(target=client, args=(i,)) for i in range(clients)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    rows.sort(key=lambda r: r["invoke_ns"])
+    for op_id, row in enumerate(rows):
+        row["op_id"] = op_id
+    return rows
