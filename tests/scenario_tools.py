@@ -135,6 +135,11 @@ def drive(app: Any, operations: tuple[Operation, ...], *, clients: int, tabs: in
         for t in range(tabs):
             rng = random.Random(seed * 1000 + c * 10 + t)
             threads.append(threading.Thread(target=tab, args=(f"c{c}", cookies, rng)))
+    return _numbered(threads, rows)
+
+
+def _numbered(threads: list[threading.Thread], rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Run the client threads; their rows in invoke order, numbered from 0."""
     for thread in threads:
         thread.start()
     for thread in threads:
@@ -267,12 +272,5 @@ def drive_http(urls: list[str], operations: tuple[Operation, ...], *, clients: i
         with lock:
             rows.extend(mine)
 
-    threads = [threading.Thread(target=client, args=(i,)) for i in range(clients)]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join()
-    rows.sort(key=lambda r: r["invoke_ns"])
-    for op_id, row in enumerate(rows):
-        row["op_id"] = op_id
-    return rows
+    return _numbered([threading.Thread(target=client, args=(i,)) for i in range(clients)],
+                     rows)
