@@ -40,10 +40,16 @@ def test_sessions_isolate_clients(scenario_app: Any, backend: str) -> None:
     assert state(app)["states"][0]["total"] == sum(deltas[r["op"]] for r in rows)
 
 
+@pytest.mark.parametrize("window", ["none", "io"])
 @pytest.mark.parametrize("backend", ["filesystem", "redis"])
-def test_tabs_sharing_a_session_lose_updates(scenario_app: Any, backend: str) -> None:
-    """Flask-Session, four tabs per client: the last save wins, updates are lost."""
-    app, _ = scenario_app("session", "session", "io", session_backend=backend)
+def test_tabs_sharing_a_session_lose_updates(scenario_app: Any, backend: str,
+                                             window: str) -> None:
+    """Flask-Session, four tabs per client: the last save wins, updates are lost.
+
+    The window between load and save is the whole request, so the question's own
+    code (window none) loses updates too.
+    """
+    app, _ = scenario_app("session", "session", window, session_backend=backend)
     rows = drive(app, OPERATIONS, clients=3, tabs=4, per_tab=15, first="/")
     verdict = judged(app, rows)
     assert verdict.valid == "no", verdict
