@@ -38,12 +38,16 @@ class FinalState:
         available: False when the runner could not read it (``reason`` says why).
         per_process: every process keeps its own copy (``None``: not said).
         states: one entry per process that answered (one for a plain integer).
+        cut_short: why the run that left this state ended early (interrupted, the
+            server died, the swarm timed out), or ``""``: requests may then have
+            changed the state without leaving a row in the history.
     """
 
     available: bool
     reason: str = ""
     per_process: bool | None = None
     states: tuple[ProcessState, ...] = ()
+    cut_short: str = ""
 
 
 def _int(data: Mapping[str, Any], key: str, where: str, required: bool) -> int | None:
@@ -72,8 +76,12 @@ def parse_final(final: Any) -> FinalState | None:
     per_process = final.get("per_process")
     if per_process is not None and not isinstance(per_process, bool):
         raise UnreadableFinal(f"'per_process' must be true or false, got {per_process!r}")
+    cut_short = final.get("cut_short") or ""
+    if not isinstance(cut_short, str):
+        raise UnreadableFinal(f"'cut_short' must be a sentence, got {cut_short!r}")
     if not available:
-        return FinalState(False, reason or "the runner could not read it", per_process)
+        return FinalState(False, reason or "the runner could not read it", per_process,
+                          cut_short=cut_short)
     raw = final.get("states")
     if not isinstance(raw, list) or not raw:
         raise UnreadableFinal("'states' must be a non-empty list")
@@ -88,4 +96,4 @@ def parse_final(final: Any) -> FinalState | None:
             _int(item, "pid", where, required=False), value,
             _int(item, "served", where, required=False),
         ))
-    return FinalState(True, reason, per_process, tuple(states))
+    return FinalState(True, reason, per_process, tuple(states), cut_short)

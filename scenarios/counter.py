@@ -310,6 +310,8 @@ def _check_counter(table: HistoryTable, final: Any, *, per_process: bool,
         state = parse_final(final)
     except UnreadableFinal as exc:
         undecided.append(f"the final state is unreadable: {exc}")
+    if state is not None and state.cut_short:
+        complete = False
     if state is not None and not state.available:
         undecided.append(f"the final state is unavailable: {state.reason}")
         state = None
@@ -327,6 +329,7 @@ def _check_counter(table: HistoryTable, final: Any, *, per_process: bool,
     explainers = pid_all[info_mask | (ok_mask & ~table.value_known[incr])]
 
     dup_counts, dup_witnesses = duplicates(ops, per_process)
+    counts["distinct_values"] = int(ops.value_rank[2].shape[0]) if len(ops) else 0
     counts.update(dup_counts)
     scoped = ops
     if per_process:
