@@ -39,8 +39,9 @@ def _cli_has(*options: str) -> bool:
 
 
 needs_cli = pytest.mark.skipif(
-    not _cli_has("--scenario", "--assert-safe"),
-    reason="racelab swarm has no --scenario / --assert-safe yet")
+    not _cli_has("--scenario", "--assert-safe") or "operations" not in _SWARM_FIELDS,
+    reason="racelab swarm has no --scenario / --assert-safe yet, or the swarm does not send "
+           "a scenario's operations yet (SwarmSpec.operations)")
 
 
 def verdict_of(tmp_path: Path, **spec: Any) -> dict[str, Any]:
