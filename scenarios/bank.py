@@ -340,6 +340,8 @@ def _check(table: HistoryTable, final: Any, per_process: bool) -> Verdict:
                 f"{where} ends with {plural(len(negative), 'account')} below zero (account "
                 f"{negative[0][0]}: {negative[0][1]:,})"), (), {"balances": balances}))
 
+    counts["anomalies"] = (counts["wrong_total_reads"] + counts["negative_balances"]
+                           + bool(counts["money_created"] or counts["money_lost"]))
     findings = []
     if counts["wrong_total_reads"]:
         findings.append(f"{plural(counts['wrong_total_reads'], 'total read')} off the starting "

@@ -313,6 +313,7 @@ def _check(table: HistoryTable, final: Any, per_process: bool) -> Verdict:
     counts.update(dup_counts)
     counts["lost_inserts"] = 0
     witnesses += _lost_inserts(ops, state, counts)
+    counts["anomalies"] = max(counts["duplicate_extra_returns"], counts["lost_inserts"])
     findings = []
     if counts["duplicate_values"]:
         findings.append(f"{plural(counts['duplicate_values'], 'id')} handed out more than once "

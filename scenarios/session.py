@@ -378,6 +378,8 @@ def _check(table: HistoryTable, final: Any, per_process: bool) -> Verdict:
         counts["final_total_off"] = off
         if off:
             witnesses.append(_total_witness(told, total, counts))
+    counts["anomalies"] = counts["lost_updates"] + counts["isolation_breaches"] + bool(
+        counts["final_total_off"] and not counts["lost_updates"])
     findings = []
     if counts["lost_updates"]:
         findings.append(f"{plural(counts['lost_updates'], 'update')} lost by "

@@ -336,6 +336,8 @@ def _check(table: HistoryTable, final: Any, per_process: bool) -> Verdict:
     witnesses += oversell
     witnesses += _false_sold_out(table, ops, np.flatnonzero(sold_out), state, counts)
 
+    counts["anomalies"] = max(counts["duplicate_extra_returns"], counts["oversold"],
+                              counts["unrecorded_sales"]) + counts["false_sold_out"]
     findings = []
     if counts["seats_sold_twice"]:
         findings.append(f"{plural(counts['seats_sold_twice'], 'seat')} sold more than once "
