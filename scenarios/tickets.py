@@ -341,7 +341,7 @@ def _check(table: HistoryTable, final: Any, per_process: bool) -> Verdict:
     findings = []
     if counts["seats_sold_twice"]:
         findings.append(f"{plural(counts['seats_sold_twice'], 'seat')} sold more than once "
-                        f"({counts['duplicate_extra_returns']:,} extra sales)")
+                        f"({plural(counts['duplicate_extra_returns'], 'extra sale')})")
     if counts["oversold"]:
         findings.append(f"{plural(counts['oversold'], 'seat')} sold beyond the stock")
     if counts["unrecorded_sales"]:
