@@ -22,13 +22,22 @@ from typing import Any
 import jinja2
 
 from demo_server.config import PER_PROCESS_STORES
+from reports.bounds import bound_sentence, repeat_sentence, safe_bound
+from reports.claims import check_claims
+from reports.failure_modes import (
+    FAILURE_MODES,
+    PER_REQUEST,
+    mode_names,
+    modes_of,
+    verdict_label,
+    witness_mode,
+)
 from reports.results import (
     RESULTS_FILE,
     ResultsError,
     collect_run,
     experiment_path,
     load_results,
-    verdict_word,
     write_results,
 )
 from reports.table import format_rate
@@ -37,6 +46,7 @@ __all__ = [
     "FORMATS",
     "answer",
     "explain",
+    "headline",
     "render_html",
     "render_markdown",
     "render_run",
@@ -103,9 +113,9 @@ def answer(results: Mapping[str, Any]) -> str:
     subject = "the global store" if focus else "the stores tested"
     if not focus:
         focus = entries
-    races = [e for e in focus if verdict_word(e) == "race"]
-    safes = [e for e in focus if verdict_word(e) == "safe"]
-    unknowns = [e for e in focus if verdict_word(e) == "unknown"]
+    races = [e for e in focus if verdict_label(e) == "race"]
+    safes = [e for e in focus if verdict_label(e) == "safe"]
+    unknowns = [e for e in focus if verdict_label(e) == "unknown"]
     with_store = subject != "the global store"
     parts: list[str] = []
     if races:
@@ -139,21 +149,48 @@ def answer(results: Mapping[str, Any]) -> str:
         by_store: dict[str, list[str]] = {}
         for entry in others:
             by_store.setdefault(str((entry.get("config") or {}).get("store")), []).append(
-                verdict_word(entry))
+                verdict_label(entry))
         clean = sorted(s for s, words in by_store.items() if set(words) == {"safe"})
         raced = sorted(s for s, words in by_store.items() if "race" in words)
+        per_request = sorted(s for s, words in by_store.items()
+                             if PER_REQUEST in words and "race" not in words)
         if clean:
             parts.append(f"For comparison, {_join(clean)} showed no anomaly in any mode tested.")
+        if per_request:
+            parts.append(f"{_join(per_request)} raced with nothing: every request started "
+                         "again from the same value (per request), as flask.g lives for one "
+                         "request.")
         if raced:
             detail = []
             for store in raced:
                 racing = sorted({str((e.get("config") or {}).get("mode")) for e in others
                                  if (e.get("config") or {}).get("store") == store
-                                 and verdict_word(e) == "race"})
+                                 and verdict_label(e) == "race"})
                 why = _WHY_STORE_RACES.get(store)
                 detail.append(f"{store} under {_join(racing)}" + (f" ({why})" if why else ""))
             parts.append(f"Anomalies also appeared with {'; '.join(detail)}.")
     return " ".join(parts)
+
+
+def headline(results: Mapping[str, Any]) -> str:
+    """The answer in one sentence, for the report's first screen."""
+    entries = list(results.get("experiments") or ())
+    focus = [e for e in entries if (e.get("config") or {}).get("store") == "global"]
+    subject = "the global" if focus else "the stores tested"
+    focus = focus or entries
+    if not focus:
+        return "This run holds no experiment."
+    races = [e for e in focus if verdict_label(e) == "race"]
+    safes = [e for e in focus if verdict_label(e) == "safe"]
+    if races:
+        modes = _join(sorted({str((e.get("config") or {}).get("mode")) for e in races}))
+        names = _join(sorted({n for e in races for n in mode_names(modes_of(e))}))
+        return (f"No: {subject} gave wrong answers in {len(races)} of "
+                f"{_count(len(focus), 'experiment')}, under {modes}. The mistakes: {names}.")
+    if safes:
+        return (f"Not shown unsafe: {subject} showed no anomaly in "
+                f"{_count(len(safes), 'experiment')}; a measurement, not a proof.")
+    return f"Undecided: no experiment with {subject} could be judged."
 
 
 def _python_at_least(version: str | None, major: int, minor: int) -> bool | None:
@@ -288,16 +325,25 @@ def _explain_window(
 
 
 def _measured(entry: Mapping[str, Any]) -> str:
-    word = verdict_word(entry)
+    word = verdict_label(entry)
     ok = (entry.get("ops") or {}).get("ok", 0)
     verdict = entry.get("verdict") or {}
+    repeats = repeat_sentence(entry.get("repeats"))
+    again = f" Run {entry['repeats']['runs']} times, it {repeats}." if repeats else ""
+    if word == PER_REQUEST:
+        return (f"Measured: all {ok:,} ok responses got the same value: nothing survived from "
+                "one request to the next (per request). Nothing raced; the state never lived "
+                f"longer than a request.{again}")
     if word == "race":
+        names = _join(mode_names(modes_of(entry)))
         return (f"Measured: {entry.get('anomalies'):,} of {ok:,} ok responses were anomalous "
-                f"({format_rate(entry.get('anomaly_rate'))}); the witnesses below show them.")
+                f"({format_rate(entry.get('anomaly_rate'))}), showing {names}; the witnesses "
+                f"below show them.{again}")
     if word == "safe":
-        return (f"Measured: no anomaly in {ok:,} ok responses. That this run saw none does not "
-                "prove that none can happen.")
-    return f"Unknown: {verdict.get('reason') or 'no reason given'}."
+        bound = bound_sentence(entry.get("safe_bound") or safe_bound(entry))
+        return (f"Measured: {bound or f'no anomaly in {ok:,} ok responses'}. A bound, not a "
+                f"proof: rarer anomalies can still happen.{again}")
+    return f"Unknown: {verdict.get('reason') or 'no reason given'}.{again}"
 
 
 # -- data for the templates ---------------------------------------------------------------
@@ -381,6 +427,42 @@ def _interpreters(found: Any) -> dict[str, Any] | None:
     return {"rows": rows, "sentence": sentence, "threads": threads or "several"}
 
 
+def _interleaving_view(data: Mapping[str, Any] | None) -> dict[str, Any] | None:
+    """The bytecode listing and the reconstructed steps, ready for the templates."""
+    if not data:
+        return None
+    code = data.get("bytecode") or {}
+    by_offset = {int(i.get("offset") or 0): i for i in code.get("instructions") or ()}
+    steps = []
+    for number, step in enumerate(data.get("schedule") or (), 1):
+        names = []
+        for offset in step.get("offsets") or ():
+            ins = by_offset.get(int(offset))
+            if ins and ins.get("opname") not in ("RESUME", "CACHE"):
+                arg = str(ins.get("argrepr") or "")
+                names.append(f"{ins.get('opname')} {arg}".strip())
+        steps.append({"number": number, "who": step.get("who"), "does": step.get("does"),
+                      "instructions": names})
+    python = " ".join(str(x) for x in (code.get("implementation"), code.get("version")) if x)
+    return {"method": code.get("method"), "python": python or "the server's Python",
+            "executable": code.get("executable") or "", "dis": code.get("dis") or "",
+            "error": code.get("error") or "", "steps": steps, "switch": data.get("switch"),
+            "value": data.get("value"), "ops": data.get("witness_ops") or []}
+
+
+def _claims_view(
+    results: Mapping[str, Any], anchors: Mapping[str, int]
+) -> list[dict[str, Any]]:
+    claims = []
+    for claim in check_claims(results.get("experiments") or ()):
+        item = claim.to_dict()
+        item["links"] = [{"href": f"#exp-{anchors[i]}", "number": anchors[i],
+                          "holds": i in claim.supporting}
+                         for i in claim.cells if i in anchors]
+        claims.append(item)
+    return claims
+
+
 def _context(results: Mapping[str, Any], results_dir: Path, embed: bool) -> dict[str, Any]:
     def image(rel: str | None) -> str | None:
         if not rel:
@@ -388,6 +470,7 @@ def _context(results: Mapping[str, Any], results_dir: Path, embed: bool) -> dict
         return _data_uri(experiment_path(results_dir, rel)) if embed else rel
 
     entries = list(results.get("experiments") or ())
+    anchors = {str(e.get("id")): n for n, e in enumerate(entries, 1)}
     experiments = []
     for entry in entries:
         plots = [
@@ -395,17 +478,26 @@ def _context(results: Mapping[str, Any], results_dir: Path, embed: bool) -> dict
             for kind, rel in (entry.get("plots") or {}).items()
         ]
         verdict = entry.get("verdict") or {}
+        witnesses = []
+        for w in (verdict.get("witnesses") or ())[:8]:
+            mode = witness_mode(entry, w)
+            witnesses.append({"mode": FAILURE_MODES[mode][0] if mode in FAILURE_MODES else "",
+                              "sentence": w.get("sentence") or w.get("kind")})
+        modes = modes_of(entry)
         experiments.append({
             "entry": entry,
-            "word": verdict_word(entry),
+            "word": verdict_label(entry),
             "rate": format_rate(entry.get("anomaly_rate")),
             "plots": [p for p in plots if p["src"]],
-            "witnesses": [w.get("sentence") or w.get("kind") for w in
-                          verdict.get("witnesses") or ()][:8],
+            "witnesses": witnesses,
+            "modes": [{"name": FAILURE_MODES.get(m, (m, ""))[0],
+                       "meaning": FAILURE_MODES.get(m, ("", ""))[1]} for m in modes],
             "explanations": explain(entry),
             "measured": _measured(entry),
             "counts": verdict.get("counts") or {},
             "settings": _settings(entry.get("config") or {}),
+            "repeats": repeat_sentence(entry.get("repeats")),
+            "interleaving": _interleaving_view(entry.get("interleaving")),
         })
     run_plots = results.get("plots") or {}
     cost = [{"mode": mode, "src": image(rel)}
@@ -415,6 +507,8 @@ def _context(results: Mapping[str, Any], results_dir: Path, embed: bool) -> dict
         "run": results.get("run") or {},
         "schema": results.get("schema"),
         "answer": answer(results),
+        "headline": headline(results),
+        "claims": _claims_view(results, anchors),
         "matrix": image(run_plots.get("matrix")),
         "cost": [c for c in cost if c["src"]],
         "experiments": experiments,
@@ -534,7 +628,9 @@ def render_run(
             f"unknown report format {unknown[0]!r}; choose from {', '.join(FORMATS)}")
     path = run_dir / RESULTS_FILE
     results = load_results(path) if path.exists() else collect_run(run_dir, meta)
-    draw_all(results, run_dir, fmt="svg" if svg else "png")
+    if "html" in formats or "md" in formats:  # plots only for a report that shows them
+        draw_all(results, run_dir, fmt="svg" if svg else "png")
+    results["claims"] = [c.to_dict() for c in check_claims(results.get("experiments") or ())]
     written = {"results": write_results(results, run_dir)}
     if "html" in formats:
         written["html"] = render_html(results, run_dir, run_dir / "report.html")

@@ -16,11 +16,13 @@ from rich.console import Console
 from rich.table import Table
 from rich.text import Text
 
-from reports.results import cell_key, mode_store_keys, verdict_word
+from reports.bounds import runs_raced
+from reports.failure_modes import mode_names, modes_of, verdict_label
+from reports.results import cell_key, mode_store_keys
 
 __all__ = ["STYLES", "build_table", "format_rate", "print_table", "table_text"]
 
-STYLES = {"race": "bold red", "safe": "green", "unknown": "yellow"}
+STYLES = {"race": "bold red", "safe": "green", "unknown": "yellow", "per-request": "magenta"}
 
 
 def format_rate(rate: float | None) -> str:
@@ -42,17 +44,28 @@ def _number(value: float | None, digits: int = 0) -> str:
 
 
 def _verdict_text(entry: Mapping[str, Any]) -> Text:
-    word = verdict_word(entry)
+    word = verdict_label(entry)
     return Text(word, style=STYLES[word])
 
 
+def _modes(entry: Mapping[str, Any]) -> str:
+    """The failure modes an anomalous cell shows, as printed names (``-`` for none)."""
+    if verdict_label(entry) == "per-request":
+        return "per request"
+    return ", ".join(mode_names(modes_of(entry))) or "-"
+
+
 def _cell_text(entry: Mapping[str, Any]) -> Text:
-    word = verdict_word(entry)
+    word = verdict_label(entry)
     text = Text(word, style=STYLES[word])
-    if word == "race":
+    if word in ("race", "per-request"):
         text.append(f" {entry.get('anomalies')} ({format_rate(entry.get('anomaly_rate'))})")
+        if word == "race":
+            text.append("\n" + _modes(entry), style="dim")
     elif word == "unknown" and entry.get("status") == "failed":
         text.append(" (failed)")
+    if runs_raced(entry):
+        text.append("\n" + runs_raced(entry), style="dim")
     return text
 
 
@@ -77,6 +90,10 @@ def _rows_table(
     table.add_column("verdict", no_wrap=True)
     table.add_column("anomalies", justify="right", no_wrap=True)
     table.add_column("ok ops", justify="right", no_wrap=True)
+    table.add_column("failure mode")
+    repeated = any(e.get("repeats") for e in entries)
+    if repeated:
+        table.add_column("runs", no_wrap=True)
     if not narrow:
         table.add_column("req/s", justify="right", no_wrap=True)
         table.add_column("p99 ms", justify="right", no_wrap=True)
@@ -94,7 +111,10 @@ def _rows_table(
             _verdict_text(entry),
             _anomalies(entry),
             _number((entry.get("ops") or {}).get("ok")),
+            _modes(entry),
         ]
+        if repeated:
+            cells.append(runs_raced(entry) or "1 run")
         if not narrow:
             cells += [_number(entry.get("throughput_rps")), _number(latency.get("p99"), 1)]
         table.add_row(*cells)

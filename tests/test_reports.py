@@ -156,6 +156,9 @@ def synthetic_entry(
         witnesses = (Witness("duplicate", "Requests 3 and 4 overlapped and both got 3.",
                              (3, 4), {"value": 3}),)
     counts = {"duplicate_extra_returns": anomalies} if valid != "unknown" else {}
+    if valid == "no":  # repeats across processes where each process has its own copy
+        scope = "cross" if mode == "gunicorn-sync" else "same"
+        counts[f"duplicate_extra_{scope}_process"] = anomalies
     verdict = Verdict("counter", valid, counts, witnesses,  # type: ignore[arg-type]
                       "Redis did not answer" if valid == "unknown" else "")
     entry: dict[str, Any] = {
