@@ -375,11 +375,17 @@ def _run_demo_command(
     out: Path | None,
     open_report: bool,
     as_json: bool,
+    repeat: int | None = None,
 ) -> None:
     """Shared body of ``demo`` and ``matrix``: run, print the table, say where the report is."""
+    import dataclasses
+
     from rich.console import Console
 
     from demo_server.services import services_for
+
+    if repeat is not None:
+        cells = [dataclasses.replace(cell, repeat=repeat) for cell in cells]
 
     err = Console(stderr=True, highlight=False)
     run_dir = out or Path("runs") / time.strftime(f"{preset}-%Y%m%d-%H%M%S")
@@ -443,6 +449,10 @@ _budget_option = click.option(
     "--budget", type=click.FloatRange(min=5, min_open=False), default=None, metavar="SECONDS",
     help="Scale the swarms so the run takes about this long.",
 )
+_repeat_option = click.option(
+    "--repeat", type=click.IntRange(min=1), default=None, metavar="N",
+    help="Run each cell N times and report how often it raced (default: the preset's).",
+)
 _out_option = click.option(
     "--out", type=click.Path(file_okay=False, path_type=Path), default=None,
     help="Run directory (default: runs/NAME-TIMESTAMP).",
@@ -455,10 +465,11 @@ _out_option = click.option(
 @_out_option
 @click.option("--open", "open_report", is_flag=True, help="Open the HTML report when done.")
 @_budget_option
+@_repeat_option
 @click.option("--json", "as_json", is_flag=True, help="Print results.json instead of the table.")
 @click.pass_obj
 def demo(settings: Settings, preset: str, out: Path | None, open_report: bool,
-         budget: float | None, as_json: bool) -> None:
+         budget: float | None, as_json: bool, repeat: int | None) -> None:
     """The whole answer in one command: run a preset matrix and write the HTML report.
 
     Runs every cell (server up, Locust swarm, final state, server down, check),
@@ -470,13 +481,14 @@ def demo(settings: Settings, preset: str, out: Path | None, open_report: bool,
       racelab demo                         # classroom preset, about 2 minutes
       racelab demo --preset quick --open   # under 30 s, then open the report
       racelab demo --preset my-grid.toml --budget 300
+      racelab demo --preset quick --repeat 5  # how often each cell races, k of 5
     """
     from scenarios.presets import load_preset
 
     loaded = load_preset(preset)
     _run_demo_command(settings, loaded.cells, preset=loaded.name,
                       nominal_budget_s=loaded.budget_s, budget=budget, out=out,
-                      open_report=open_report, as_json=as_json)
+                      open_report=open_report, as_json=as_json, repeat=repeat)
 
 
 def _names(kind: str, allowed: tuple[str, ...]) -> Any:
@@ -512,11 +524,12 @@ def _names(kind: str, allowed: tuple[str, ...]) -> Any:
 @_out_option
 @click.option("--open", "open_report", is_flag=True, help="Open the HTML report when done.")
 @_budget_option
+@_repeat_option
 @click.option("--json", "as_json", is_flag=True, help="Print results.json instead of the table.")
 @click.pass_obj
 def matrix(settings: Settings, modes: list[str], stores: list[str], windows: list[str],
            out: Path | None, open_report: bool, budget: float | None, as_json: bool,
-           **sizes: int) -> None:
+           repeat: int | None, **sizes: int) -> None:
     """Run your own grid of modes x stores x windows and write the report.
 
     Windows apply to the global and lock stores; other stores run once per mode.
@@ -534,7 +547,8 @@ def matrix(settings: Settings, modes: list[str], stores: list[str], windows: lis
     # About 2.5 s per cell to start and stop servers and Locust, plus the swarm itself.
     nominal = sum(2.5 + cell.requests / 800 for cell in cells)
     _run_demo_command(settings, cells, preset="matrix", nominal_budget_s=nominal,
-                      budget=budget, out=out, open_report=open_report, as_json=as_json)
+                      budget=budget, out=out, open_report=open_report, as_json=as_json,
+                      repeat=repeat)
 
 
 @main.command()

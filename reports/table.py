@@ -159,8 +159,9 @@ def build_table(
         complete = all((e.get("config") or {}).get("mode") and (e.get("config") or {}).get("store")
                        for e in entries)
         grid = bool(entries) and complete and mode_store_keys(entries)[2]
-        # A grid cell needs about 13 columns of text to stay readable ("race 148 (49%)").
-        fits = grid and 16 + 13 * len(mode_store_keys(entries)[1]) <= width
+        # A grid cell needs about 17 columns to stay readable ("race 148 (49%)",
+        # "separate copies").
+        fits = grid and 16 + 17 * len(mode_store_keys(entries)[1]) <= width
         layout = "grid" if fits else "rows"
     if layout == "grid":
         return _grid_table(entries, title)

@@ -42,6 +42,7 @@ class Cell:
     threads: int = 4
     instances: int = 2
     optional: bool = False
+    repeat: int = 1  # how many times the cell is run (its further runs in repeats/<n>/)
 
     @property
     def id(self) -> str:
@@ -66,7 +67,7 @@ class Preset:
 
 
 _TOP_KEYS = {"name", "description", "budget_s", "swarm", "server", "cells"}
-_SWARM_KEYS = {"users", "requests", "burst"}
+_SWARM_KEYS = {"users", "requests", "burst", "repeat"}
 _SERVER_KEYS = {"workers", "threads", "instances"}
 _GROUP_KEYS = {"stores", "windows", "modes", "optional", *_SWARM_KEYS, *_SERVER_KEYS}
 
@@ -119,7 +120,8 @@ def expand(
             key: _count(at, group.get(key, swarm.get(key, server.get(key, default))), key,
                         0 if key == "burst" else 1)
             for key, default in (("users", 16), ("requests", 400), ("burst", 0),
-                                 ("workers", 2), ("threads", 4), ("instances", 2))
+                                 ("workers", 2), ("threads", 4), ("instances", 2),
+                                 ("repeat", 1))
         }
         for store in stores:
             store_windows = windows if store in WINDOWED_STORES else ["none"]

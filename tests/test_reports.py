@@ -54,12 +54,16 @@ def make_experiment(
     bursts: int = 0,
     status: str = "ok",
     error: str = "",
+    pid_known: bool = True,
+    executable: str = "",
 ) -> Path:
     """Write history.csv, final.json and summary.json of a plausible experiment.
 
     ``kind``: ``race`` (a shared counter that repeats every 7th number and skips
     some), ``safe`` (1..n once each), ``per-process`` (every pid counts 1..n on its
-    own, as each gunicorn worker's module global does).
+    own, as each gunicorn worker's module global does), ``all-ones`` (every
+    request gets 1, as flask.g or a fork per request give). ``pid_known=False``
+    leaves the server pid out of every row; ``executable`` is the server's Python.
     """
     exp_dir.mkdir(parents=True, exist_ok=True)
     rng = random.Random(7)
@@ -74,6 +78,8 @@ def make_experiment(
             if kind == "per-process":
                 counters[pid] += 1
                 value = counters[pid]
+            elif kind == "all-ones":
+                value = 1
             elif kind == "race" and i % 7 == 3:
                 value = shared  # read before the other request wrote
             else:
@@ -82,7 +88,7 @@ def make_experiment(
             writer.add({
                 "op_id": i, "client": f"w0-u{i % 6}", "op": "incr", "outcome": "ok",
                 "value": value, "invoke_ns": invoke, "complete_ns": invoke + latency,
-                "server_pid": pid, "server_tid": 139_900_000 + i % 4,
+                "server_pid": pid if pid_known else "", "server_tid": 139_900_000 + i % 4,
                 "server_arrival_ns": invoke + 80_000,
                 "server_departure_ns": invoke + latency - 90_000,
                 "url": "http://127.0.0.1:8000", "burst": i // 6 if bursts else "",
@@ -95,14 +101,20 @@ def make_experiment(
                     "url": "http://127.0.0.1:8000"} for p in (pids if per_process else pids[:1])],
     }
     (exp_dir / "final.json").write_text(json.dumps(final))
+    if kind == "all-ones":
+        final = {"available": True, "reason": "", "per_process": True,
+                 "states": [{"pid": p, "value": 0, "served": ops // len(pids),
+                             "url": "http://127.0.0.1:8000"} for p in pids]}
+        (exp_dir / "final.json").write_text(json.dumps(final))
     write_summary(exp_dir, store=store, mode=mode, window=window, ops=ops, pids=pids,
-                  label=label, bursts=bursts, status=status, error=error)
+                  label=label, bursts=bursts, status=status, error=error,
+                  executable=executable)
     return exp_dir
 
 
 def write_summary(exp_dir: Path, *, store: str, mode: str, window: str, ops: int,
                   pids: Iterable[int], label: str | None, bursts: int = 0,
-                  status: str = "ok", error: str = "") -> None:
+                  status: str = "ok", error: str = "", executable: str = "") -> None:
     pids = list(pids)
     summary = {
         "schema": 1,
@@ -114,6 +126,7 @@ def write_summary(exp_dir: Path, *, store: str, mode: str, window: str, ops: int
         "command": f"racelab swarm --store {store} --mode {mode} --window {window}",
         "started_wall": 1_700_000_000.0, "finished_wall": 1_700_000_002.0, "elapsed_s": 2.0,
         "server": {"python": "3.11.2", "implementation": "CPython", "gil": True,
+                   "executable": executable,
                    "pids": pids, "died": False, "exit_codes": [0], "logs": ["server.log"]},
         "swarm": {"requests": ops, "ok": ops, "fail": 0, "info": 0, "locust_requests": ops,
                   "locust_failures": 0, "throughput_rps": 1000.0,
