@@ -15,6 +15,7 @@ PNG by default, SVG on request. Scatter plots keep at most ``MAX_POINTS`` points
 
 from __future__ import annotations
 
+import contextlib
 import multiprocessing
 import os
 import re
@@ -55,6 +56,7 @@ __all__ = [
     "draw_matrix",
     "draw_requests",
     "draw_witness",
+    "wanted_plots",
 ]
 
 MAX_POINTS = 20_000
@@ -451,28 +453,99 @@ def draw_bursts(entry: Mapping[str, Any], path: Path) -> Path | None:
 # -- everything ---------------------------------------------------------------------------
 
 
-def _draw_experiment(entry: Mapping[str, Any], results_dir: Path, fmt: str) -> dict[str, str]:
-    """Draw one experiment's plots; return their paths relative to ``results_dir``."""
+#: Bumped whenever a plot's drawing changes, so that saved plots are redrawn.
+PLOTS_VERSION = 2
+
+
+def wanted_plots(entry: Mapping[str, Any], several: bool) -> list[str]:
+    """The per-experiment plots a report shows for this entry.
+
+    A plot nobody asked for is not drawn: in a run of several experiments a safe
+    one's values form one rising line (its bound says more), so it gets no
+    requests plot; a per-request one's witness only repeats that every request got
+    the same value; bursts are drawn only for burst swarms.
+    """
+    word = verdict_label(entry)
+    kinds = []
+    if not (several and word == "safe"):
+        kinds.append("requests")
+    if (entry.get("verdict") or {}).get("witnesses") and word != "per-request":
+        kinds.append("witness")
+    if entry.get("burst_spreads"):
+        kinds.append("bursts")
+    return kinds
+
+
+def _plots_key(entry: Mapping[str, Any], history: Path | None, fmt: str, kinds: list[str]) -> str:
+    """What the plots of an experiment are drawn from, as one digest."""
+    import hashlib
+    import json
+
+    stat = history.stat() if history is not None and history.is_file() else None
+    inputs = {"entry": {k: v for k, v in entry.items() if k != "plots"}, "fmt": fmt,
+              "kinds": kinds, "version": PLOTS_VERSION,
+              "history": None if stat is None else [stat.st_size, stat.st_mtime_ns]}
+    text = json.dumps(inputs, sort_keys=True, default=str)
+    return hashlib.sha256(text.encode("utf-8")).hexdigest()
+
+
+def _saved_plots(key_file: Path, key: str, results_dir: Path) -> dict[str, str] | None:
+    """The plots drawn last time from the same inputs, if they are all still there."""
+    import json
+
+    try:
+        saved = json.loads(key_file.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+    plots = saved.get("plots") if isinstance(saved, dict) else None
+    if saved.get("key") != key or not isinstance(plots, dict):
+        return None
+    if not all((results_dir / str(rel)).is_file() for rel in plots.values()):
+        return None
+    return {str(k): str(v) for k, v in plots.items()}
+
+
+def _draw_experiment(
+    entry: Mapping[str, Any], results_dir: Path, fmt: str, several: bool = False
+) -> dict[str, str]:
+    """Draw one experiment's wanted plots; return their paths relative to ``results_dir``.
+
+    Plots drawn before from the same entry, history and format are kept as they are.
+    """
+    import json
+
     plots_dir = results_dir / "plots"
     name = _safe_name(str(entry.get("id")))
 
     def target(kind: str) -> Path:
         return plots_dir / f"{name}-{kind}.{fmt}"
 
-    drawn: dict[str, Path | None] = {}
+    kinds = wanted_plots(entry, several)
     history = experiment_path(results_dir, (entry.get("files") or {}).get("history"))
+    key = _plots_key(entry, history, fmt, kinds)
+    key_file = plots_dir / f".{name}.{fmt}.key"
+    saved = _saved_plots(key_file, key, results_dir)
+    if saved is not None:
+        return saved
+    drawn: dict[str, Path | None] = {}
     hist: HistoryTable | None = None
-    if history is not None and history.is_file():
+    if ("requests" in kinds or "witness" in kinds) and history is not None \
+            and history.is_file():
         try:
             hist = read_history(history)
         except MalformedHistory:
             hist = None
     if hist is not None and len(hist):
-        drawn["requests"] = draw_requests(entry, hist, target("requests"))
-        if (entry.get("verdict") or {}).get("witnesses"):
+        if "requests" in kinds:
+            drawn["requests"] = draw_requests(entry, hist, target("requests"))
+        if "witness" in kinds:
             drawn["witness"] = draw_witness(entry, hist, target("witness"))
-    drawn["bursts"] = draw_bursts(entry, target("bursts"))
-    return {k: v.relative_to(results_dir).as_posix() for k, v in drawn.items() if v is not None}
+    if "bursts" in kinds:
+        drawn["bursts"] = draw_bursts(entry, target("bursts"))
+    plots = {k: v.relative_to(results_dir).as_posix() for k, v in drawn.items() if v is not None}
+    with contextlib.suppress(OSError):  # only a cache
+        key_file.write_text(json.dumps({"key": key, "plots": plots}), encoding="utf-8")
+    return plots
 
 
 def _start_pool(count: int) -> ProcessPoolExecutor | None:
@@ -511,11 +584,13 @@ def draw_all(results: dict[str, Any], results_dir: Path, fmt: str = "png") -> di
     plots_dir = results_dir / "plots"
     plots_dir.mkdir(parents=True, exist_ok=True)
     entries = results.get("experiments") or []
+    several = len(entries) > 1
     pool = _start_pool(len(entries))
     try:
         futures = []
         if pool is not None:
-            futures = [pool.submit(_draw_experiment, e, results_dir, fmt) for e in entries]
+            futures = [pool.submit(_draw_experiment, e, results_dir, fmt, several)
+                       for e in entries]
         results["plots"] = _draw_run_plots(results, results_dir, fmt)
         for index, entry in enumerate(entries):
             plots = None
@@ -525,7 +600,7 @@ def draw_all(results: dict[str, Any], results_dir: Path, fmt: str = "png") -> di
                 except (OSError, BrokenProcessPool):
                     futures = []  # the pool broke: draw the rest here
             if plots is None:
-                plots = _draw_experiment(entry, results_dir, fmt)
+                plots = _draw_experiment(entry, results_dir, fmt, several)
             entry["plots"] = plots
     finally:
         if pool is not None:

@@ -365,7 +365,7 @@ def test_render_run_writes_every_plot_and_report(tmp_path: Path) -> None:
     assert set(results["plots"]["cost"]) == {"threaded", "gunicorn-sync"}
     by_id = {e["id"]: e for e in results["experiments"]}
     assert set(by_id["threaded-global"]["plots"]) == {"requests", "witness", "bursts"}
-    assert set(by_id["threaded-lock"]["plots"]) == {"requests"}
+    assert by_id["threaded-lock"]["plots"] == {}  # safe among several: no plot wanted
     assert by_id["gunicorn-sync-redis"]["plots"] == {}
     for entry in results["experiments"]:
         for rel in entry["plots"].values():
@@ -375,6 +375,30 @@ def test_render_run_writes_every_plot_and_report(tmp_path: Path) -> None:
     assert "plots/" not in re.sub(r"data:[^\"]+", "", html)  # nothing points at a file
     md = written["md"].read_text()
     assert "![anomaly rate per mode and store](plots/matrix.png)" in md
+
+
+def test_a_plot_nobody_asked_for_is_not_drawn(tmp_path: Path) -> None:
+    """JSON alone draws nothing; a re-render keeps plots whose inputs did not change; a
+    single safe experiment still gets its requests plot."""
+    run = make_matrix(tmp_path / "run")
+    render_run(run, formats=("json",))
+    assert not (run / "plots").exists() or not list((run / "plots").glob("*.png"))
+    render_run(run, formats=("html",))
+    drawn = {p: p.stat().st_mtime_ns for p in (run / "plots").glob("*-*.png")
+             if not p.name.startswith("cost-")}
+    assert drawn
+    render_run(run, formats=("html",))
+    assert {p: p.stat().st_mtime_ns for p in drawn} == drawn
+    # A changed history is drawn again.
+    history = run / "cells" / "threaded-global" / "history.csv"
+    history.write_text(history.read_text() + "\n")
+    (run / "results.json").unlink()
+    render_run(run, formats=("html",))
+    again = run / "plots" / "threaded-global-requests.png"
+    assert again.stat().st_mtime_ns != drawn[again]
+    single = make_experiment(tmp_path / "one", kind="safe")
+    render_run(single, formats=("html",))
+    assert set(load_results(single)["experiments"][0]["plots"]) == {"requests"}
 
 
 def test_svg_plots_on_request(tmp_path: Path) -> None:
