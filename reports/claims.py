@@ -137,8 +137,8 @@ CLAIMS: tuple[ClaimRule, ...] = (
         "production", "Production WSGI servers (gunicorn) run several worker processes.",
         lambda e: _mode(e).startswith("gunicorn") or _mode(e) == "gevent",
         lambda e: _server_pids(e) > 1 or SEPARATE_COPIES in modes_of(e),
-        "several worker processes answered (gunicorn starts as many as -w asks; its default "
-        "is 1)", "a single worker process answered",
+        "several worker processes answered (gunicorn starts as many as -w asks, 1 by "
+        "default)", "a single worker process answered",
         "no cell ran gunicorn"),
     ClaimRule(
         "gevent", "gevent workers still race.",
@@ -176,8 +176,8 @@ CLAIMS: tuple[ClaimRule, ...] = (
         "dev-threaded", "The development server is threaded by default since Flask 1.0.",
         lambda e: _mode(e) == "threaded" and _store(e) == "global",
         _shows(INTERLEAVING),
-        "Werkzeug's server (run with threaded=True, app.run()'s default since Flask 1.0) ran "
-        "two requests of one process at once", "no two requests were seen inside the app at "
+        "Werkzeug's server (threaded=True, app.run()'s default since Flask 1.0) had two "
+        "requests inside the app at once", "no two requests were seen inside the app at "
         "once", "no cell ran the development server threaded"),
 )
 
@@ -195,6 +195,10 @@ def _list(entries: Sequence[Entry], limit: int = 2) -> str:
     names = list(dict.fromkeys(_where(e) for e in entries))
     shown = ", ".join(names[:limit])
     return shown + (f" and {len(names) - limit} more" if len(names) > limit else "")
+
+
+def _capital(text: str) -> str:
+    return text[:1].upper() + text[1:]
 
 
 def _session_why(against: Sequence[Entry]) -> str:
@@ -228,24 +232,24 @@ def _judge(rule: ClaimRule, entries: Sequence[Entry]) -> Claim:
                          "run cannot tell how many threads served them.",
                          (), tuple(str(e.get("id")) for e in against), unjudged)
         return Claim(rule.key, rule.text, TRUE,
-                     f"Under {_list(supporting)}, {rule.yes}.",
+                     f"With {_list(supporting)}, {rule.yes}.",
                      tuple(str(e.get("id")) for e in supporting),
                      tuple(str(e.get("id")) for e in against), unjudged)
     if supporting and not against:
         verdict = TRUE
-        why = f"In every cell it names, {rule.yes}: {_list(supporting)}."
+        why = f"In every cell it names ({_list(supporting)}), {rule.yes}."
     elif against and not supporting:
         verdict = FALSE
-        why = f"In every cell it names, {rule.no}: {_list(against)}."
+        why = f"In every cell it names ({_list(against)}), {rule.no}."
         if rule.key == "sessions":
             verdict = DEPENDS if not any(ISOLATION_BREACH in modes_of(e) for e in against) \
                 else FALSE
-            why = _session_why(against)[:1].upper() + _session_why(against)[1:] + "."
+            why = _capital(_session_why(against)) + "."
     else:
         verdict = DEPENDS
-        why = f"Under {_list(supporting)}, {rule.yes}; under {_list(against)}, {rule.no}."
+        why = f"With {_list(supporting)}, {rule.yes}; with {_list(against)}, {rule.no}."
         if rule.key == "sessions":
-            why = f"Under {_list(supporting)}, {rule.yes}; " + _session_why(against) + "."
+            why = f"With {_list(supporting)}, {rule.yes}; " + _session_why(against) + "."
     return Claim(rule.key, rule.text, verdict, why,
                  tuple(str(e.get("id")) for e in supporting),
                  tuple(str(e.get("id")) for e in against), unjudged)

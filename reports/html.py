@@ -544,6 +544,26 @@ def _md(text: object) -> str:
     return _MD_SPECIAL.sub(r"\\\1", escaped).replace("\n", " ")
 
 
+def _markdown_interleaving(il: Mapping[str, Any] | None) -> list[str]:
+    if not il:
+        return []
+    fence = "`" * 3
+    lines = ["### The interleaving, step by step", "",
+             f"`{_md(il['method'])}` as {_md(il['python'])} (the interpreter that served these "
+             "requests) compiles it:", ""]
+    if il["dis"]:
+        lines += [fence, str(il["dis"]).replace(fence, "'" * 3).rstrip(), fence, ""]
+    else:
+        lines += [f"No listing: {_md(il['error'])}", ""]
+    if il["steps"]:
+        lines += ["A reconstruction, not a recording: one order of the two requests' steps "
+                  f"that gives both of them {il['value']}.", ""]
+        lines += [f"{st['number']}. **{_md(st['who'])}** {_md(st['does'])}" for st in il["steps"]]
+        lines.append("")
+    lines += [f"What lets the switch happen there: {_md(il['switch'])}", ""]
+    return lines
+
+
 def render_markdown(results: Mapping[str, Any], results_dir: Path, out: Path) -> Path:
     """Write a Markdown report whose images are the files in ``plots/``; return its path."""
     ctx = _context(results, results_dir, embed=False)
@@ -552,12 +572,19 @@ def render_markdown(results: Mapping[str, Any], results_dir: Path, out: Path) ->
     if run.get("partial"):
         reason = run.get("partial_reason") or "not every experiment ran"
         lines += [f"> **Partial run:** {_md(reason)}", ""]
-    lines += ["## Is a global safe here?", "", _md(ctx["answer"]), ""]
+    lines += ["## Is a global safe here?", "", f"**{_md(ctx['headline'])}**", "",
+              _md(ctx["answer"]), ""]
+    lines += ["## The answer's claims, checked by this run", ""]
+    for claim in ctx["claims"]:
+        cells = ", ".join(f"[{link['number']}]({link['href']})" for link in claim["links"])
+        lines.append(f"- **{claim['verdict']}**: {_md(claim['text'])} {_md(claim['why'])}"
+                     + (f" (cells {cells})" if cells else ""))
+    lines.append("")
     if ctx["matrix"]:
         lines += [f"![anomaly rate per mode and store]({ctx['matrix']})", ""]
     lines += ["| experiment | mode | store | window | ok ops | req/s | p99 ms | anomalies "
-              "| verdict |",
-              "| --- | --- | --- | --- | ---: | ---: | ---: | ---: | --- |"]
+              "| verdict | failure mode |",
+              "| --- | --- | --- | --- | ---: | ---: | ---: | ---: | --- | --- |"]
     for item in ctx["experiments"]:
         e = item["entry"]
         c = e.get("config") or {}
@@ -568,21 +595,30 @@ def render_markdown(results: Mapping[str, Any], results_dir: Path, out: Path) ->
             f"| {_md(e.get('label'))} | {_md(c.get('mode'))} | {_md(c.get('store'))} | "
             f"{_md(c.get('window'))} | {(e.get('ops') or {}).get('ok', 0)} | "
             f"{_md(e.get('throughput_rps') if e.get('throughput_rps') is not None else '-')} | "
-            f"{_md(lat.get('p99', '-'))} | {anomalies} | **{item['word']}** |")
+            f"{_md(lat.get('p99', '-'))} | {anomalies} | **{item['word']}** | "
+            f"{_md(', '.join(m['name'] for m in item['modes']))} |")
     lines.append("")
     for cost in ctx["cost"]:
         lines += [f"![cost of safety under {_md(cost['mode'])}]({cost['src']})", ""]
-    for item in ctx["experiments"]:
+    for number, item in enumerate(ctx["experiments"], 1):
         e = item["entry"]
-        lines += [f"## {_md(e.get('label'))}: {item['word']}", ""]
+        lines += [f'<a id="exp-{number}"></a>', "",
+                  f"## {_md(e.get('label'))}: {item['word']}", ""]
         if e.get("status") == "failed":
             lines += [f"**The experiment failed:** {_md(e.get('error') or 'no error recorded')}",
                       ""]
         lines += [_md(item["measured"]), ""]
         for plot in item["plots"]:
             lines += [f"![{_md(plot['title'])}]({plot['src']})", ""]
+        for mode in item["modes"]:
+            lines += [f"- **{_md(mode['name'])}**: {_md(mode['meaning'])}"]
+        if item["modes"]:
+            lines.append("")
         if item["witnesses"]:
-            lines += ["Witnesses:", ""] + [f"- {_md(w)}" for w in item["witnesses"]] + [""]
+            lines += ["Witnesses:", ""] + [
+                f"- {'**' + _md(w['mode']) + '** ' if w['mode'] else ''}{_md(w['sentence'])}"
+                for w in item["witnesses"]] + [""]
+        lines += _markdown_interleaving(item["interleaving"])
         lines += ["Why:", ""] + [f"- {_md(x)}" for x in item["explanations"]] + [""]
         lines += ["Reproduce:", "", "```", str(e.get("command") or "").replace("```", "'''"),
                   "```", ""]
