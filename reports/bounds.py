@@ -27,7 +27,7 @@ __all__ = [
 ]
 
 CONFIDENCE = 0.95
-METHOD = "exact binomial (one-sided Clopper-Pearson)"
+METHOD = "exact binomial, one-sided Clopper-Pearson"
 _Z = {0.90: 1.6448536269514722, 0.95: 1.959963984540054, 0.99: 2.5758293035489004}
 
 

@@ -81,7 +81,8 @@ def _rows_table(
 ) -> Table:
     # An experiment is named by its mode, store and window (plus a burst when used);
     # the verdict comes right after them so that a narrow terminal never hides it.
-    # Below 90 columns the timing columns are left out.
+    # Below 90 columns the timing columns are left out (and the ok ops, when a
+    # column says how often repeated cells raced).
     narrow = width < 90
     table = Table(title=title, box=box.SIMPLE_HEAD, header_style="bold", pad_edge=False)
     table.add_column("mode", no_wrap=True)
@@ -89,11 +90,13 @@ def _rows_table(
     table.add_column("window", no_wrap=True)
     table.add_column("verdict", no_wrap=True)
     table.add_column("anomalies", justify="right", no_wrap=True)
-    table.add_column("ok ops", justify="right", no_wrap=True)
-    table.add_column("failure mode")
     repeated = any(e.get("repeats") for e in entries)
+    with_ops = not (narrow and repeated)  # room for how often each cell raced
+    if with_ops:
+        table.add_column("ok ops", justify="right", no_wrap=True)
+    table.add_column("failure mode", min_width=12)
     if repeated:
-        table.add_column("runs", no_wrap=True)
+        table.add_column("raced", justify="right", no_wrap=True)
     if not narrow:
         table.add_column("req/s", justify="right", no_wrap=True)
         table.add_column("p99 ms", justify="right", no_wrap=True)
@@ -110,11 +113,11 @@ def _rows_table(
             Text(window),
             _verdict_text(entry),
             _anomalies(entry),
-            _number((entry.get("ops") or {}).get("ok")),
+            *([_number((entry.get("ops") or {}).get("ok"))] if with_ops else []),
             _modes(entry),
         ]
         if repeated:
-            cells.append(runs_raced(entry) or "1 run")
+            cells.append(runs_raced(entry).split(" ")[0] or "-")
         if not narrow:
             cells += [_number(entry.get("throughput_rps")), _number(latency.get("p99"), 1)]
         table.add_row(*cells)

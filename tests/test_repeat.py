@@ -75,6 +75,9 @@ def test_k_of_n_in_results_table_and_report(tmp_path: Path) -> None:
     assert "raced in 3 of 5 runs (Wilson 95% interval" in html
     assert "3/5 runs raced" in html
     results = load_results(run)
-    assert "3/5 runs raced" in table_text(results, layout="rows", width=140)
+    row = next(line for line in table_text(results, layout="rows", width=140).splitlines()
+               if "yield" in line)
+    assert " interleaving     3/5 " in row
+    assert "3/5 runs raced" in table_text(results, layout="grid", width=140)
     assert [e["id"] for e in results["experiments"]] == ["01-global-yield-threaded",
                                                          "02-sqlite-none-threaded"]
