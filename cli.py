@@ -298,13 +298,16 @@ def _print_swarm(console: Any, summary: dict[str, Any], run_dir: Path) -> None:
     if summary["server"]["died"]:
         console.print(f"[bold red]THE SERVER DIED during the swarm (exit codes "
                       f"{summary['server']['exit_codes']}); see its logs in {run_dir}[/]")
-    from reports.results import collect_experiment, verdict_word
+    from reports.failure_modes import mode_names, verdict_label
+    from reports.results import collect_experiment
 
     entry = collect_experiment(run_dir)
-    word = verdict_word(entry)
+    word = verdict_label(entry)
     style = {"safe": "bold green", "race": "bold red"}.get(word, "bold yellow")
     verdict = entry["verdict"]
-    console.print(f"verdict: [{style}]{word}[/] ({verdict['reason']})", soft_wrap=True)
+    names = ", ".join(mode_names(entry.get("failure_modes") or []))
+    console.print(f"verdict: [{style}]{word}[/]{f' ({names})' if names else ''} "
+                  f"({verdict['reason']})", soft_wrap=True)
     for witness in verdict["witnesses"][:3]:
         console.print(f"  - {witness['sentence']}", soft_wrap=True)
     console.print(f"run directory: {run_dir}  (racelab report {run_dir} --open)",
