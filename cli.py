@@ -1,21 +1,23 @@
 """racelab's command line: thin click commands over the packages.
 
 Errors raised by the packages (``RacelabError``) become one line on stderr and
-exit code 1; usage mistakes exit 2; Ctrl-C stops what was started and exits 130.
+exit code 1; usage mistakes exit 2. SIGINT (Ctrl-C), SIGTERM and SIGHUP stop what
+was started, keep what was recorded, and exit 130, 143 and 129.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import json
+import math
 import signal
-import sys
 import time
 from pathlib import Path
 from typing import Any
 
 import click
 
+from demo_server import interrupts
 from demo_server.config import MODES, STORES, WINDOWS, ServerConfig
 from demo_server.errors import RacelabError
 from demo_server.modes import LaunchSpec
@@ -42,9 +44,12 @@ class RacelabGroup(click.Group):
             return super().invoke(ctx)
         except RacelabError as exc:
             raise click.ClickException(str(exc)) from None
-        except KeyboardInterrupt:
-            click.echo("racelab: interrupted; everything it started was stopped", err=True)
-            ctx.exit(130)
+        except KeyboardInterrupt as exc:
+            code = getattr(exc, "exit_code", 130)
+            name = signal.Signals(code - 128).name if code > 128 else "SIGINT"
+            click.echo(f"racelab: stopped by {name}; everything it started was stopped",
+                       err=True)
+            ctx.exit(code)
 
 
 def _positive(ctx: click.Context, param: click.Parameter, value: int | None) -> int | None:
@@ -53,51 +58,111 @@ def _positive(ctx: click.Context, param: click.Parameter, value: int | None) -> 
     return value
 
 
+def spec_options(*groups: str, only: tuple[str, ...] = (), skip: tuple[str, ...] = (),
+                 defaults: dict[str, Any] | None = None) -> Any:
+    """Click options for the ``ExperimentSpec`` settings of ``groups`` (or ``only`` these).
+
+    Every option is derived from its ``scenarios.spec.Setting``: flag, type,
+    bounds, help and default. Options default to None ("not given") and the
+    spec's default applies; ``defaults`` names the default shown where the
+    command applies another one (a matrix cell's ``MATRIX_DEFAULTS``).
+    """
+    from scenarios.spec import SETTINGS
+
+    defaults = defaults or {}
+    chosen = [st for st in SETTINGS if (st.name in only if only else st.group in groups)
+              and st.name not in skip]
+
+    def decorate(func: Any) -> Any:
+        for st in reversed(chosen):
+            if st.kind == "str":
+                kind: Any = click.Choice(st.choices) if st.choices else str
+            elif st.kind == "int":
+                kind = click.IntRange(_bound(st.low), _bound(st.high))
+            else:
+                kind = click.FloatRange(st.low, st.high)
+            default = defaults.get(st.name, _default(st.name))
+            shown = f"{default:g}" if isinstance(default, float) else default
+            func = click.option(st.flag, st.name, type=kind, default=None,
+                                help=f"{st.help}  [default: {shown}]",
+                                callback=_finite if st.kind == "float" else None)(func)
+        return func
+
+    return decorate
+
+
+def _run_dir(out: str | Path | None, name: str, hint: str = "--out", empty: bool = False) -> Path:
+    """The run directory: ``out``, or ``runs/NAME-TIMESTAMP``; created, writable, absolute.
+
+    Raises:
+        click.BadParameter: an empty name, a path that cannot be a directory, one
+            that is not writable, or (``empty``) one that already holds files.
+    """
+    if out is not None and not str(out).strip():
+        raise click.BadParameter("give a directory name", param_hint=hint)
+    safe = "".join(c if c.isalnum() or c in "._-" else "-" for c in name).strip(".") or "run"
+    run_dir = Path(out) if out is not None else (
+        Path("runs") / time.strftime(f"{safe}-%Y%m%d-%H%M%S"))
+    try:
+        if empty and run_dir.is_dir() and any(run_dir.iterdir()):
+            raise click.BadParameter(f"{run_dir} exists and is not empty", param_hint=hint)
+        run_dir.mkdir(parents=True, exist_ok=True)
+        probe = run_dir / ".racelab-write-test"
+        probe.write_bytes(b"")
+        probe.unlink()
+    except OSError as exc:
+        raise click.BadParameter(f"cannot use {run_dir} as a run directory: "
+                                 f"{exc.strerror or exc}", param_hint=hint) from None
+    return run_dir.resolve()
+
+
+def _finite(ctx: click.Context, param: click.Parameter, value: float | None) -> float | None:
+    if value is not None and not math.isfinite(value):
+        raise click.BadParameter(f"must be a finite number, got {value}")
+    return value
+
+
+def _bound(value: float | None) -> int | None:
+    return None if value is None else int(value)
+
+
+def _default(name: str) -> Any:
+    from scenarios.spec import ExperimentSpec
+
+    return ExperimentSpec.__dataclass_fields__[name].default
+
+
 # Options shared by every command that launches a server.
-def server_options(func: Any) -> Any:
-    for option in reversed(
-        [
-            click.option("--mode", type=click.Choice(MODES), default="threaded", show_default=True,
-                         help="How the app is served."),
-            click.option("--store", type=click.Choice(STORES), default="global",
-                         show_default=True, help="Where the counter lives."),
-            click.option("--window", type=click.Choice(WINDOWS), default="none",
-                         show_default=True, help="What runs between read and write."),
-            click.option("--work-us", type=int, default=50, show_default=True,
-                         callback=_positive, help="CPU time of the 'work' window (µs)."),
-            click.option("--workers", type=int, default=2, show_default=True,
-                         callback=_positive, help="Worker processes."),
-            click.option("--threads", type=int, default=4, show_default=True,
-                         callback=_positive, help="Threads per gthread worker."),
-            click.option("--instances", type=int, default=2, show_default=True,
-                         callback=_positive, help="Instances in cluster mode."),
-        ]
-    ):
-        func = option(func)
-    return func
+server_options = spec_options(only=("mode", "store", "window", "work_us", "workers", "threads",
+                                    "instances", "scenario"))
 
 
 def build_server(settings: Settings, **opts: Any) -> tuple[ServerConfig, LaunchSpec]:
     """Turn the shared server options into a config and a launch spec."""
+    from scenarios.spec import spec_from_options
+
+    spec = spec_from_options({k: opts.get(k) for k in (
+        "scenario", "store", "window", "work_us", "mode", "workers", "threads", "instances")})
     config = ServerConfig(
-        store=opts["store"],
-        window=opts["window"],
-        work_us=opts["work_us"],
-        mode=opts["mode"],
+        scenario=spec.scenario,
+        store=spec.store,
+        window=spec.window,
+        work_us=spec.work_us,
+        mode=spec.mode,
         redis_url=settings.redis_url,
         postgres_dsn=settings.postgres_dsn,
         memcached=settings.memcached,
         session_backend=settings.session_backend,
     )
-    spec = LaunchSpec(
-        mode=opts["mode"],
-        workers=opts["workers"],
-        threads=opts["threads"],
-        instances=opts["instances"],
+    launch = LaunchSpec(
+        mode=spec.mode,
+        workers=spec.workers,
+        threads=spec.threads,
+        instances=spec.instances,
         host=opts.get("host", "127.0.0.1"),
         port=opts.get("port", 0) or 0,
     )
-    return config, spec
+    return config, launch
 
 
 @click.group(cls=RacelabGroup, context_settings={"help_option_names": ["-h", "--help"]})
@@ -128,7 +193,8 @@ def main(
     """
     # A shell that starts racelab in the background leaves SIGINT ignored; Ctrl-C
     # (or kill -INT) must still stop everything racelab started.
-    signal.signal(signal.SIGINT, signal.default_int_handler)
+    # SIGINT, SIGTERM and SIGHUP all stop cleanly (demo_server.interrupts).
+    interrupts.install()
     ctx.obj = Settings(redis_url, postgres_dsn, memcached, start_services, session_backend)
 
 
@@ -137,10 +203,10 @@ def main(
 @click.option("--host", default="127.0.0.1", show_default=True, help="Interface to bind.")
 @click.option("--port", type=click.IntRange(0, 65535), default=0,
               help="Port (default: a free one).")
-@click.option("--run-dir", type=click.Path(file_okay=False, path_type=Path), default=None,
+@click.option("--run-dir", "run_dir_name", type=click.Path(file_okay=False), default=None,
               help="Where server logs go (default: runs/serve-TIMESTAMP).")
 @click.pass_obj
-def serve(settings: Settings, run_dir: Path | None, **opts: Any) -> None:
+def serve(settings: Settings, run_dir_name: str | None, **opts: Any) -> None:
     """Run one demo server in the foreground until Ctrl-C.
 
     \b
@@ -153,9 +219,10 @@ def serve(settings: Settings, run_dir: Path | None, **opts: Any) -> None:
     from demo_server.services import services_for
     from demo_server.supervisor import Supervisor
 
-    run_dir = run_dir or Path("runs") / time.strftime("serve-%Y%m%d-%H%M%S")
-    signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
-    with services_for(settings, [opts["store"]], settings.session_backend) as settings:
+    run_dir = _run_dir(run_dir_name, "serve", "--run-dir")
+    build_server(settings, **opts)  # validates the options before anything starts
+    store = opts["store"] or _default("store")
+    with services_for(settings, [store], settings.session_backend) as settings:
         config, spec = build_server(settings, **opts)
         with Supervisor(config, spec, run_dir) as sup:
             for url in sup.urls:
@@ -204,28 +271,15 @@ def doctor(settings: Settings, as_json: bool) -> None:
 
 
 @main.command()
-@server_options
-@click.option("--users", type=int, default=16, show_default=True, callback=_positive,
-              help="Concurrent Locust users.")
-@click.option("--requests", type=int, default=None, callback=_positive,
-              help="Total requests over all users (default 2000 unless --duration).")
-@click.option("--duration", type=float, default=None, help="Seconds of load.")
-@click.option("--burst", type=int, default=None, callback=_positive, metavar="K",
-              help="Burst swarm: K users released together, round after round (overrides --users).")
-@click.option("--spawn-rate", type=float, default=0.0,
-              help="Users started per second (0: at once).")
-@click.option("--processes", type=int, default=1, show_default=True, callback=_positive,
-              help="Locust processes generating the load.")
-@click.option("--reconnect", type=click.IntRange(min=0), default=10, show_default=True,
-              help="Requests per connection before a user opens a new one, as clients do "
-              "(0: keep-alive for good; connections may then stick to one worker).")
-@click.option("--out", type=click.Path(file_okay=False, path_type=Path), default=None,
+@spec_options("cell", "server", "swarm")
+@click.option("--out", type=click.Path(file_okay=False), default=None,
               help="Run directory (default: runs/swarm-TIMESTAMP).")
 @click.pass_obj
-def swarm(settings: Settings, users: int, requests: int | None, duration: float | None,
-          burst: int | None, spawn_rate: float, processes: int, reconnect: int,
-          out: Path | None, **opts: Any) -> None:
+def swarm(settings: Settings, out: str | None, **opts: Any) -> None:
     """Run one experiment: start a server, swarm it, record every operation.
+
+    Writes history.csv, final.json, summary.json and results.json (the one
+    analysis, which it prints) into the run directory.
 
     \b
     Examples:
@@ -234,19 +288,11 @@ def swarm(settings: Settings, users: int, requests: int | None, duration: float 
       racelab swarm --mode cluster --store redis --duration 10 --processes 2
     """
     from demo_server.services import services_for
-    from scenarios.experiment import ExperimentSpec
+    from scenarios.spec import spec_from_options
 
-    if duration is not None and duration <= 0:
-        raise click.BadParameter(f"must be positive, got {duration}", param_hint="--duration")
+    spec = spec_from_options({**opts, "session_backend": settings.session_backend})
     build_server(settings, **opts)  # validates the server options before anything starts
-    spec = ExperimentSpec(
-        store=opts["store"], window=opts["window"], work_us=opts["work_us"], mode=opts["mode"],
-        workers=opts["workers"], threads=opts["threads"], instances=opts["instances"],
-        users=burst or users, requests=requests or (0 if duration else 2000),
-        duration=duration or 0.0, burst=burst or 0, spawn_rate=spawn_rate, processes=processes,
-        reconnect=reconnect, session_backend=settings.session_backend,
-    )
-    run_dir = out or Path("runs") / time.strftime("swarm-%Y%m%d-%H%M%S")
+    run_dir = _run_dir(out, "swarm")
     with services_for(settings, [spec.store], settings.session_backend) as started:
         _swarm(started, spec, run_dir)
 
@@ -255,6 +301,7 @@ def _swarm(settings: Settings, spec: Any, run_dir: Path) -> None:
     from rich.console import Console
     from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 
+    from reports.results import analyse_experiment
     from scenarios.experiment import run_experiment
 
     console = Console(stderr=True)
@@ -269,49 +316,16 @@ def _swarm(settings: Settings, spec: Any, run_dir: Path) -> None:
                 progress=lambda done, _elapsed: bar.update(task_id, completed=done),
             )
         except KeyboardInterrupt:
+            analyse_experiment(run_dir, {"partial": True, "partial_reason": "interrupted"})
             click.echo(f"interrupted; what was recorded is in {run_dir}", err=True)
             raise
-    _print_swarm(Console(), summary, run_dir)
+    entry = analyse_experiment(run_dir)
+    from reports._check_output import print_experiment
+
+    print_experiment(Console(), entry, summary, run_dir)
     if summary["server"]["died"] or summary["status"] != "ok":
         raise click.ClickException(
             f"{summary['error'] or 'the experiment failed'}; see {run_dir}")
-
-
-def _print_swarm(console: Any, summary: dict[str, Any], run_dir: Path) -> None:
-    from rich.table import Table
-
-    swarm_, counts = summary["swarm"], summary["first_counts"]
-    table = Table(title=summary["label"], show_header=False)
-    table.add_row("requests", f"{swarm_['requests']} (locust: {swarm_['locust_requests']})")
-    table.add_row("throughput", f"{swarm_['throughput_rps']:.0f} req/s")
-    table.add_row("errors", f"fail {swarm_['fail']}, unknown (info) {swarm_['info']}")
-    table.add_row("latency p50/p95/p99",
-                  " / ".join(f"{swarm_['latency_ms'][k]:.1f} ms" for k in ("p50", "p95", "p99")))
-    table.add_row("distinct values", str(counts["distinct"]))
-    table.add_row("duplicates", str(counts["duplicates"]))
-    table.add_row("gaps", str(counts["gaps"]))
-    spreads = [b["client_ns"] for b in swarm_["burst_spreads"] if b["requests"] > 1]
-    if spreads:
-        spreads.sort()
-        table.add_row("burst spread (client, median)", f"{spreads[len(spreads) // 2] / 1e6:.2f} ms")
-    console.print(table)
-    if summary["server"]["died"]:
-        console.print(f"[bold red]THE SERVER DIED during the swarm (exit codes "
-                      f"{summary['server']['exit_codes']}); see its logs in {run_dir}[/]")
-    from reports.failure_modes import mode_names, verdict_label
-    from reports.results import collect_experiment
-
-    entry = collect_experiment(run_dir)
-    word = verdict_label(entry)
-    style = {"safe": "bold green", "race": "bold red"}.get(word, "bold yellow")
-    verdict = entry["verdict"]
-    names = ", ".join(mode_names(entry.get("failure_modes") or []))
-    console.print(f"verdict: [{style}]{word}[/]{f' ({names})' if names else ''} "
-                  f"({verdict['reason']})", soft_wrap=True)
-    for witness in verdict["witnesses"][:3]:
-        console.print(f"  - {witness['sentence']}", soft_wrap=True)
-    console.print(f"run directory: {run_dir}  (racelab report {run_dir} --open)",
-                  soft_wrap=True)
 
 
 @main.command()
@@ -375,7 +389,7 @@ def _run_demo_command(
     preset: str,
     nominal_budget_s: float,
     budget: float | None,
-    out: Path | None,
+    out: str | None,
     open_report: bool,
     as_json: bool,
     repeat: int | None = None,
@@ -391,9 +405,7 @@ def _run_demo_command(
         cells = [dataclasses.replace(cell, repeat=repeat) for cell in cells]
 
     err = Console(stderr=True, highlight=False)
-    run_dir = out or Path("runs") / time.strftime(f"{preset}-%Y%m%d-%H%M%S")
-    if run_dir.exists() and any(run_dir.iterdir()):
-        raise click.BadParameter(f"{run_dir} exists and is not empty", param_hint="--out")
+    run_dir = _run_dir(out, preset, empty=True)
     with services_for(settings, sorted({cell.store for cell in cells}),
                       settings.session_backend) as started:
         _run_cells(started, cells, run_dir, err, preset=preset,
@@ -431,7 +443,8 @@ def _run_cells(settings: Settings, cells: Any, run_dir: Path, err: Any, *, prese
     outcome = result.outcome
     failed = [o for o in outcome.outcomes if o.status == "failed"]
     if outcome.partial:
-        err.print(f"partial run: {result.results['run'].get('partial_reason', '')}")
+        err.print(f"partial run: {result.results['run'].get('partial_reason', '')}; "
+                  f"re-render it any time with: racelab report {run_dir}")
     report = result.written.get("html")
     err.print(f"report: {report}" if report else f"results: {result.written['results']}")
     if open_report and report:
@@ -439,7 +452,7 @@ def _run_cells(settings: Settings, cells: Any, run_dir: Path, err: Any, *, prese
 
         webbrowser.open(report.resolve().as_uri())
     if outcome.interrupted:
-        raise SystemExit(130)
+        raise SystemExit(128 + (interrupts.first_signal() or signal.SIGINT))
     if failed:
         raise click.ClickException(
             f"{len(failed)} of {len(outcome.outcomes)} cells could not be run "
@@ -457,7 +470,7 @@ _repeat_option = click.option(
     help="Run each cell N times and report how often it raced (default: the preset's).",
 )
 _out_option = click.option(
-    "--out", type=click.Path(file_okay=False, path_type=Path), default=None,
+    "--out", type=click.Path(file_okay=False), default=None,
     help="Run directory (default: runs/NAME-TIMESTAMP).",
 )
 
@@ -471,7 +484,7 @@ _out_option = click.option(
 @_repeat_option
 @click.option("--json", "as_json", is_flag=True, help="Print results.json instead of the table.")
 @click.pass_obj
-def demo(settings: Settings, preset: str, out: Path | None, open_report: bool,
+def demo(settings: Settings, preset: str, out: str | None, open_report: bool,
          budget: float | None, as_json: bool, repeat: int | None) -> None:
     """The whole answer in one command: run a preset matrix and write the HTML report.
 
@@ -516,14 +529,8 @@ def _names(kind: str, allowed: tuple[str, ...]) -> Any:
               callback=_names("store", STORES), help="Comma-separated stores.")
 @click.option("--windows", default="none", show_default=True,
               callback=_names("window", WINDOWS), help="Comma-separated windows.")
-@click.option("--users", type=int, default=16, show_default=True, callback=_positive)
-@click.option("--requests", type=int, default=400, show_default=True, callback=_positive,
-              help="Requests per cell.")
-@click.option("--burst", type=click.IntRange(min=0), default=0, show_default=True,
-              help="Synchronised bursts of this many users (0: plain swarm).")
-@click.option("--workers", type=int, default=2, show_default=True, callback=_positive)
-@click.option("--threads", type=int, default=4, show_default=True, callback=_positive)
-@click.option("--instances", type=int, default=2, show_default=True, callback=_positive)
+@spec_options("server", "swarm", defaults={"requests": 400})
+@spec_options(only=("scenario", "work_us"))
 @_out_option
 @click.option("--open", "open_report", is_flag=True, help="Open the HTML report when done.")
 @_budget_option
@@ -531,8 +538,8 @@ def _names(kind: str, allowed: tuple[str, ...]) -> Any:
 @click.option("--json", "as_json", is_flag=True, help="Print results.json instead of the table.")
 @click.pass_obj
 def matrix(settings: Settings, modes: list[str], stores: list[str], windows: list[str],
-           out: Path | None, open_report: bool, budget: float | None, as_json: bool,
-           repeat: int | None, **sizes: int) -> None:
+           out: str | None, open_report: bool, budget: float | None, as_json: bool,
+           repeat: int | None, **sizes: Any) -> None:
     """Run your own grid of modes x stores x windows and write the report.
 
     Windows apply to the global and lock stores; other stores run once per mode.
@@ -544,9 +551,9 @@ def matrix(settings: Settings, modes: list[str], stores: list[str], windows: lis
     """
     from scenarios.presets import expand
 
-    cells = expand("command line", [{"stores": stores, "windows": windows, "modes": modes}],
-                   {k: sizes[k] for k in ("users", "requests", "burst")},
-                   {k: sizes[k] for k in ("workers", "threads", "instances")})
+    given = {k: v for k, v in sizes.items() if v is not None}
+    cells = expand("command line",
+                   [{"stores": stores, "windows": windows, "modes": modes, **given}], {}, {})
     # About 2.5 s per cell to start and stop servers and Locust, plus the swarm itself.
     nominal = sum(2.5 + cell.requests / 800 for cell in cells)
     _run_demo_command(settings, cells, preset="matrix", nominal_budget_s=nominal,
@@ -563,10 +570,15 @@ def matrix(settings: Settings, modes: list[str], stores: list[str], windows: lis
 @click.option("--svg", is_flag=True, help="Draw the plots as SVG instead of PNG.")
 @click.option("--width", type=int, default=None, callback=_positive,
               help="Print the table at this fixed width.")
-def report(run_dir: Path, fmt: str, open_report: bool, svg: bool, width: int | None) -> None:
+@click.option("--reanalyse", is_flag=True,
+              help="Check and measure every experiment again and rewrite results.json "
+              "(after a newer racelab, or a history edited by hand).")
+def report(run_dir: Path, fmt: str, open_report: bool, svg: bool, width: int | None,
+           reanalyse: bool) -> None:
     """Re-render a run's report from its saved files, running nothing.
 
-    results.json is recomputed from the experiment directories only when it is missing.
+    The stored analysis (results.json) is rendered as it is; it is computed from
+    the experiment directories only when it is missing, or with --reanalyse.
 
     \b
     Examples:
@@ -580,7 +592,7 @@ def report(run_dir: Path, fmt: str, open_report: bool, svg: bool, width: int | N
     from reports.results import load_results
     from reports.table import print_table
 
-    written = render_run(run_dir, formats=[fmt], svg=svg)
+    written = render_run(run_dir, formats=[fmt], svg=svg, reanalyse=reanalyse)
     if fmt == "json":
         click.echo(written["results"].read_text(encoding="utf-8"), nl=False)
         return

@@ -17,6 +17,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
+from reports.results import analyse_experiment
 from scenarios.experiment import ExperimentSpec, run_experiment
 
 
@@ -39,8 +40,10 @@ def main() -> None:
     for mode in args.mode:
         spec = ExperimentSpec(store="lock", mode=mode, workers=2, threads=32, burst=args.size,
                               requests=args.size * args.rounds, processes=args.processes)
-        summary = run_experiment(spec, Path(tempfile.mkdtemp(prefix="racelab-burst-")))
-        full = [b for b in summary["swarm"]["burst_spreads"] if b["requests"] == args.size]
+        run_dir = Path(tempfile.mkdtemp(prefix="racelab-burst-"))
+        run_experiment(spec, run_dir)
+        spreads = analyse_experiment(run_dir)["burst_spreads"]
+        full = [b for b in spreads if b["requests"] == args.size]
         client = [b["client_ns"] / 1e6 for b in full]
         server = [b["server_ns"] / 1e6 for b in full if b["server_ns"] is not None]
         if not client:

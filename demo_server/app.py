@@ -7,13 +7,11 @@ import platform
 import sys
 import threading
 import time
-from typing import Any
 
 from flask import Flask, Response, jsonify, request
 
 from demo_server.config import ServerConfig
 from demo_server.errors import RacelabError
-from demo_server.stores import Store, make_store
 
 __all__ = ["create_app", "gil_enabled"]
 
@@ -49,14 +47,14 @@ def create_app(config: ServerConfig | None = None) -> Flask:
             Werkzeug launcher pass it to each worker.
 
     Returns:
-        The Flask app with ``/``, ``/incr``, ``/state``, ``/reset`` and ``/healthz``.
+        The Flask app with the scenario's routes (the counter's ``/`` and
+        ``/incr``), and ``/state``, ``/reset`` and ``/healthz``.
     """
+    from scenarios.registry import get_scenario
+
     config = ServerConfig.from_env() if config is None else config
     app = Flask(__name__)
     app.config["RACELAB"] = config
-    store: Store = make_store(config)
-    store.init_app(app)
-    app.extensions["racelab_store"] = store
     served = _Served()
     identity = {
         "store": config.store,
@@ -68,35 +66,12 @@ def create_app(config: ServerConfig | None = None) -> Flask:
         "implementation": platform.python_implementation(),
         "gil": gil_enabled(),
     }
+    app.config["RACELAB_IDENTITY"] = identity
+    side = get_scenario(config.scenario).serve(app, config, served)
 
     @app.errorhandler(RacelabError)
     def store_error(exc: RacelabError) -> tuple[Response, int]:
         return jsonify(error=str(exc), pid=os.getpid()), 503
-
-    @app.get("/")
-    def index() -> str:
-        # The original question's endpoint: the number as text.
-        value = store.incr()
-        served.add()
-        return str(value)
-
-    @app.route("/incr", methods=["GET", "POST"])
-    def incr() -> Response:
-        arrival_ns = time.monotonic_ns()
-        arrival_wall = time.time()
-        value = store.incr()
-        served.add()
-        body: dict[str, Any] = {
-            "value": value,
-            "pid": os.getpid(),
-            "tid": threading.get_ident(),
-            "arrival_ns": arrival_ns,
-            "arrival_wall": arrival_wall,
-            **identity,
-        }
-        body["departure_ns"] = time.monotonic_ns()
-        body["departure_wall"] = time.time()
-        return jsonify(body)
 
     def hold() -> None:
         # Probes ask the answering worker to stay busy a moment, so that
@@ -109,7 +84,7 @@ def create_app(config: ServerConfig | None = None) -> Flask:
     def state() -> Response:
         hold()
         return jsonify(
-            value=store.value(),
+            **side.state(),
             served=served.value,
             pid=os.getpid(),
             per_process=config.per_process,
@@ -118,9 +93,9 @@ def create_app(config: ServerConfig | None = None) -> Flask:
 
     @app.post("/reset")
     def reset() -> Response:
-        store.reset()
+        side.reset()
         served.reset()
-        return jsonify(value=store.value(), pid=os.getpid())
+        return jsonify(**side.state(), pid=os.getpid())
 
     @app.get("/healthz")
     def healthz() -> Response:

@@ -7,6 +7,7 @@ import os
 from collections.abc import Mapping
 
 from demo_server.errors import ConfigError
+from scenarios.registry import SCENARIO_NAMES
 
 __all__ = [
     "MODES",
@@ -16,7 +17,7 @@ __all__ = [
     "ServerConfig",
 ]
 
-SCENARIOS = ("counter",)
+SCENARIOS = SCENARIO_NAMES
 STORES = (
     "global",
     "lock",
@@ -102,10 +103,19 @@ class ServerConfig:
                 )
         if self.work_us <= 0:
             raise ConfigError(f"work_us must be positive, got {self.work_us}")
-        if self.window != "none" and self.store not in WINDOWED_STORES:
+        from scenarios.registry import get_scenario
+
+        scenario = get_scenario(self.scenario)
+        if self.store not in scenario.stores:
+            raise ConfigError(
+                f"the {self.scenario} scenario has no {self.store!r} store; "
+                f"choose one of: {', '.join(scenario.stores)}"
+            )
+        windowed = scenario.windowed_stores
+        if self.window != "none" and self.store not in windowed:
             raise ConfigError(
                 f"window {self.window!r} applies only to the stores "
-                f"{', '.join(sorted(WINDOWED_STORES))}; {self.store!r} updates atomically"
+                f"{', '.join(sorted(windowed))}; {self.store!r} updates atomically"
             )
 
     @property

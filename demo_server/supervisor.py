@@ -21,7 +21,7 @@ from demo_server.client import get_json, probe_many
 from demo_server.config import ServerConfig
 from demo_server.errors import LeftoverProcesses, PortInUse, ServerNotReady
 from demo_server.modes import LaunchSpec, server_command
-from demo_server.stores import store_class
+from scenarios.registry import get_scenario
 
 __all__ = ["Supervisor", "free_port", "group_members"]
 
@@ -149,11 +149,11 @@ class Supervisor:
     def start(self) -> Supervisor:
         """Start every process and wait until all of them answer."""
         self.run_dir.mkdir(parents=True, exist_ok=True)
-        store_cls = store_class(self.config.store)
+        scenario = get_scenario(self.config.scenario)
         if self.config.store == "sqlite":  # every run starts from a fresh file
             for suffix in ("", "-wal", "-shm"):
                 Path(self.config.sqlite_path + suffix).unlink(missing_ok=True)
-        store_cls.prepare(self.config)
+        scenario.prepare(self.config)
         self._prepared = True
         try:
             if self.config.store == "manager":
@@ -241,7 +241,7 @@ class Supervisor:
         if self._prepared:
             self._prepared = False
             with contextlib.suppress(Exception):
-                store_class(self.config.store).cleanup(self.config)
+                get_scenario(self.config.scenario).cleanup(self.config)
         if survivors:
             raise LeftoverProcesses(f"processes {survivors} survived SIGKILL")
         return killed

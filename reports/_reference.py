@@ -1,6 +1,6 @@
 """A straightforward pure-Python counter checker (dicts, sets, one sort per process).
 
-It computes the same counts as ``reports.checkers.check_counter`` without
+It computes the same counts as ``scenarios.counter.check_counter`` without
 numpy and without witnesses. The benchmark compares the two; the tests use it
 as an independent oracle.
 """
@@ -63,8 +63,11 @@ def reference_counts(
         by_value[op.value].append(op)  # type: ignore[index]
     counts["duplicate_values"] = sum(1 for same in by_value.values() if len(same) > 1)
     counts["duplicate_extra_returns"] = sum(len(same) - 1 for same in by_value.values())
-    same_process = cross_process = 0
+    same_process = cross_process = unknown_process = 0
     for same in by_value.values():
+        if any(op.pid == UNKNOWN_PID for op in same):  # no process can be claimed
+            unknown_process += len(same) - 1
+            continue
         per_pid: dict[int, int] = defaultdict(int)
         for op in same:
             per_pid[op.pid] += 1
@@ -72,6 +75,7 @@ def reference_counts(
         cross_process += len(per_pid) - 1
     counts["duplicate_extra_same_process"] = same_process
     counts["duplicate_extra_cross_process"] = cross_process
+    counts["duplicate_extra_unknown_process"] = unknown_process
 
     groups: dict[int, list[Op]] = defaultdict(list)
     for op in valued:

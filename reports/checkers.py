@@ -1,23 +1,21 @@
 """Checkers: pure functions from a history to a verdict, in numpy, n log n at worst.
 
-``check_counter`` checks increment-and-get histories (op ``incr``) for:
+This module holds what every scenario's checkers share, and the registry that
+runs them:
 
-- **duplicates**: one number returned to more than one ``ok`` operation, split
-  into same-process (one server pid) and cross-process repeats;
-- **skipped numbers**: numbers in 1..max never returned (per process for
-  per-process stores), minus those that operations of unknown outcome (``info``)
-  may have taken;
-- **lost updates**: the final value is below the number of ``ok`` increments
-  (Jepsen's counter bounds ``ok <= final <= ok + info``), or below the
-  server-side ``served`` count; a final value above ``ok + info`` means
-  increments this history does not account for;
-- **real-time order**: A completed before B was invoked, yet A got a number at
-  least as large as B's.
+- ``Ops``: the ok operations that returned a value, as parallel arrays;
+- ``duplicates``: one value returned to more than one ``ok`` operation, split
+  into same-process (one server pid), cross-process and unknown-process repeats
+  (a history without server pids never claims either);
+- ``real_time_order``: A completed before B was invoked, yet A got a value at
+  least as large as B's;
+- ``check_unique_ids``: every ``ok`` value is unique;
+- ``check_history``: runs the checkers a scenario names and composes their
+  verdicts (no beats unknown beats yes). A checker that raises yields unknown
+  with the error as reason, never a crash.
 
-``check_unique_ids`` checks that every ``ok`` value is unique. ``check_history``
-runs the checkers a scenario names (see ``CHECKERS``, ``register`` and
-``checkers_for``) and composes their verdicts: no beats unknown beats yes. A
-checker that raises yields unknown with the error as reason, never a crash.
+A scenario's own checkers live in its module (the counter's in
+``scenarios.counter``) and register themselves here (``register``).
 """
 
 from __future__ import annotations
@@ -30,19 +28,28 @@ from typing import Any, ParamSpec
 import numpy as np
 
 from demo_server.errors import ConfigError
-from reports._final import FinalState, UnreadableFinal, parse_final
-from reports.history_table import FAIL, INFO, OK, HistoryTable
+from reports.history_table import OK, HistoryTable
 from reports.verdict import Verdict, Witness, compose
 
 __all__ = [
     "CHECKERS",
     "SCENARIO_CHECKERS",
+    "UNKNOWN_PID",
+    "WITNESSES_PER_KIND",
     "CheckContext",
     "Checker",
-    "check_counter",
+    "Ops",
     "check_history",
     "check_unique_ids",
     "checkers_for",
+    "duplicate_finding",
+    "duplicates",
+    "duration_text",
+    "guarded",
+    "join_words",
+    "plural",
+    "process_name",
+    "real_time_order",
     "register",
 ]
 
@@ -75,7 +82,7 @@ Checker = Callable[[HistoryTable, CheckContext], Verdict]
 _P = ParamSpec("_P")
 
 
-def _guarded(name: str) -> Callable[[Callable[_P, Verdict]], Callable[_P, Verdict]]:
+def guarded(name: str) -> Callable[[Callable[_P, Verdict]], Callable[_P, Verdict]]:
     """Turn an exception inside a checker into an unknown verdict with the error as reason."""
 
     def wrap(func: Callable[_P, Verdict]) -> Callable[_P, Verdict]:
@@ -95,7 +102,7 @@ def _guarded(name: str) -> Callable[[Callable[_P, Verdict]], Callable[_P, Verdic
 # --- formatting ----------------------------------------------------------------------
 
 
-def _duration(ns: int) -> str:
+def duration_text(ns: int) -> str:
     ns = abs(int(ns))
     if ns >= 1_000_000_000:
         return f"{ns / 1e9:.2f} s"
@@ -106,11 +113,11 @@ def _duration(ns: int) -> str:
     return f"{ns} ns"
 
 
-def _join(items: list[str]) -> str:
+def join_words(items: list[str]) -> str:
     return items[0] if len(items) == 1 else ", ".join(items[:-1]) + " and " + items[-1]
 
 
-def _s(count: int, word: str, plural: str | None = None) -> str:
+def plural(count: int, word: str, plural: str | None = None) -> str:
     return f"{count:,} {word if count == 1 else (plural or word + 's')}"
 
 
@@ -118,7 +125,7 @@ def _s(count: int, word: str, plural: str | None = None) -> str:
 
 
 @dataclasses.dataclass(frozen=True)
-class _Ops:
+class Ops:
     """The ok operations that returned a value, as parallel arrays."""
 
     op_id: np.ndarray
@@ -130,7 +137,7 @@ class _Ops:
     tid_known: np.ndarray
 
     @classmethod
-    def of(cls, table: HistoryTable, mask: np.ndarray) -> _Ops:
+    def of(cls, table: HistoryTable, mask: np.ndarray) -> Ops:
         return cls(
             op_id=table.op_id[mask],
             value=table.value[mask],
@@ -144,8 +151,8 @@ class _Ops:
     def __len__(self) -> int:
         return int(self.op_id.shape[0])
 
-    def take(self, mask: np.ndarray) -> _Ops:
-        return _Ops(*(getattr(self, f.name)[mask] for f in dataclasses.fields(self)))
+    def take(self, mask: np.ndarray) -> Ops:
+        return Ops(*(getattr(self, f.name)[mask] for f in dataclasses.fields(self)))
 
     def detail(self, i: int) -> dict[str, Any]:
         return {
@@ -160,12 +167,12 @@ class _Ops:
     @functools.cached_property
     def value_rank(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """Dense rank of each value, the permutation sorting by value, the distinct values."""
-        return _dense(self.value)
+        return dense_rank(self.value)
 
     @functools.cached_property
     def pid_index(self) -> tuple[np.ndarray, np.ndarray]:
         """Dense index of each pid and the distinct pids (sorted)."""
-        rank, _, distinct = _dense(self.pid)
+        rank, _, distinct = dense_rank(self.pid)
         return rank, distinct
 
     def groups(self, per_process: bool) -> np.ndarray:
@@ -180,7 +187,7 @@ class _Ops:
         return bool(hit.any())
 
 
-def _dense(x: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+def dense_rank(x: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Dense ranks of ``x`` (equal values, equal ranks), the sorting permutation, the
     distinct values in order."""
     perm = np.argsort(x)
@@ -192,26 +199,27 @@ def _dense(x: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     return rank, perm, ordered[new]
 
 
-def _process(pid: int) -> str:
+def process_name(pid: int) -> str:
     return "an unrecorded process" if pid == UNKNOWN_PID else f"process {pid}"
 
 
-def _threads(ops: _Ops, idx: list[int]) -> str:
+def threads_text(ops: Ops, idx: list[int]) -> str:
     tids = [int(ops.tid[i]) for i in idx if ops.tid_known[i]]
     if len(tids) < len(idx):
         return ""
     if len(set(tids)) == 1:
         return f" (all on thread {tids[0]})" if len(tids) > 2 else f" (both on thread {tids[0]})"
-    return f" (threads {_join([str(t) for t in tids])})"
+    return f" (threads {join_words([str(t) for t in tids])})"
 
 
 # --- duplicates ----------------------------------------------------------------------
 
 
-def _duplicates(ops: _Ops, per_process: bool) -> tuple[dict[str, int], list[Witness]]:
+def duplicates(ops: Ops, per_process: bool) -> tuple[dict[str, int], list[Witness]]:
     n = len(ops)
     counts = {"duplicate_values": 0, "duplicate_extra_returns": 0,
-              "duplicate_extra_same_process": 0, "duplicate_extra_cross_process": 0}
+              "duplicate_extra_same_process": 0, "duplicate_extra_cross_process": 0,
+              "duplicate_extra_unknown_process": 0}
     if n < 2:
         return counts, []
     value_rank, _, _ = ops.value_rank
@@ -242,18 +250,29 @@ def _duplicates(ops: _Ops, per_process: bool) -> tuple[dict[str, int], list[Witn
     cross = np.ones(starts.shape[0], dtype=np.int64)
     cross[candidates[keep]] = 0
 
+    # A value any of whose holders has no recorded pid: neither same- nor
+    # cross-process can be claimed for its repeats.
+    unknown_group = pid_values[group_pid] == UNKNOWN_PID
+    value_unknown = np.bincount(group_value, weights=unknown_group,
+                                minlength=value_size.shape[0]) > 0
+    in_unknown = value_unknown[group_value]
+    same_extra = np.where(in_unknown, 0, same_extra)
+    cross = np.where(in_unknown, 0, cross)
+
     counts["duplicate_values"] = int((value_size > 1).sum())
     counts["duplicate_extra_returns"] = int((value_size - 1).sum())
     counts["duplicate_extra_same_process"] = int(same_extra.sum())
     counts["duplicate_extra_cross_process"] = int(cross.sum())
-    if counts["duplicate_extra_returns"]:
+    counts["duplicate_extra_unknown_process"] = int(
+        np.where(value_unknown, value_size - 1, 0).sum())
+    if counts["duplicate_extra_same_process"] or counts["duplicate_extra_cross_process"]:
         pids = pid_values
         size = pids.shape[0]
         same_by = np.bincount(group_pid, weights=same_extra, minlength=size).astype(np.int64)
         cross_by = np.bincount(group_pid, weights=cross, minlength=size).astype(np.int64)
         ranked = np.argsort(-(same_by + cross_by), kind="stable")[:_PIDS_IN_COUNTS]
         for k in ranked.tolist():
-            label = "unknown" if pids[k] == UNKNOWN_PID else str(int(pids[k]))
+            label = str(int(pids[k]))
             if same_by[k]:
                 counts[f"duplicate_extra_same_process[pid={label}]"] = int(same_by[k])
             if cross_by[k]:
@@ -263,7 +282,7 @@ def _duplicates(ops: _Ops, per_process: bool) -> tuple[dict[str, int], list[Witn
     for g in np.flatnonzero(group_size > 1)[:WITNESSES_PER_KIND].tolist():
         idx = order[starts[g]: starts[g] + min(int(group_size[g]), 5)].tolist()
         witnesses.append(_same_process_witness(ops, idx, per_process))
-    cross_values = np.flatnonzero(groups_per_value > 1)[:WITNESSES_PER_KIND]
+    cross_values = np.flatnonzero((groups_per_value > 1) & ~value_unknown)[:WITNESSES_PER_KIND]
     if cross_values.size:
         first_group = np.searchsorted(group_value, cross_values)
         for g in first_group.tolist():
@@ -272,23 +291,25 @@ def _duplicates(ops: _Ops, per_process: bool) -> tuple[dict[str, int], list[Witn
     return counts, witnesses
 
 
-def _same_process_witness(ops: _Ops, idx: list[int], per_process: bool) -> Witness:
+def _same_process_witness(ops: Ops, idx: list[int], per_process: bool) -> Witness:
     idx = sorted(idx, key=lambda i: (int(ops.invoke[i]), int(ops.op_id[i])))
     value, pid = int(ops.value[idx[0]]), int(ops.pid[idx[0]])
     ids = [str(int(ops.op_id[i])) for i in idx]
-    where = _process(pid)
+    if any(int(ops.pid[i]) == UNKNOWN_PID for i in idx):
+        return _unknown_process_witness(ops, idx, value)
+    where = process_name(pid)
     if len(idx) == 2:
         a, b = idx
         overlap = min(int(ops.complete[a]), int(ops.complete[b])) - int(ops.invoke[b])
         if overlap > 0:
-            sentence = (f"requests {ids[0]} and {ids[1]} overlapped for {_duration(overlap)} "
-                        f"in {where}{_threads(ops, idx)}; both got {value}")
+            sentence = (f"requests {ids[0]} and {ids[1]} overlapped for {duration_text(overlap)} "
+                        f"in {where}{threads_text(ops, idx)}; both got {value}")
         else:
-            sentence = (f"request {ids[0]} completed {_duration(-overlap)} before request "
-                        f"{ids[1]} was sent, both in {where}{_threads(ops, idx)}; "
+            sentence = (f"request {ids[0]} completed {duration_text(-overlap)} before request "
+                        f"{ids[1]} was sent, both in {where}{threads_text(ops, idx)}; "
                         f"both got {value}")
     else:
-        sentence = f"requests {_join(ids)} all got {value} in {where}{_threads(ops, idx)}"
+        sentence = f"requests {join_words(ids)} all got {value} in {where}{threads_text(ops, idx)}"
     scope = pid if per_process and pid != UNKNOWN_PID else None
     if value > 1 and not ops.returned(value - 1, scope):
         sentence += f"; nobody got {value - 1}"
@@ -301,7 +322,22 @@ def _same_process_witness(ops: _Ops, idx: list[int], per_process: bool) -> Witne
     )
 
 
-def _cross_process_witness(ops: _Ops, idx: list[int], per_process: bool) -> Witness:
+def _unknown_process_witness(ops: Ops, idx: list[int], value: int) -> Witness:
+    ids = [str(int(ops.op_id[i])) for i in idx]
+    sentence = (f"requests {join_words(ids)} all got {value}" if len(idx) > 2 else
+                f"requests {ids[0]} and {ids[1]} both got {value}")
+    sentence += ("; the history does not record which server process answered, so whether "
+                 "they came from one process or several is unknown")
+    return Witness(
+        "duplicate",
+        sentence,
+        tuple(int(ops.op_id[i]) for i in idx),
+        {"scope": "unknown-process", "value": value, "pid": None,
+         "ops": [ops.detail(i) for i in idx]},
+    )
+
+
+def _cross_process_witness(ops: Ops, idx: list[int], per_process: bool) -> Witness:
     idx = sorted(idx, key=lambda i: (int(ops.invoke[i]), int(ops.op_id[i])))
     a, b = idx
     value = int(ops.value[a])
@@ -320,87 +356,10 @@ def _cross_process_witness(ops: _Ops, idx: list[int], per_process: bool) -> Witn
     )
 
 
-# --- skipped numbers -----------------------------------------------------------------
-
-
-def _skipped(
-    ops: _Ops, per_process: bool, explainers: np.ndarray
-) -> tuple[dict[str, int], list[Witness]]:
-    """Numbers in 1..max of each counter nobody got; ``explainers``: pids of info ops."""
-    counts = {"skipped_values": 0, "skipped_explained_by_info": 0, "skipped_unexplained": 0}
-    if not len(ops):
-        return counts, []
-    value_rank, by_value, distinct = ops.value_rank
-    group = ops.groups(per_process)
-    if per_process:
-        order = np.argsort(group * np.int64(distinct.shape[0]) + value_rank)
-    else:
-        order = by_value
-    order = order[ops.value[order] >= 1]
-    if not order.size:
-        return counts, []
-    g, v, index = group[order], ops.value[order], order
-    distinct_pair = np.ones(v.shape[0], dtype=bool)
-    distinct_pair[1:] = (g[1:] != g[:-1]) | (v[1:] != v[:-1])
-    g, v, index = g[distinct_pair], v[distinct_pair], index[distinct_pair]
-    first = np.ones(v.shape[0], dtype=bool)
-    first[1:] = g[1:] != g[:-1]
-    below = np.where(first, 0, np.concatenate(([0], v[:-1])))
-    gap = v - below - 1  # numbers just below v that this group never returned
-    group_id = np.cumsum(first) - 1
-    missing = np.bincount(group_id, weights=gap).astype(np.int64)
-    keys = ops.pid_index[1][g[first]] if per_process else g[first]
-    total = int(missing.sum())
-    # Each operation of unknown outcome may have taken one number: first in its
-    # own process (when the process is known), then anywhere.
-    if per_process:
-        known = explainers[explainers != UNKNOWN_PID]
-        pool = int((explainers == UNKNOWN_PID).sum())
-        info_pids, info_counts = np.unique(known, return_counts=True)
-        own = np.zeros(keys.shape[0], dtype=np.int64)
-        if info_pids.size:
-            at = np.minimum(np.searchsorted(info_pids, keys), info_pids.size - 1)
-            own = np.where(info_pids[at] == keys, info_counts[at], 0)
-        local = np.minimum(missing, own)
-        explained = int(local.sum()) + min(int((missing - local).sum()), pool)
-    else:
-        explained = min(total, int(explainers.shape[0]))
-    counts = {"skipped_values": total, "skipped_explained_by_info": explained,
-              "skipped_unexplained": total - explained}
-    witnesses: list[Witness] = []
-    if total > explained:
-        note = (f"; {_s(int(explainers.shape[0]), 'request')} with unknown outcome can explain "
-                f"at most {explained:,} of the {total:,} missing numbers" if explained else
-                "; no request with unknown outcome can explain it")
-        for k in np.flatnonzero(gap > 0)[:WITNESSES_PER_KIND].tolist():
-            low, high = int(below[k]) + 1, int(v[k]) - 1
-            after = int(index[k])
-            span = str(low) if low == high else f"{low} to {high}"
-            pid = int(ops.pid[after]) if per_process else None
-            where = f" in {_process(pid)}" if pid is not None else ""
-            involved = [after]
-            if first[k]:
-                sentence = (f"nobody got {span}{where}: the smallest number returned was "
-                            f"{high + 1}, to request {int(ops.op_id[after])}")
-            else:
-                before = int(index[k - 1])
-                involved.insert(0, before)
-                sentence = (f"nobody got {span}{where}: request {int(ops.op_id[before])} got "
-                            f"{low - 1} and request {int(ops.op_id[after])} got {high + 1}")
-            witnesses.append(Witness(
-                "skipped",
-                sentence + note,
-                tuple(int(ops.op_id[i]) for i in involved),
-                {"missing": list(range(low, high + 1))[:100], "missing_from": low,
-                 "missing_to": high, "pid": pid, "ops": [ops.detail(i) for i in involved]},
-            ))
-    return counts, witnesses
-
-
 # --- real-time order -----------------------------------------------------------------
 
 
-def _real_time(ops: _Ops, per_process: bool) -> tuple[int, list[Witness]]:
+def real_time_order(ops: Ops, per_process: bool) -> tuple[int, list[Witness]]:
     """Operations B for which some A of B's counter completed before B was invoked, with
     A.value >= B.value. One sort by completion, a running maximum, a binary search."""
     n = len(ops)
@@ -436,12 +395,13 @@ def _real_time(ops: _Ops, per_process: bool) -> tuple[int, list[Witness]]:
         if pa == pb == UNKNOWN_PID:
             where = ""
         elif per_process or pa == pb:
-            where = f" (both in {_process(pa)})"
+            where = f" (both in {process_name(pa)})"
         else:
-            where = f" ({_process(pa)} and {_process(pb)})"
+            where = f" ({process_name(pa)} and {process_name(pb)})"
         va, vb = int(ops.value[a]), int(ops.value[b])
-        sentence = (f"request {int(ops.op_id[a])} got {va} and completed {_duration(gap)} before "
-                    f"request {int(ops.op_id[b])} was sent, yet request {int(ops.op_id[b])} got "
+        sentence = (f"request {int(ops.op_id[a])} got {va} and completed "
+                    f"{duration_text(gap)} before request {int(ops.op_id[b])} was sent, "
+                    f"yet request {int(ops.op_id[b])} got "
                     f"{vb}{' too' if va == vb else ''}{where}")
         witnesses.append(Witness(
             "real-time-order",
@@ -452,196 +412,28 @@ def _real_time(ops: _Ops, per_process: bool) -> tuple[int, list[Witness]]:
     return count, witnesses
 
 
-# --- lost updates --------------------------------------------------------------------
+def duplicate_finding(counts: dict[str, int], noun: str) -> str:
+    """One sentence for ``duplicates``' counts: how many values repeated, and where.
 
-
-def _lost_updates(
-    final: FinalState, ok_pids: np.ndarray, info_pids: np.ndarray
-) -> tuple[dict[str, int], list[Witness]]:
-    """Compare the final state with the ok and info increments (pids: UNKNOWN_PID if unknown)."""
-    counts = {"lost_updates": 0, "lost_served": 0, "final_excess": 0}
-    witnesses: list[Witness] = []
-    if final.per_process:
-        pool = int((info_pids == UNKNOWN_PID).sum())
-        rows = []
-        for state in final.states:
-            if state.pid is None:
-                continue
-            rows.append((state, int((ok_pids == state.pid).sum()),
-                         int((info_pids == state.pid).sum()) + pool, _process(state.pid)))
-    else:
-        value = max(s.value for s in final.states)
-        # Each process counts what it served; one entry per pid, summed.
-        served_by_pid = {s.pid: s.served for s in final.states if s.served is not None}
-        served = sum(served_by_pid.values()) if served_by_pid else None
-        shared = dataclasses.replace(final.states[0], value=value, served=served)
-        rows = [(shared, int(ok_pids.shape[0]), int(info_pids.shape[0]), "the shared counter")]
-    for state, ok, info, name in rows:
-        lost = max(0, ok - state.value)
-        lost_served = max(0, state.served - state.value) if state.served is not None else 0
-        excess = max(0, state.value - ok - info)
-        counts["lost_updates"] += lost
-        counts["lost_served"] += lost_served
-        counts["final_excess"] += excess
-        label = "" if state.pid is None or not final.per_process else f"[pid={state.pid}]"
-        if label and lost:
-            counts[f"lost_updates{label}"] = lost
-        if label and lost_served:
-            counts[f"lost_served{label}"] = lost_served
-        details = {"pid": state.pid, "final": state.value, "ok": ok, "info": info,
-                   "served": state.served}
-        subject = name if name.startswith("the") else f"{name}'s counter"
-        if lost and len(witnesses) < WITNESSES_PER_KIND:
-            answered = "answered" if final.per_process else "got"
-            who = f"{name} {answered}" if final.per_process else "clients got"
-            witnesses.append(Witness("lost-update", (
-                f"{who} {_s(ok, 'increment')} as ok, yet {subject} ends at {state.value:,}: "
-                f"at least {_s(lost, 'update was', 'updates were')} lost"), (), details))
-        if lost_served and len(witnesses) < WITNESSES_PER_KIND:
-            witnesses.append(Witness("lost-update", (
-                f"{name if final.per_process else 'the server'} served "
-                f"{_s(state.served or 0, 'increment')}, yet {subject} ends at {state.value:,}: "
-                f"{_s(lost_served, 'update was', 'updates were')} lost inside the server"),
-                (), details))
-        if excess and len(witnesses) < WITNESSES_PER_KIND:
-            witnesses.append(Witness("final-too-high", (
-                f"{subject} ends at {state.value:,}, but only {_s(ok, 'increment')} succeeded "
-                f"and {info:,} had an unknown outcome: {_s(excess, 'increment')} came from "
-                "outside this history"), (), details))
-    return counts, witnesses
-
-
-# --- the counter checker -------------------------------------------------------------
-
-
-@_guarded("counter")
-def check_counter(
-    table: HistoryTable, final: Any = None, *, per_process: bool = False, complete: bool = True
-) -> Verdict:
-    """Check an increment-and-get history.
-
-    Args:
-        table: the history; only ``incr`` operations are read.
-        final: the store's final state: ``None`` (skip the lost-update check), an
-            integer (one shared counter) or a ``final.json`` mapping.
-        per_process: each server process keeps its own counter; ``final.json``'s
-            ``per_process`` overrides it. Skips, real-time order and lost updates
-            are then checked per process; duplicates are always counted across
-            the whole history, since clients see one counter.
-        complete: False when the run was cut short: skipped numbers and a final
-            value above the history may then be requests without a row, so they
-            make the verdict unknown instead of no. Duplicates, lost updates and
-            real-time order stay evidence.
-
-    Returns:
-        ``no`` with witnesses if an anomaly is found; ``unknown`` with a reason if
-        the history cannot decide; ``yes`` otherwise.
+    Same- and cross-process repeats are named only for values whose every holder
+    has a recorded server pid; the rest are said to come from an unrecorded process.
     """
-    incr = table.op_is("incr")
-    outcome = table.outcome[incr]
-    total = int(incr.sum())
-    ok_mask, info_mask = outcome == OK, outcome == INFO
-    counts = {"ops": total, "ok": int(ok_mask.sum()), "fail": int((outcome == FAIL).sum()),
-              "info": int(info_mask.sum())}
-    if total == 0:
-        return Verdict("counter", "unknown", counts,
-                       reason="the history has no incr operations")
-    undecided: list[str] = []
-    state: FinalState | None = None
-    try:
-        state = parse_final(final)
-    except UnreadableFinal as exc:
-        undecided.append(f"the final state is unreadable: {exc}")
-    if state is not None and not state.available:
-        undecided.append(f"the final state is unavailable: {state.reason}")
-        state = None
-    if state is not None:
-        if isinstance(final, int) and per_process:
-            undecided.append("a single final value cannot be compared with per-process counters")
-            state = None
-        elif state.per_process is not None:
-            per_process = state.per_process
-
-    pid_all = np.where(table.server_pid_known[incr], table.server_pid[incr], UNKNOWN_PID)
-    has_value = ok_mask & table.value_known[incr]
-    ops = _Ops.of(table, np.flatnonzero(incr)[has_value])
-    # An ok increment without a value took a number nobody saw, like an info one.
-    explainers = pid_all[info_mask | (ok_mask & ~table.value_known[incr])]
-
-    dup_counts, dup_witnesses = _duplicates(ops, per_process)
-    counts.update(dup_counts)
-    scoped = ops
-    if per_process:
-        unattributed = int((ops.pid == UNKNOWN_PID).sum())
-        if unattributed:
-            counts["ok_without_pid"] = unattributed
-            undecided.append(f"{_s(unattributed, 'ok operation')} without a server pid cannot "
-                             "be checked per process")
-            scoped = ops.take(ops.pid != UNKNOWN_PID)
-    skip_counts, skip_witnesses = _skipped(scoped, per_process, explainers)
-    counts.update(skip_counts)
-    rt_count, rt_witnesses = _real_time(scoped, per_process)
-    counts["real_time_violations"] = rt_count
-    lost_witnesses: list[Witness] = []
-    if state is not None:
-        if state.per_process is None:
-            state = dataclasses.replace(state, per_process=per_process)
-        lost_counts, lost_witnesses = _lost_updates(state, pid_all[ok_mask], pid_all[info_mask])
-        counts.update(lost_counts)
-
-    if counts["info"] * 2 > total:
-        undecided.append(f"{counts['info']:,} of {total:,} increments "
-                         f"({100 * counts['info'] / total:.0f}%) have an unknown outcome")
-    if counts["ok"] == 0:
-        undecided.append("no increment succeeded")
-    witnesses = (*dup_witnesses, *skip_witnesses, *lost_witnesses, *rt_witnesses)
-    if not complete:
-        unrecorded = {k: counts.pop(k, 0) for k in ("skipped_unexplained", "final_excess")}
-        counts.update({f"{k}_unrecorded": v for k, v in unrecorded.items() if v})
-        if any(unrecorded.values()):
-            undecided.append(
-                "the run was cut short, so skipped numbers and a final value above the "
-                "history may be requests it did not record")
-            witnesses = tuple(w for w in witnesses
-                              if w.kind not in ("skipped", "final-too-high"))
-    findings = _findings(counts)
-    if findings:
-        return Verdict("counter", "no", counts, witnesses, "; ".join(findings))
-    if undecided:
-        return Verdict("counter", "unknown", counts, witnesses, "; ".join(undecided))
-    explained = counts["skipped_explained_by_info"]
-    return Verdict("counter", "yes", counts, witnesses, (
-        f"{_s(total, 'increment')} ({counts['ok']:,} ok, {counts['info']:,} unknown): "
-        "no number repeated, "
-        + (f"{_s(explained, 'missing number')}, all explained by unknown outcomes"
-           if explained else "none skipped")
-        + (", none lost" if state is not None else "") + ", all in real-time order"))
-
-
-def _findings(counts: dict[str, int]) -> list[str]:
-    out = []
-    if counts.get("duplicate_values"):
-        out.append(f"{_s(counts['duplicate_values'], 'number')} returned more than once "
-                   f"({counts['duplicate_extra_returns']:,} extra: "
-                   f"{counts['duplicate_extra_same_process']:,} within a process, "
-                   f"{counts['duplicate_extra_cross_process']:,} across processes)")
-    if counts.get("skipped_unexplained"):
-        out.append(f"{_s(counts['skipped_unexplained'], 'number')} skipped")
-    if counts.get("lost_updates"):
-        out.append(f"{_s(counts['lost_updates'], 'update')} lost")
-    if counts.get("lost_served") and counts.get("lost_served") != counts.get("lost_updates"):
-        out.append(f"{_s(counts['lost_served'], 'served increment')} lost inside the server")
-    if counts.get("final_excess"):
-        out.append(f"the final value exceeds the history by {counts['final_excess']:,}")
-    if counts.get("real_time_violations"):
-        out.append(f"{_s(counts['real_time_violations'], 'operation')} out of real-time order")
-    return out
+    parts = []
+    for key, where in (("duplicate_extra_same_process", "within a process"),
+                       ("duplicate_extra_cross_process", "across processes"),
+                       ("duplicate_extra_unknown_process", "in an unrecorded process")):
+        if counts.get(key):
+            parts.append(f"{counts[key]:,} {where}")
+    if counts.get("duplicate_extra_unknown_process") == counts.get("duplicate_extra_returns"):
+        parts = ["the history records no server process for them"]
+    return (f"{plural(counts['duplicate_values'], noun)} returned more than once "
+            f"({counts['duplicate_extra_returns']:,} extra: {', '.join(parts)})")
 
 
 # --- unique ids ----------------------------------------------------------------------
 
 
-@_guarded("unique-ids")
+@guarded("unique-ids")
 def check_unique_ids(table: HistoryTable, *, per_process: bool = False) -> Verdict:
     """Check that every value returned to an ``ok`` operation (of any op) is unique.
 
@@ -654,15 +446,15 @@ def check_unique_ids(table: HistoryTable, *, per_process: bool = False) -> Verdi
         value, ``yes`` otherwise.
     """
     mask = (table.outcome == OK) & table.value_known
-    ops = _Ops.of(table, mask)
-    counts, witnesses = _duplicates(ops, per_process)
+    ops = Ops.of(table, mask)
+    counts, witnesses = duplicates(ops, per_process)
     counts = {"ids": len(ops), **counts}
     if not len(ops):
         return Verdict("unique-ids", "unknown", counts,
                        reason="no ok operation returned a value")
     if counts["duplicate_values"]:
         return Verdict("unique-ids", "no", counts, tuple(witnesses),
-                       f"{_s(counts['duplicate_values'], 'id')} handed out more than once "
+                       f"{plural(counts['duplicate_values'], 'id')} handed out more than once "
                        f"({counts['duplicate_extra_returns']:,} extra)")
     return Verdict("unique-ids", "yes", counts, reason=f"{len(ops):,} ids, all distinct")
 
@@ -670,17 +462,30 @@ def check_unique_ids(table: HistoryTable, *, per_process: bool = False) -> Verdi
 # --- registry ------------------------------------------------------------------------
 
 
-def _counter(table: HistoryTable, context: CheckContext) -> Verdict:
-    return check_counter(table, context.final, per_process=context.per_process,
-                         complete=context.complete)
-
-
 def _unique_ids(table: HistoryTable, context: CheckContext) -> Verdict:
     return check_unique_ids(table, per_process=context.per_process)
 
 
-CHECKERS: dict[str, Checker] = {"counter": _counter, "unique-ids": _unique_ids}
-SCENARIO_CHECKERS: dict[str, list[str]] = {"counter": ["counter"], "ids": ["unique-ids"]}
+CHECKERS: dict[str, Checker] = {"unique-ids": _unique_ids}
+SCENARIO_CHECKERS: dict[str, list[str]] = {"ids": ["unique-ids"]}
+_LOADED: set[str] = set()
+
+
+def _load_scenario(scenario: str) -> None:
+    """Let a registered scenario register its checkers, once."""
+    if scenario in _LOADED:
+        return
+    _LOADED.add(scenario)
+    from scenarios.registry import SCENARIO_NAMES, get_scenario
+
+    if scenario in SCENARIO_NAMES:
+        found = get_scenario(scenario)
+        if found.register is not None:
+            found.register()
+        names = SCENARIO_CHECKERS.setdefault(scenario, [])
+        for name in found.checkers:
+            if name not in names:
+                names.append(name)
 
 
 def register(name: str, fn: Checker, *, scenarios: Iterable[str] = ()) -> None:
@@ -704,6 +509,7 @@ def checkers_for(scenario: str) -> list[str]:
     Raises:
         ConfigError: for a scenario no checker is registered for.
     """
+    _load_scenario(scenario)
     try:
         return list(SCENARIO_CHECKERS[scenario])
     except KeyError:
@@ -741,7 +547,7 @@ def check_history(
         if fn is None:
             verdicts.append(Verdict(name, "unknown", reason=f"no checker named {name!r}"))
             continue
-        verdicts.append(_guarded(name)(fn)(table, context))
+        verdicts.append(guarded(name)(fn)(table, context))
     if server_problem:
         verdicts.append(Verdict("server", "unknown", reason=server_problem))
     return compose(verdicts, checker="+".join(names))

@@ -96,7 +96,7 @@ def _history_facts(table: HistoryTable) -> tuple[bool, bool, int]:
 def _facts_from_counts(counts: Mapping[str, Any], entry: Mapping[str, Any]) -> tuple[bool, bool]:
     """(pids known, all values equal) from a verdict's counts, when no history is at hand."""
     pids_known = not any(k.endswith("[pid=unknown]") for k in counts) and not counts.get(
-        "ok_without_pid")
+        "ok_without_pid") and not counts.get("duplicate_extra_unknown_process")
     valued = int(counts.get("ids") or counts.get("ok") or (entry.get("ops") or {}).get("ok")
                  or 0)
     extra = int(counts.get("duplicate_extra_returns") or 0)
@@ -136,6 +136,8 @@ def failure_modes(entry: Mapping[str, Any], table: HistoryTable | None = None) -
     cross = int(counts.get("duplicate_extra_cross_process") or 0)
     if all_equal and (same or not pids_known):
         return [PER_REQUEST]
+    if counts.get("duplicate_extra_unknown_process"):
+        found.add(PROCESS_UNKNOWN)  # repeats among answers that name no process
     if not pids_known:
         found.add(PROCESS_UNKNOWN)
     else:
@@ -195,7 +197,7 @@ def witness_mode(entry: Mapping[str, Any], witness: Mapping[str, Any]) -> str | 
     scope = details.get("scope")
     if scope == "cross-process" and SEPARATE_COPIES in modes:
         return SEPARATE_COPIES
-    if scope == "same-process" and details.get("pid") is None:
+    if scope == "unknown-process" or (scope == "same-process" and details.get("pid") is None):
         return PROCESS_UNKNOWN
     if INTERLEAVING in modes:
         return INTERLEAVING

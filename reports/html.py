@@ -636,17 +636,20 @@ def render_run(
     formats: Iterable[str] = ("html",),
     svg: bool = False,
     meta: Mapping[str, Any] | None = None,
+    reanalyse: bool = False,
 ) -> dict[str, Path]:
     """Render a run directory's report from its saved files; run nothing.
 
     results.json is recomputed from the experiment directories only when it is
-    missing; the plots are redrawn and their paths saved into it.
+    missing, or with ``reanalyse`` (keeping the run's metadata); the plots are
+    redrawn and their paths saved into it.
 
     Args:
         run_dir: a matrix run (``cells/<id>/``) or one experiment directory.
         formats: any of ``html``, ``md``, ``json``.
         svg: draw SVG instead of PNG.
         meta: run metadata for a results.json computed here (see ``build_results``).
+        reanalyse: check and measure every experiment again.
 
     Returns:
         ``{"results": path, "html": path, "md": path}`` for what was written.
@@ -663,7 +666,15 @@ def render_run(
         raise ResultsError(
             f"unknown report format {unknown[0]!r}; choose from {', '.join(FORMATS)}")
     path = run_dir / RESULTS_FILE
-    results = load_results(path) if path.exists() else collect_run(run_dir, meta)
+    if path.exists() and reanalyse:
+        old = load_results(path)
+        kept = {k: v for k, v in old["run"].items() if k not in ("created", "racelab_version")}
+        results = collect_run(run_dir, {**kept, **(meta or {})})
+        for key in ("interpreters",):  # measured beside the cells, not from them
+            if key in old:
+                results[key] = old[key]
+    else:
+        results = load_results(path) if path.exists() else collect_run(run_dir, meta)
     if "html" in formats or "md" in formats:  # plots only for a report that shows them
         draw_all(results, run_dir, fmt="svg" if svg else "png")
     results["claims"] = [c.to_dict() for c in check_claims(results.get("experiments") or ())]

@@ -36,15 +36,17 @@ import numpy as np
 from demo_server.config import MODES, PER_PROCESS_STORES, STORES, WINDOWS
 from demo_server.errors import RacelabError
 from reports.history_table import FAIL, INFO, OK, HistoryTable, MalformedHistory, read_history
-from reports.verdict import Verdict
+from reports.verdict import VERDICT_WORDS, Verdict
 
 __all__ = [
     "ANOMALY_COUNTS",
     "RESULTS_FILE",
     "SCHEMA",
     "ResultsError",
+    "analyse_experiment",
     "anomaly_count",
     "build_results",
+    "burst_spreads",
     "cell_key",
     "collect_experiment",
     "collect_run",
@@ -100,7 +102,7 @@ def verdict_word(entry: Mapping[str, Any]) -> str:
     verdict whose ``valid`` is exactly ``yes``.
     """
     valid = (entry.get("verdict") or {}).get("valid")
-    return {"yes": "safe", "no": "race"}.get(str(valid), "unknown")
+    return VERDICT_WORDS.get(str(valid), "unknown")
 
 
 def anomaly_count(verdict: Mapping[str, Any]) -> int | None:
@@ -171,6 +173,34 @@ def history_metrics(table: HistoryTable) -> dict[str, Any]:
         result["span_s"] = round(span, 6)
         result["throughput_rps"] = round(int(ok.sum()) / span, 1) if span > 0 else None
     return result
+
+
+def burst_spreads(bursts: Iterable[Mapping[str, Any]],
+                  table: HistoryTable) -> list[dict[str, int | None]]:
+    """Each burst round's spread: at the client (as Locust measured it) and at the server.
+
+    Args:
+        bursts: ``{"round", "requests", "client_ns"}`` per round, from summary.json.
+        table: the history; the server spread is the range of its rows' arrival
+            times in that round.
+
+    Returns:
+        ``{"round", "requests", "client_ns", "server_ns"}`` per round (``server_ns``
+        None where no row of the round has a server arrival time).
+    """
+    rows = table.burst_known & table.arrival_known
+    rounds, arrivals = table.burst[rows], table.arrival_ns[rows]
+    spread: dict[int, int] = {}
+    if rounds.size:
+        order = np.argsort(rounds, kind="stable")
+        rounds, arrivals = rounds[order], arrivals[order]
+        starts = np.flatnonzero(np.diff(rounds, prepend=rounds[0] - 1))
+        high = np.maximum.reduceat(arrivals, starts)
+        low = np.minimum.reduceat(arrivals, starts)
+        spread = dict(zip(rounds[starts].tolist(), (high - low).tolist(), strict=True))
+    return [{"round": int(b["round"]), "requests": int(b["requests"]),
+             "client_ns": b.get("client_ns"), "server_ns": spread.get(int(b["round"]))}
+            for b in bursts]
 
 
 def _server_problem(summary: Mapping[str, Any]) -> str | None:
@@ -266,7 +296,7 @@ def collect_experiment(exp_dir: Path | str) -> dict[str, Any]:
         "span_s": None,
         "elapsed_s": summary.get("elapsed_s"),
         "final": final,
-        "burst_spreads": list(swarm.get("burst_spreads") or ()),
+        "burst_spreads": list(swarm.get("burst_spreads") or ()),  # written before 0.2
         "server": {k: server.get(k) for k in ("pids", "died", "exit_codes")},
         "command": str(summary.get("command")
                        or (_reproduce_command(config) if config.get("mode") else "")),
@@ -283,6 +313,8 @@ def collect_experiment(exp_dir: Path | str) -> dict[str, Any]:
             problems.append(f"history.csv is unreadable: {exc}")
         else:
             entry.update(history_metrics(table))
+            if "bursts" in swarm:
+                entry["burst_spreads"] = burst_spreads(swarm["bursts"], table)
     if problems or table is None:
         verdict = Verdict("history", "unknown", reason="; ".join(problems))
     else:
@@ -306,6 +338,27 @@ def collect_experiment(exp_dir: Path | str) -> dict[str, Any]:
     from reports.annotate import annotate  # failure modes, bounds, bytecode, repeats
 
     entry.update(annotate(entry, table, exp_dir))
+    return entry
+
+
+def analyse_experiment(exp_dir: Path | str, meta: Mapping[str, Any] | None = None
+                       ) -> dict[str, Any]:
+    """The one analysis of one experiment: check it, measure it, write its results.json.
+
+    Args:
+        exp_dir: a directory written by ``scenarios.experiment.run_experiment``.
+        meta: what the caller knows of the run (see ``build_results``).
+
+    Returns:
+        The experiment's entry as ``collect_experiment`` gives it (absolute paths,
+        ready for a matrix's ``build_results``); ``exp_dir/results.json`` holds the
+        same entry with paths relative to ``exp_dir``. ``swarm``, ``matrix`` and
+        ``demo`` print from it.
+    """
+    exp_dir = Path(exp_dir)
+    entry = collect_experiment(exp_dir)
+    meta = {"label": entry["label"], "command": entry["command"], **(meta or {})}
+    write_results(build_results(exp_dir, [entry], meta), exp_dir)
     return entry
 
 

@@ -1,7 +1,10 @@
 """Verdicts: what a checker concludes from a history, with the evidence.
 
-``valid`` is ``"yes"``, ``"no"`` or ``"unknown"``; composing verdicts lets
-"no" beat "unknown" beat "yes" (Jepsen's rule). Unknown always carries a reason.
+``valid`` is ``"yes"``, ``"no"`` or ``"unknown"`` (Jepsen's words, kept in
+JSON); composing verdicts lets "no" beat "unknown" beat "yes" (Jepsen's rule).
+Unknown always carries a reason. Wherever a person reads a verdict (terminal,
+HTML, ``racelab check``'s first line) it is one of ``VERDICT_WORDS``: ``safe``,
+``race`` or ``unknown``.
 """
 
 from __future__ import annotations
@@ -10,9 +13,11 @@ import dataclasses
 from collections.abc import Iterable
 from typing import Any, Literal
 
-__all__ = ["Valid", "Verdict", "Witness", "compose"]
+__all__ = ["VERDICT_WORDS", "Valid", "Verdict", "Witness", "compose"]
 
 Valid = Literal["yes", "no", "unknown"]
+#: The word a person reads for each ``valid``.
+VERDICT_WORDS = {"yes": "safe", "no": "race", "unknown": "unknown"}
 _RANK = {"yes": 0, "unknown": 1, "no": 2}
 
 

@@ -36,6 +36,14 @@ class DemoResult:
     skipped: list[tuple[str, str]]
 
 
+def _signal_name() -> str:
+    import signal
+
+    from demo_server import interrupts
+
+    return signal.Signals(interrupts.first_signal() or signal.SIGINT).name
+
+
 def _failed_summary(cell: Cell, cell_dir: Path, reason: str) -> None:
     """Leave a summary.json for a cell that failed before its runner wrote one."""
     if (cell_dir / "summary.json").exists():
@@ -68,16 +76,11 @@ def make_cell_runner(
         ``{"valid", "anomalies", "reason", "entry"}``.
     """
     from demo_server.errors import RacelabError
-    from reports.results import collect_experiment
-    from scenarios.experiment import ExperimentSpec, run_experiment
+    from reports.results import analyse_experiment
+    from scenarios.experiment import run_experiment
 
     def run_cell(cell: Cell, cell_dir: Path) -> dict[str, Any]:
-        spec = ExperimentSpec(
-            store=cell.store, window=cell.window, mode=cell.mode, workers=cell.workers,
-            threads=cell.threads, instances=cell.instances, users=cell.users,
-            requests=cell.requests, burst=cell.burst,
-            session_backend=config.session_backend,
-        )
+        spec = cell.spec(session_backend=config.session_backend)
         try:
             run_experiment(spec, cell_dir, redis_url=config.redis_url,
                            postgres_dsn=config.postgres_dsn, memcached=config.memcached,
@@ -88,7 +91,7 @@ def make_cell_runner(
         except KeyboardInterrupt:
             _failed_summary(cell, cell_dir, "interrupted while this cell was running")
             raise
-        entry = collect_experiment(cell_dir)
+        entry = analyse_experiment(cell_dir)
         verdict = entry["verdict"]
         return {
             "valid": verdict["valid"],
@@ -168,7 +171,7 @@ def run_demo(
     partial_reason = ""
     if outcome.interrupted:
         finished = sum(o.status != "not run" for o in outcome.outcomes)
-        partial_reason = (f"interrupted (Ctrl-C) during cell {finished + 1} of "
+        partial_reason = (f"interrupted ({_signal_name()}) during cell {finished + 1} of "
                           f"{len(outcome.outcomes)}; {finished} finished, the interrupted "
                           "cell keeps what it recorded")
     results = build_results(run_dir, entries, {
@@ -181,10 +184,16 @@ def run_demo(
     if interpreters and not outcome.interrupted:
         from scenarios.interpreters import find_interpreters, run_interpreters
 
-        results["interpreters"] = [
-            {**r.to_dict(), "threads": 8}
-            for r in run_interpreters(find_interpreters(), threads=8, increments=100_000)
-        ]
+        try:
+            results["interpreters"] = [
+                {**r.to_dict(), "threads": 8}
+                for r in run_interpreters(find_interpreters(), threads=8, increments=100_000)
+            ]
+        except KeyboardInterrupt:  # every cell is done: keep them, say what is missing
+            outcome.interrupted = True
+            results["run"].update(partial=True, partial_reason=(
+                f"interrupted ({_signal_name()}) while racing the original code under each "
+                "interpreter; every cell finished, the interpreter table is missing"))
     write_results(results, run_dir)
     written = render_run(run_dir, formats)
     return DemoResult(outcome, results, written, list(skipped))

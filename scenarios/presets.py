@@ -2,7 +2,10 @@
 
 A preset has a ``[swarm]`` table (users, requests, burst), a ``[server]`` table
 (workers, threads, instances) and a list of ``[[cells]]`` groups, each the cross
-product of its ``stores``, ``windows`` and ``modes``. A group marked
+product of its ``stores``, ``windows`` and ``modes``. Any setting of
+``scenarios.spec.ExperimentSpec`` may be given in the table of its group
+(``[swarm]``: users, requests, duration, burst, ...; ``[server]``: workers,
+threads, instances) or in a cells group (also ``scenario``, ``work_us``). A group marked
 ``optional = true`` holds external stores that are added only when reachable.
 Windows apply only to the stores that have a read and a write to pull apart
 (``global`` and ``lock``); other stores in a group run once, with window ``none``.
@@ -15,8 +18,9 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from demo_server.config import MODES, STORES, WINDOWED_STORES, WINDOWS
 from demo_server.errors import ConfigError
+from scenarios.registry import get_scenario
+from scenarios.spec import MATRIX_DEFAULTS, SETTINGS, ExperimentSpec
 
 if sys.version_info >= (3, 11):
     import tomllib
@@ -29,30 +33,33 @@ PRESETS_DIR = Path(__file__).resolve().parent / "presets"
 
 
 @dataclasses.dataclass(frozen=True)
-class Cell:
-    """One experiment of a matrix: what to serve and how hard to load it."""
+class Cell(ExperimentSpec):
+    """One experiment of a matrix: an ``ExperimentSpec`` that may be skipped.
 
-    store: str
-    window: str
-    mode: str
-    users: int
-    requests: int
-    burst: int = 0
-    workers: int = 2
-    threads: int = 4
-    instances: int = 2
+    Attributes:
+        optional: run only when its store is reachable (external stores).
+        repeat: how many times the cell is run (its further runs in ``repeats/<n>/``).
+    """
+
     optional: bool = False
-    repeat: int = 1  # how many times the cell is run (its further runs in repeats/<n>/)
+    repeat: int = 1
 
     @property
     def id(self) -> str:
+        scenario = "" if self.scenario == "counter" else f"{self.scenario}-"
         burst = f"-burst{self.burst}" if self.burst else ""
-        return f"{self.store}-{self.window}-{self.mode}{burst}"
+        return f"{scenario}{self.store}-{self.window}-{self.mode}{burst}"
 
     @property
     def label(self) -> str:
+        scenario = "" if self.scenario == "counter" else f"{self.scenario} · "
         burst = f" · burst {self.burst}" if self.burst else ""
-        return f"{self.store} · {self.window} · {self.mode}{burst}"
+        return f"{scenario}{self.store} · {self.window} · {self.mode}{burst}"
+
+    def spec(self, **changes: Any) -> ExperimentSpec:
+        """The experiment this cell runs (with ``changes`` applied)."""
+        values = {f.name: getattr(self, f.name) for f in dataclasses.fields(ExperimentSpec)}
+        return ExperimentSpec(**{**values, **changes})
 
 
 @dataclasses.dataclass(frozen=True)
@@ -66,10 +73,17 @@ class Preset:
     source: str
 
 
+_BY_GROUP = {group: {st.name: st for st in SETTINGS if st.group == group}
+             for group in ("cell", "server", "swarm")}
 _TOP_KEYS = {"name", "description", "budget_s", "swarm", "server", "cells"}
-_SWARM_KEYS = {"users", "requests", "burst", "repeat"}
-_SERVER_KEYS = {"workers", "threads", "instances"}
-_GROUP_KEYS = {"stores", "windows", "modes", "optional", *_SWARM_KEYS, *_SERVER_KEYS}
+# ``repeat`` belongs to a matrix cell, not to one experiment: it is no ExperimentSpec setting.
+_SWARM_KEYS = {*_BY_GROUP["swarm"], "repeat"}
+_SERVER_KEYS = set(_BY_GROUP["server"])
+# A group names lists of stores, windows and modes; any other setting is one value.
+_LIST_KEYS = {"stores": "store", "windows": "window", "modes": "mode"}
+_GROUP_KEYS = {"optional", *_LIST_KEYS, *(set(_BY_GROUP["cell"]) - set(_LIST_KEYS.values())),
+               *_SWARM_KEYS, *_SERVER_KEYS}
+_SETTING = {st.name: st for st in SETTINGS}
 
 
 def preset_names() -> list[str]:
@@ -84,10 +98,11 @@ def _unknown(where: str, data: dict[str, Any], allowed: set[str]) -> None:
         raise ConfigError(f"{where}: unknown key {extra[0]!r} (allowed: {allowed_list})")
 
 
-def _names(where: str, group: dict[str, Any], key: str, allowed: tuple[str, ...]) -> list[str]:
+def _names(where: str, group: dict[str, Any], key: str) -> list[str]:
     values = group.get(key)
     if not isinstance(values, list) or not values or not all(isinstance(v, str) for v in values):
         raise ConfigError(f"{where}: {key} must be a non-empty list of names")
+    allowed = _SETTING[_LIST_KEYS[key]].choices
     for value in values:
         if value not in allowed:
             raise ConfigError(
@@ -96,39 +111,46 @@ def _names(where: str, group: dict[str, Any], key: str, allowed: tuple[str, ...]
     return values
 
 
-def _count(where: str, value: Any, key: str, minimum: int = 1) -> int:
-    if not isinstance(value, int) or isinstance(value, bool) or value < minimum:
-        raise ConfigError(f"{where}: {key} must be a whole number of at least {minimum}")
-    return value
-
-
 def expand(
     where: str,
     groups: list[dict[str, Any]],
     swarm: dict[str, Any],
     server: dict[str, Any],
 ) -> tuple[Cell, ...]:
-    """Turn ``[[cells]]`` groups into cells, without repeats, in the order given."""
+    """Turn ``[[cells]]`` groups into cells, without repeats, in the order given.
+
+    A group's own values beat the preset's ``[swarm]`` and ``[server]`` tables,
+    which beat ``ExperimentSpec``'s defaults (a cell's request budget defaults to
+    ``MATRIX_DEFAULTS``). Every value is checked against its ``Setting``.
+    """
     cells: dict[str, Cell] = {}
     for index, group in enumerate(groups, 1):
         at = f"{where} cells group {index}"
         _unknown(at, group, _GROUP_KEYS)
-        stores = _names(at, group, "stores", STORES)
-        windows = _names(at, group, "windows", WINDOWS)
-        modes = _names(at, group, "modes", MODES)
-        sizes = {
-            key: _count(at, group.get(key, swarm.get(key, server.get(key, default))), key,
-                        0 if key == "burst" else 1)
-            for key, default in (("users", 16), ("requests", 400), ("burst", 0),
-                                 ("workers", 2), ("threads", 4), ("instances", 2),
-                                 ("repeat", 1))
-        }
+        stores = _names(at, group, "stores")
+        windows = _names(at, group, "windows")
+        modes = _names(at, group, "modes")
+        values: dict[str, Any] = dict(MATRIX_DEFAULTS)
+        values.update({k: v for k, v in {**server, **swarm}.items()})
+        values.update({k: v for k, v in group.items() if k in _SETTING})
+        repeat = group.get("repeat", values.pop("repeat", 1))
+        if isinstance(repeat, bool) or not isinstance(repeat, int) or not 1 <= repeat <= 1000:
+            raise ConfigError(f"{at}: repeat must be a whole number between 1 and 1,000")
+        for key, value in values.items():
+            _SETTING[key].check(value, at)
+        scenario = get_scenario(values.get("scenario", "counter"))
         for store in stores:
-            store_windows = windows if store in WINDOWED_STORES else ["none"]
+            if store not in scenario.stores:
+                raise ConfigError(f"{at}: the {scenario.name} scenario has no {store!r} store")
+            store_windows = windows if store in scenario.windowed_stores else ["none"]
             for window in dict.fromkeys(store_windows):
                 for mode in modes:
-                    cell = Cell(store, window, mode, optional=bool(group.get("optional")),
-                                **sizes)
+                    try:
+                        cell = Cell(store=store, window=window, mode=mode,
+                                    optional=bool(group.get("optional")), repeat=repeat,
+                                    **values)
+                    except ConfigError as exc:
+                        raise ConfigError(f"{at}: {exc}") from None
                     cells.setdefault(cell.id, cell)
     if not cells:
         raise ConfigError(f"{where}: no cells")

@@ -16,7 +16,6 @@ from reports._simulate import Simulated, simulate_counter
 from reports.checkers import (
     CHECKERS,
     SCENARIO_CHECKERS,
-    check_counter,
     check_history,
     check_unique_ids,
     checkers_for,
@@ -24,6 +23,7 @@ from reports.checkers import (
 )
 from reports.history_table import INFO, OK, HistoryTable
 from reports.verdict import Verdict
+from scenarios.counter import check_counter
 
 FAST = settings(max_examples=60, deadline=None)
 
@@ -324,6 +324,27 @@ def test_duplicate_sentence_reads_plainly() -> None:
                                   "(threads 7 and 9); both got 57; nobody got 56")
     assert duplicate.op_ids == (1832, 1833)
     assert [op["tid"] for op in duplicate.details["ops"]] == [7, 9]
+
+
+def test_history_without_pids_claims_no_process() -> None:
+    """Without server pids, repeats are 'in an unrecorded process': never within or across."""
+    rows = [
+        {"op_id": i, "op": "incr", "outcome": "ok", "value": v, "invoke_ns": 10 * i,
+         "complete_ns": 10 * i + 5}
+        for i, v in enumerate([1, 2, 2, 3, 3, 3, 4])
+    ]
+    verdict = check_counter(HistoryTable.from_rows(rows), final=7)
+    counts = verdict.counts
+    assert counts["duplicate_extra_returns"] == 3
+    assert counts["duplicate_extra_unknown_process"] == 3
+    assert counts["duplicate_extra_same_process"] == counts["duplicate_extra_cross_process"] == 0
+    assert not any(k.startswith("duplicate_extra_same_process[") for k in counts)
+    text = " ".join([verdict.reason, *(w.sentence for w in verdict.witnesses)])
+    assert "within a process" not in text and "across processes" not in text
+    assert "different processes" not in text and "in process" not in text
+    assert "the history records no server process" in verdict.reason
+    scopes = {w.details.get("scope") for w in verdict.witnesses if w.kind == "duplicate"}
+    assert scopes == {"unknown-process"}
 
 
 def test_cross_process_sentence_names_both_pids() -> None:

@@ -30,8 +30,8 @@ def test_help_has_examples(cli_runner) -> None:
     [
         (["serve", "--mode", "bogus"], "Invalid value for '--mode'"),
         (["serve", "--store", "bogus"], "Invalid value for '--store'"),
-        (["serve", "--workers", "0"], "must be at least 1"),
-        (["serve", "--threads", "-3"], "must be at least 1"),
+        (["serve", "--workers", "0"], "0 is not in the range 1<=x<=64"),
+        (["serve", "--threads", "-3"], "-3 is not in the range 1<=x<=256"),
         (["serve", "--port", "70000"], "Invalid value for '--port'"),
         (["serve", "--store", "sqlite", "--window", "yield"], "applies only to the stores"),
     ],

@@ -40,7 +40,7 @@ def test_valid_history_exits_0(cli_runner, clean) -> None:
     history, final = clean
     result = cli_runner.invoke(main, ["check", str(history), "--final-file", str(final)])
     assert result.exit_code == 0, result.output
-    assert result.output.startswith("yes: valid (counter)")
+    assert result.output.startswith("safe: no anomaly found (counter)")
     assert "lost updates" in result.output
 
 
@@ -49,7 +49,7 @@ def test_anomalies_exit_1_with_witness_sentences(cli_runner, tmp_path: Path) -> 
     history = write_history(tmp_path / "history.csv", rows_with_duplicate())
     result = cli_runner.invoke(main, ["check", str(history), "--final", "4"])
     assert result.exit_code == 1, result.output
-    assert result.output.startswith("no: anomalies found")
+    assert result.output.startswith("race: anomalies found")
     assert ("duplicate: requests 2 and 3 overlapped for 500 ns in process 411 (threads 9 and 10); "
             "both got 4; nobody got 3") in result.output
     assert "skipped: nobody got 3: request 1 got 2 and request 2 got 4" in result.output

@@ -11,7 +11,8 @@ from scenarios.presets import Cell
 
 
 def _cells(n: int) -> list[Cell]:
-    return [Cell("global", "none", "threaded", users=2, requests=100 + i) for i in range(n)]
+    return [Cell(store="global", window="none", mode="threaded", users=2, requests=100 + i)
+            for i in range(n)]
 
 
 def test_a_failing_cell_is_unknown_and_the_rest_still_run(tmp_path) -> None:
@@ -49,8 +50,9 @@ def test_ctrl_c_keeps_finished_cells_and_marks_partial(tmp_path) -> None:
 
 def test_unreachable_optional_store_is_skipped_with_the_reason() -> None:
     """An optional memcached cell on a port nothing listens on is skipped, with a reason."""
-    cells = [Cell("memcached", "none", "threaded", users=2, requests=10, optional=True),
-             Cell("global", "none", "threaded", users=2, requests=10)]
+    cells = [Cell(store="memcached", window="none", mode="threaded", users=2, requests=10,
+                  optional=True),
+             Cell(store="global", window="none", mode="threaded", users=2, requests=10)]
     kept, skipped = reachable_optional_stores(cells, ServerConfig(memcached="127.0.0.1:1"))
     assert [c.store for c in kept] == ["global"]
     assert skipped[0][0] == "memcached" and "127.0.0.1:1" in skipped[0][1]

@@ -42,7 +42,7 @@ def test_windows_apply_only_to_windowed_stores(tmp_path) -> None:
          "unknown store 'nope'"),
         ("[[cells]]\nstores=['global']\nwindows=['none']\nmodes=['x']\n", "unknown mode 'x'"),
         ("[[cells]]\nstores=['global']\nwindows=['none']\nmodes=['single']\nusers=0\n",
-         "users must be a whole number"),
+         "users must be between 1 and 10,000, got 0"),
         ("colour = 1\n[[cells]]\nstores=['g']\nwindows=['none']\nmodes=['single']\n",
          "unknown key 'colour'"),
         ("[[cells]\n", "invalid TOML"),

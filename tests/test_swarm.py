@@ -19,6 +19,7 @@ import pytest
 from demo_server.supervisor import free_port, group_members
 from loadtests.history import COLUMNS
 from loadtests.runner import SwarmSpec, parse_locust_json, run_swarm
+from reports.results import analyse_experiment
 from scenarios.experiment import ExperimentSpec, run_experiment
 
 
@@ -50,7 +51,8 @@ def test_global_store_under_gunicorn_sync_repeats_values(tmp_path: Path) -> None
     for r in rows:
         pids_of.setdefault(int(r["value"]), set()).add(r["server_pid"])
     assert any(len(pids) > 1 for pids in pids_of.values()), "no cross-process duplicate"
-    assert summary["first_counts"]["duplicates"] == sum(n - 1 for n in values.values() if n > 1)
+    counts = analyse_experiment(tmp_path)["verdict"]["counts"]
+    assert counts["duplicate_extra_returns"] == sum(n - 1 for n in values.values() if n > 1)
     assert summary["status"] == "ok" and not summary["server"]["died"]
     final = json.loads((tmp_path / "final.json").read_text())
     assert final["available"] and final["per_process"]
@@ -66,7 +68,9 @@ def test_sqlite_store_on_threaded_hands_out_unique_values(tmp_path: Path) -> Non
     assert len(rows) == 500
     assert_matches_locust(summary, rows)
     assert sorted(int(r["value"]) for r in rows) == list(range(1, 501))
-    assert summary["first_counts"] == {"distinct": 500, "duplicates": 0, "gaps": 0}
+    counts = analyse_experiment(tmp_path)["verdict"]["counts"]
+    assert (counts["distinct_values"], counts["duplicate_extra_returns"],
+            counts["skipped_values"]) == (500, 0, 0)
 
 
 def _server_pgids(run_dir: Path) -> set[int]:
@@ -212,12 +216,12 @@ def test_master_and_workers_bring_histories_home(tmp_path: Path, live_server) ->
 def test_burst_swarm_records_rounds(tmp_path: Path) -> None:
     """Burst users fire in rounds: every op carries its round; spreads are measured."""
     spec = ExperimentSpec(store="lock", mode="gunicorn-gthread", burst=10, requests=200)
-    summary = run_experiment(spec, tmp_path)
+    run_experiment(spec, tmp_path)
     rows = read_rows(tmp_path / "history.csv")
     assert len(rows) == 200
     rounds = Counter(int(r["burst"]) for r in rows)
     assert len(rounds) == 20 and set(rounds.values()) == {10}
-    spreads = summary["swarm"]["burst_spreads"]
+    spreads = analyse_experiment(tmp_path)["burst_spreads"]
     assert [s["round"] for s in spreads] == sorted(rounds)
     assert all(s["client_ns"] >= 0 and s["server_ns"] is not None for s in spreads)
 
@@ -238,10 +242,10 @@ def test_burst_rounds_line_up_across_processes(tmp_path: Path, live_server) -> N
 def test_cluster_users_spread_over_every_instance(tmp_path: Path) -> None:
     """In cluster mode each user round-robins over all instance URLs."""
     spec = ExperimentSpec(store="global", mode="cluster", instances=2, users=4, requests=200)
-    summary = run_experiment(spec, tmp_path)
+    run_experiment(spec, tmp_path)
     rows = read_rows(tmp_path / "history.csv")
     assert Counter(r["url"] for r in rows).most_common()[-1][1] >= 90
-    assert summary["first_counts"]["duplicates"] > 0
+    assert analyse_experiment(tmp_path)["verdict"]["counts"]["duplicate_extra_returns"] > 0
 
 
 def test_locust_json_with_worker_placeholders() -> None:
@@ -250,7 +254,9 @@ def test_locust_json_with_worker_placeholders() -> None:
     assert parse_locust_json(text) == (7, 2)
 
 
-@pytest.mark.parametrize("args", [["--users", "0"], ["--duration", "-1"], ["--burst", "0"]])
+@pytest.mark.parametrize("args", [["--users", "0"], ["--duration", "-1"], ["--burst", "-1"],
+                                  ["--duration", "nan"], ["--requests", "100000000000"],
+                                  ["--spawn-rate", "-1"]])
 def test_swarm_bad_input_exits_2(cli_runner, args: list[str]) -> None:
     """Bad swarm options are a usage error before anything starts."""
     from cli import main
@@ -268,8 +274,19 @@ def test_swarm_command_prints_one_screen(cli_runner, tmp_path: Path) -> None:
     result = cli_runner.invoke(main, ["swarm", "--mode", "gunicorn-sync", "--users", "4",
                                       "--requests", "300", "--out", str(out)])
     assert result.exit_code == 0, result.output
-    assert "duplicates" in result.output and str(out) in result.output
+    assert "repeated answers" in result.output and str(out) in result.output
     assert (out / "summary.json").exists() and (out / "history.csv").exists()
+    # What it printed is the stored analysis, and `check` says the same word.
+    entry = json.loads((out / "results.json").read_text())["experiments"][0]
+    printed = " ".join(result.output.split())
+    assert f"{entry['throughput_rps']:,.0f} req/s" in printed
+    latency = entry["latency_ms"]
+    assert " / ".join(f"{latency[k]:.1f} ms" for k in ("p50", "p95", "p99")) in printed
+    word = {"yes": "safe", "no": "race", "unknown": "unknown"}[entry["verdict"]["valid"]]
+    assert f"verdict: {word} " in printed
+    checked = cli_runner.invoke(main, ["check", str(out / "history.csv"), "--final-file",
+                                       str(out / "final.json")])
+    assert checked.output.startswith(f"{word}: ")
 
 
 def test_interrupted_swarm_keeps_its_records(tmp_path: Path) -> None:
@@ -283,8 +300,9 @@ def test_interrupted_swarm_keeps_its_records(tmp_path: Path) -> None:
         run_experiment(spec, tmp_path, progress=interrupt)
     summary = json.loads((tmp_path / "summary.json").read_text())
     assert summary["status"] == "failed" and summary["error"] == "interrupted"
-    assert summary["swarm"]["requests"] >= 100
-    assert len(read_rows(tmp_path / "history.csv")) == summary["swarm"]["requests"]
+    rows = read_rows(tmp_path / "history.csv")
+    assert len(rows) >= 100
+    assert analyse_experiment(tmp_path)["ops"]["total"] == len(rows)
     assert not _server_pgids(tmp_path)
 
 
