@@ -23,7 +23,8 @@ def test_a_cell_runs_n_times_its_own_run_last(tmp_path: Path) -> None:
         seen.append(cell_dir)
         return {"valid": "no", "anomalies": 1}
 
-    cell = Cell("global", "none", "threaded", users=2, requests=100, repeat=3)
+    cell = Cell(store="global", window="none", mode="threaded", users=2, requests=100,
+                repeat=3)
     found = run_cell_repeated(run_cell, cell, tmp_path / "c")
     assert seen == [tmp_path / "c" / "repeats" / "02", tmp_path / "c" / "repeats" / "03",
                     tmp_path / "c"]
@@ -40,7 +41,8 @@ def test_a_failed_repeat_does_not_stop_the_cell(tmp_path: Path) -> None:
             raise ServerNotReady("no answer")
         return {"valid": "yes", "anomalies": 0}
 
-    cell = Cell("global", "none", "threaded", users=2, requests=100, repeat=3)
+    cell = Cell(store="global", window="none", mode="threaded", users=2, requests=100,
+                repeat=3)
     result = run_matrix([cell], tmp_path, run_cell)
     assert calls == ["02", "03", "01-global-none-threaded"]
     assert result.outcomes[0].status == "done" and result.outcomes[0].valid == "yes"
