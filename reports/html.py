@@ -453,12 +453,16 @@ def _interleaving_view(data: Mapping[str, Any] | None) -> dict[str, Any] | None:
 def _claims_view(
     results: Mapping[str, Any], anchors: Mapping[str, int]
 ) -> list[dict[str, Any]]:
+    stored = results.get("claims")
+    if not isinstance(stored, list):  # results.json written before claims were kept
+        stored = [c.to_dict() for c in check_claims(results.get("experiments") or ())]
     claims = []
-    for claim in check_claims(results.get("experiments") or ()):
-        item = claim.to_dict()
+    for claim in stored:
+        item = dict(claim)
+        cells = [*claim.get("supporting", ()), *claim.get("against", ())]
         item["links"] = [{"href": f"#exp-{anchors[i]}", "number": anchors[i],
-                          "holds": i in claim.supporting}
-                         for i in claim.cells if i in anchors]
+                          "holds": i in claim.get("supporting", ())}
+                         for i in cells if i in anchors]
         claims.append(item)
     return claims
 
