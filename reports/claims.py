@@ -169,7 +169,7 @@ CLAIMS: tuple[ClaimRule, ...] = (
     ClaimRule(
         "g", "flask.g holds data for one request only.",
         lambda e: _store(e) == "g",
-        lambda e: modes_of(e) == [PER_REQUEST],
+        lambda e: PER_REQUEST in modes_of(e),
         "every request started again from the same value", "a value survived from one request "
         "to the next", "no cell used flask.g"),
     ClaimRule(

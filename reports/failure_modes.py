@@ -8,16 +8,19 @@ shows, from the checker's counts and (when at hand) the history itself:
 - ``separate-copies``: each process or host has its own copy of the state
   (numbers repeated across processes of a per-process store).
 - ``per-request``: nothing survives the request (``flask.g``): every ok value
-  equals the first one, across requests a process served one after another.
+  equals the first one, across requests a process served one after another; or,
+  with ``separate-copies``, each request had a process of its own (a fork per
+  request).
 - ``lost-session-update``: requests of one client (tabs sharing a cookie)
   loaded the same session and the last save won.
 - ``isolation-breach``: a client got a number from another client's session.
 - ``process-unknown``: numbers repeated, but the history has no server pids,
   so within-process and across-process cannot be told apart.
 
-A cell can show several. An experiment whose only failure mode is
-``per-request`` is labelled ``per-request`` instead of ``race``
-(``verdict_label``); its JSON verdict stays ``valid: no``.
+A cell can show several. An experiment whose failure modes are ``per-request``
+(alone, or with ``separate-copies``: nothing interleaved) is labelled
+``per-request`` instead of ``race`` (``verdict_label``); its JSON verdict stays
+``valid: no``.
 """
 
 from __future__ import annotations
@@ -40,6 +43,7 @@ __all__ = [
     "PROCESS_UNKNOWN",
     "SEPARATE_COPIES",
     "failure_modes",
+    "label_of",
     "mode_names",
     "modes_of",
     "verdict_label",
@@ -136,6 +140,10 @@ def failure_modes(entry: Mapping[str, Any], table: HistoryTable | None = None) -
     cross = int(counts.get("duplicate_extra_cross_process") or 0)
     if all_equal and (same or not pids_known):
         return [PER_REQUEST]
+    if all_equal and not same:
+        # Every request had a process of its own (a fork per request) and got the same
+        # value: each process had its own copy, and nothing outlived its request.
+        return [SEPARATE_COPIES, PER_REQUEST]
     if counts.get("duplicate_extra_unknown_process"):
         found.add(PROCESS_UNKNOWN)  # repeats among answers that name no process
     if not pids_known:
@@ -169,16 +177,21 @@ def mode_names(modes: Sequence[str]) -> list[str]:
     return [FAILURE_MODES.get(m, (m, ""))[0] for m in modes]
 
 
+def label_of(valid: str, modes: Sequence[str]) -> str:
+    """The word for a verdict (``yes`` / ``no`` / ``unknown``) and its failure modes."""
+    word = verdict_word({"verdict": {"valid": valid}})
+    if word == "race" and PER_REQUEST in modes and set(modes) <= {PER_REQUEST, SEPARATE_COPIES}:
+        return PER_REQUEST
+    return word
+
+
 def verdict_label(entry: Mapping[str, Any]) -> str:
     """The word reports print: ``safe``, ``race``, ``unknown``, or ``per-request``.
 
-    ``per-request`` replaces ``race`` when nothing raced: the only failure mode is
-    that the state lives for one request (``flask.g``).
+    ``per-request`` replaces ``race`` when nothing raced: the state lived for one
+    request only (``flask.g``, or a fork per request), with no interleaving.
     """
-    word = verdict_word(entry)
-    if word == "race" and modes_of(entry) == [PER_REQUEST]:
-        return PER_REQUEST
-    return word
+    return label_of(str((entry.get("verdict") or {}).get("valid")), modes_of(entry))
 
 
 def witness_mode(entry: Mapping[str, Any], witness: Mapping[str, Any]) -> str | None:

@@ -38,6 +38,7 @@ from reports.results import (
     collect_run,
     experiment_path,
     load_results,
+    verdict_word,
     write_results,
 )
 from reports.table import format_rate
@@ -113,9 +114,10 @@ def answer(results: Mapping[str, Any]) -> str:
     subject = "the global store" if focus else "the stores tested"
     if not focus:
         focus = entries
-    races = [e for e in focus if verdict_label(e) == "race"]
-    safes = [e for e in focus if verdict_label(e) == "safe"]
-    unknowns = [e for e in focus if verdict_label(e) == "unknown"]
+    # Wrong answers, whether they raced or lived for one request only.
+    races = [e for e in focus if verdict_word(e) == "race"]
+    safes = [e for e in focus if verdict_word(e) == "safe"]
+    unknowns = [e for e in focus if verdict_word(e) == "unknown"]
     with_store = subject != "the global store"
     parts: list[str] = []
     if races:
@@ -180,8 +182,8 @@ def headline(results: Mapping[str, Any]) -> str:
     focus = focus or entries
     if not focus:
         return "This run holds no experiment."
-    races = [e for e in focus if verdict_label(e) == "race"]
-    safes = [e for e in focus if verdict_label(e) == "safe"]
+    races = [e for e in focus if verdict_word(e) == "race"]  # racing or per request
+    safes = [e for e in focus if verdict_word(e) == "safe"]
     if races:
         modes = _join(sorted({str((e.get("config") or {}).get("mode")) for e in races}))
         names = _join(sorted({n for e in races for n in mode_names(modes_of(e))}))

@@ -127,8 +127,10 @@ def draw_matrix(results: Mapping[str, Any], path: Path) -> Path | None:
             elif word == "per-request":
                 ax.add_patch(Rectangle((j, y), 1, 1, facecolor=_PER_REQUEST_FACE,
                                        edgecolor="white"))
-                ax.text(j + 0.5, y + 0.5, "per\nrequest" + runs, ha="center", va="center",
-                        fontsize=12, fontweight="bold", color=COLOURS["per-request"])
+                also = [n for n in mode_names(modes_of(entry)) if n != "per request"]
+                ax.text(j + 0.5, y + 0.5, "per\nrequest" + "".join(f"\n{n}" for n in also)
+                        + runs, ha="center", va="center", fontsize=12 if not also else 10,
+                        fontweight="bold", color=COLOURS["per-request"])
             elif word == "race":
                 rate = entry.get("anomaly_rate")
                 dark = (rate or 0) > 0.05
@@ -454,7 +456,7 @@ def draw_bursts(entry: Mapping[str, Any], path: Path) -> Path | None:
 
 
 #: Bumped whenever a plot's drawing changes, so that saved plots are redrawn.
-PLOTS_VERSION = 2
+PLOTS_VERSION = 3
 
 
 def wanted_plots(entry: Mapping[str, Any], several: bool) -> list[str]:

@@ -50,8 +50,6 @@ def _verdict_text(entry: Mapping[str, Any]) -> Text:
 
 def _modes(entry: Mapping[str, Any]) -> str:
     """The failure modes an anomalous cell shows, as printed names (``-`` for none)."""
-    if verdict_label(entry) == "per-request":
-        return "per request"
     return ", ".join(mode_names(modes_of(entry))) or "-"
 
 
@@ -60,7 +58,7 @@ def _cell_text(entry: Mapping[str, Any]) -> Text:
     text = Text(word, style=STYLES[word])
     if word in ("race", "per-request"):
         text.append(f" {entry.get('anomalies')} ({format_rate(entry.get('anomaly_rate'))})")
-        if word == "race":
+        if word == "race" or _modes(entry) != "per request":
             text.append("\n" + _modes(entry), style="dim")
     elif word == "unknown" and entry.get("status") == "failed":
         text.append(" (failed)")

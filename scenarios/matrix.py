@@ -46,6 +46,7 @@ class CellOutcome:
     error: str = ""
     anomalies: int = 0
     elapsed_s: float = 0.0
+    failure_modes: list[str] = dataclasses.field(default_factory=list)
 
 
 @dataclasses.dataclass
@@ -155,6 +156,8 @@ def run_matrix(
                 outcome.status = "done"
                 outcome.valid = str(found.get("valid", "unknown"))
                 outcome.anomalies = int(found.get("anomalies", 0))
+                outcome.failure_modes = list((found.get("entry") or {}).get("failure_modes")
+                                             or ())
                 outcome.error = str(found.get("reason", "")) if outcome.valid == "unknown" else ""
             except RacelabError as exc:
                 outcome.status, outcome.valid, outcome.error = "failed", "unknown", str(exc)

@@ -24,7 +24,7 @@ from reports.table import table_text
          ["per-request"], "per-request"),
         # A fork per request: every value 1, each from a process of its own.
         ({"kind": "all-ones", "mode": "processes", "pids": tuple(range(100, 400))},
-         ["separate-copies"], "race"),
+         ["separate-copies", "per-request"], "per-request"),
         ({"kind": "race", "pid_known": False}, ["process-unknown"], "race"),
         ({"kind": "safe"}, [], "safe"),
     ],
