@@ -488,11 +488,17 @@ def _run_demo_command(
     open_report: bool,
     as_json: bool,
     assert_safe: bool = False,
+    repeat: int | None = None,
 ) -> None:
     """Shared body of ``demo`` and ``matrix``: run, print the table, say where the report is."""
+    import dataclasses
+
     from rich.console import Console
 
     from demo_server.services import services_for
+
+    if repeat is not None:
+        cells = [dataclasses.replace(cell, repeat=repeat) for cell in cells]
 
     err = Console(stderr=True, highlight=False)
     run_dir = _run_dir(out, preset, empty=True)
@@ -561,6 +567,10 @@ _budget_option = click.option(
     "--budget", type=click.FloatRange(min=5, min_open=False), default=None, metavar="SECONDS",
     help="Scale the swarms so the run takes about this long.",
 )
+_repeat_option = click.option(
+    "--repeat", type=click.IntRange(min=1), default=None, metavar="N",
+    help="Run each cell N times and report how often it raced (default: the preset's).",
+)
 _out_option = click.option(
     "--out", type=click.Path(file_okay=False), default=None,
     help="Run directory (default: runs/NAME-TIMESTAMP).",
@@ -573,11 +583,13 @@ _out_option = click.option(
 @_out_option
 @click.option("--open", "open_report", is_flag=True, help="Open the HTML report when done.")
 @_budget_option
+@_repeat_option
 @click.option("--json", "as_json", is_flag=True, help="Print results.json instead of the table.")
 @_assert_safe_option
 @click.pass_obj
 def demo(settings: Settings, preset: str, out: str | None, open_report: bool,
-         budget: float | None, as_json: bool, assert_safe: bool) -> None:
+         budget: float | None, as_json: bool, assert_safe: bool,
+         repeat: int | None) -> None:
     """The whole answer in one command: run a preset matrix and write the HTML report.
 
     Runs every cell (server up, Locust swarm, final state, server down, check),
@@ -589,13 +601,15 @@ def demo(settings: Settings, preset: str, out: str | None, open_report: bool,
       racelab demo                         # classroom preset, about 2 minutes
       racelab demo --preset quick --open   # under 30 s, then open the report
       racelab demo --preset my-grid.toml --budget 300
+      racelab demo --preset quick --repeat 5  # how often each cell races, k of 5
     """
     from scenarios.presets import load_preset
 
     loaded = load_preset(preset)
     _run_demo_command(settings, loaded.cells, preset=loaded.name,
                       nominal_budget_s=loaded.budget_s, budget=budget, out=out,
-                      open_report=open_report, as_json=as_json, assert_safe=assert_safe)
+                      open_report=open_report, as_json=as_json, assert_safe=assert_safe,
+                      repeat=repeat)
 
 
 def _names(kind: str, allowed: tuple[str, ...]) -> Any:
@@ -625,12 +639,13 @@ def _names(kind: str, allowed: tuple[str, ...]) -> Any:
 @_out_option
 @click.option("--open", "open_report", is_flag=True, help="Open the HTML report when done.")
 @_budget_option
+@_repeat_option
 @click.option("--json", "as_json", is_flag=True, help="Print results.json instead of the table.")
 @_assert_safe_option
 @click.pass_obj
 def matrix(settings: Settings, modes: list[str], stores: list[str], windows: list[str],
            out: str | None, open_report: bool, budget: float | None, as_json: bool,
-           assert_safe: bool, **sizes: Any) -> None:
+           assert_safe: bool, repeat: int | None, **sizes: Any) -> None:
     """Run your own grid of modes x stores x windows and write the report.
 
     Windows apply to the global and lock stores; other stores run once per mode.
@@ -649,7 +664,7 @@ def matrix(settings: Settings, modes: list[str], stores: list[str], windows: lis
     nominal = sum(2.5 + cell.requests / 800 for cell in cells)
     _run_demo_command(settings, cells, preset="matrix", nominal_budget_s=nominal,
                       budget=budget, out=out, open_report=open_report, as_json=as_json,
-                      assert_safe=assert_safe)
+                      assert_safe=assert_safe, repeat=repeat)
 
 
 @main.command()

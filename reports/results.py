@@ -15,7 +15,8 @@ Schema ``racelab.results/1`` (see docs/reports.md for every field)::
      "experiments": [{"id", "label", "dir", "files", "status", "error",
                       "config", "ops", "throughput_rps", "latency_ms",
                       "verdict", "anomalies", "anomaly_rate", "final",
-                      "burst_spreads", "server", "command", "plots"}, ...],
+                      "burst_spreads", "server", "command", "plots",
+                      "failure_modes", "safe_bound", "interleaving", "repeats"}, ...],
      "plots": {"matrix": ..., "cost": {mode: path}}}
 """
 
@@ -317,6 +318,7 @@ def collect_experiment(exp_dir: Path | str) -> dict[str, Any]:
         python=server.get("python"),
         implementation=server.get("implementation"),
         gil=server.get("gil"),
+        executable=server.get("executable") or None,
         cores=machine.get("cores"),
     )
     history = find_history(exp_dir)  # history.parquet when the swarm wrote one
@@ -385,6 +387,9 @@ def collect_experiment(exp_dir: Path | str) -> dict[str, Any]:
         None if entry["anomalies"] is None or not ok
         else round(min(1.0, entry["anomalies"] / ok), 6)
     )
+    from reports.annotate import annotate  # failure modes, bounds, bytecode, repeats
+
+    entry.update(annotate(entry, table, exp_dir))
     return entry
 
 
