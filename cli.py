@@ -19,7 +19,7 @@ import click
 
 from demo_server import interrupts
 from demo_server.config import MODES, STORES, WINDOWS, ServerConfig
-from demo_server.errors import RacelabError
+from demo_server.errors import RacelabError, TargetError
 from demo_server.modes import LaunchSpec
 
 __all__ = ["main"]
@@ -42,6 +42,9 @@ class RacelabGroup(click.Group):
     def invoke(self, ctx: click.Context) -> Any:
         try:
             return super().invoke(ctx)
+        except TargetError as exc:  # a bad app or URL to test: bad input, exit 2
+            click.echo(f"Error: {exc}", err=True)
+            ctx.exit(2)
         except RacelabError as exc:
             raise click.ClickException(str(exc)) from None
         except KeyboardInterrupt as exc:
@@ -75,6 +78,9 @@ def spec_options(*groups: str, only: tuple[str, ...] = (), skip: tuple[str, ...]
 
     def decorate(func: Any) -> Any:
         for st in reversed(chosen):
+            if st.kind == "list":
+                func = click.option(st.flag, st.name, multiple=True, help=st.help)(func)
+                continue
             if st.kind == "str":
                 kind: Any = click.Choice(st.choices) if st.choices else str
             elif st.kind == "int":
@@ -83,8 +89,9 @@ def spec_options(*groups: str, only: tuple[str, ...] = (), skip: tuple[str, ...]
                 kind = click.FloatRange(st.low, st.high)
             default = defaults.get(st.name, _default(st.name))
             shown = f"{default:g}" if isinstance(default, float) else default
+            suffix = f"  [default: {shown}]" if shown != "" else ""
             func = click.option(st.flag, st.name, type=kind, default=None,
-                                help=f"{st.help}  [default: {shown}]",
+                                help=f"{st.help}{suffix}",
                                 callback=_finite if st.kind == "float" else None)(func)
         return func
 
@@ -115,6 +122,11 @@ def _run_dir(out: str | Path | None, name: str, hint: str = "--out", empty: bool
                                  f"{exc.strerror or exc}", param_hint=hint) from None
     return run_dir.resolve()
 
+
+_fault_option = click.option(
+    "--fault", "faults", multiple=True, metavar="SPEC",
+    help="Inject a fault during the load (repeatable): kill-worker@2s, stop-store@1s+2s "
+    "(stopped for 2 s), pause-store@1s+2s. Only stores racelab started can be stopped.")
 
 #: ``--assert-safe``'s exit code per verdict word: it gates CI.
 ASSERT_SAFE_EXIT = {"safe": 0, "race": 1, "unknown": 2}
@@ -279,7 +291,8 @@ def doctor(settings: Settings, as_json: bool) -> None:
 
 
 @main.command()
-@spec_options("cell", "server", "swarm")
+@spec_options("cell", "server", "swarm", "target")
+@_fault_option
 @click.option("--out", type=click.Path(file_okay=False), default=None,
               help="Run directory (default: runs/swarm-TIMESTAMP).")
 @_assert_safe_option
@@ -296,6 +309,10 @@ def swarm(settings: Settings, out: str | None, assert_safe: bool, **opts: Any) -
       racelab swarm --mode threaded --window yield --burst 50 --requests 2000
       racelab swarm --mode cluster --store redis --duration 10 --processes 2
       racelab swarm --mode gunicorn-sync --store postgres --assert-safe   # a CI gate
+      racelab swarm --mode gunicorn-sync --store sqlite --fault kill-worker@1s
+      racelab swarm --app app.py:app --mode gunicorn-sync --workers 3 --assert-safe
+      racelab swarm --app shop:create_app() --request 'POST /buy' --value json:seat \\
+          --check tickets --mode gunicorn-gthread
     """
     from demo_server.services import services_for
     from scenarios.spec import spec_from_options
@@ -308,37 +325,42 @@ def swarm(settings: Settings, out: str | None, assert_safe: bool, **opts: Any) -
 
 
 def _swarm(settings: Settings, spec: Any, run_dir: Path, assert_safe: bool) -> None:
+    from scenarios.experiment import run_experiment
+
+    _run_and_print("swarm", spec, run_dir, assert_safe, lambda progress: run_experiment(
+        spec, run_dir, redis_url=settings.redis_url, postgres_dsn=settings.postgres_dsn,
+        memcached=settings.memcached, progress=progress))
+
+
+def _run_and_print(verb: str, spec: Any, run_dir: Path, assert_safe: bool,
+                   run: Any) -> None:
+    """Run one experiment with a progress bar, analyse it once, print the analysis.
+
+    ``run(progress)`` returns the summary. A signal still analyses what was
+    recorded (marked partial) before it stops the command.
+    """
     from rich.console import Console
     from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 
-    from reports.results import analyse_experiment
-    from scenarios.experiment import run_experiment
+    from reports._check_output import print_experiment
+    from reports.results import analyse_experiment, verdict_word
 
-    console = Console(stderr=True)
-    total = spec.requests or None
-    with Progress(TextColumn("[bold]swarm"), BarColumn(), TextColumn("{task.completed} ops"),
-                  TimeElapsedColumn(), console=console, transient=True) as bar:
-        task_id = bar.add_task("swarm", total=total)
+    with Progress(TextColumn(f"[bold]{verb}"), BarColumn(), TextColumn("{task.completed} ops"),
+                  TimeElapsedColumn(), console=Console(stderr=True), transient=True) as bar:
+        task_id = bar.add_task(verb, total=spec.requests or None)
         try:
-            summary = run_experiment(
-                spec, run_dir, redis_url=settings.redis_url, postgres_dsn=settings.postgres_dsn,
-                memcached=settings.memcached,
-                progress=lambda done, _elapsed: bar.update(task_id, completed=done),
-            )
+            summary = run(lambda done, _elapsed: bar.update(task_id, completed=done))
         except KeyboardInterrupt:
             analyse_experiment(run_dir, {"partial": True, "partial_reason": "interrupted"})
             click.echo(f"interrupted; what was recorded is in {run_dir}", err=True)
             raise
     entry = analyse_experiment(run_dir)
-    from reports._check_output import print_experiment
-    from reports.results import verdict_word
-
     print_experiment(Console(), entry, summary, run_dir)
     if assert_safe:
         raise SystemExit(ASSERT_SAFE_EXIT[verdict_word(entry)])
     if summary["server"]["died"] or summary["status"] != "ok":
         raise click.ClickException(
-            f"{summary['error'] or 'the experiment failed'}; see {run_dir}")
+            f"{summary['error'] or f'the {verb} failed'}; see {run_dir}")
 
 
 def _not_negative(ctx: click.Context, param: click.Parameter, value: int | None) -> int | None:
@@ -348,6 +370,44 @@ def _not_negative(ctx: click.Context, param: click.Parameter, value: int | None)
 
 
 HISTORY_FORMATS = ("auto", "csv", "parquet", "jepsen-json", "jepsen-edn")
+
+
+@main.command()
+@click.argument("url")
+@spec_options(only=("users", "requests", "duration", "burst", "spawn_rate", "processes",
+                    "reconnect", "tabs", "history_format", "request", "body", "header", "value",
+                    "check", "final"))
+@click.option("--insecure", is_flag=True,
+              help="Do not check the https certificate (a self-signed test server).")
+@click.option("--allow-remote", is_flag=True,
+              help="Allow a host other than this machine. Only probe what you own.")
+@click.option("--out", type=click.Path(file_okay=False), default=None,
+              help="Run directory (default: runs/probe-TIMESTAMP).")
+@_assert_safe_option
+def probe(url: str, insecure: bool, allow_remote: bool, out: str | None, assert_safe: bool,
+          **opts: Any) -> None:
+    """Swarm an endpoint that is already running, record every answer, check the history.
+
+    Loopback only unless --allow-remote: probe only servers you own. racelab
+    knows the values and, when the app sends X-Racelab-* headers (any app
+    started with --app does), which process and thread answered; it cannot
+    know how the app was served or what its code runs between read and write.
+
+    \b
+    Examples:
+      racelab probe http://127.0.0.1:8000 --requests 2000 --assert-safe
+      racelab probe http://127.0.0.1:8000 --request 'POST /order' --value json:id --check ids
+      racelab probe https://127.0.0.1:8443 --insecure --final 'GET /count'
+    """
+    from scenarios.probe import check_probe_url, run_probe
+    from scenarios.spec import spec_from_options
+
+    base = check_probe_url(url, allow_remote=allow_remote)
+    values = {k: v for k, v in opts.items() if v not in (None, ())}
+    spec = spec_from_options({**values, "app": base})  # the target: the URL, not a launch
+    run_dir = _run_dir(out, "probe")
+    _run_and_print("probe", spec, run_dir, assert_safe, lambda progress: run_probe(
+        spec, base, run_dir, insecure=insecure, progress=progress))
 
 
 @main.command()

@@ -24,11 +24,13 @@ from demo_server.config import ServerConfig
 from demo_server.errors import RacelabError
 from demo_server.faults import FaultScheduler
 from demo_server.modes import LaunchSpec
+from demo_server.stamp import HEALTH_PATH
 from demo_server.supervisor import Supervisor
-from loadtests.runner import SwarmResult, SwarmSpec, run_swarm
+from loadtests.runner import SwarmInterrupted, SwarmResult, SwarmSpec, run_swarm
+from scenarios.probe import read_final
 from scenarios.spec import ExperimentSpec
 
-__all__ = ["SCHEMA", "ExperimentSpec", "run_experiment"]
+__all__ = ["SCHEMA", "ExperimentSpec", "run_experiment", "write_summary"]
 
 SCHEMA = 1
 
@@ -89,9 +91,9 @@ def run_experiment(
     config = ServerConfig(scenario=spec.scenario, store=spec.store, window=spec.window,
                           work_us=spec.work_us, mode=spec.mode, redis_url=redis_url,
                           postgres_dsn=postgres_dsn, memcached=memcached,
-                          session_backend=spec.session_backend)
+                          session_backend=spec.session_backend, stock=spec.stock)
     launch = LaunchSpec(mode=spec.mode, workers=spec.workers, threads=spec.threads,
-                        instances=spec.instances)
+                        instances=spec.instances, app=spec.app)
     summary: dict[str, Any] = {
         "schema": SCHEMA,
         "experiment": dataclasses.asdict(spec),
@@ -114,13 +116,15 @@ def run_experiment(
         try:
             from demo_server.client import get_json
 
-            identity = get_json(f"{sup.url}/healthz", timeout=5)
+            identity = get_json(f"{sup.url}{HEALTH_PATH if spec.app else '/healthz'}",
+                                timeout=5)
         except (OSError, ValueError):
             identity = {}
         swarm = SwarmSpec(urls=tuple(sup.urls), users=spec.swarm_users, requests=spec.requests,
                           duration=spec.duration, burst=bool(spec.burst),
                           spawn_rate=spec.spawn_rate, processes=spec.processes,
-                          reconnect=spec.reconnect)
+                          reconnect=spec.reconnect, tabs=spec.tabs,
+                          operations=spec.operations())
         # Faults run on the load's timeline, from the swarm's first reported
         # operations (within ~0.25 s of its first request); each is an event in the
         # supervisor's list, which sup.stop() writes to events.json.
@@ -134,13 +138,20 @@ def run_experiment(
 
         try:
             result = run_swarm(swarm, run_dir, progress=on_progress)
+        except SwarmInterrupted as exc:  # every row it recorded is merged
+            interrupted, result = exc, exc.result
         except KeyboardInterrupt as exc:
             interrupted = exc
         finally:
             if faults is not None:
                 faults.stop()
         died = not sup.alive()
-        final = _final_state(sup, spec, died)
+        if spec.app:
+            final = read_final(spec, sup.urls, expected=lambda i: set(sup.workers(i))) if (
+                not died) else {"available": False, "per_process": None, "states": [],
+                                "reason": "the server died during the swarm"}
+        else:
+            final = _final_state(sup, spec, died)
         if result is not None and result.timed_out:
             summary["error"] = "the swarm did not finish before its hard timeout"
         elif interrupted is not None:
@@ -180,10 +191,26 @@ def run_experiment(
                 "logs": log_names,
             }
             summary["events"] = sup.events()
-            _write_summary(run_dir, summary, result, final)
+            write_summary(run_dir, summary, result, final)
+            if spec.history_format == "parquet":
+                _to_parquet(run_dir)
     if interrupted is not None:
         raise interrupted
     return summary
+
+
+def _to_parquet(run_dir: Path) -> None:
+    """Keep the history as history.parquet only (the analysis reads either)."""
+    from reports.history_table import MalformedHistory, write_parquet
+
+    csv_path = run_dir / "history.csv"
+    if not csv_path.exists():
+        return
+    try:
+        write_parquet(csv_path)
+    except MalformedHistory:
+        return  # the analysis will say what is wrong with the CSV, kept as it is
+    csv_path.unlink()
 
 
 def _interrupted() -> str:
@@ -195,7 +222,7 @@ def _interrupted() -> str:
     return f"interrupted by {signal.Signals(signum).name}" if signum else "interrupted"
 
 
-def _write_summary(run_dir: Path, summary: dict[str, Any], result: SwarmResult | None,
+def write_summary(run_dir: Path, summary: dict[str, Any], result: SwarmResult | None,
                    final: dict[str, Any]) -> None:
     """Write what happened (``final.json``, ``summary.json``); the analysis reads them."""
     cut_short = summary["error"] if summary["status"] != "ok" else ""

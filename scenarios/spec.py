@@ -25,9 +25,11 @@ from typing import Any
 
 from demo_server.config import MODES, STORES, WINDOWS, ServerConfig
 from demo_server.errors import ConfigError
-from scenarios.registry import SCENARIO_NAMES
+from loadtests.operation import Operation
+from scenarios.registry import SCENARIO_NAMES, get_scenario
 
-__all__ = ["MATRIX_DEFAULTS", "SETTINGS", "ExperimentSpec", "Setting", "spec_from_options"]
+__all__ = ["MATRIX_DEFAULTS", "SETTINGS", "ExperimentSpec", "Setting", "spec_from_options",
+           "target_operations"]
 
 
 @dataclasses.dataclass(frozen=True)
@@ -38,11 +40,12 @@ class Setting:
         name: the field's name (``work_us``); the flag is ``--work-us``.
         help: one line for ``--help`` and docs.
         group: ``cell`` (what is served), ``server`` (how many processes),
-            ``swarm`` (how hard the load), or ``connection`` (where the external
-            stores are: global CLI options, not part of a preset).
+            ``swarm`` (how hard the load), ``target`` (your own app: what to send,
+            what to read), or ``connection`` (where the external stores are:
+            global CLI options, not part of a preset).
         choices: the allowed names, for a text setting.
         low, high: inclusive bounds, for a number.
-        kind: ``int``, ``float`` or ``str``.
+        kind: ``int``, ``float``, ``str`` or ``list`` (of texts, a repeatable option).
     """
 
     name: str
@@ -59,6 +62,10 @@ class Setting:
 
     def check(self, value: Any, where: str) -> Any:
         """The value if it is allowed, else ConfigError naming ``where`` and the bounds."""
+        if self.kind == "list":
+            if not isinstance(value, (tuple, list)) or not all(isinstance(v, str) for v in value):
+                raise ConfigError(f"{where}: {self.name} must be a list of texts")
+            return tuple(value)
         if self.kind == "str":
             if not isinstance(value, str) or (self.choices and value not in self.choices):
                 allowed = ", ".join(self.choices) if self.choices else "text"
@@ -82,7 +89,7 @@ def _num(value: float | None) -> str:
 
 
 def _setting(default: Any, help: str, group: str, **kw: Any) -> Any:
-    kind = {bool: "int", int: "int", float: "float", str: "str"}[type(default)]
+    kind = {bool: "int", int: "int", float: "float", str: "str", tuple: "list"}[type(default)]
     return dataclasses.field(default=default, metadata={"setting": (help, group, kind, kw)})
 
 
@@ -104,6 +111,8 @@ class ExperimentSpec:
     work_us: int = _setting(50, "CPU time of the 'work' window (µs).", "cell",
                             low=1, high=1_000_000)
     mode: str = _setting("threaded", "How the app is served.", "cell", choices=MODES)
+    stock: int = _setting(100, "Seats on sale when a tickets run starts.", "cell",
+                          low=1, high=1_000_000)
     workers: int = _setting(2, "Worker processes.", "server", low=1, high=64)
     threads: int = _setting(4, "Threads per gthread worker (and per cluster instance).",
                             "server", low=1, high=256)
@@ -121,9 +130,31 @@ class ExperimentSpec:
                                  low=0, high=100_000)
     processes: int = _setting(1, "Locust processes generating the load.", "swarm",
                               low=1, high=16)
+    tabs: int = _setting(1, "Consecutive users that share one client's cookie, as one person's "
+                         "browser tabs do (the session scenario's lost updates).", "swarm",
+                         low=1, high=64)
+    history_format: str = _setting("csv", "How the history is kept: csv (opens anywhere) or "
+                                   "parquet (compact, for long runs; history.csv is then "
+                                   "removed).", "swarm", choices=("csv", "parquet"))
     reconnect: int = _setting(10, "Requests per connection before a user opens a new one, as "
                               "clients do (0: keep-alive for good; connections may then "
                               "stick to one worker).", "swarm", low=0, high=MAX_REQUESTS)
+    app: str = _setting("", "Serve your own WSGI app instead of racelab's: path/to/file.py:app, "
+                        "package.module:app or package.module:create_app().", "target")
+    request: tuple[str, ...] = _setting((), "What each client sends to your app: 'METHOD /path', "
+                                        "optionally '*WEIGHT' for mixed traffic and '=NAME' "
+                                        "for the op the checker reads (repeatable; default "
+                                        "'GET /').", "target")
+    body: str = _setting("", "Request body (sent as JSON when it starts with { or [).", "target")
+    header: tuple[str, ...] = _setting((), "Request header 'Name: value' (repeatable).",
+                                       "target")
+    value: str = _setting("text", "How to read each answer's value: text (the body is an "
+                          "integer), json:KEY.PATH, regex:PATTERN (first group) or none.",
+                          "target")
+    check: str = _setting("counter", "The invariant your app must keep (a scenario's checker).",
+                          "target", choices=SCENARIO_NAMES)
+    final: str = _setting("", "'GET /path' read from every worker after the load: the final "
+                          "value, read as --value says (lost updates need it).", "target")
     redis_url: str = _setting(ServerConfig.redis_url, "Redis of the redis and session stores.",
                               "connection")
     postgres_dsn: str = _setting(ServerConfig.postgres_dsn, "PostgreSQL of the postgres store.",
@@ -142,6 +173,27 @@ class ExperimentSpec:
         object.__setattr__(self, "faults", tuple(str(f) for f in parse_faults(self.faults)))
         if not self.requests and not self.duration:
             raise ConfigError("an experiment needs a request budget or a duration (or both)")
+        if (self.request or self.final or self.body or self.header) and not self.app:
+            raise ConfigError("--request, --body, --header and --final describe your own "
+                              "app: give --app (or use racelab probe URL)")
+        if self.app:
+            self.operations()  # a bad request, header or value spec is one clear error
+
+    def operations(self) -> tuple[Operation, ...]:
+        """What each swarm user sends: the scenario's operations, or, for your own app,
+        the ``--request`` / ``--body`` / ``--header`` / ``--value`` ones.
+
+        Raises:
+            ConfigError: a request, header or value that cannot be used.
+        """
+        if not self.app:
+            return get_scenario(self.scenario).operations
+        return target_operations(self.request, self.body, self.header, self.value, self.check)
+
+    @property
+    def target(self) -> str:
+        """What is under test, for people: your app's target, or the scenario and store."""
+        return self.app or f"{self.scenario} on {self.store}"
 
     @property
     def swarm_users(self) -> int:
@@ -149,28 +201,85 @@ class ExperimentSpec:
 
     @property
     def label(self) -> str:
+        if self.app:
+            return f"{self.app} · {self.mode}"
         return f"{self.store} · {self.mode} · {self.window}"
 
-    def command(self) -> str:
-        """The ``racelab swarm`` command line that reproduces this experiment.
+    def command(self, probe_url: str = "") -> str:
+        """The ``racelab swarm`` (or ``racelab probe URL``) command that reproduces this.
 
-        Mode, store and window are always named; every other setting only when it
-        differs from its default. Connection settings other than the session
-        backend are left to the environment they ran in.
+        Mode, store and window are always named for a swarm; every other setting
+        only when it differs from its default. Connection settings other than the
+        session backend are left to the environment they ran in.
         """
         argv = ["racelab"]
-        if self.session_backend != _DEFAULTS["session_backend"]:
+        if self.session_backend != _DEFAULTS["session_backend"] and not probe_url:
             argv += ["--session-backend", self.session_backend]
-        argv += ["swarm", "--mode", self.mode, "--store", self.store, "--window", self.window]
+        if probe_url:
+            argv += ["probe", probe_url]
+            served = {st.name for st in SETTINGS if st.group in ("cell", "server")} | {"app"}
+        else:
+            argv += ["swarm", "--mode", self.mode, "--store", self.store, "--window",
+                     self.window]
+            served = {"mode", "store", "window"}
         for setting in SETTINGS:
             value = getattr(self, setting.name)
-            if (setting.group == "connection" or setting.name in ("mode", "store", "window")
+            if (setting.group == "connection" or setting.name in served
                     or value == _DEFAULTS[setting.name]):
+                continue
+            if isinstance(value, tuple):
+                for item in value:
+                    argv += [setting.flag, item]
                 continue
             argv += [setting.flag, f"{value:g}" if isinstance(value, float) else str(value)]
         for fault in self.faults:
             argv += ["--fault", fault]
         return shlex.join(argv)
+
+
+def target_operations(requests: tuple[str, ...] | list[str], body: str = "",
+                      headers: tuple[str, ...] | list[str] = (), value: str = "text",
+                      check: str = "counter") -> tuple[Operation, ...]:
+    """Operations for a user's app from ``--request``, ``--body``, ``--header``, ``--value``.
+
+    Each request is ``METHOD /path``, optionally followed by ``*WEIGHT`` and
+    ``=NAME`` (the history's op name, which the checker reads: the counter's
+    checker reads ``incr`` and ``read``). A single request without a name gets
+    the name of the checked scenario's first operation (``incr`` for the counter).
+
+    Raises:
+        ConfigError: a request line, header or value spec that cannot be used.
+    """
+    from loadtests.operation import OperationError, parse_request, parse_value_spec
+
+    pairs = []
+    for header in headers:
+        key, sep, text = header.partition(":")
+        if not sep or not key.strip():
+            raise ConfigError(f"header {header!r}: expected 'Name: value'")
+        pairs.append((key.strip(), text.strip()))
+    lines = list(requests) or ["GET /"]
+    try:
+        spec = parse_value_spec(value)
+        ops = []
+        for line in lines:
+            words = line.split()
+            name: str | None = None
+            if len(words) > 1 and words[-1].startswith("="):
+                name = words.pop()[1:]
+            if name is None and len(lines) == 1:
+                name = get_scenario(check).operations[0].name
+            ops.append(parse_request(" ".join(words), name=name, body=body, headers=pairs,
+                                     value=spec))
+    except OperationError as exc:
+        raise ConfigError(str(exc)) from None
+    names: dict[str, int] = {}
+    unique = []
+    for op in ops:  # two requests to one path stay apart in the history
+        count = names.get(op.name, 0)
+        names[op.name] = count + 1
+        unique.append(op if not count else dataclasses.replace(op, name=f"{op.name}.{count + 1}"))
+    return tuple(unique)
 
 
 def _settings() -> tuple[Setting, ...]:

@@ -1,0 +1,191 @@
+"""Your own app: `swarm --app` and `probe` find the race in racy apps, pass the fixed ones.
+
+The apps under tests/apps/ are small, written for these tests: a global counter,
+an order book handing out ids from a dict, a check-then-act seat sale, a counter
+answering with a streamed (chunked) body, and a fixed version of each (SQLite,
+shared by every process).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import psutil
+import pytest
+
+RACELAB = [sys.executable, "-c", "import cli; cli.main()"]
+
+
+def _racelab(*args: str, cwd: Path) -> subprocess.Popen[bytes]:
+    env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[1])}
+    return subprocess.Popen([*RACELAB, *args], cwd=cwd, env=env, stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, start_new_session=True)
+
+
+APPS = Path(__file__).resolve().parent / "apps"
+
+# app file, request options, racy?
+CASES = {
+    "counter": ("counter_app.py", [], True),
+    "counter_fixed": ("counter_fixed.py", [], False),
+    "orders": ("order_book.py", ["--request", "POST /order", "--value", "json:id",
+                                 "--check", "ids"], True),
+    "orders_fixed": ("order_book_fixed.py", ["--request", "POST /order", "--value", "json:id",
+                                             "--check", "ids"], False),
+    "seats": ("seat_sale.py", ["--request", "POST /buy", "--value", "json:seat",
+                               "--check", "ids"], True),
+    "seats_fixed": ("seat_sale_fixed.py", ["--request", "POST /buy", "--value", "json:seat",
+                                           "--check", "ids"], False),
+    "stream": ("streaming_counter.py", [], True),
+    "stream_fixed": ("streaming_counter_fixed.py", [], False),
+}
+
+
+@pytest.fixture
+def app_env(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """The fixed apps keep their SQLite files in this test's directory."""
+    for name in ("ORDER_BOOK_DB", "SEAT_SALE_DB", "COUNTER_DB", "STREAM_DB"):
+        monkeypatch.setenv(name, str(tmp_path / f"{name.lower()}.sqlite3"))
+    return tmp_path
+
+
+def _swarm(tmp_path: Path, case: str, mode: str, *extra: str) -> tuple[int, str, dict]:
+    app, options, _ = CASES[case]
+    run = tmp_path / f"run-{case}-{mode}"
+    proc = _racelab("swarm", "--app", f"{APPS / app}:app", "--mode", mode, "--workers", "2",
+                    "--users", "8", "--requests", "500", *options, "--out", str(run),
+                    "--assert-safe", *extra, cwd=tmp_path)
+    out, err = proc.communicate(timeout=180)
+    results = json.loads((run / "results.json").read_text()) if (run / "results.json").exists() \
+        else {}
+    return proc.returncode, (out + err).decode(), results
+
+
+@pytest.mark.parametrize("case", list(CASES))
+def test_swarm_app_under_gunicorn_sync(app_env: Path, case: str) -> None:
+    """gunicorn-sync -w 2: racy apps repeat values across processes (two pids named); fixed pass."""
+    code, output, results = _swarm(app_env, case, "gunicorn-sync")
+    racy = CASES[case][2]
+    assert code == (1 if racy else 0), output
+    entry = results["experiments"][0]
+    assert entry["config"]["app"].endswith(":app")
+    if racy:
+        counts = entry["verdict"]["counts"]
+        assert counts["duplicate_extra_cross_process"] > 0
+        cross = [w for w in entry["verdict"]["witnesses"]
+                 if (w.get("details") or {}).get("scope") == "cross-process"]
+        assert cross and len(set(cross[0]["details"]["pids"])) == 2
+    assert "Traceback" not in output
+
+
+@pytest.mark.parametrize("case", ["orders", "seats", "stream", "orders_fixed"])
+def test_swarm_app_under_gthread_interleaves(app_env: Path, case: str) -> None:
+    """gthread, one worker: the apps with a window race within one process; a fixed one passes."""
+    code, output, results = _swarm(app_env, case, "gunicorn-gthread", "--workers", "1",
+                                   "--threads", "8")
+    racy = CASES[case][2]
+    assert code == (1 if racy else 0), output
+    if racy:
+        counts = results["experiments"][0]["verdict"]["counts"]
+        assert counts["duplicate_extra_same_process"] > 0
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+@pytest.fixture
+def gunicorn(app_env: Path):
+    """Start a user's app under gunicorn -w 2 on loopback, as a user would; stop its group."""
+    started: list[subprocess.Popen[bytes]] = []
+
+    def start(app: str) -> str:
+        port = _free_port()
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "gunicorn", "-w", "2", "-b", f"127.0.0.1:{port}",
+             "--chdir", str(APPS), "--control-socket", str(app_env / f"g{port}.ctl"),
+             f"{Path(app).stem}:app"],
+            cwd=app_env, start_new_session=True, stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL)
+        started.append(proc)
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline:
+            try:
+                socket.create_connection(("127.0.0.1", port), timeout=0.5).close()
+                time.sleep(0.5)  # let both workers boot
+                return f"http://127.0.0.1:{port}"
+            except OSError:
+                time.sleep(0.1)
+        raise AssertionError("gunicorn did not start")
+
+    yield start
+    for proc in started:
+        try:
+            os.killpg(proc.pid, signal.SIGTERM)
+            proc.wait(timeout=10)
+        except (ProcessLookupError, subprocess.TimeoutExpired):
+            os.killpg(proc.pid, signal.SIGKILL)
+
+
+@pytest.mark.parametrize("case", ["counter", "counter_fixed", "orders", "orders_fixed",
+                                  "seats", "seats_fixed", "stream", "stream_fixed"])
+def test_probe_app_running_under_gunicorn(app_env: Path, gunicorn, case: str) -> None:
+    """racelab probe against a gunicorn the test started: racy ones race, fixed ones pass."""
+    app, options, racy = CASES[case]
+    url = gunicorn(app)
+    run = app_env / "probe"
+    proc = _racelab("probe", url, "--users", "8", "--requests", "400", *options,
+                    "--out", str(run), "--assert-safe", cwd=app_env)
+    out, err = proc.communicate(timeout=120)
+    assert proc.returncode == (1 if racy else 0), (out + err).decode()
+    entry = json.loads((run / "results.json").read_text())["experiments"][0]
+    assert entry["ops"]["ok"] == 400
+
+
+def test_demo_app_as_a_target_gives_the_built_in_verdicts(tmp_path: Path) -> None:
+    """demo_server:create_app() through --app: the same verdicts as the built-in path."""
+    for mode, expected in (("gunicorn-sync", 1), ("threaded", 0)):
+        builtin = _racelab("swarm", "--mode", mode, "--requests", "400", "--assert-safe",
+                           "--out", str(tmp_path / f"b-{mode}"), cwd=tmp_path)
+        target = _racelab("swarm", "--app", "demo_server:create_app()", "--mode", mode,
+                          "--request", "GET /incr", "--value", "json:value", "--requests",
+                          "400", "--assert-safe", "--out", str(tmp_path / f"t-{mode}"),
+                          cwd=tmp_path)
+        for proc in (builtin, target):
+            out, err = proc.communicate(timeout=120)
+            assert proc.returncode == expected, (out + err).decode()
+
+
+@pytest.mark.parametrize(("args", "needle"), [
+    (["swarm", "--app", "no/such/file.py:app"], "no file"),
+    (["swarm", "--app", f"{APPS / 'counter_app.py'}:nothing"], "nothing"),
+    (["swarm", "--app", f"{APPS / 'raises_on_import.py'}:app"], "the database URL is not"),
+    (["probe", "http://127.0.0.1:1"], "nothing answers"),
+    (["probe", "http://192.0.2.10:80"], "--allow-remote"),
+])
+def test_bad_targets_are_one_line_exit_2(tmp_path: Path, args: list[str], needle: str) -> None:
+    """Bad targets: one line naming the problem, exit 2, nothing left running."""
+    proc = _racelab(*args, "--requests", "50", "--out", str(tmp_path / "run"), cwd=tmp_path)
+    seen: set[int] = set()
+    while proc.poll() is None:
+        try:
+            seen |= {c.pid for c in psutil.Process(proc.pid).children(recursive=True)}
+        except psutil.NoSuchProcess:
+            break
+        time.sleep(0.05)
+    out, err = proc.communicate(timeout=120)
+    text = err.decode()
+    assert proc.returncode == 2, (out + err).decode()
+    assert needle in text and "Traceback" not in text
+    assert len([line for line in text.splitlines() if line.strip()]) == 1, text
+    assert not [p for p in seen if psutil.pid_exists(p)
+                and psutil.Process(p).status() != psutil.STATUS_ZOMBIE]
