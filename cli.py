@@ -694,8 +694,9 @@ def _names(kind: str, allowed: tuple[str, ...]) -> Any:
               callback=_names("store", STORES), help="Comma-separated stores.")
 @click.option("--windows", default="none", show_default=True,
               callback=_names("window", WINDOWS), help="Comma-separated windows.")
-@spec_options("server", "swarm", defaults={"requests": 400})
-@spec_options(only=("scenario", "work_us"))
+@spec_options("server", "swarm", "target", defaults={"requests": 400})
+@spec_options(only=("scenario", "work_us", "stock"))
+@_fault_option
 @_out_option
 @click.option("--open", "open_report", is_flag=True, help="Open the HTML report when done.")
 @_budget_option
@@ -714,12 +715,16 @@ def matrix(settings: Settings, modes: list[str], stores: list[str], windows: lis
     Examples:
       racelab matrix --modes threaded,gevent --stores global,lock --windows none,yield
       racelab matrix --modes gunicorn-sync,cluster --stores redis,postgres --requests 2000
+      racelab matrix --app app.py:app --modes threaded,gunicorn-sync,gevent --assert-safe
     """
     from scenarios.presets import expand
 
-    given = {k: v for k, v in sizes.items() if v is not None}
+    faults = tuple(sizes.pop("faults", ()) or ())
+    given = {k: v for k, v in sizes.items() if v not in (None, ())}
     cells = expand("command line",
                    [{"stores": stores, "windows": windows, "modes": modes, **given}], {}, {})
+    if faults:
+        cells = tuple(dataclasses.replace(cell, faults=faults) for cell in cells)
     # About 2.5 s per cell to start and stop servers and Locust, plus the swarm itself.
     nominal = sum(2.5 + cell.requests / 800 for cell in cells)
     _run_demo_command(settings, cells, preset="matrix", nominal_budget_s=nominal,

@@ -54,13 +54,6 @@ __all__ = [
 ]
 
 FORMATS = ("html", "md", "json")
-_SHARED_STORES = {
-    "manager": "a multiprocessing.Manager process that every worker connects to",
-    "sqlite": "an SQLite file, updated with one UPDATE ... RETURNING statement",
-    "postgres": "PostgreSQL, updated in one statement",
-    "redis": "Redis, updated with its atomic INCR",
-    "memcached": "memcached, updated with its atomic incr",
-}
 _MIME = {".png": "image/png", ".svg": "image/svg+xml"}
 
 
@@ -261,29 +254,38 @@ def explain(entry: Mapping[str, Any]) -> list[str]:
     }.get(str(mode))
     if mode_text:
         out.append(mode_text)
+    target = config.get("app") or config.get("url")
+    if target:
+        requests = ", ".join(config.get("request") or ()) or "GET /"
+        out.append(
+            f"The app under test is {'the endpoint at ' if config.get('url') else ''}{target}, "
+            f"sent {requests} and checked as {config.get('check') or 'counter'}. racelab "
+            + ("knows how it was served and which process and thread answered each request "
+               "(its middleware stamps every answer)" if not config.get("url") else
+               "knows the values it answered, and which process and thread answered where "
+               "the app sends racelab's X-Racelab headers; it does not know how it is served")
+            + ". It does not know what the code runs between its read and its write: its "
+            "window is the code's own.")
+        return out
     if store in PER_PROCESS_STORES and multi_process and store != "g":
         out.append(
             f"The {store} store lives inside each process, so every process holds its own "
             "copy: numbers repeat across processes and the per-process counts diverge. "
             "No lock inside one process can prevent that."
         )
-    if store == "global":
-        out.append("The global store is the naive module object (self.param += 1; return "
-                   "self.param) with nothing keeping two requests apart.")
-    elif store == "lock":
-        out.append("The lock store guards the read-modify-write with a threading.Lock: safe "
-                   "between the threads of one process, not between processes.")
-    elif store == "g":
-        out.append("flask.g lives for one request and shares nothing: every request starts "
-                   "from zero.")
-    elif store == "session":
-        out.append("The session store keeps a counter per client session, on the server side.")
-    elif store in _SHARED_STORES:
-        out.append(f"The {store} store keeps the counter outside the app, in "
-                   f"{_SHARED_STORES[store]}, shared by every process.")
+    out.extend(_store_sentences(str(config.get("scenario") or "counter"), str(store)))
     if store in ("global", "lock"):
         out.extend(_explain_window(config, mode, window, python, gil, threads_share))
     return out
+
+
+def _store_sentences(scenario: str, store: str) -> list[str]:
+    """The scenario's own sentence for its store (``Scenario.store_sentences``)."""
+    from scenarios.registry import SCENARIO_NAMES, get_scenario
+
+    if scenario not in SCENARIO_NAMES:
+        return []
+    return get_scenario(scenario).explain_store(store)
 
 
 def _explain_window(

@@ -635,6 +635,9 @@ def _order(names: Sequence[str], name: str) -> int:
 def cell_key(entry: Mapping[str, Any], multi_window: bool) -> tuple[str, str]:
     """(mode, store or store/window) of an experiment."""
     config = entry.get("config") or {}
+    target = config.get("app") or config.get("url")
+    if target:  # your own app: named by its file or URL, not by a store
+        return str(config.get("mode") or "?"), str(target).rsplit("/", 1)[-1]
     col = str(config.get("store") or "?")
     if multi_window:
         col = f"{col}/{config.get('window') or '?'}"

@@ -46,12 +46,16 @@ class Cell(ExperimentSpec):
 
     @property
     def id(self) -> str:
+        if self.app:
+            return f"app-{self.mode}" + (f"-burst{self.burst}" if self.burst else "")
         scenario = "" if self.scenario == "counter" else f"{self.scenario}-"
         burst = f"-burst{self.burst}" if self.burst else ""
         return f"{scenario}{self.store}-{self.window}-{self.mode}{burst}"
 
     @property
     def label(self) -> str:
+        if self.app:
+            return f"{self.app} · {self.mode}" + (f" · burst {self.burst}" if self.burst else "")
         scenario = "" if self.scenario == "counter" else f"{self.scenario} · "
         burst = f" · burst {self.burst}" if self.burst else ""
         return f"{scenario}{self.store} · {self.window} · {self.mode}{burst}"
@@ -74,7 +78,7 @@ class Preset:
 
 
 _BY_GROUP = {group: {st.name: st for st in SETTINGS if st.group == group}
-             for group in ("cell", "server", "swarm")}
+             for group in ("cell", "server", "swarm", "target")}
 _TOP_KEYS = {"name", "description", "budget_s", "swarm", "server", "cells"}
 # ``repeat`` belongs to a matrix cell, not to one experiment: it is no ExperimentSpec setting.
 _SWARM_KEYS = {*_BY_GROUP["swarm"], "repeat"}
@@ -82,7 +86,7 @@ _SERVER_KEYS = set(_BY_GROUP["server"])
 # A group names lists of stores, windows and modes; any other setting is one value.
 _LIST_KEYS = {"stores": "store", "windows": "window", "modes": "mode"}
 _GROUP_KEYS = {"optional", *_LIST_KEYS, *(set(_BY_GROUP["cell"]) - set(_LIST_KEYS.values())),
-               *_SWARM_KEYS, *_SERVER_KEYS}
+               *_SWARM_KEYS, *_SERVER_KEYS, *_BY_GROUP["target"]}
 _SETTING = {st.name: st for st in SETTINGS}
 
 
