@@ -601,6 +601,10 @@ def _run_cells(settings: Settings, cells: Any, run_dir: Path, err: Any, *, prese
     if outcome.partial:
         err.print(f"partial run: {result.results['run'].get('partial_reason', '')}; "
                   f"re-render it any time with: racelab report {run_dir}")
+    timing = result.results["run"].get("timing") or {}
+    if timing.get("load_s"):
+        err.print(f"time: {timing['wall_s']:.1f} s in all for {timing['load_s']:.1f} s of load "
+                  f"over {timing['cells']} cells ({timing['wall_s'] / timing['load_s']:.1f}x)")
     report = result.written.get("html")
     err.print(f"report: {report}" if report else f"results: {result.written['results']}")
     if open_report and report:
