@@ -50,7 +50,8 @@ class Cell(ExperimentSpec):
             return f"app-{self.mode}" + (f"-burst{self.burst}" if self.burst else "")
         scenario = "" if self.scenario == "counter" else f"{self.scenario}-"
         burst = f"-burst{self.burst}" if self.burst else ""
-        return f"{scenario}{self.store}-{self.window}-{self.mode}{burst}"
+        tabs = f"-tabs{self.tabs}" if self.tabs > 1 else ""
+        return f"{scenario}{self.store}-{self.window}-{self.mode}{burst}{tabs}"
 
     @property
     def label(self) -> str:
@@ -58,7 +59,8 @@ class Cell(ExperimentSpec):
             return f"{self.app} · {self.mode}" + (f" · burst {self.burst}" if self.burst else "")
         scenario = "" if self.scenario == "counter" else f"{self.scenario} · "
         burst = f" · burst {self.burst}" if self.burst else ""
-        return f"{scenario}{self.store} · {self.window} · {self.mode}{burst}"
+        tabs = f" · {self.tabs} tabs" if self.tabs > 1 else ""
+        return f"{scenario}{self.store} · {self.window} · {self.mode}{burst}{tabs}"
 
     def spec(self, **changes: Any) -> ExperimentSpec:
         """The experiment this cell runs (with ``changes`` applied)."""
