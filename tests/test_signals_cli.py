@@ -76,12 +76,14 @@ def test_signal_stops_everything_and_keeps_the_history(tmp_path: Path, signum: i
     assert results["run"]["partial"]
     verdict = results["experiments"][0]["verdict"]["valid"]
     assert verdict != "no", "an interrupted safe run must never read as a race"
-    # Checked later from its files alone, it still is not a race.
+    # Checked later from its files alone, it still is not a race. (The swarm lets
+    # in-flight requests finish and records every one, so a complete history may
+    # also read as safe.)
     check = _racelab("check", str(history), "--final-file", str(run / "final.json"),
                      cwd=tmp_path)
     out, err = check.communicate(timeout=60)
-    assert check.returncode == 2, (out + err).decode()
-    assert out.decode().startswith("unknown: ")
+    assert check.returncode in (0, 2), (out + err).decode()
+    assert out.decode().startswith(("unknown: ", "safe: "))
 
 
 def _cmd(p: psutil.Process) -> list[str]:
