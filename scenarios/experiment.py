@@ -22,6 +22,7 @@ from typing import Any
 
 from demo_server.config import ServerConfig
 from demo_server.errors import RacelabError
+from demo_server.faults import FaultScheduler
 from demo_server.modes import LaunchSpec
 from demo_server.supervisor import Supervisor
 from loadtests.runner import SwarmResult, SwarmSpec, run_swarm
@@ -120,10 +121,24 @@ def run_experiment(
                           duration=spec.duration, burst=bool(spec.burst),
                           spawn_rate=spec.spawn_rate, processes=spec.processes,
                           reconnect=spec.reconnect)
+        # Faults run on the load's timeline, from the swarm's first reported
+        # operations (within ~0.25 s of its first request); each is an event in the
+        # supervisor's list, which sup.stop() writes to events.json.
+        faults = FaultScheduler(sup, spec.faults) if spec.faults else None
+
+        def on_progress(done: int, seconds: float) -> None:
+            if faults is not None and done > 0:
+                faults.start()
+            if progress is not None:
+                progress(done, seconds)
+
         try:
-            result = run_swarm(swarm, run_dir, progress=progress)
+            result = run_swarm(swarm, run_dir, progress=on_progress)
         except KeyboardInterrupt as exc:
             interrupted = exc
+        finally:
+            if faults is not None:
+                faults.stop()
         died = not sup.alive()
         final = _final_state(sup, spec, died)
         if result is not None and result.timed_out:
@@ -158,11 +173,13 @@ def run_experiment(
                 "python": identity.get("python", ""),
                 "implementation": identity.get("implementation", ""),
                 "gil": identity.get("gil"),
+                "executable": identity.get("executable", ""),
                 "pids": pids,
                 "died": died,
                 "exit_codes": exit_codes,
                 "logs": log_names,
             }
+            summary["events"] = sup.events()
             _write_summary(run_dir, summary, result, final)
     if interrupted is not None:
         raise interrupted
