@@ -26,6 +26,7 @@ from demo_server.faults import FaultScheduler
 from demo_server.modes import LaunchSpec
 from demo_server.supervisor import Supervisor
 from loadtests.runner import SwarmResult, SwarmSpec, run_swarm
+from scenarios.registry import get_scenario
 from scenarios.spec import ExperimentSpec
 
 __all__ = ["SCHEMA", "ExperimentSpec", "run_experiment"]
@@ -120,7 +121,8 @@ def run_experiment(
         swarm = SwarmSpec(urls=tuple(sup.urls), users=spec.swarm_users, requests=spec.requests,
                           duration=spec.duration, burst=bool(spec.burst),
                           spawn_rate=spec.spawn_rate, processes=spec.processes,
-                          reconnect=spec.reconnect)
+                          reconnect=spec.reconnect,
+                          operations=get_scenario(spec.scenario).operations)
         # Faults run on the load's timeline, from the swarm's first reported
         # operations (within ~0.25 s of its first request); each is an event in the
         # supervisor's list, which sup.stop() writes to events.json.
