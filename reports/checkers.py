@@ -24,7 +24,7 @@ from __future__ import annotations
 
 import dataclasses
 import functools
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping
 from typing import Any, ParamSpec
 
 import numpy as np
@@ -548,6 +548,10 @@ def check_history(
         The composed verdict, named after the checkers joined with ``+``.
     """
     names = checkers_for(scenario)
+    cut_short = final.get("cut_short") if isinstance(final, Mapping) else None
+    if cut_short and not server_problem:
+        # The files of a run that ended early: whatever they show, never "safe".
+        server_problem = f"the run was cut short ({cut_short})"
     context = CheckContext(final=final, per_process=per_process,
                            complete=server_problem is None)
     verdicts = []
