@@ -100,6 +100,6 @@ def create_app(config: ServerConfig | None = None) -> Flask:
     @app.get("/healthz")
     def healthz() -> Response:
         hold()
-        return jsonify(ok=True, pid=os.getpid(), **identity)
+        return jsonify(ok=True, pid=os.getpid(), executable=sys.executable, **identity)
 
     return app

@@ -18,7 +18,8 @@ from reports.verdict import VERDICT_WORDS, Verdict
 
 __all__ = ["print_experiment", "print_verdict"]
 
-_WORD_STYLE = {"safe": "bold green", "race": "bold red", "unknown": "bold yellow"}
+_WORD_STYLE = {"safe": "bold green", "race": "bold red", "unknown": "bold yellow",
+               "per-request": "bold magenta"}
 _SAYS = {"yes": "no anomaly found", "no": "anomalies found", "unknown": "undecidable"}
 
 
@@ -50,7 +51,7 @@ def print_experiment(console: Console, entry: Mapping[str, Any], summary: Mappin
     Every number comes from ``entry``, the stored analysis, so the terminal, the
     JSON and the report agree.
     """
-    from reports.results import verdict_word
+    from reports.failure_modes import mode_names, modes_of, verdict_label
 
     ops = entry.get("ops") or {}
     counts = (entry.get("verdict") or {}).get("counts") or {}
@@ -80,10 +81,11 @@ def print_experiment(console: Console, entry: Mapping[str, Any], summary: Mappin
     if server.get("died"):
         console.print(f"[bold red]THE SERVER DIED during the swarm (exit codes "
                       f"{server.get('exit_codes')}); see its logs in {escape(str(run_dir))}[/]")
-    word = verdict_word(entry)
+    word = verdict_label(entry)
     verdict = entry.get("verdict") or {}
-    console.print(f"verdict: [{_WORD_STYLE[word]}]{word}[/] ({escape(str(verdict.get('reason')))})",
-                  soft_wrap=True)
+    names = ", ".join(mode_names(modes_of(entry)))
+    console.print(f"verdict: [{_WORD_STYLE[word]}]{word}[/]{f' ({names})' if names else ''} "
+                  f"({escape(str(verdict.get('reason')))})", soft_wrap=True)
     for witness in (verdict.get("witnesses") or [])[:3]:
         console.print(f"  - {escape(witness['sentence'])}", soft_wrap=True)
     console.print(f"run directory: {escape(str(run_dir))}  (racelab report {run_dir} --open)",

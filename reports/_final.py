@@ -11,10 +11,16 @@ A plain integer stands for one shared final value (``racelab check --final N``).
 from __future__ import annotations
 
 import dataclasses
+import json
+import os
+import stat
 from collections.abc import Mapping
+from pathlib import Path
 from typing import Any
 
-__all__ = ["FinalState", "ProcessState", "UnreadableFinal", "parse_final"]
+__all__ = ["FinalState", "ProcessState", "UnreadableFinal", "parse_final", "read_final_file"]
+
+_MAX_FINAL_BYTES = 64 << 20  # a final.json holds one entry per server process
 
 
 class UnreadableFinal(ValueError):
@@ -97,3 +103,30 @@ def parse_final(final: Any) -> FinalState | None:
             _int(item, "served", where, required=False),
         ))
     return FinalState(True, reason, per_process, tuple(states), cut_short)
+
+
+def read_final_file(path: Path | str) -> Any:
+    """Read a ``final.json`` file as JSON (its shape is checked by ``parse_final``).
+
+    Raises:
+        UnreadableFinal: not a regular file (a FIFO or device would block), too
+            large, not UTF-8, not JSON, or nested too deeply.
+    """
+    path = Path(path)
+    try:
+        info = os.stat(path)
+        if not stat.S_ISREG(info.st_mode):
+            raise UnreadableFinal("not a regular file; give final.json")
+        if info.st_size > _MAX_FINAL_BYTES:
+            raise UnreadableFinal(f"{info.st_size:,} bytes; a final state is far smaller")
+        text = path.read_text(encoding="utf-8")
+    except OSError as exc:
+        raise UnreadableFinal(exc.strerror or str(exc)) from None
+    except UnicodeDecodeError as exc:
+        raise UnreadableFinal(f"not UTF-8 (byte {exc.start})") from None
+    try:
+        return json.loads(text)
+    except RecursionError:
+        raise UnreadableFinal("JSON nested too deeply") from None
+    except ValueError as exc:
+        raise UnreadableFinal(f"not JSON: {exc}") from None

@@ -22,6 +22,16 @@ from typing import Any
 import jinja2
 
 from demo_server.config import PER_PROCESS_STORES
+from reports.bounds import bound_sentence, repeat_sentence, safe_bound
+from reports.claims import check_claims
+from reports.failure_modes import (
+    FAILURE_MODES,
+    PER_REQUEST,
+    mode_names,
+    modes_of,
+    verdict_label,
+    witness_mode,
+)
 from reports.results import (
     RESULTS_FILE,
     ResultsError,
@@ -37,6 +47,7 @@ __all__ = [
     "FORMATS",
     "answer",
     "explain",
+    "headline",
     "render_html",
     "render_markdown",
     "render_run",
@@ -103,6 +114,7 @@ def answer(results: Mapping[str, Any]) -> str:
     subject = "the global store" if focus else "the stores tested"
     if not focus:
         focus = entries
+    # Wrong answers, whether they raced or lived for one request only.
     races = [e for e in focus if verdict_word(e) == "race"]
     safes = [e for e in focus if verdict_word(e) == "safe"]
     unknowns = [e for e in focus if verdict_word(e) == "unknown"]
@@ -139,21 +151,48 @@ def answer(results: Mapping[str, Any]) -> str:
         by_store: dict[str, list[str]] = {}
         for entry in others:
             by_store.setdefault(str((entry.get("config") or {}).get("store")), []).append(
-                verdict_word(entry))
+                verdict_label(entry))
         clean = sorted(s for s, words in by_store.items() if set(words) == {"safe"})
         raced = sorted(s for s, words in by_store.items() if "race" in words)
+        per_request = sorted(s for s, words in by_store.items()
+                             if PER_REQUEST in words and "race" not in words)
         if clean:
             parts.append(f"For comparison, {_join(clean)} showed no anomaly in any mode tested.")
+        if per_request:
+            parts.append(f"{_join(per_request)} raced with nothing: every request started "
+                         "again from the same value (per request), as flask.g lives for one "
+                         "request.")
         if raced:
             detail = []
             for store in raced:
                 racing = sorted({str((e.get("config") or {}).get("mode")) for e in others
                                  if (e.get("config") or {}).get("store") == store
-                                 and verdict_word(e) == "race"})
+                                 and verdict_label(e) == "race"})
                 why = _WHY_STORE_RACES.get(store)
                 detail.append(f"{store} under {_join(racing)}" + (f" ({why})" if why else ""))
             parts.append(f"Anomalies also appeared with {'; '.join(detail)}.")
     return " ".join(parts)
+
+
+def headline(results: Mapping[str, Any]) -> str:
+    """The answer in one sentence, for the report's first screen."""
+    entries = list(results.get("experiments") or ())
+    focus = [e for e in entries if (e.get("config") or {}).get("store") == "global"]
+    subject = "the global" if focus else "the stores tested"
+    focus = focus or entries
+    if not focus:
+        return "This run holds no experiment."
+    races = [e for e in focus if verdict_word(e) == "race"]  # racing or per request
+    safes = [e for e in focus if verdict_word(e) == "safe"]
+    if races:
+        modes = _join(sorted({str((e.get("config") or {}).get("mode")) for e in races}))
+        names = _join(sorted({n for e in races for n in mode_names(modes_of(e))}))
+        return (f"No: {subject} gave wrong answers in {len(races)} of "
+                f"{_count(len(focus), 'experiment')}, under {modes}. The mistakes: {names}.")
+    if safes:
+        return (f"Not shown unsafe: {subject} showed no anomaly in "
+                f"{_count(len(safes), 'experiment')}; a measurement, not a proof.")
+    return f"Undecided: no experiment with {subject} could be judged."
 
 
 def _python_at_least(version: str | None, major: int, minor: int) -> bool | None:
@@ -288,16 +327,25 @@ def _explain_window(
 
 
 def _measured(entry: Mapping[str, Any]) -> str:
-    word = verdict_word(entry)
+    word = verdict_label(entry)
     ok = (entry.get("ops") or {}).get("ok", 0)
     verdict = entry.get("verdict") or {}
+    repeats = repeat_sentence(entry.get("repeats"))
+    again = f" Run {entry['repeats']['runs']} times, it {repeats}." if repeats else ""
+    if word == PER_REQUEST:
+        return (f"Measured: all {ok:,} ok responses got the same value: nothing survived from "
+                "one request to the next (per request). Nothing raced; the state never lived "
+                f"longer than a request.{again}")
     if word == "race":
+        names = _join(mode_names(modes_of(entry)))
         return (f"Measured: {entry.get('anomalies'):,} of {ok:,} ok responses were anomalous "
-                f"({format_rate(entry.get('anomaly_rate'))}); the witnesses below show them.")
+                f"({format_rate(entry.get('anomaly_rate'))}), showing {names}; the witnesses "
+                f"below show them.{again}")
     if word == "safe":
-        return (f"Measured: no anomaly in {ok:,} ok responses. That this run saw none does not "
-                "prove that none can happen.")
-    return f"Unknown: {verdict.get('reason') or 'no reason given'}."
+        bound = bound_sentence(entry.get("safe_bound") or safe_bound(entry))
+        return (f"Measured: {bound or f'no anomaly in {ok:,} ok responses'}. A bound, not a "
+                f"proof: rarer anomalies can still happen.{again}")
+    return f"Unknown: {verdict.get('reason') or 'no reason given'}.{again}"
 
 
 # -- data for the templates ---------------------------------------------------------------
@@ -381,6 +429,46 @@ def _interpreters(found: Any) -> dict[str, Any] | None:
     return {"rows": rows, "sentence": sentence, "threads": threads or "several"}
 
 
+def _interleaving_view(data: Mapping[str, Any] | None) -> dict[str, Any] | None:
+    """The bytecode listing and the reconstructed steps, ready for the templates."""
+    if not data:
+        return None
+    code = data.get("bytecode") or {}
+    by_offset = {int(i.get("offset") or 0): i for i in code.get("instructions") or ()}
+    steps = []
+    for number, step in enumerate(data.get("schedule") or (), 1):
+        names = []
+        for offset in step.get("offsets") or ():
+            ins = by_offset.get(int(offset))
+            if ins and ins.get("opname") not in ("RESUME", "CACHE"):
+                arg = str(ins.get("argrepr") or "")
+                names.append(f"{ins.get('opname')} {arg}".strip())
+        steps.append({"number": number, "who": step.get("who"), "does": step.get("does"),
+                      "instructions": names})
+    python = " ".join(str(x) for x in (code.get("implementation"), code.get("version")) if x)
+    return {"method": code.get("method"), "python": python or "the server's Python",
+            "executable": code.get("executable") or "", "dis": code.get("dis") or "",
+            "error": code.get("error") or "", "steps": steps, "switch": data.get("switch"),
+            "value": data.get("value"), "ops": data.get("witness_ops") or []}
+
+
+def _claims_view(
+    results: Mapping[str, Any], anchors: Mapping[str, int]
+) -> list[dict[str, Any]]:
+    stored = results.get("claims")
+    if not isinstance(stored, list):  # results.json written before claims were kept
+        stored = [c.to_dict() for c in check_claims(results.get("experiments") or ())]
+    claims = []
+    for claim in stored:
+        item = dict(claim)
+        cells = [*claim.get("supporting", ()), *claim.get("against", ())]
+        item["links"] = [{"href": f"#exp-{anchors[i]}", "number": anchors[i],
+                          "holds": i in claim.get("supporting", ())}
+                         for i in cells if i in anchors]
+        claims.append(item)
+    return claims
+
+
 def _context(results: Mapping[str, Any], results_dir: Path, embed: bool) -> dict[str, Any]:
     def image(rel: str | None) -> str | None:
         if not rel:
@@ -388,6 +476,7 @@ def _context(results: Mapping[str, Any], results_dir: Path, embed: bool) -> dict
         return _data_uri(experiment_path(results_dir, rel)) if embed else rel
 
     entries = list(results.get("experiments") or ())
+    anchors = {str(e.get("id")): n for n, e in enumerate(entries, 1)}
     experiments = []
     for entry in entries:
         plots = [
@@ -395,17 +484,26 @@ def _context(results: Mapping[str, Any], results_dir: Path, embed: bool) -> dict
             for kind, rel in (entry.get("plots") or {}).items()
         ]
         verdict = entry.get("verdict") or {}
+        witnesses = []
+        for w in (verdict.get("witnesses") or ())[:8]:
+            mode = witness_mode(entry, w)
+            witnesses.append({"mode": FAILURE_MODES[mode][0] if mode in FAILURE_MODES else "",
+                              "sentence": w.get("sentence") or w.get("kind")})
+        modes = modes_of(entry)
         experiments.append({
             "entry": entry,
-            "word": verdict_word(entry),
+            "word": verdict_label(entry),
             "rate": format_rate(entry.get("anomaly_rate")),
             "plots": [p for p in plots if p["src"]],
-            "witnesses": [w.get("sentence") or w.get("kind") for w in
-                          verdict.get("witnesses") or ()][:8],
+            "witnesses": witnesses,
+            "modes": [{"name": FAILURE_MODES.get(m, (m, ""))[0],
+                       "meaning": FAILURE_MODES.get(m, ("", ""))[1]} for m in modes],
             "explanations": explain(entry),
             "measured": _measured(entry),
             "counts": verdict.get("counts") or {},
             "settings": _settings(entry.get("config") or {}),
+            "repeats": repeat_sentence(entry.get("repeats")),
+            "interleaving": _interleaving_view(entry.get("interleaving")),
         })
     run_plots = results.get("plots") or {}
     cost = [{"mode": mode, "src": image(rel)}
@@ -415,6 +513,8 @@ def _context(results: Mapping[str, Any], results_dir: Path, embed: bool) -> dict
         "run": results.get("run") or {},
         "schema": results.get("schema"),
         "answer": answer(results),
+        "headline": headline(results),
+        "claims": _claims_view(results, anchors),
         "matrix": image(run_plots.get("matrix")),
         "cost": [c for c in cost if c["src"]],
         "experiments": experiments,
@@ -450,6 +550,26 @@ def _md(text: object) -> str:
     return _MD_SPECIAL.sub(r"\\\1", escaped).replace("\n", " ")
 
 
+def _markdown_interleaving(il: Mapping[str, Any] | None) -> list[str]:
+    if not il:
+        return []
+    fence = "`" * 3
+    lines = ["### The interleaving, step by step", "",
+             f"`{_md(il['method'])}` as {_md(il['python'])} (the interpreter that served these "
+             "requests) compiles it:", ""]
+    if il["dis"]:
+        lines += [fence, str(il["dis"]).replace(fence, "'" * 3).rstrip(), fence, ""]
+    else:
+        lines += [f"No listing: {_md(il['error'])}", ""]
+    if il["steps"]:
+        lines += ["A reconstruction, not a recording: one order of the two requests' steps "
+                  f"that gives both of them {il['value']}.", ""]
+        lines += [f"{st['number']}. **{_md(st['who'])}** {_md(st['does'])}" for st in il["steps"]]
+        lines.append("")
+    lines += [f"What lets the switch happen there: {_md(il['switch'])}", ""]
+    return lines
+
+
 def render_markdown(results: Mapping[str, Any], results_dir: Path, out: Path) -> Path:
     """Write a Markdown report whose images are the files in ``plots/``; return its path."""
     ctx = _context(results, results_dir, embed=False)
@@ -458,12 +578,19 @@ def render_markdown(results: Mapping[str, Any], results_dir: Path, out: Path) ->
     if run.get("partial"):
         reason = run.get("partial_reason") or "not every experiment ran"
         lines += [f"> **Partial run:** {_md(reason)}", ""]
-    lines += ["## Is a global safe here?", "", _md(ctx["answer"]), ""]
+    lines += ["## Is a global safe here?", "", f"**{_md(ctx['headline'])}**", "",
+              _md(ctx["answer"]), ""]
+    lines += ["## The answer's claims, checked by this run", ""]
+    for claim in ctx["claims"]:
+        cells = ", ".join(f"[{link['number']}]({link['href']})" for link in claim["links"])
+        lines.append(f"- **{claim['verdict']}**: {_md(claim['text'])} {_md(claim['why'])}"
+                     + (f" (cells {cells})" if cells else ""))
+    lines.append("")
     if ctx["matrix"]:
         lines += [f"![anomaly rate per mode and store]({ctx['matrix']})", ""]
     lines += ["| experiment | mode | store | window | ok ops | req/s | p99 ms | anomalies "
-              "| verdict |",
-              "| --- | --- | --- | --- | ---: | ---: | ---: | ---: | --- |"]
+              "| verdict | failure mode |",
+              "| --- | --- | --- | --- | ---: | ---: | ---: | ---: | --- | --- |"]
     for item in ctx["experiments"]:
         e = item["entry"]
         c = e.get("config") or {}
@@ -474,21 +601,30 @@ def render_markdown(results: Mapping[str, Any], results_dir: Path, out: Path) ->
             f"| {_md(e.get('label'))} | {_md(c.get('mode'))} | {_md(c.get('store'))} | "
             f"{_md(c.get('window'))} | {(e.get('ops') or {}).get('ok', 0)} | "
             f"{_md(e.get('throughput_rps') if e.get('throughput_rps') is not None else '-')} | "
-            f"{_md(lat.get('p99', '-'))} | {anomalies} | **{item['word']}** |")
+            f"{_md(lat.get('p99', '-'))} | {anomalies} | **{item['word']}** | "
+            f"{_md(', '.join(m['name'] for m in item['modes']))} |")
     lines.append("")
     for cost in ctx["cost"]:
         lines += [f"![cost of safety under {_md(cost['mode'])}]({cost['src']})", ""]
-    for item in ctx["experiments"]:
+    for number, item in enumerate(ctx["experiments"], 1):
         e = item["entry"]
-        lines += [f"## {_md(e.get('label'))}: {item['word']}", ""]
+        lines += [f'<a id="exp-{number}"></a>', "",
+                  f"## {_md(e.get('label'))}: {item['word']}", ""]
         if e.get("status") == "failed":
             lines += [f"**The experiment failed:** {_md(e.get('error') or 'no error recorded')}",
                       ""]
         lines += [_md(item["measured"]), ""]
         for plot in item["plots"]:
             lines += [f"![{_md(plot['title'])}]({plot['src']})", ""]
+        for mode in item["modes"]:
+            lines += [f"- **{_md(mode['name'])}**: {_md(mode['meaning'])}"]
+        if item["modes"]:
+            lines.append("")
         if item["witnesses"]:
-            lines += ["Witnesses:", ""] + [f"- {_md(w)}" for w in item["witnesses"]] + [""]
+            lines += ["Witnesses:", ""] + [
+                f"- {'**' + _md(w['mode']) + '** ' if w['mode'] else ''}{_md(w['sentence'])}"
+                for w in item["witnesses"]] + [""]
+        lines += _markdown_interleaving(item["interleaving"])
         lines += ["Why:", ""] + [f"- {_md(x)}" for x in item["explanations"]] + [""]
         lines += ["Reproduce:", "", "```", str(e.get("command") or "").replace("```", "'''"),
                   "```", ""]
@@ -545,7 +681,9 @@ def render_run(
                 results[key] = old[key]
     else:
         results = load_results(path) if path.exists() else collect_run(run_dir, meta)
-    draw_all(results, run_dir, fmt="svg" if svg else "png")
+    if "html" in formats or "md" in formats:  # plots only for a report that shows them
+        draw_all(results, run_dir, fmt="svg" if svg else "png")
+    results["claims"] = [c.to_dict() for c in check_claims(results.get("experiments") or ())]
     written = {"results": write_results(results, run_dir)}
     if "html" in formats:
         written["html"] = render_html(results, run_dir, run_dir / "report.html")

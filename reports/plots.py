@@ -15,6 +15,7 @@ PNG by default, SVG on request. Scatter plots keep at most ``MAX_POINTS`` points
 
 from __future__ import annotations
 
+import contextlib
 import multiprocessing
 import os
 import re
@@ -37,12 +38,13 @@ from matplotlib.figure import Figure
 from matplotlib.patches import Patch, Rectangle
 
 from demo_server.config import PER_PROCESS_STORES
+from reports.bounds import runs_raced
+from reports.failure_modes import mode_names, modes_of, verdict_label
 from reports.history_table import FAIL, OK, HistoryTable, MalformedHistory, read_history
 from reports.results import (
     cell_key,
     experiment_path,
     mode_store_keys,
-    verdict_word,
 )
 
 __all__ = [
@@ -54,13 +56,16 @@ __all__ = [
     "draw_matrix",
     "draw_requests",
     "draw_witness",
+    "wanted_plots",
 ]
 
 MAX_POINTS = 20_000
 PARALLEL_FROM = 8  # experiments from which a process pool draws them
 MAX_MARKS = 2_000
 DPI = 90
-COLOURS = {"safe": "#2e7d32", "race": "#c62828", "unknown": "#9e9e9e"}
+COLOURS = {"safe": "#2e7d32", "race": "#c62828", "unknown": "#9e9e9e",
+           "per-request": "#7b1fa2"}
+_PER_REQUEST_FACE = "#e1bee7"
 _PID_COLOURS = ("#1565c0", "#ef6c00", "#6a1b9a", "#00838f", "#558b2f", "#ad1457",
                 "#4e342e", "#37474f")
 
@@ -96,56 +101,76 @@ def draw_matrix(results: Mapping[str, Any], path: Path) -> Path | None:
     rows, cols, _ = mode_store_keys(entries)
     multi_window = any("/" in c for c in cols)
     cells = {cell_key(e, multi_window): e for e in entries}
-    # Wide enough for the legend and title even for a one-column matrix.
-    width = max(6.8, 2.4 + 1.15 * len(cols))
-    height = 1.6 + 0.7 * len(rows)
+    # Wide enough for the legend and title even for a one-column matrix, and for a
+    # failure mode's name in each cell.
+    width = max(7.2, 2.4 + 1.35 * len(cols))
+    height = 2.0 + 0.85 * len(rows)
     fig = Figure(figsize=(width, height))
-    ax = fig.add_axes((1.6 / width, 1.1 / height, 1 - 1.8 / width, 1 - 1.5 / height))
+    ax = fig.add_axes((1.9 / width, 1.5 / height, 1 - 2.1 / width, 1 - 1.9 / height))
     for i, row in enumerate(rows):
         for j, col in enumerate(cols):
             entry = cells.get((row, col))
             y = len(rows) - 1 - i
             if entry is None:
                 ax.add_patch(Rectangle((j, y), 1, 1, facecolor="white", edgecolor="#bbbbbb"))
-                ax.text(j + 0.5, y + 0.5, "not run", ha="center", va="center", fontsize=7,
+                ax.text(j + 0.5, y + 0.5, "not run", ha="center", va="center", fontsize=9,
                         color="#888888")
                 continue
-            word = verdict_word(entry)
+            word = verdict_label(entry)
+            runs = _runs(entry)
             if word == "unknown":
                 ax.add_patch(Rectangle((j, y), 1, 1, facecolor="#d9d9d9", edgecolor="#666666",
                                        hatch="///", linewidth=0.8))
-                ax.text(j + 0.5, y + 0.5, "?\nunknown", ha="center", va="center", fontsize=8,
-                        fontweight="bold", color="#333333",
+                ax.text(j + 0.5, y + 0.5, "?\nunknown" + runs, ha="center", va="center",
+                        fontsize=12, fontweight="bold", color="#333333",
                         bbox={"facecolor": "#d9d9d9", "edgecolor": "none", "pad": 1})
+            elif word == "per-request":
+                ax.add_patch(Rectangle((j, y), 1, 1, facecolor=_PER_REQUEST_FACE,
+                                       edgecolor="white"))
+                also = [n for n in mode_names(modes_of(entry)) if n != "per request"]
+                ax.text(j + 0.5, y + 0.5, "per\nrequest" + "".join(f"\n{n}" for n in also)
+                        + runs, ha="center", va="center", fontsize=12 if not also else 10,
+                        fontweight="bold", color=COLOURS["per-request"])
             elif word == "race":
                 rate = entry.get("anomaly_rate")
+                dark = (rate or 0) > 0.05
                 ax.add_patch(Rectangle((j, y), 1, 1, facecolor=_race_colour(rate),
                                        edgecolor="white"))
-                ax.text(j + 0.5, y + 0.5, f"race\n{_percent(rate)}", ha="center", va="center",
-                        fontsize=8, fontweight="bold",
-                        color="white" if (rate or 0) > 0.05 else "black")
+                ax.text(j + 0.5, y + 0.64, f"race {_percent(rate)}", ha="center", va="center",
+                        fontsize=12, fontweight="bold", color="white" if dark else "black")
+                names = "\n".join(mode_names(modes_of(entry))) or "?"
+                ax.text(j + 0.5, y + 0.3, names + runs, ha="center", va="center",
+                        fontsize=10, linespacing=1.0, color="white" if dark else "black")
             else:
                 ax.add_patch(Rectangle((j, y), 1, 1, facecolor="#e3f2e5", edgecolor="white"))
-                ax.text(j + 0.5, y + 0.5, "safe\n0%", ha="center", va="center", fontsize=8,
-                        color=COLOURS["safe"])
+                ax.text(j + 0.5, y + 0.5, "safe\n0%" + runs, ha="center", va="center",
+                        fontsize=12, color=COLOURS["safe"])
     ax.set_xlim(0, len(cols))
     ax.set_ylim(0, len(rows))
-    ax.set_xticks([j + 0.5 for j in range(len(cols))], cols, rotation=30, ha="right", fontsize=9)
-    ax.set_yticks([len(rows) - 0.5 - i for i in range(len(rows))], rows, fontsize=9)
+    ax.set_xticks([j + 0.5 for j in range(len(cols))], cols, rotation=30, ha="right",
+                  fontsize=12)
+    ax.set_yticks([len(rows) - 0.5 - i for i in range(len(rows))], rows, fontsize=12)
     ax.tick_params(length=0)
     for spine in ax.spines.values():
         spine.set_visible(False)
-    ax.set_title("Anomalous responses per experiment (darker red = more)", fontsize=10)
+    ax.set_title("Anomalous responses per experiment, and which mistake they show",
+                 fontsize=12)
     fig.legend(
         handles=[
             Patch(facecolor="#e3f2e5", label="safe: no anomaly seen"),
             Patch(facecolor=_race_colour(0.3), label="race: % of ok responses anomalous"),
+            Patch(facecolor=_PER_REQUEST_FACE, label="per request: nothing survives a request"),
             Patch(facecolor="#d9d9d9", hatch="///", edgecolor="#666666",
                   label="unknown: could not tell"),
         ],
-        loc="lower center", ncol=3, fontsize=7, frameon=False,
+        loc="lower center", ncol=2, fontsize=10, frameon=False,
     )
     return _save(fig, path)
+
+
+def _runs(entry: Mapping[str, Any]) -> str:
+    runs = runs_raced(entry)
+    return "\n" + runs if runs else ""
 
 
 def _percent(rate: float | None) -> str:
@@ -373,7 +398,7 @@ def draw_cost(entries: Sequence[Mapping[str, Any]], mode: str, path: Path) -> Pa
         return None
     windows = {(e.get("config") or {}).get("window") for e in mine}
     names = [str(cell_key(e, len(windows) > 1)[1]) for e in mine]
-    words = [verdict_word(e) for e in mine]
+    words = [verdict_label(e) for e in mine]
     colours = [COLOURS[w] for w in words]
     hatches = ["///" if w == "unknown" else "" for w in words]
     fig = Figure(figsize=(7.2, 2.9))
@@ -394,7 +419,8 @@ def draw_cost(entries: Sequence[Mapping[str, Any]], mode: str, path: Path) -> Pa
         ax.set_title(title, fontsize=9)
         ax.grid(True, axis="y", alpha=0.25)
     fig.suptitle(f"Cost of safety under {mode}", fontsize=9)
-    fig.legend(handles=[Patch(facecolor=COLOURS[w], label=w) for w in ("safe", "race", "unknown")],
+    shown = ("safe", "race", "unknown") + (("per-request",) if "per-request" in words else ())
+    fig.legend(handles=[Patch(facecolor=COLOURS[w], label=w) for w in shown],
                loc="upper right", fontsize=7, ncol=3, frameon=False)
     return _save(fig, path)
 
@@ -429,28 +455,99 @@ def draw_bursts(entry: Mapping[str, Any], path: Path) -> Path | None:
 # -- everything ---------------------------------------------------------------------------
 
 
-def _draw_experiment(entry: Mapping[str, Any], results_dir: Path, fmt: str) -> dict[str, str]:
-    """Draw one experiment's plots; return their paths relative to ``results_dir``."""
+#: Bumped whenever a plot's drawing changes, so that saved plots are redrawn.
+PLOTS_VERSION = 3
+
+
+def wanted_plots(entry: Mapping[str, Any], several: bool) -> list[str]:
+    """The per-experiment plots a report shows for this entry.
+
+    A plot nobody asked for is not drawn: in a run of several experiments a safe
+    one's values form one rising line (its bound says more), so it gets no
+    requests plot; a per-request one's witness only repeats that every request got
+    the same value; bursts are drawn only for burst swarms.
+    """
+    word = verdict_label(entry)
+    kinds = []
+    if not (several and word == "safe"):
+        kinds.append("requests")
+    if (entry.get("verdict") or {}).get("witnesses") and word != "per-request":
+        kinds.append("witness")
+    if entry.get("burst_spreads"):
+        kinds.append("bursts")
+    return kinds
+
+
+def _plots_key(entry: Mapping[str, Any], history: Path | None, fmt: str, kinds: list[str]) -> str:
+    """What the plots of an experiment are drawn from, as one digest."""
+    import hashlib
+    import json
+
+    stat = history.stat() if history is not None and history.is_file() else None
+    inputs = {"entry": {k: v for k, v in entry.items() if k != "plots"}, "fmt": fmt,
+              "kinds": kinds, "version": PLOTS_VERSION,
+              "history": None if stat is None else [stat.st_size, stat.st_mtime_ns]}
+    text = json.dumps(inputs, sort_keys=True, default=str)
+    return hashlib.sha256(text.encode("utf-8")).hexdigest()
+
+
+def _saved_plots(key_file: Path, key: str, results_dir: Path) -> dict[str, str] | None:
+    """The plots drawn last time from the same inputs, if they are all still there."""
+    import json
+
+    try:
+        saved = json.loads(key_file.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+    plots = saved.get("plots") if isinstance(saved, dict) else None
+    if saved.get("key") != key or not isinstance(plots, dict):
+        return None
+    if not all((results_dir / str(rel)).is_file() for rel in plots.values()):
+        return None
+    return {str(k): str(v) for k, v in plots.items()}
+
+
+def _draw_experiment(
+    entry: Mapping[str, Any], results_dir: Path, fmt: str, several: bool = False
+) -> dict[str, str]:
+    """Draw one experiment's wanted plots; return their paths relative to ``results_dir``.
+
+    Plots drawn before from the same entry, history and format are kept as they are.
+    """
+    import json
+
     plots_dir = results_dir / "plots"
     name = _safe_name(str(entry.get("id")))
 
     def target(kind: str) -> Path:
         return plots_dir / f"{name}-{kind}.{fmt}"
 
-    drawn: dict[str, Path | None] = {}
+    kinds = wanted_plots(entry, several)
     history = experiment_path(results_dir, (entry.get("files") or {}).get("history"))
+    key = _plots_key(entry, history, fmt, kinds)
+    key_file = plots_dir / f".{name}.{fmt}.key"
+    saved = _saved_plots(key_file, key, results_dir)
+    if saved is not None:
+        return saved
+    drawn: dict[str, Path | None] = {}
     hist: HistoryTable | None = None
-    if history is not None and history.is_file():
+    if ("requests" in kinds or "witness" in kinds) and history is not None \
+            and history.is_file():
         try:
             hist = read_history(history)
         except MalformedHistory:
             hist = None
     if hist is not None and len(hist):
-        drawn["requests"] = draw_requests(entry, hist, target("requests"))
-        if (entry.get("verdict") or {}).get("witnesses"):
+        if "requests" in kinds:
+            drawn["requests"] = draw_requests(entry, hist, target("requests"))
+        if "witness" in kinds:
             drawn["witness"] = draw_witness(entry, hist, target("witness"))
-    drawn["bursts"] = draw_bursts(entry, target("bursts"))
-    return {k: v.relative_to(results_dir).as_posix() for k, v in drawn.items() if v is not None}
+    if "bursts" in kinds:
+        drawn["bursts"] = draw_bursts(entry, target("bursts"))
+    plots = {k: v.relative_to(results_dir).as_posix() for k, v in drawn.items() if v is not None}
+    with contextlib.suppress(OSError):  # only a cache
+        key_file.write_text(json.dumps({"key": key, "plots": plots}), encoding="utf-8")
+    return plots
 
 
 def _start_pool(count: int) -> ProcessPoolExecutor | None:
@@ -489,11 +586,13 @@ def draw_all(results: dict[str, Any], results_dir: Path, fmt: str = "png") -> di
     plots_dir = results_dir / "plots"
     plots_dir.mkdir(parents=True, exist_ok=True)
     entries = results.get("experiments") or []
+    several = len(entries) > 1
     pool = _start_pool(len(entries))
     try:
         futures = []
         if pool is not None:
-            futures = [pool.submit(_draw_experiment, e, results_dir, fmt) for e in entries]
+            futures = [pool.submit(_draw_experiment, e, results_dir, fmt, several)
+                       for e in entries]
         results["plots"] = _draw_run_plots(results, results_dir, fmt)
         for index, entry in enumerate(entries):
             plots = None
@@ -503,7 +602,7 @@ def draw_all(results: dict[str, Any], results_dir: Path, fmt: str = "png") -> di
                 except (OSError, BrokenProcessPool):
                     futures = []  # the pool broke: draw the rest here
             if plots is None:
-                plots = _draw_experiment(entry, results_dir, fmt)
+                plots = _draw_experiment(entry, results_dir, fmt, several)
             entry["plots"] = plots
     finally:
         if pool is not None:

@@ -11,10 +11,6 @@ from scenarios.presets import Cell
 
 __all__ = ["MatrixConsoleProgress"]
 
-# The same words as the table and the report: the checker's yes / no / unknown.
-_MARK = {"yes": "safe", "no": "race", "unknown": "unknown"}
-
-
 def _clock(seconds: float | None) -> str:
     if seconds is None:
         return "?"
@@ -52,9 +48,14 @@ class MatrixConsoleProgress:
                       anomalous_cells: int) -> None:
         if self.quiet:
             return
-        verdict = _MARK.get(outcome.valid, outcome.valid)
-        style = {"yes": "green", "no": "red bold", "unknown": "yellow"}.get(outcome.valid, "")
-        detail = f" ({outcome.anomalies} anomalies)" if outcome.valid == "no" else ""
+        from reports.failure_modes import label_of, mode_names
+
+        verdict = label_of(outcome.valid, outcome.failure_modes)
+        style = {"safe": "green", "race": "red bold", "unknown": "yellow",
+                 "per-request": "magenta bold"}.get(verdict, "")
+        names = ", ".join(mode_names(outcome.failure_modes))
+        detail = (f" ({outcome.anomalies} anomalies{': ' + names if names else ''})"
+                  if outcome.valid == "no" else "")
         if outcome.valid == "unknown" and outcome.error:
             detail = f" ({outcome.error.splitlines()[0][:120]})"
         self.console.print(

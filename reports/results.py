@@ -15,7 +15,8 @@ Schema ``racelab.results/1`` (see docs/reports.md for every field)::
      "experiments": [{"id", "label", "dir", "files", "status", "error",
                       "config", "ops", "throughput_rps", "latency_ms",
                       "verdict", "anomalies", "anomaly_rate", "final",
-                      "burst_spreads", "server", "command", "plots"}, ...],
+                      "burst_spreads", "server", "command", "plots",
+                      "failure_modes", "safe_bound", "interleaving", "repeats"}, ...],
      "plots": {"matrix": ..., "cost": {mode: path}}}
 """
 
@@ -34,7 +35,15 @@ import numpy as np
 
 from demo_server.config import MODES, PER_PROCESS_STORES, STORES, WINDOWS
 from demo_server.errors import RacelabError
-from reports.history_table import FAIL, INFO, OK, HistoryTable, MalformedHistory, read_history
+from reports.history_table import (
+    FAIL,
+    INFO,
+    OK,
+    HistoryTable,
+    MalformedHistory,
+    find_history,
+    read_history,
+)
 from reports.verdict import VERDICT_WORDS, Verdict
 
 __all__ = [
@@ -309,9 +318,10 @@ def collect_experiment(exp_dir: Path | str) -> dict[str, Any]:
         python=server.get("python"),
         implementation=server.get("implementation"),
         gil=server.get("gil"),
+        executable=server.get("executable") or None,
         cores=machine.get("cores"),
     )
-    history = exp_dir / "history.csv"
+    history = find_history(exp_dir)  # history.parquet when the swarm wrote one
     status = str(summary.get("status") or ("missing" if summary_problem else "ok"))
     error = str(summary.get("error") or "")
     entry: dict[str, Any] = {
@@ -344,12 +354,12 @@ def collect_experiment(exp_dir: Path | str) -> dict[str, Any]:
     problems = [p for p in (summary_problem, events_problem) if p]
     table: HistoryTable | None = None
     if not history.exists():
-        problems.append("history.csv is missing")
+        problems.append(f"{history.name} is missing")
     else:
         try:
             table = read_history(history)
         except MalformedHistory as exc:
-            problems.append(f"history.csv is unreadable: {exc}")
+            problems.append(f"{history.name} is unreadable: {exc}")
         else:
             entry.update(history_metrics(table))
             if "bursts" in swarm:
@@ -377,6 +387,9 @@ def collect_experiment(exp_dir: Path | str) -> dict[str, Any]:
         None if entry["anomalies"] is None or not ok
         else round(min(1.0, entry["anomalies"] / ok), 6)
     )
+    from reports.annotate import annotate  # failure modes, bounds, bytecode, repeats
+
+    entry.update(annotate(entry, table, exp_dir))
     return entry
 
 
@@ -418,7 +431,7 @@ def discover_experiments(run_dir: Path | str) -> list[Path]:
         found = sorted(p for p in cells.iterdir() if p.is_dir())
         if found:
             return found
-    if (run_dir / "summary.json").exists() or (run_dir / "history.csv").exists():
+    if (run_dir / "summary.json").exists() or find_history(run_dir).exists():
         return [run_dir]
     raise ResultsError(
         f"{run_dir} holds no experiment (no cells/, summary.json or history.csv)"

@@ -16,11 +16,13 @@ from rich.console import Console
 from rich.table import Table
 from rich.text import Text
 
-from reports.results import cell_key, mode_store_keys, verdict_word
+from reports.bounds import runs_raced
+from reports.failure_modes import mode_names, modes_of, verdict_label
+from reports.results import cell_key, mode_store_keys
 
 __all__ = ["STYLES", "build_table", "format_rate", "print_table", "table_text"]
 
-STYLES = {"race": "bold red", "safe": "green", "unknown": "yellow"}
+STYLES = {"race": "bold red", "safe": "green", "unknown": "yellow", "per-request": "magenta"}
 
 
 def format_rate(rate: float | None) -> str:
@@ -42,17 +44,26 @@ def _number(value: float | None, digits: int = 0) -> str:
 
 
 def _verdict_text(entry: Mapping[str, Any]) -> Text:
-    word = verdict_word(entry)
+    word = verdict_label(entry)
     return Text(word, style=STYLES[word])
 
 
+def _modes(entry: Mapping[str, Any]) -> str:
+    """The failure modes an anomalous cell shows, as printed names (``-`` for none)."""
+    return ", ".join(mode_names(modes_of(entry))) or "-"
+
+
 def _cell_text(entry: Mapping[str, Any]) -> Text:
-    word = verdict_word(entry)
+    word = verdict_label(entry)
     text = Text(word, style=STYLES[word])
-    if word == "race":
+    if word in ("race", "per-request"):
         text.append(f" {entry.get('anomalies')} ({format_rate(entry.get('anomaly_rate'))})")
+        if word == "race" or _modes(entry) != "per request":
+            text.append("\n" + _modes(entry), style="dim")
     elif word == "unknown" and entry.get("status") == "failed":
         text.append(" (failed)")
+    if runs_raced(entry):
+        text.append("\n" + runs_raced(entry), style="dim")
     return text
 
 
@@ -68,7 +79,8 @@ def _rows_table(
 ) -> Table:
     # An experiment is named by its mode, store and window (plus a burst when used);
     # the verdict comes right after them so that a narrow terminal never hides it.
-    # Below 90 columns the timing columns are left out.
+    # Below 90 columns the timing columns are left out (and the ok ops, when a
+    # column says how often repeated cells raced).
     narrow = width < 90
     table = Table(title=title, box=box.SIMPLE_HEAD, header_style="bold", pad_edge=False)
     table.add_column("mode", no_wrap=True)
@@ -76,7 +88,13 @@ def _rows_table(
     table.add_column("window", no_wrap=True)
     table.add_column("verdict", no_wrap=True)
     table.add_column("anomalies", justify="right", no_wrap=True)
-    table.add_column("ok ops", justify="right", no_wrap=True)
+    repeated = any(e.get("repeats") for e in entries)
+    with_ops = not (narrow and repeated)  # room for how often each cell raced
+    if with_ops:
+        table.add_column("ok ops", justify="right", no_wrap=True)
+    table.add_column("failure mode", min_width=12)
+    if repeated:
+        table.add_column("raced", justify="right", no_wrap=True)
     if not narrow:
         table.add_column("req/s", justify="right", no_wrap=True)
         table.add_column("p99 ms", justify="right", no_wrap=True)
@@ -93,8 +111,11 @@ def _rows_table(
             Text(window),
             _verdict_text(entry),
             _anomalies(entry),
-            _number((entry.get("ops") or {}).get("ok")),
+            *([_number((entry.get("ops") or {}).get("ok"))] if with_ops else []),
+            _modes(entry),
         ]
+        if repeated:
+            cells.append(runs_raced(entry).split(" ")[0] or "-")
         if not narrow:
             cells += [_number(entry.get("throughput_rps")), _number(latency.get("p99"), 1)]
         table.add_row(*cells)
@@ -139,8 +160,9 @@ def build_table(
         complete = all((e.get("config") or {}).get("mode") and (e.get("config") or {}).get("store")
                        for e in entries)
         grid = bool(entries) and complete and mode_store_keys(entries)[2]
-        # A grid cell needs about 13 columns of text to stay readable ("race 148 (49%)").
-        fits = grid and 16 + 13 * len(mode_store_keys(entries)[1]) <= width
+        # A grid cell needs about 17 columns to stay readable ("race 148 (49%)",
+        # "separate copies").
+        fits = grid and 16 + 17 * len(mode_store_keys(entries)[1]) <= width
         layout = "grid" if fits else "rows"
     if layout == "grid":
         return _grid_table(entries, title)

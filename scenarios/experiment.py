@@ -173,6 +173,7 @@ def run_experiment(
                 "python": identity.get("python", ""),
                 "implementation": identity.get("implementation", ""),
                 "gil": identity.get("gil"),
+                "executable": identity.get("executable", ""),
                 "pids": pids,
                 "died": died,
                 "exit_codes": exit_codes,

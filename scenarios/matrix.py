@@ -8,6 +8,7 @@ one line saying how to enable them.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import json
 import time
@@ -25,6 +26,7 @@ __all__ = [
     "MatrixOutcome",
     "MatrixProgress",
     "reachable_optional_stores",
+    "run_cell_repeated",
     "run_matrix",
     "scale_cells",
 ]
@@ -44,6 +46,7 @@ class CellOutcome:
     error: str = ""
     anomalies: int = 0
     elapsed_s: float = 0.0
+    failure_modes: list[str] = dataclasses.field(default_factory=list)
 
 
 @dataclasses.dataclass
@@ -96,6 +99,20 @@ def scale_cells(cells: Sequence[Cell], factor: float, minimum: int = 60) -> list
     ]
 
 
+def run_cell_repeated(run_cell: CellRunner, cell: Cell, cell_dir: Path) -> dict[str, Any]:
+    """Run a cell ``cell.repeat`` times and return what its own run found.
+
+    The further runs go first, into ``cell_dir/repeats/<n>/`` (a failed one is
+    left as its runner recorded it), so that the cell's own run, last, is
+    checked with all of them at hand (``reports.annotate`` counts how often it raced).
+    """
+    for n in range(2, cell.repeat + 1):
+        # A failed run stays unknown in the count, with its reason in its summary.
+        with contextlib.suppress(RacelabError):
+            run_cell(cell, cell_dir / "repeats" / f"{n:02d}")
+    return run_cell(cell, cell_dir)
+
+
 def run_matrix(
     cells: Sequence[Cell],
     run_dir: Path,
@@ -135,10 +152,12 @@ def run_matrix(
                 progress.cell_started(index, len(outcomes), outcome.cell, elapsed, remaining)
             cell_start = time.monotonic()
             try:
-                found = run_cell(outcome.cell, outcome.dir)
+                found = run_cell_repeated(run_cell, outcome.cell, outcome.dir)
                 outcome.status = "done"
                 outcome.valid = str(found.get("valid", "unknown"))
                 outcome.anomalies = int(found.get("anomalies", 0))
+                outcome.failure_modes = list((found.get("entry") or {}).get("failure_modes")
+                                             or ())
                 outcome.error = str(found.get("reason", "")) if outcome.valid == "unknown" else ""
             except RacelabError as exc:
                 outcome.status, outcome.valid, outcome.error = "failed", "unknown", str(exc)

@@ -38,9 +38,11 @@ class Cell(ExperimentSpec):
 
     Attributes:
         optional: run only when its store is reachable (external stores).
+        repeat: how many times the cell is run (its further runs in ``repeats/<n>/``).
     """
 
     optional: bool = False
+    repeat: int = 1
 
     @property
     def id(self) -> str:
@@ -74,7 +76,8 @@ class Preset:
 _BY_GROUP = {group: {st.name: st for st in SETTINGS if st.group == group}
              for group in ("cell", "server", "swarm")}
 _TOP_KEYS = {"name", "description", "budget_s", "swarm", "server", "cells"}
-_SWARM_KEYS = set(_BY_GROUP["swarm"])
+# ``repeat`` belongs to a matrix cell, not to one experiment: it is no ExperimentSpec setting.
+_SWARM_KEYS = {*_BY_GROUP["swarm"], "repeat"}
 _SERVER_KEYS = set(_BY_GROUP["server"])
 # A group names lists of stores, windows and modes; any other setting is one value.
 _LIST_KEYS = {"stores": "store", "windows": "window", "modes": "mode"}
@@ -130,6 +133,9 @@ def expand(
         values: dict[str, Any] = dict(MATRIX_DEFAULTS)
         values.update({k: v for k, v in {**server, **swarm}.items()})
         values.update({k: v for k, v in group.items() if k in _SETTING})
+        repeat = group.get("repeat", values.pop("repeat", 1))
+        if isinstance(repeat, bool) or not isinstance(repeat, int) or not 1 <= repeat <= 1000:
+            raise ConfigError(f"{at}: repeat must be a whole number between 1 and 1,000")
         for key, value in values.items():
             _SETTING[key].check(value, at)
         scenario = get_scenario(values.get("scenario", "counter"))
@@ -141,7 +147,8 @@ def expand(
                 for mode in modes:
                     try:
                         cell = Cell(store=store, window=window, mode=mode,
-                                    optional=bool(group.get("optional")), **values)
+                                    optional=bool(group.get("optional")), repeat=repeat,
+                                    **values)
                     except ConfigError as exc:
                         raise ConfigError(f"{at}: {exc}") from None
                     cells.setdefault(cell.id, cell)

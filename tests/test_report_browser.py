@@ -74,3 +74,46 @@ def test_report_prints(browser: Any, tmp_path: Path) -> None:
         assert errors == []
     finally:
         page.close()
+
+
+def classroom_like_run(run: Path) -> Path:
+    """A 3 x 5 matrix with every kind of cell, for the first screen."""
+    make_matrix(run)
+    cells = run / "cells"
+    make_experiment(cells / "threaded-global-yield", window="yield", kind="race")
+    make_experiment(cells / "threaded-g", store="g", kind="all-ones")
+    make_experiment(cells / "sync-g", store="g", mode="gunicorn-sync", kind="all-ones",
+                    pids=(4101, 4102))
+    make_experiment(cells / "gevent-global", mode="gevent", kind="safe")
+    make_experiment(cells / "gevent-global-yield", mode="gevent", window="yield", kind="race")
+    make_experiment(cells / "sync-sqlite", mode="gunicorn-sync", store="sqlite", kind="safe",
+                    pids=(4101, 4102))
+    return run
+
+
+def test_first_screen_shows_answer_claims_and_heatmap(browser: Any, tmp_path: Path) -> None:
+    """At 1280x720 the answer, all nine claims and the heatmap lie within the first 720 px,
+    in type large enough to read from the back of a room; a screenshot is kept."""
+    run = classroom_like_run(tmp_path / "run")
+    html = render_run(run, formats=("html",))["html"]
+    page = browser.new_page(viewport={"width": 1280, "height": 720})
+    try:
+        page.goto(html.as_uri(), wait_until="load")
+        boxes = {selector: page.eval_on_selector(
+            selector, "e => { const r = e.getBoundingClientRect();"
+                      " return {top: r.top, bottom: r.bottom, height: r.height}; }")
+            for selector in ("#answer", "#claims", "#matrix img")}
+        for selector, box in boxes.items():
+            assert box["top"] >= 0 and box["bottom"] <= 720 and box["height"] > 40, (selector, box)
+        assert page.eval_on_selector_all("#claims li", "els => els.length") == 9
+        sizes = page.eval_on_selector_all(
+            "#answer, #claims .claim",
+            "els => els.map(e => parseFloat(getComputedStyle(e).fontSize))")
+        assert min(sizes) >= 16, sizes
+        assert page.eval_on_selector(
+            "#answer", "e => parseFloat(getComputedStyle(e).fontSize)") >= 20
+        shot = tmp_path / "first-screen.png"
+        page.screenshot(path=str(shot))
+        assert shot.stat().st_size > 10_000
+    finally:
+        page.close()

@@ -54,12 +54,16 @@ def make_experiment(
     bursts: int = 0,
     status: str = "ok",
     error: str = "",
+    pid_known: bool = True,
+    executable: str = "",
 ) -> Path:
     """Write history.csv, final.json and summary.json of a plausible experiment.
 
     ``kind``: ``race`` (a shared counter that repeats every 7th number and skips
     some), ``safe`` (1..n once each), ``per-process`` (every pid counts 1..n on its
-    own, as each gunicorn worker's module global does).
+    own, as each gunicorn worker's module global does), ``all-ones`` (every
+    request gets 1, as flask.g or a fork per request give). ``pid_known=False``
+    leaves the server pid out of every row; ``executable`` is the server's Python.
     """
     exp_dir.mkdir(parents=True, exist_ok=True)
     rng = random.Random(7)
@@ -74,6 +78,8 @@ def make_experiment(
             if kind == "per-process":
                 counters[pid] += 1
                 value = counters[pid]
+            elif kind == "all-ones":
+                value = 1
             elif kind == "race" and i % 7 == 3:
                 value = shared  # read before the other request wrote
             else:
@@ -82,7 +88,7 @@ def make_experiment(
             writer.add({
                 "op_id": i, "client": f"w0-u{i % 6}", "op": "incr", "outcome": "ok",
                 "value": value, "invoke_ns": invoke, "complete_ns": invoke + latency,
-                "server_pid": pid, "server_tid": 139_900_000 + i % 4,
+                "server_pid": pid if pid_known else "", "server_tid": 139_900_000 + i % 4,
                 "server_arrival_ns": invoke + 80_000,
                 "server_departure_ns": invoke + latency - 90_000,
                 "url": "http://127.0.0.1:8000", "burst": i // 6 if bursts else "",
@@ -95,14 +101,20 @@ def make_experiment(
                     "url": "http://127.0.0.1:8000"} for p in (pids if per_process else pids[:1])],
     }
     (exp_dir / "final.json").write_text(json.dumps(final))
+    if kind == "all-ones":
+        final = {"available": True, "reason": "", "per_process": True,
+                 "states": [{"pid": p, "value": 0, "served": ops // len(pids),
+                             "url": "http://127.0.0.1:8000"} for p in pids]}
+        (exp_dir / "final.json").write_text(json.dumps(final))
     write_summary(exp_dir, store=store, mode=mode, window=window, ops=ops, pids=pids,
-                  label=label, bursts=bursts, status=status, error=error)
+                  label=label, bursts=bursts, status=status, error=error,
+                  executable=executable)
     return exp_dir
 
 
 def write_summary(exp_dir: Path, *, store: str, mode: str, window: str, ops: int,
                   pids: Iterable[int], label: str | None, bursts: int = 0,
-                  status: str = "ok", error: str = "") -> None:
+                  status: str = "ok", error: str = "", executable: str = "") -> None:
     pids = list(pids)
     summary = {
         "schema": 1,
@@ -114,6 +126,7 @@ def write_summary(exp_dir: Path, *, store: str, mode: str, window: str, ops: int
         "command": f"racelab swarm --store {store} --mode {mode} --window {window}",
         "started_wall": 1_700_000_000.0, "finished_wall": 1_700_000_002.0, "elapsed_s": 2.0,
         "server": {"python": "3.11.2", "implementation": "CPython", "gil": True,
+                   "executable": executable,
                    "pids": pids, "died": False, "exit_codes": [0], "logs": ["server.log"]},
         "swarm": {"requests": ops, "ok": ops, "fail": 0, "info": 0, "locust_requests": ops,
                   "locust_failures": 0, "throughput_rps": 1000.0,
@@ -156,6 +169,9 @@ def synthetic_entry(
         witnesses = (Witness("duplicate", "Requests 3 and 4 overlapped and both got 3.",
                              (3, 4), {"value": 3}),)
     counts = {"duplicate_extra_returns": anomalies} if valid != "unknown" else {}
+    if valid == "no":  # repeats across processes where each process has its own copy
+        scope = "cross" if mode == "gunicorn-sync" else "same"
+        counts[f"duplicate_extra_{scope}_process"] = anomalies
     verdict = Verdict("counter", valid, counts, witnesses,  # type: ignore[arg-type]
                       "Redis did not answer" if valid == "unknown" else "")
     entry: dict[str, Any] = {
@@ -349,7 +365,7 @@ def test_render_run_writes_every_plot_and_report(tmp_path: Path) -> None:
     assert set(results["plots"]["cost"]) == {"threaded", "gunicorn-sync"}
     by_id = {e["id"]: e for e in results["experiments"]}
     assert set(by_id["threaded-global"]["plots"]) == {"requests", "witness", "bursts"}
-    assert set(by_id["threaded-lock"]["plots"]) == {"requests"}
+    assert by_id["threaded-lock"]["plots"] == {}  # safe among several: no plot wanted
     assert by_id["gunicorn-sync-redis"]["plots"] == {}
     for entry in results["experiments"]:
         for rel in entry["plots"].values():
@@ -359,6 +375,30 @@ def test_render_run_writes_every_plot_and_report(tmp_path: Path) -> None:
     assert "plots/" not in re.sub(r"data:[^\"]+", "", html)  # nothing points at a file
     md = written["md"].read_text()
     assert "![anomaly rate per mode and store](plots/matrix.png)" in md
+
+
+def test_a_plot_nobody_asked_for_is_not_drawn(tmp_path: Path) -> None:
+    """JSON alone draws nothing; a re-render keeps plots whose inputs did not change; a
+    single safe experiment still gets its requests plot."""
+    run = make_matrix(tmp_path / "run")
+    render_run(run, formats=("json",))
+    assert not (run / "plots").exists() or not list((run / "plots").glob("*.png"))
+    render_run(run, formats=("html",))
+    drawn = {p: p.stat().st_mtime_ns for p in (run / "plots").glob("*-*.png")
+             if not p.name.startswith("cost-")}
+    assert drawn
+    render_run(run, formats=("html",))
+    assert {p: p.stat().st_mtime_ns for p in drawn} == drawn
+    # A changed history is drawn again.
+    history = run / "cells" / "threaded-global" / "history.csv"
+    history.write_text(history.read_text() + "\n")
+    (run / "results.json").unlink()
+    render_run(run, formats=("html",))
+    again = run / "plots" / "threaded-global-requests.png"
+    assert again.stat().st_mtime_ns != drawn[again]
+    single = make_experiment(tmp_path / "one", kind="safe")
+    render_run(single, formats=("html",))
+    assert set(load_results(single)["experiments"][0]["plots"]) == {"requests"}
 
 
 def test_svg_plots_on_request(tmp_path: Path) -> None:
