@@ -88,6 +88,25 @@ class ServerWatch:
     workers: set[int] = field(default_factory=set)
     exited: bool = False
     unreachable: bool = False
+    size: int = 0
+    scanned: float = 0.0
+    procs: dict[int, psutil.Process | None] = field(default_factory=dict)
+
+    def learn(self, workers: set[int]) -> None:
+        """Remember the current workers (and their psutil handles, safe from pid reuse)."""
+        self.workers = workers
+        self.procs = {pid: self.procs.get(pid) or _handle(pid) for pid in workers}
+        self.scanned = time.monotonic()
+
+    def any_gone(self) -> bool:
+        return len(live(p for p in self.procs.values() if p is not None)) < len(self.workers)
+
+
+def _handle(pid: int) -> psutil.Process | None:
+    try:
+        return psutil.Process(pid)
+    except (psutil.NoSuchProcess, psutil.AccessDenied):
+        return None  # already gone: the next look does a full scan
 
 
 @dataclass
@@ -115,8 +134,11 @@ class Watcher:
         log: where events go.
         servers: the server instances.
         services: the store processes.
-        interval: seconds between process scans.
+        interval: seconds between looks: each known worker's liveness (cheap).
         probe_interval: seconds between TCP reachability probes of each instance.
+        scan_interval: seconds between full scans of an arbiter's children (a
+            psutil scan of every process, ~5 ms); also done at once when a worker
+            is gone, until the pool is back to its size.
     """
 
     def __init__(
@@ -126,12 +148,14 @@ class Watcher:
         services: Sequence[ServiceWatch] = (),
         interval: float = 0.15,
         probe_interval: float = 0.5,
+        scan_interval: float = 2.0,
     ) -> None:
         self.log = log
         self.servers = list(servers)
         self.services = list(services)
         self.interval = interval
         self.probe_interval = probe_interval
+        self.scan_interval = scan_interval
         self._stop = threading.Event()
         self._held: set[str] = set()
         self._lock = threading.Lock()
@@ -141,7 +165,8 @@ class Watcher:
     def start(self) -> Watcher:
         for server in self.servers:
             if server.pool:
-                server.workers = pool_workers(server.group)
+                server.learn(pool_workers(server.group))
+                server.size = len(server.workers)
         self._thread = threading.Thread(target=self._run, name="racelab-watch", daemon=True)
         self._thread.start()
         return self
@@ -202,7 +227,11 @@ class Watcher:
                             f"with code {code}", pid=server.group.pid, instance=server.name)
             return
         if server.pool:
-            current = pool_workers(server.group)
+            if not (server.any_gone() or len(server.workers) < server.size
+                    or time.monotonic() - server.scanned >= self.scan_interval):
+                current = server.workers
+            else:
+                current = pool_workers(server.group)
             gone = sorted(server.workers - current)
             for pid in gone:
                 self.log.record("worker-died", f"worker {pid} of {server.name} is gone",
@@ -211,7 +240,8 @@ class Watcher:
                 self.log.record("worker-replaced", f"new worker {pid} of {server.name}"
                                 + (f" (after {', '.join(map(str, gone))})" if gone else ""),
                                 pid=pid, instance=server.name)
-            server.workers = current
+            if current is not server.workers:
+                server.learn(current)
         if probe:
             ok = reachable(server.host, server.port, timeout=0.5)
             if not ok and not server.unreachable:
