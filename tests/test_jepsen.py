@@ -85,7 +85,7 @@ def test_unique_ids_verdict_agrees_and_names_the_id() -> None:
     assert verdict.counts["attempted"] == 5 and verdict.counts["acknowledged"] == 4
     assert verdict.counts["duplicated_count"] == 1 and verdict.counts["duplicated[id=0]"] == 3
     assert (verdict.counts["id_lowest"], verdict.counts["id_highest"]) == (0, 1)
-    assert "got 0" in verdict.witnesses[0].sentence
+    assert "got order number 0" in verdict.witnesses[0].sentence
 
 
 def test_empty_history_is_unknown_not_valid() -> None:
@@ -290,7 +290,7 @@ def test_jepsen_dups_file_exits_1_and_names_the_id(tmp_path: Path, cli_runner) -
     result = cli_runner.invoke(main, ["check", str(path)])
     assert result.exit_code == 1, result.output
     assert "1 id handed out more than once" in result.output
-    assert "got 0" in result.output
+    assert "got order number 0" in result.output
 
 
 # --- reading Jepsen files -------------------------------------------------------------
