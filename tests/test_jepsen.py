@@ -413,3 +413,16 @@ def test_documented_examples_check_as_the_doc_says(
     result = cli_runner.invoke(main, ["check", str(path)])
     assert result.exit_code == 1, result.output
     assert needle in result.output
+
+
+def test_export_takes_the_scenario_from_the_run(tmp_path: Path, cli_runner) -> None:
+    """A run directory whose summary.json names the ids scenario exports :generate ops."""
+    rows = [{"op_id": i, "client": "c", "op": "order", "outcome": "ok", "value": i + 1,
+             "invoke_ns": 10 * i, "complete_ns": 10 * i + 5} for i in range(3)]
+    with HistoryWriter(tmp_path / "history.csv") as writer:
+        writer.add_many(rows)
+    (tmp_path / "summary.json").write_text(json.dumps({"experiment": {"scenario": "ids"}}),
+                                           encoding="utf-8")
+    result = cli_runner.invoke(main, ["export", str(tmp_path)])
+    assert result.exit_code == 0, result.output
+    assert {o["f"] for o in json.loads(result.stdout)} == {"generate"}
