@@ -533,8 +533,12 @@ def _scenario_of(run_dir: Path) -> str:
         summary = json.loads((run_dir / "summary.json").read_text(encoding="utf-8"))
     except (OSError, ValueError, RecursionError):
         return "counter"
-    found = summary.get("scenario") if isinstance(summary, dict) else None
-    return found if isinstance(found, str) else "counter"
+    if not isinstance(summary, dict):
+        return "counter"
+    experiment = summary.get("experiment")
+    found = experiment.get("scenario") if isinstance(experiment, dict) else None
+    found = found or summary.get("scenario")
+    return found if isinstance(found, str) and found else "counter"
 
 
 def _run_demo_command(

@@ -34,8 +34,9 @@ values, as elle-cli reads) or EDN (one op map per line, or a vector). Ops of a
 process that is not an integer (the nemesis) are skipped. An invocation never
 completed is indeterminate, like ``:info``.
 
-**Checks** (``check_jepsen``): ``:generate`` ops go to the unique-ids checker,
-with Jepsen's counts (attempted, acknowledged, duplicated, range); ``:add`` and
+**Checks** (``check_jepsen``): ``:generate`` ops go to the ``ids`` scenario's
+checkers, with Jepsen's unique-ids counts beside (attempted, acknowledged,
+duplicated, range); ``:add`` and
 ``:read`` go to the counter checker: racelab's own (duplicates, skips, lost
 updates, real-time order) when every acknowledged ``:add`` carries
 ``:new-value``, Jepsen's bounds on reads otherwise (each ok read lies between
@@ -53,7 +54,7 @@ from typing import IO, Any
 import numpy as np
 
 from reports._edn import EdnError, dumps_op, read_forms
-from reports.checkers import check_history, check_unique_ids
+from reports.checkers import check_history
 from reports.history_table import (
     FAIL,
     INFO,
@@ -562,10 +563,11 @@ def _counter_verdict(pairs: list[Pair]) -> Verdict:
         f"{len(found['reads'])} reads, all within the counter's bounds"))
 
 
-def _unique_ids_verdict(pairs: list[Pair]) -> Verdict:
+def _unique_ids_verdict(pairs: list[Pair], final: Any, per_process: bool) -> Verdict:
     found = jepsen_unique_ids(pairs)
     table = table_from_pairs([p for p in pairs if p.invoke.get("f") == "generate"])
-    verdict = check_unique_ids(table)
+    # The ids scenario's checkers, as `racelab check --scenario ids` runs them on the CSV.
+    verdict = check_history(table, final=final, scenario="ids", per_process=per_process)
     counts = {"attempted": found["attempted-count"],
               "acknowledged": found["acknowledged-count"],
               "duplicated_count": found["duplicated-count"], **verdict.counts}
@@ -601,7 +603,7 @@ def check_jepsen(ops: list[dict[str, Any]], final: Any = None, *,
             "generate for unique ids)", _where(first.invoke, first.invoke_at), "f")
     verdicts = []
     if "generate" in fs:
-        verdicts.append(_unique_ids_verdict(pairs))
+        verdicts.append(_unique_ids_verdict(pairs, final, per_process))
     counter = [p for p in pairs if p.invoke.get("f") in ("add", "read")]
     if counter:
         acked = [p.completion for p in counter if p.invoke.get("f") == "add"

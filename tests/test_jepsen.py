@@ -85,7 +85,7 @@ def test_unique_ids_verdict_agrees_and_names_the_id() -> None:
     assert verdict.counts["attempted"] == 5 and verdict.counts["acknowledged"] == 4
     assert verdict.counts["duplicated_count"] == 1 and verdict.counts["duplicated[id=0]"] == 3
     assert (verdict.counts["id_lowest"], verdict.counts["id_highest"]) == (0, 1)
-    assert "got 0" in verdict.witnesses[0].sentence
+    assert "got order number 0" in verdict.witnesses[0].sentence
 
 
 def test_empty_history_is_unknown_not_valid() -> None:
@@ -290,7 +290,7 @@ def test_jepsen_dups_file_exits_1_and_names_the_id(tmp_path: Path, cli_runner) -
     result = cli_runner.invoke(main, ["check", str(path)])
     assert result.exit_code == 1, result.output
     assert "1 id handed out more than once" in result.output
-    assert "got 0" in result.output
+    assert "got order number 0" in result.output
 
 
 # --- reading Jepsen files -------------------------------------------------------------
@@ -413,3 +413,16 @@ def test_documented_examples_check_as_the_doc_says(
     result = cli_runner.invoke(main, ["check", str(path)])
     assert result.exit_code == 1, result.output
     assert needle in result.output
+
+
+def test_export_takes_the_scenario_from_the_run(tmp_path: Path, cli_runner) -> None:
+    """A run directory whose summary.json names the ids scenario exports :generate ops."""
+    rows = [{"op_id": i, "client": "c", "op": "order", "outcome": "ok", "value": i + 1,
+             "invoke_ns": 10 * i, "complete_ns": 10 * i + 5} for i in range(3)]
+    with HistoryWriter(tmp_path / "history.csv") as writer:
+        writer.add_many(rows)
+    (tmp_path / "summary.json").write_text(json.dumps({"experiment": {"scenario": "ids"}}),
+                                           encoding="utf-8")
+    result = cli_runner.invoke(main, ["export", str(tmp_path)])
+    assert result.exit_code == 0, result.output
+    assert {o["f"] for o in json.loads(result.stdout)} == {"generate"}
