@@ -116,6 +116,14 @@ def _run_dir(out: str | Path | None, name: str, hint: str = "--out", empty: bool
     return run_dir.resolve()
 
 
+#: ``--assert-safe``'s exit code per verdict word: it gates CI.
+ASSERT_SAFE_EXIT = {"safe": 0, "race": 1, "unknown": 2}
+_assert_safe_option = click.option(
+    "--assert-safe", is_flag=True,
+    help="Exit 0 if every experiment is safe, 1 if any races, 2 if any is unknown "
+    "(a crashed server, an interrupted run, too many unknown outcomes).")
+
+
 def _finite(ctx: click.Context, param: click.Parameter, value: float | None) -> float | None:
     if value is not None and not math.isfinite(value):
         raise click.BadParameter(f"must be a finite number, got {value}")
@@ -274,8 +282,9 @@ def doctor(settings: Settings, as_json: bool) -> None:
 @spec_options("cell", "server", "swarm")
 @click.option("--out", type=click.Path(file_okay=False), default=None,
               help="Run directory (default: runs/swarm-TIMESTAMP).")
+@_assert_safe_option
 @click.pass_obj
-def swarm(settings: Settings, out: str | None, **opts: Any) -> None:
+def swarm(settings: Settings, out: str | None, assert_safe: bool, **opts: Any) -> None:
     """Run one experiment: start a server, swarm it, record every operation.
 
     Writes history.csv, final.json, summary.json and results.json (the one
@@ -286,6 +295,7 @@ def swarm(settings: Settings, out: str | None, **opts: Any) -> None:
       racelab swarm --mode gunicorn-sync --store global --users 32 --requests 5000
       racelab swarm --mode threaded --window yield --burst 50 --requests 2000
       racelab swarm --mode cluster --store redis --duration 10 --processes 2
+      racelab swarm --mode gunicorn-sync --store postgres --assert-safe   # a CI gate
     """
     from demo_server.services import services_for
     from scenarios.spec import spec_from_options
@@ -294,10 +304,10 @@ def swarm(settings: Settings, out: str | None, **opts: Any) -> None:
     build_server(settings, **opts)  # validates the server options before anything starts
     run_dir = _run_dir(out, "swarm")
     with services_for(settings, [spec.store], settings.session_backend) as started:
-        _swarm(started, spec, run_dir)
+        _swarm(started, spec, run_dir, assert_safe)
 
 
-def _swarm(settings: Settings, spec: Any, run_dir: Path) -> None:
+def _swarm(settings: Settings, spec: Any, run_dir: Path, assert_safe: bool) -> None:
     from rich.console import Console
     from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 
@@ -321,65 +331,150 @@ def _swarm(settings: Settings, spec: Any, run_dir: Path) -> None:
             raise
     entry = analyse_experiment(run_dir)
     from reports._check_output import print_experiment
+    from reports.results import verdict_word
 
     print_experiment(Console(), entry, summary, run_dir)
+    if assert_safe:
+        raise SystemExit(ASSERT_SAFE_EXIT[verdict_word(entry)])
     if summary["server"]["died"] or summary["status"] != "ok":
         raise click.ClickException(
             f"{summary['error'] or 'the experiment failed'}; see {run_dir}")
 
 
+def _not_negative(ctx: click.Context, param: click.Parameter, value: int | None) -> int | None:
+    if value is not None and value < 0:
+        raise click.BadParameter(f"a counter's final value is never negative, got {value}")
+    return value
+
+
+HISTORY_FORMATS = ("auto", "csv", "parquet", "jepsen-json", "jepsen-edn")
+
+
 @main.command()
 @click.argument("history", type=click.Path(dir_okay=False, path_type=Path))
 @click.option("--final", "final_value", type=int, default=None, metavar="N",
-              help="The counter's final value (one shared counter).")
+              callback=_not_negative, help="The counter's final value (one shared counter).")
 @click.option("--final-file", type=click.Path(dir_okay=False, path_type=Path), default=None,
               help="final.json written by an experiment (per-process states, served counts).")
 @click.option("--per-process", is_flag=True,
               help="Each server process keeps its own counter (unless final.json says).")
 @click.option("--scenario", default="counter", show_default=True,
-              help="Which checkers run (counter, ids, ...).")
+              help="Which checkers run on a racelab history (counter, ids, ...).")
+@click.option("--format", "fmt", type=click.Choice(HISTORY_FORMATS), default="auto",
+              show_default=True, help="The history's format (auto: from its content).")
 @click.option("--json", "as_json", is_flag=True, help="Print the verdict as JSON.")
 @click.pass_context
 def check(ctx: click.Context, history: Path, final_value: int | None, final_file: Path | None,
-          per_process: bool, scenario: str, as_json: bool) -> None:
+          per_process: bool, scenario: str, fmt: str, as_json: bool) -> None:
     """Check a history for duplicates, skips, lost updates and real-time order.
 
-    Exit code 0: valid; 1: anomalies found; 2: undecidable, or malformed input.
+    HISTORY is racelab's history.csv or history.parquet, or a Jepsen history
+    (JSON or EDN), whose :f values (add/read, generate) choose the checkers.
+
+    Exit code 0: valid; 1: anomalies found; 2: undecidable, malformed input,
+    or a failure of the reader or a checker.
 
     \b
     Examples:
       racelab check runs/demo/history.csv --final-file runs/demo/final.json
       racelab check my-app-history.csv --final 5000
       racelab check history.csv --per-process --json | jq .counts
+      racelab check history.json
     """
-    from reports.checkers import check_history
-    from reports.history_table import read_history
-
     def fail(message: str) -> None:
         click.echo(f"Error: {message}", err=True)
         ctx.exit(2)
 
     if final_value is not None and final_file is not None:
         raise click.UsageError("give --final or --final-file, not both")
-    final: Any = final_value
-    if final_file is not None:
+    try:
+        from reports._final import UnreadableFinal, read_final_file
+        from reports.check_file import check_file
+
+        final: Any = final_value
+        if final_file is not None:
+            try:
+                final = read_final_file(final_file)
+            except UnreadableFinal as exc:
+                fail(f"{final_file}: cannot read the final state: {exc}")
         try:
-            final = json.loads(final_file.read_text(encoding="utf-8"))
-        except (OSError, UnicodeDecodeError, ValueError) as exc:
-            fail(f"{final_file}: cannot read the final state: {exc}")
+            verdict = check_file(history, None if fmt == "auto" else fmt, final=final,
+                                 scenario=scenario, per_process=per_process)
+        except RacelabError as exc:
+            fail(f"{history}: {exc}")
+            return
+        if as_json:
+            click.echo(json.dumps(verdict.to_dict(), indent=2))
+        else:
+            from reports._check_output import print_verdict
+
+            print_verdict(verdict)
+    except click.exceptions.Exit:
+        raise
+    except Exception as exc:  # a crash is never "anomalies found" (exit 1)
+        fail(f"{history}: racelab failed while checking it: {type(exc).__name__}: {exc}")
+    ctx.exit({"yes": 0, "no": 1}.get(verdict.valid, 2))
+
+
+@main.command()
+@click.argument("source", type=click.Path(exists=True, path_type=Path), metavar="RUN_DIR|HISTORY")
+@click.option("--format", "fmt", type=click.Choice(("jepsen",)), default="jepsen",
+              show_default=True, help="What to export to.")
+@click.option("--edn", is_flag=True, help="EDN, one op map per line, instead of a JSON array.")
+@click.option("--out", type=click.Path(dir_okay=False, path_type=Path), default=None,
+              help="The file to write (default: standard output).")
+@click.option("--scenario", default=None,
+              help="The history's scenario (ids: every op is :generate); default: the "
+                   "run's summary.json, else counter.")
+@click.pass_context
+def export(ctx: click.Context, source: Path, fmt: str, edn: bool, out: Path | None,
+           scenario: str | None) -> None:
+    """Export a history as a Jepsen history (JSON, or EDN with --edn).
+
+    One invocation and one completion per operation; incr is :add of 1 (the
+    number returned rides as :new-value), read is :read, the ids scenario's ops
+    are :generate. Times in ns from the first invocation, :index dense.
+
+    \b
+    Examples:
+      racelab export runs/demo --out history.json
+      racelab export runs/demo/history.csv --edn --out history.edn
+      racelab check history.json
+    """
+    from reports.history_table import find_history, read_history
+    from reports.jepsen import write_jepsen
+
+    history = find_history(source)
+    if scenario is None:
+        scenario = _scenario_of(source if source.is_dir() else history.parent)
     try:
         table = read_history(history)
-        verdict = check_history(table, final=final, scenario=scenario, per_process=per_process)
     except RacelabError as exc:
-        fail(f"{history}: {exc}")
-        return
-    if as_json:
-        click.echo(json.dumps(verdict.to_dict(), indent=2))
-    else:
-        from reports._check_output import print_verdict
+        click.echo(f"Error: {history}: {exc}", err=True)
+        ctx.exit(2)
+    if out is None:
+        import sys
 
-        print_verdict(verdict)
-    ctx.exit({"yes": 0, "no": 1}.get(verdict.valid, 2))
+        write_jepsen(table, sys.stdout, edn=edn, scenario=scenario)
+        return
+    partial = out.with_name(out.name + ".partial")
+    try:
+        with partial.open("w", encoding="utf-8") as handle:
+            count = write_jepsen(table, handle, edn=edn, scenario=scenario)
+        partial.replace(out)
+    except OSError as exc:
+        partial.unlink(missing_ok=True)
+        raise click.ClickException(f"cannot write {out}: {exc.strerror or exc}") from None
+    click.echo(f"wrote {count:,} ops ({len(table):,} operations) to {out}", err=True)
+
+
+def _scenario_of(run_dir: Path) -> str:
+    try:
+        summary = json.loads((run_dir / "summary.json").read_text(encoding="utf-8"))
+    except (OSError, ValueError, RecursionError):
+        return "counter"
+    found = summary.get("scenario") if isinstance(summary, dict) else None
+    return found if isinstance(found, str) else "counter"
 
 
 def _run_demo_command(
@@ -392,6 +487,7 @@ def _run_demo_command(
     out: str | None,
     open_report: bool,
     as_json: bool,
+    assert_safe: bool = False,
     repeat: int | None = None,
 ) -> None:
     """Shared body of ``demo`` and ``matrix``: run, print the table, say where the report is."""
@@ -410,12 +506,12 @@ def _run_demo_command(
                       settings.session_backend) as started:
         _run_cells(started, cells, run_dir, err, preset=preset,
                    nominal_budget_s=nominal_budget_s, budget=budget, as_json=as_json,
-                   open_report=open_report)
+                   open_report=open_report, assert_safe=assert_safe)
 
 
 def _run_cells(settings: Settings, cells: Any, run_dir: Path, err: Any, *, preset: str,
                nominal_budget_s: float, budget: float | None, as_json: bool,
-               open_report: bool) -> None:
+               open_report: bool, assert_safe: bool) -> None:
     from reports.progress import MatrixConsoleProgress
     from reports.table import print_table
     from scenarios.demo import run_demo
@@ -453,6 +549,12 @@ def _run_cells(settings: Settings, cells: Any, run_dir: Path, err: Any, *, prese
         webbrowser.open(report.resolve().as_uri())
     if outcome.interrupted:
         raise SystemExit(128 + (interrupts.first_signal() or signal.SIGINT))
+    if assert_safe:
+        from reports.results import verdict_word
+
+        words = {verdict_word(e) for e in result.results["experiments"]} or {"unknown"}
+        code = 1 if "race" in words else 2 if "unknown" in words else 0
+        raise SystemExit(code)
     if failed:
         raise click.ClickException(
             f"{len(failed)} of {len(outcome.outcomes)} cells could not be run "
@@ -483,9 +585,11 @@ _out_option = click.option(
 @_budget_option
 @_repeat_option
 @click.option("--json", "as_json", is_flag=True, help="Print results.json instead of the table.")
+@_assert_safe_option
 @click.pass_obj
 def demo(settings: Settings, preset: str, out: str | None, open_report: bool,
-         budget: float | None, as_json: bool, repeat: int | None) -> None:
+         budget: float | None, as_json: bool, assert_safe: bool,
+         repeat: int | None) -> None:
     """The whole answer in one command: run a preset matrix and write the HTML report.
 
     Runs every cell (server up, Locust swarm, final state, server down, check),
@@ -504,7 +608,8 @@ def demo(settings: Settings, preset: str, out: str | None, open_report: bool,
     loaded = load_preset(preset)
     _run_demo_command(settings, loaded.cells, preset=loaded.name,
                       nominal_budget_s=loaded.budget_s, budget=budget, out=out,
-                      open_report=open_report, as_json=as_json, repeat=repeat)
+                      open_report=open_report, as_json=as_json, assert_safe=assert_safe,
+                      repeat=repeat)
 
 
 def _names(kind: str, allowed: tuple[str, ...]) -> Any:
@@ -536,10 +641,11 @@ def _names(kind: str, allowed: tuple[str, ...]) -> Any:
 @_budget_option
 @_repeat_option
 @click.option("--json", "as_json", is_flag=True, help="Print results.json instead of the table.")
+@_assert_safe_option
 @click.pass_obj
 def matrix(settings: Settings, modes: list[str], stores: list[str], windows: list[str],
            out: str | None, open_report: bool, budget: float | None, as_json: bool,
-           repeat: int | None, **sizes: Any) -> None:
+           assert_safe: bool, repeat: int | None, **sizes: Any) -> None:
     """Run your own grid of modes x stores x windows and write the report.
 
     Windows apply to the global and lock stores; other stores run once per mode.
@@ -558,7 +664,7 @@ def matrix(settings: Settings, modes: list[str], stores: list[str], windows: lis
     nominal = sum(2.5 + cell.requests / 800 for cell in cells)
     _run_demo_command(settings, cells, preset="matrix", nominal_budget_s=nominal,
                       budget=budget, out=out, open_report=open_report, as_json=as_json,
-                      repeat=repeat)
+                      assert_safe=assert_safe, repeat=repeat)
 
 
 @main.command()

@@ -13,7 +13,16 @@ value below the ok count), writes it as history.csv, then in this one process:
   above the start, numpy buffers included) in a separate run, since tracing
   slows Python code down; the process's peak RSS (``ru_maxrss``) is printed too.
 
-Targets for a million operations: under 1 s and under 500 MB.
+Then, in the same run, it times what a user waits for: ``racelab check
+history.csv`` end to end (a fresh process: interpreter start, imports, reading,
+checking, printing), beside a bare ``csv.reader`` pass over the same file in
+this process (a loop that only splits the rows, nothing else), alternating the
+two ``--repeat`` times and keeping the best of each; it prints their ratio and
+the check's peak RSS (``wait4``'s ``ru_maxrss`` of that process).
+
+Targets for a million operations: the checker under 1 s and 500 MB; the end to
+end check at most 1.0x the bare pass. Ten million: the end to end check under
+15 s and 2 GB.
 
     .venv/bin/python bench/bench_checker.py              # 1,000,000 operations
     .venv/bin/python bench/bench_checker.py --ten-million
@@ -22,8 +31,13 @@ Targets for a million operations: under 1 s and under 500 MB.
 from __future__ import annotations
 
 import argparse
+import csv
 import gc
+import json
+import os
 import resource
+import subprocess
+import sys
 import tempfile
 import time
 import tracemalloc
@@ -124,6 +138,44 @@ def max_rss_mb() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # KiB on Linux
 
 
+def bare_csv_pass(path: Path) -> float:
+    """Seconds for a csv.reader loop over the file that does nothing with the rows."""
+    gc.collect()
+    start = time.perf_counter()
+    with path.open(newline="", encoding="utf-8") as handle:
+        for _ in csv.reader(handle):
+            pass
+    return time.perf_counter() - start
+
+
+def end_to_end_check(path: Path, final: Path) -> tuple[float, float, int]:
+    """``racelab check`` in a fresh process: seconds, peak RSS in MB, exit code."""
+    racelab = Path(sys.executable).with_name("racelab")
+    command = [str(racelab)] if racelab.exists() else [sys.executable, "-m", "cli"]
+    start = time.perf_counter()
+    proc = subprocess.Popen([*command, "check", str(path), "--final-file", str(final)],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    _, status, usage = os.wait4(proc.pid, 0)
+    elapsed = time.perf_counter() - start
+    proc.returncode = os.waitstatus_to_exitcode(status)
+    return elapsed, usage.ru_maxrss / 1024, proc.returncode
+
+
+def bench_end_to_end(path: Path, final: dict[str, Any], repeat: int) -> dict[str, float]:
+    """Best of ``repeat`` alternating runs of the bare pass and the end to end check."""
+    final_path = path.with_suffix(".final.json")
+    final_path.write_text(json.dumps(final), encoding="utf-8")
+    bare, check, rss, code = float("inf"), float("inf"), 0.0, -1
+    for _ in range(repeat):
+        bare = min(bare, bare_csv_pass(path))
+        elapsed, peak, code = end_to_end_check(path, final_path)
+        check, rss = min(check, elapsed), max(rss, peak)
+    print(f"bare csv.reader pass:        {bare:.2f} s")
+    print(f"racelab check, end to end:   {check:.2f} s, peak RSS {rss:.0f} MB, exit {code}")
+    print(f"ratio check / bare pass:     {check / bare:.2f}x")
+    return {"bare_s": bare, "check_s": check, "check_rss_mb": rss}
+
+
 def bench(n: int, repeat: int, python: bool, workdir: Path) -> dict[str, Any]:
     print(f"\n== {n:,} operations ==")
     start = time.perf_counter()
@@ -136,6 +188,7 @@ def bench(n: int, repeat: int, python: bool, workdir: Path) -> dict[str, Any]:
 
     del sim.arrays
     gc.collect()
+    end_to_end = bench_end_to_end(path, sim.final, repeat)
     read_s, table = best_time(lambda: read_history(path), 1)
     read_peak = peak_bytes(lambda: read_history(path)) if n <= 1_000_000 else None
     print(f"read_history: {read_s:.2f} s"
@@ -146,7 +199,7 @@ def bench(n: int, repeat: int, python: bool, workdir: Path) -> dict[str, Any]:
     print(f"numpy checker:  {numpy_s:.3f} s, peak {numpy_peak / 1e6:.0f} MB traced "
           f"-> {verdict.valid}: {verdict.reason}")
     result: dict[str, Any] = {"n": n, "read_s": read_s, "numpy_s": numpy_s,
-                              "numpy_peak": numpy_peak}
+                              "numpy_peak": numpy_peak, **end_to_end}
     table_mb = sum(getattr(table, f).nbytes for f in table.__dataclass_fields__
                    if isinstance(getattr(table, f), np.ndarray)) / 1e6
     print(f"  (its input, the HistoryTable: {table_mb:.0f} MB of arrays, not counted)")
@@ -174,18 +227,20 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--ten-million", action="store_true",
                         help="Also run 10,000,000 operations (about 1.3 GB of CSV).")
-    parser.add_argument("--repeat", type=int, default=3, help="Timed runs of the numpy checker.")
+    parser.add_argument("--repeat", type=int, default=3,
+                        help="Timed runs of the numpy checker and of the end to end check.")
     parser.add_argument("--no-python", action="store_true",
                         help="Skip the plain-Python checker at ten million.")
     args = parser.parse_args()
     with tempfile.TemporaryDirectory(prefix="racelab-bench-") as tmp:
         results = [bench(1_000_000, args.repeat, True, Path(tmp))]
         if args.ten_million:
-            results.append(bench(10_000_000, 1, not args.no_python, Path(tmp)))
+            results.append(bench(10_000_000, min(args.repeat, 2), not args.no_python, Path(tmp)))
     if len(results) == 2:
         small, big = results
         print("\n== growth from 1M to 10M ==")
-        for key in ("read_s", "numpy_s", "numpy_peak", "python_s", "python_peak"):
+        for key in ("read_s", "numpy_s", "numpy_peak", "python_s", "python_peak", "check_s",
+                    "check_rss_mb"):
             if key in small and key in big:
                 print(f"{key}: x{big[key] / small[key]:.1f}")
 

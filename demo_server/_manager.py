@@ -1,7 +1,8 @@
 """The counter manager process of the ``manager`` store.
 
-Run as ``python -m demo_server._manager AUTHKEY_HEX``: it binds 127.0.0.1 on a
-free port, prints ``PORT <n>`` on its first line and serves until stopped.
+Run as ``python -m demo_server._manager AUTHKEY_HEX [PORT]``: it binds 127.0.0.1
+on ``PORT`` (default: a free one; a restarted manager takes its old port),
+prints ``PORT <n>`` on its first line and serves until stopped.
 """
 
 from __future__ import annotations
@@ -81,7 +82,8 @@ CounterManager.register("counter", callable=_get_counter)
 
 def main(argv: list[str]) -> None:
     authkey = bytes.fromhex(argv[0])
-    manager = CounterManager(address=("127.0.0.1", 0), authkey=authkey)
+    port = int(argv[1]) if len(argv) > 1 else 0
+    manager = CounterManager(address=("127.0.0.1", port), authkey=authkey)
     server = manager.get_server()  # type: ignore[no-untyped-call]
     # Accepted sockets inherit TCP_NODELAY from the listening socket on Linux.
     listener = getattr(server, "listener", None)

@@ -67,6 +67,7 @@ class ServerConfig:
         session_dir: directory of the file-backed Flask-Session store.
         session_backend: ``filesystem`` or ``redis``.
         instance: index of this instance in ``cluster`` mode.
+        stock: seats on sale when a ``tickets`` run starts.
     """
 
     scenario: str = "counter"
@@ -84,6 +85,7 @@ class ServerConfig:
     session_dir: str = ""
     session_backend: str = "filesystem"
     instance: int = 0
+    stock: int = 100
 
     def __post_init__(self) -> None:
         self.validate()
@@ -103,6 +105,8 @@ class ServerConfig:
                 )
         if self.work_us <= 0:
             raise ConfigError(f"work_us must be positive, got {self.work_us}")
+        if self.stock <= 0:
+            raise ConfigError(f"stock must be positive, got {self.stock}")
         from scenarios.registry import get_scenario
 
         scenario = get_scenario(self.scenario)

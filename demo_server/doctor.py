@@ -6,24 +6,15 @@ import importlib.metadata
 import os
 import platform
 import shutil
-import socket
 from typing import Any
 from urllib.parse import urlsplit
 
 from demo_server.app import gil_enabled
+from demo_server.procs import reachable
 
 __all__ = ["Check", "diagnose", "reachable"]
 
 Check = dict[str, Any]
-
-
-def reachable(host: str, port: int, timeout: float = 0.5) -> bool:
-    """True if a TCP connection to ``host:port`` opens within ``timeout``."""
-    try:
-        with socket.create_connection((host, port), timeout=timeout):
-            return True
-    except OSError:
-        return False
 
 
 def _package(name: str) -> Check:

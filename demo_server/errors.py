@@ -3,12 +3,15 @@
 from __future__ import annotations
 
 __all__ = [
+    "BadHost",
     "ConfigError",
+    "FaultError",
     "LeftoverProcesses",
     "PortInUse",
     "RacelabError",
     "ServerNotReady",
     "StoreUnavailable",
+    "TargetError",
 ]
 
 
@@ -34,3 +37,19 @@ class LeftoverProcesses(RacelabError):
 
 class StoreUnavailable(RacelabError):
     """An external store (Redis, PostgreSQL, memcached) cannot be reached."""
+
+
+class BadHost(ConfigError):
+    """A host to listen on that is not an address of this machine (or not an address)."""
+
+
+class TargetError(ConfigError):
+    """A user's app (``--app``) that cannot be parsed, found, imported or served.
+
+    The message is one line: what was given, and the first lines of the
+    underlying error (its type, message and where it was raised).
+    """
+
+
+class FaultError(ConfigError):
+    """A fault spec (``--fault``) that cannot be parsed, or cannot be applied to this run."""

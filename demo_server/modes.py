@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import functools
 import sys
 
 from demo_server.config import MODES
@@ -27,6 +28,9 @@ class LaunchSpec:
         instances: independent instances in ``cluster`` mode.
         host: interface to bind; loopback unless the user says otherwise.
         port: first port; 0 picks free ones.
+        app: the WSGI app to serve, as ``path/to/file.py:app``, ``package.module:app``
+            or ``package.module:create_app()`` (see ``demo_server.target``); empty:
+            racelab's own demo app, ``demo_server:create_app()``.
     """
 
     mode: str = "threaded"
@@ -35,6 +39,7 @@ class LaunchSpec:
     instances: int = 2
     host: str = "127.0.0.1"
     port: int = 0
+    app: str = ""
 
     def __post_init__(self) -> None:
         if self.mode not in MODES:
@@ -61,12 +66,28 @@ class LaunchSpec:
         return dataclasses.replace(self, mode="gunicorn-gthread", workers=1, instances=1)
 
 
-def server_command(spec: LaunchSpec, port: int) -> list[str]:
-    """The argv that serves ``demo_server:create_app()`` as ``spec`` says, on ``port``.
+@functools.cache
+def gunicorn_has_control_socket() -> bool:
+    """True when this gunicorn has the control socket settings (gunicorn 25.1 and later)."""
+    try:
+        from gunicorn.config import KNOWN_SETTINGS
+    except ImportError:
+        return False
+    return any(getattr(s, "name", "") == "control_socket" for s in KNOWN_SETTINGS)
+
+
+def server_command(spec: LaunchSpec, port: int, control_socket: str = "") -> list[str]:
+    """The argv that serves the app as ``spec`` says, on ``port``.
+
+    racelab's own app is ``demo_server:create_app()``; a user's app (``spec.app``)
+    is loaded in each worker by ``demo_server.target:stamped_app_from_env()`` from
+    ``RACELAB_TARGET``, which the supervisor sets.
 
     Args:
         spec: a non-cluster launch spec (see ``LaunchSpec.instance_spec``).
         port: the port to bind on ``spec.host``.
+        control_socket: where gunicorn's control socket goes (a path inside the run
+            directory); empty: none. Never gunicorn's shared default in ``$HOME``.
 
     Returns:
         The argument vector, starting with this interpreter.
@@ -89,11 +110,17 @@ def server_command(spec: LaunchSpec, port: int) -> list[str]:
             argv += ["--threads", str(spec.threads)]
         if spec.mode == "gevent":
             argv += ["--worker-connections", "2000"]
-        return [*argv, "demo_server:create_app()"]
-    return [
+        if gunicorn_has_control_socket():
+            argv += ["--control-socket", control_socket] if control_socket else [
+                "--no-control-socket"]
+        app = "demo_server.target:stamped_app_from_env()" if spec.app else (
+            "demo_server:create_app()")
+        return [*argv, app]
+    argv = [
         sys.executable, "-m", "demo_server.serve",
         "--mode", spec.mode,
         "--host", spec.host,
         "--port", str(port),
         "--processes", str(spec.workers),
     ]
+    return [*argv, "--app-from-env"] if spec.app else argv

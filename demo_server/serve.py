@@ -1,7 +1,9 @@
 """Werkzeug launcher for the ``single``, ``threaded`` and ``processes`` modes.
 
-``python -m demo_server.serve --mode threaded --host 127.0.0.1 --port 8000``;
-the app's configuration comes from ``RACELAB_*`` environment variables.
+``python -m demo_server.serve --mode threaded --host 127.0.0.1 --port 8000``
+serves racelab's own app, configured by ``RACELAB_*`` environment variables;
+with ``--app-from-env`` it serves the user's app named by ``$RACELAB_TARGET``
+instead, wrapped in ``StampMiddleware`` (see ``demo_server.target``).
 """
 
 from __future__ import annotations
@@ -11,7 +13,9 @@ import signal
 import sys
 from types import FrameType
 
-from demo_server.app import create_app
+from werkzeug.serving import run_simple
+
+from demo_server.errors import TargetError
 
 
 def _exit_on_term(signum: int, frame: FrameType | None) -> None:
@@ -24,16 +28,30 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--host", default="127.0.0.1")
     parser.add_argument("--port", type=int, required=True)
     parser.add_argument("--processes", type=int, default=2)
+    parser.add_argument("--app-from-env", action="store_true",
+                        help="serve the app named by $RACELAB_TARGET")
     args = parser.parse_args(argv)
     signal.signal(signal.SIGTERM, _exit_on_term)
-    app = create_app()
-    app.run(
-        host=args.host,
-        port=args.port,
+    if args.app_from_env:
+        from demo_server.target import stamped_app_from_env
+
+        try:
+            app = stamped_app_from_env()
+        except TargetError as exc:
+            print(f"racelab: {exc}", file=sys.stderr)
+            sys.exit(2)
+    else:
+        from demo_server.app import create_app
+
+        app = create_app()
+    run_simple(
+        args.host,
+        args.port,
+        app,
         threaded=args.mode == "threaded",
         processes=args.processes if args.mode == "processes" else 1,
         use_reloader=False,
-        debug=False,
+        use_debugger=False,
     )
 
 

@@ -23,21 +23,21 @@ import shutil
 import signal
 import subprocess
 import tempfile
-import time
 from collections.abc import Collection, Iterator
 from pathlib import Path
-from types import TracebackType
 from typing import Any, TypeVar
 from urllib.parse import urlsplit
 
-from demo_server.doctor import reachable
+from demo_server._context import StartStop
 from demo_server.errors import StoreUnavailable
-from demo_server.supervisor import free_port
+from demo_server.procs import ProcessGroup, free_port, reachable, spawn, stop_groups, wait_listening
 
 __all__ = [
     "SERVICES",
     "PrivateServices",
     "Service",
+    "running_service",
+    "service_address",
     "services_for",
     "services_needed",
 ]
@@ -57,9 +57,23 @@ _POSTGRES_DIRS = ("/usr/local/bin", "/usr/lib/postgresql/*/bin")
 S = TypeVar("S")
 
 
-def _address(service: str, value: str) -> tuple[str, int]:
+#: Private services running now, by (host, port): what faults may stop, and the watch sees.
+_RUNNING: dict[tuple[str, int], Service] = {}
+
+
+def service_address(service: str, value: str) -> tuple[str, int]:
+    """(host, port) of a service's configured address (a URL, DSN or ``host:port``)."""
     parts = urlsplit(value if "://" in value else f"tcp://{value}")
     return parts.hostname or "127.0.0.1", parts.port or _DEFAULT_PORT[service]
+
+
+_address = service_address
+
+
+def running_service(service: str, value: str) -> Service | None:
+    """The private ``service`` racelab started at that address, if it is running one."""
+    found = _RUNNING.get(service_address(service, value))
+    return found if found is not None and found.name == service else None
 
 
 def services_needed(stores: Collection[str], session_backend: str = "filesystem") -> list[str]:
@@ -89,38 +103,38 @@ class Service:
     address: str
     port: int
     directory: Path
-    popen: subprocess.Popen[bytes]
+    group: ProcessGroup
     log_path: Path
     stop_signal: int = signal.SIGTERM
+    argv: tuple[str, ...] = ()
+    user: str | None = None
+    ready_timeout: float = 30.0
+
+    @property
+    def popen(self) -> subprocess.Popen[bytes]:
+        return self.group.popen
 
     def alive(self) -> bool:
-        return self.popen.poll() is None
+        return self.group.alive()
 
     def stop(self, grace: float = 5.0) -> None:
-        """Stop the server's process group: ``stop_signal``, then SIGKILL after ``grace``."""
-        pgid = self.popen.pid
-        with contextlib.suppress(ProcessLookupError):
-            os.killpg(pgid, self.stop_signal)
-        try:
-            self.popen.wait(timeout=grace)
-        except subprocess.TimeoutExpired:
-            with contextlib.suppress(ProcessLookupError):
-                os.killpg(pgid, signal.SIGKILL)
-            self.popen.wait(timeout=5)
-        # Children of the group (postgres backends) may outlive the leader a moment.
-        deadline = time.monotonic() + grace
-        while time.monotonic() < deadline:
-            try:
-                os.killpg(pgid, 0)
-            except ProcessLookupError:
-                break
-            time.sleep(0.02)
-        else:
-            with contextlib.suppress(ProcessLookupError):
-                os.killpg(pgid, signal.SIGKILL)
+        """Stop the server's whole tree: ``stop_signal``, then SIGKILL after ``grace``."""
+        stop_groups([self.group], grace, first_signal=self.stop_signal)
+
+    def restart(self) -> None:
+        """Start the server again on the same port and directory (after ``stop``).
+
+        Raises:
+            StoreUnavailable: if it does not accept connections in time.
+        """
+        if self.alive():
+            return
+        self.group = spawn(self.argv, self.name, log_path=self.log_path, cwd=self.directory,
+                           **_as_user(self.user))
+        _wait_started(self)
 
 
-class PrivateServices:
+class PrivateServices(StartStop[Any]):
     """Start private servers where none answer; stop them when the block ends.
 
     Args:
@@ -180,22 +194,15 @@ class PrivateServices:
     def stop(self) -> None:
         """Stop every private server and remove its directory."""
         for service in self.services.values():
-            service.stop()
-        self.services.clear()
+            _RUNNING.pop(("127.0.0.1", service.port), None)
+        try:
+            stop_groups([s.group for s in self.services.values()], 5.0,
+                        first_signal={s.name: s.stop_signal for s in self.services.values()})
+        finally:
+            self.services.clear()
         if self._root is not None:
             shutil.rmtree(self._root, ignore_errors=True)
             self._root = None
-
-    def __enter__(self) -> Any:
-        return self.start()
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.stop()
 
     # -- helpers ----------------------------------------------------------------------
     def _dir(self, name: str) -> Path:
@@ -219,26 +226,11 @@ class PrivateServices:
         user: str | None = None, stop_signal: int = signal.SIGTERM,
     ) -> Service:
         log_path = directory / f"{name}.log"
-        with log_path.open("ab") as log:
-            popen = subprocess.Popen(
-                argv,
-                stdout=log,
-                stderr=subprocess.STDOUT,
-                stdin=subprocess.DEVNULL,
-                cwd=directory,
-                start_new_session=True,
-                **_as_user(user),
-            )
-        service = Service(name, address, port, directory, popen, log_path, stop_signal)
-        deadline = time.monotonic() + self.ready_timeout
-        while not reachable("127.0.0.1", port, timeout=0.2):
-            if popen.poll() is not None or time.monotonic() > deadline:
-                service.stop()
-                tail = log_path.read_text(errors="replace").strip().splitlines()[-3:]
-                raise StoreUnavailable(
-                    f"private {name} did not start on port {port}: {' | '.join(tail)}"
-                )
-            time.sleep(0.05)
+        group = spawn(argv, name, log_path=log_path, cwd=directory, **_as_user(user))
+        service = Service(name, address, port, directory, group, log_path, stop_signal,
+                          tuple(argv), user, self.ready_timeout)
+        _wait_started(service)
+        _RUNNING[("127.0.0.1", port)] = service
         return service
 
     def _start_redis(self) -> Service | None:
@@ -307,6 +299,15 @@ class PrivateServices:
             "postgres", argv, directory, port,
             f"postgresql://postgres@127.0.0.1:{port}/postgres", user=user,
             stop_signal=signal.SIGINT,
+        )
+
+
+def _wait_started(service: Service) -> None:
+    if not wait_listening("127.0.0.1", service.port, service.ready_timeout, service.alive):
+        service.stop()
+        tail = service.log_path.read_text(errors="replace").strip().splitlines()[-3:]
+        raise StoreUnavailable(
+            f"private {service.name} did not start on port {service.port}: {' | '.join(tail)}"
         )
 
 

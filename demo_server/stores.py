@@ -13,7 +13,8 @@ import os
 import sqlite3
 import threading
 from collections.abc import Callable
-from typing import TYPE_CHECKING, ClassVar
+from multiprocessing.managers import RemoteError
+from typing import TYPE_CHECKING, Any, ClassVar
 
 from flask import g
 
@@ -179,6 +180,11 @@ class _PerProcess:
                     self._pid = pid
         return self._value
 
+    def reset(self) -> None:
+        """Build a fresh value on the next ``get`` (its connection was lost)."""
+        with self._lock:
+            self._pid = -1
+
 
 class ManagerStore(Store):
     """A counter held by a multiprocessing.Manager server that every worker connects to."""
@@ -206,14 +212,25 @@ class ManagerStore(Store):
             ) from exc
         return manager.counter()  # type: ignore[attr-defined]
 
+    def _call(self, method: str) -> Any:
+        # A manager that died (or was restarted) leaves a dead proxy: drop it, so
+        # that the next call connects to the manager running then.
+        try:
+            return getattr(self._proxy.get(), method)()
+        except (OSError, EOFError, KeyError, RemoteError) as exc:
+            self._proxy.reset()
+            raise StoreUnavailable(
+                f"lost the counter manager at {self.address[0]}:{self.address[1]}: {exc!r}"
+            ) from exc
+
     def incr(self) -> int:
-        return int(self._proxy.get().incr())  # type: ignore[attr-defined]
+        return int(self._call("incr"))
 
     def value(self) -> int:
-        return int(self._proxy.get().value())  # type: ignore[attr-defined]
+        return int(self._call("value"))
 
     def reset(self) -> None:
-        self._proxy.get().reset()  # type: ignore[attr-defined]
+        self._call("reset")
 
 
 def _sqlite_connect(path: str) -> sqlite3.Connection:

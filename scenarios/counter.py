@@ -310,6 +310,8 @@ def _check_counter(table: HistoryTable, final: Any, *, per_process: bool,
         state = parse_final(final)
     except UnreadableFinal as exc:
         undecided.append(f"the final state is unreadable: {exc}")
+    if state is not None and state.cut_short:
+        complete = False
     if state is not None and not state.available:
         undecided.append(f"the final state is unavailable: {state.reason}")
         state = None

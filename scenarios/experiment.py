@@ -22,6 +22,7 @@ from typing import Any
 
 from demo_server.config import ServerConfig
 from demo_server.errors import RacelabError
+from demo_server.faults import FaultScheduler
 from demo_server.modes import LaunchSpec
 from demo_server.supervisor import Supervisor
 from loadtests.runner import SwarmResult, SwarmSpec, run_swarm
@@ -120,21 +121,35 @@ def run_experiment(
                           duration=spec.duration, burst=bool(spec.burst),
                           spawn_rate=spec.spawn_rate, processes=spec.processes,
                           reconnect=spec.reconnect)
+        # Faults run on the load's timeline, from the swarm's first reported
+        # operations (within ~0.25 s of its first request); each is an event in the
+        # supervisor's list, which sup.stop() writes to events.json.
+        faults = FaultScheduler(sup, spec.faults) if spec.faults else None
+
+        def on_progress(done: int, seconds: float) -> None:
+            if faults is not None and done > 0:
+                faults.start()
+            if progress is not None:
+                progress(done, seconds)
+
         try:
-            result = run_swarm(swarm, run_dir, progress=progress)
+            result = run_swarm(swarm, run_dir, progress=on_progress)
         except KeyboardInterrupt as exc:
             interrupted = exc
+        finally:
+            if faults is not None:
+                faults.stop()
         died = not sup.alive()
         final = _final_state(sup, spec, died)
         if result is not None and result.timed_out:
             summary["error"] = "the swarm did not finish before its hard timeout"
         elif interrupted is not None:
-            summary["error"] = "interrupted"
+            summary["error"] = _interrupted()
         else:
             summary["status"] = "ok"
     except KeyboardInterrupt as exc:
         interrupted = exc
-        summary["error"] = "interrupted"
+        summary["error"] = _interrupted()
     except RacelabError as exc:
         summary["error"] = str(exc)
         raise
@@ -164,15 +179,28 @@ def run_experiment(
                 "exit_codes": exit_codes,
                 "logs": log_names,
             }
+            summary["events"] = sup.events()
             _write_summary(run_dir, summary, result, final)
     if interrupted is not None:
         raise interrupted
     return summary
 
 
+def _interrupted() -> str:
+    import signal
+
+    from demo_server import interrupts
+
+    signum = interrupts.first_signal()
+    return f"interrupted by {signal.Signals(signum).name}" if signum else "interrupted"
+
+
 def _write_summary(run_dir: Path, summary: dict[str, Any], result: SwarmResult | None,
                    final: dict[str, Any]) -> None:
     """Write what happened (``final.json``, ``summary.json``); the analysis reads them."""
+    cut_short = summary["error"] if summary["status"] != "ok" else ""
+    if cut_short:  # so that a check of these files alone knows the history may lack rows
+        final = {**final, "cut_short": cut_short}
     (run_dir / "final.json").write_text(json.dumps(final, indent=2), encoding="utf-8")
     summary["swarm"] = {
         "locust_requests": result.locust_requests if result else 0,

@@ -18,6 +18,10 @@ __all__ = ["SCENARIO_NAMES", "get_scenario"]
 #: Scenario name -> module holding its ``SCENARIO``.
 _MODULES = {
     "counter": "scenarios.counter",
+    "tickets": "scenarios.tickets",
+    "bank": "scenarios.bank",
+    "ids": "scenarios.ids",
+    "session": "scenarios.session",
 }
 SCENARIO_NAMES = tuple(_MODULES)
 

@@ -131,10 +131,15 @@ class ExperimentSpec:
     memcached: str = _setting(ServerConfig.memcached, "host:port of memcached.", "connection")
     session_backend: str = _setting("filesystem", "Where the session store keeps sessions.",
                                     "connection", choices=("filesystem", "redis"))
+    #: Faults injected during the load (``demo_server.faults``: ``kill-worker@2s``...).
+    faults: tuple[str, ...] = ()
 
     def __post_init__(self) -> None:
         for setting in SETTINGS:
             setting.check(getattr(self, setting.name), "experiment")
+        from demo_server.faults import parse_faults
+
+        object.__setattr__(self, "faults", tuple(str(f) for f in parse_faults(self.faults)))
         if not self.requests and not self.duration:
             raise ConfigError("an experiment needs a request budget or a duration (or both)")
 
@@ -163,12 +168,16 @@ class ExperimentSpec:
                     or value == _DEFAULTS[setting.name]):
                 continue
             argv += [setting.flag, f"{value:g}" if isinstance(value, float) else str(value)]
+        for fault in self.faults:
+            argv += ["--fault", fault]
         return shlex.join(argv)
 
 
 def _settings() -> tuple[Setting, ...]:
     out = []
     for f in dataclasses.fields(ExperimentSpec):
+        if "setting" not in f.metadata:
+            continue  # not a knob of one value (faults)
         help_text, group, kind, kw = f.metadata["setting"]
         out.append(Setting(f.name, help_text, group, kind, **kw))
     return tuple(out)

@@ -425,7 +425,7 @@ def test_a_crashing_checker_yields_unknown() -> None:
 def test_registry_names_checkers_per_scenario() -> None:
     """Scenarios name their checkers; register adds more; unknown scenarios are a clear error."""
     assert checkers_for("counter") == ["counter"]
-    assert checkers_for("ids") == ["unique-ids"]
+    assert checkers_for("ids") == ["ids"]
     with pytest.raises(ConfigError, match="no checker for scenario 'nope'"):
         checkers_for("nope")
 

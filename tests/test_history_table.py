@@ -207,6 +207,9 @@ row_strategy = st.fixed_dictionaries({
 def test_any_written_history_reads_back(tmp_path_factory, rows: list[dict]) -> None:
     """Whatever HistoryWriter writes (quotes, commas, newlines, unicode) reads back unchanged."""
     rows = [{"op_id": i, **row} for i, row in enumerate(rows)]
+    for row in rows:  # a completion never precedes its invocation (the reader refuses it)
+        if row["complete_ns"] != "":
+            row["complete_ns"] = row["invoke_ns"] + abs(row["complete_ns"])
     for row in rows:  # csv cannot tell "" from a missing field: normalise texts like it does
         row["error"] = row["error"].replace("\r", "")
         row["client"] = row["client"].replace("\r", "")
@@ -214,3 +217,108 @@ def test_any_written_history_reads_back(tmp_path_factory, rows: list[dict]) -> N
     path = write(tmp_path_factory.mktemp("h") / "history.csv", rows)
     assert read_history(path).to_rows() == rows
     assert HistoryTable.from_rows(rows).to_rows() == rows
+
+
+# --- the columnar reader, Parquet, status ---------------------------------------------------
+
+
+def test_clean_file_takes_the_columnar_path(tmp_path: Path, monkeypatch) -> None:
+    """A well-formed history never falls back to the row-by-row reader."""
+    import reports.history_table as ht
+
+    def refuse(path: Path) -> None:
+        raise AssertionError("the row-by-row reader ran on a clean file")
+
+    monkeypatch.setattr(ht, "_read_csv_rows", refuse)
+    rows = [dict(r) for r in ROWS]
+    rows[1]["error"] = 'a "quoted", multi\nline error'
+    assert read_history(write(tmp_path / "history.csv", rows)).to_rows() == rows
+
+
+def test_columnar_and_row_readers_agree(tmp_path: Path) -> None:
+    """Both readers give the same arrays and names, field for field."""
+    import reports.history_table as ht
+
+    rows = [{**r, "op_id": i} for i, r in enumerate(ROWS * 40)]
+    path = write(tmp_path / "history.csv", rows)
+    fast, slow = ht._read_csv_columnar(path), ht._read_csv_rows(path)
+    for name in HistoryTable.__dataclass_fields__:
+        a, b = getattr(fast, name), getattr(slow, name)
+        if isinstance(a, np.ndarray):
+            assert a.tolist() == b.tolist(), name
+        else:
+            assert a == b, name
+
+
+def test_status_column_is_an_optional_integer(tmp_path: Path) -> None:
+    """A trailing status column (HTTP status) is read when present, empty when not."""
+    path = tmp_path / "history.csv"
+    path.write_text("op_id,client,op,outcome,value,invoke_ns,complete_ns,status\n"
+                    "0,c,incr,ok,1,10,20,200\n1,c,incr,fail,,30,,503\n2,c,incr,info,,40,,\n",
+                    encoding="utf-8")
+    table = read_history(path)
+    assert table.status.tolist() == [200, 503, 0]
+    assert table.status_known.tolist() == [True, True, False]
+    assert table.to_rows()[1]["status"] == 503
+    path.write_text(path.read_text().replace(",503", ",5x3"), encoding="utf-8")
+    with pytest.raises(MalformedHistory, match=r"^line 3, column 'status': not an integer"):
+        read_history(path)
+    assert not read_history(write(tmp_path / "old.csv", ROWS)).status_known.any()
+
+
+def test_parquet_round_trip(tmp_path: Path) -> None:
+    """write_parquet's file reads back to the same rows, whatever its name."""
+    from reports.history_table import find_history, write_parquet
+
+    csv_path = write(tmp_path / "history.csv", ROWS)
+    parquet = write_parquet(csv_path)
+    assert parquet == tmp_path / "history.parquet"
+    assert parquet.read_bytes()[:4] == b"PAR1"
+    assert read_history(parquet).to_rows() == ROWS
+    renamed = parquet.rename(tmp_path / "any-name.csv")
+    assert read_history(renamed).to_rows() == ROWS
+    assert find_history(tmp_path) == tmp_path / "history.csv"
+    write_parquet(csv_path)
+    assert find_history(tmp_path) == tmp_path / "history.parquet"
+
+
+def test_parquet_errors_name_the_row(tmp_path: Path) -> None:
+    """A Parquet history with a repeated op_id names the row; a missing column is named."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    from reports.history_table import to_arrow
+
+    table = to_arrow(read_history(write(tmp_path / "history.csv", ROWS)))
+    ids = pa.array([0, 1, 0], type=pa.int64())
+    pq.write_table(table.set_column(0, "op_id", ids), tmp_path / "bad.parquet")
+    with pytest.raises(MalformedHistory, match=r"^row 3, column 'op_id': op_id 0 repeats the "
+                                               r"one on row 1"):
+        read_history(tmp_path / "bad.parquet")
+    pq.write_table(table.drop_columns(["value"]), tmp_path / "short.parquet")
+    with pytest.raises(MalformedHistory, match=r"^column 'value': missing column 'value'"):
+        read_history(tmp_path / "short.parquet")
+
+
+def test_report_reads_a_parquet_run_directory(tmp_path: Path) -> None:
+    """A run directory holding history.parquet (no CSV) is collected like its CSV twin."""
+    import json as json_module
+
+    from reports._simulate import simulate_counter
+    from reports.history_table import write_parquet
+    from reports.results import collect_experiment
+
+    sim = simulate_counter(300, clients=4, pids=2, info_rate=0.02, seed=5)
+    entries = []
+    for name in ("csv", "parquet"):
+        run = tmp_path / name
+        run.mkdir()
+        write(run / "history.csv", sim.table().to_rows())
+        (run / "final.json").write_text(json_module.dumps(sim.final), encoding="utf-8")
+        if name == "parquet":
+            write_parquet(run / "history.csv")
+            (run / "history.csv").unlink()
+        entries.append(collect_experiment(run))
+    assert entries[1]["files"]["history"].endswith("history.parquet")
+    assert entries[0]["ops"] == entries[1]["ops"] and entries[0]["ops"]["total"] == 300
+    assert entries[0]["verdict"]["counts"] == entries[1]["verdict"]["counts"]

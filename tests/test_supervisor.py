@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import collections
+import json
 import os
 import signal
 
@@ -28,7 +29,7 @@ def _ok(responses: list[dict]) -> list[dict]:
 @pytest.mark.parametrize("store", EMBEDDED_STORES)
 @pytest.mark.parametrize("mode", MODES)
 def test_every_mode_and_store_starts_answers_and_stops(tmp_path, mode: str, store: str) -> None:
-    """Each (mode, store) answers /incr, and after stop no process of its groups is alive."""
+    """Each (mode, store) answers /incr; after stop no process is alive and no event was seen."""
     sup = Supervisor(ServerConfig(store=store), LaunchSpec(mode=mode), tmp_path)
     with sup:
         groups = [p.popen.pid for p in sup._procs]
@@ -36,7 +37,10 @@ def test_every_mode_and_store_starts_answers_and_stops(tmp_path, mode: str, stor
             assert get_json(url + "/incr")["store"] == store
         if mode in ("gunicorn-sync", "gunicorn-gthread", "gevent"):
             assert len(sup.worker_pids[sup.url]) == 2
+            assert (tmp_path / "server.ctl").exists()  # not $HOME/.gunicorn/gunicorn.ctl
     assert all(group_members(pgid) == [] for pgid in groups)
+    assert json.loads((tmp_path / "events.json").read_text())["events"] == []
+    assert not list(tmp_path.glob("*.ctl"))  # gunicorn's control socket went with it
     assert all((tmp_path / f"{name}.log").exists()
                for name in (["server"] if mode != "cluster" else ["server-0", "server-1"]))
 

@@ -1,0 +1,359 @@
+"""Processes, ports and reachability, once: what every launcher of racelab uses.
+
+Every process racelab starts (servers, the counter manager, private services,
+Locust) starts with ``spawn`` in a session (and process group) of its own and is
+stopped with ``stop_groups``, which stops the whole *tree*: the group and every
+descendant seen before the first signal, since a forked child (Werkzeug's
+``processes=N``) can outlive its parent and a child may leave the group.
+psutil does the walking, so this works wherever psutil does (Linux, macOS).
+
+Example:
+    >>> group = spawn([sys.executable, "-m", "http.server", str(free_port())], name="web")
+    >>> wait_listening("127.0.0.1", port, timeout=10, alive=group.alive)
+    >>> stop_groups([group])  # SIGTERM, SIGKILL after the grace period, nothing left
+"""
+
+from __future__ import annotations
+
+import contextlib
+import errno
+import ipaddress
+import os
+import signal
+import socket
+import subprocess
+import time
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from pathlib import Path
+from typing import IO, Any
+
+import psutil
+
+from demo_server.errors import BadHost, LeftoverProcesses, PortInUse
+
+__all__ = [
+    "ProcessGroup",
+    "check_host",
+    "check_port",
+    "free_port",
+    "free_ports",
+    "group_alive",
+    "group_members",
+    "live",
+    "reachable",
+    "spawn",
+    "stop_groups",
+    "tree",
+    "wait_listening",
+]
+
+
+# -- ports and reachability ------------------------------------------------------------
+def check_host(host: str) -> str:
+    """Check that ``host`` is an address (or name) this machine can listen on.
+
+    Returns:
+        ``host`` unchanged.
+
+    Raises:
+        BadHost: when it is not a valid address, does not resolve, or is not one
+            of this machine's addresses.
+    """
+    try:
+        ipaddress.ip_address(host)
+    except ValueError:
+        if not host or len(host) > 253 or any(c.isspace() for c in host):
+            raise BadHost(f"{host!r} is not a host name or IP address") from None
+    try:
+        infos = socket.getaddrinfo(host, 0, socket.AF_UNSPEC, socket.SOCK_STREAM)
+    except (socket.gaierror, UnicodeError):
+        raise BadHost(f"cannot listen on {host!r}: not an IP address or a known host name"
+                      ) from None
+    family, _, _, _, address = infos[0]
+    with socket.socket(family, socket.SOCK_STREAM) as sock:
+        try:
+            sock.bind((address[0], 0))
+        except OSError as exc:
+            raise BadHost(f"cannot listen on {host}: {exc.strerror or exc}") from None
+    return host
+
+
+def free_port(host: str = "127.0.0.1") -> int:
+    """A port on ``host`` that nothing listens on right now.
+
+    Raises:
+        BadHost: when ``host`` cannot be bound at all.
+    """
+    with socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET,
+                       socket.SOCK_STREAM) as sock:
+        try:
+            sock.bind((host, 0))
+        except (OSError, OverflowError, UnicodeError) as exc:
+            raise BadHost(f"cannot listen on {host!r}: {getattr(exc, 'strerror', None) or exc}"
+                          ) from None
+        return int(sock.getsockname()[1])
+
+
+def free_ports(count: int, host: str = "127.0.0.1") -> list[int]:
+    """``count`` distinct free ports on ``host``."""
+    ports: list[int] = []
+    while len(ports) < count:
+        port = free_port(host)
+        if port not in ports:
+            ports.append(port)
+    return ports
+
+
+def check_port(host: str, port: int) -> None:
+    """Raise PortInUse unless ``port`` on ``host`` can be bound right now."""
+    with socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET,
+                       socket.SOCK_STREAM) as sock:
+        try:
+            sock.bind((host, port))
+        except OSError as exc:
+            if exc.errno == errno.EADDRINUSE:
+                raise PortInUse(f"port {port} on {host} is already in use") from None
+            raise PortInUse(f"cannot bind {host}:{port}: {exc.strerror}") from None
+
+
+def reachable(host: str, port: int, timeout: float = 0.5) -> bool:
+    """True if a TCP connection to ``host:port`` opens within ``timeout``."""
+    try:
+        with socket.create_connection((host, port), timeout=timeout):
+            return True
+    except (OSError, OverflowError, UnicodeError):
+        return False
+
+
+def wait_listening(
+    host: str, port: int, timeout: float, alive: Callable[[], bool] = lambda: True,
+    interval: float = 0.05,
+) -> bool:
+    """Wait until ``host:port`` accepts connections.
+
+    Returns:
+        True once it does; False when ``timeout`` passes or ``alive()`` turns false.
+    """
+    deadline = time.monotonic() + timeout
+    while not reachable(host, port, timeout=0.2):
+        if not alive() or time.monotonic() > deadline:
+            return False
+        time.sleep(interval)
+    return True
+
+
+# -- process trees -----------------------------------------------------------------------
+def _process(pid: int) -> psutil.Process | None:
+    try:
+        return psutil.Process(pid)
+    except (psutil.NoSuchProcess, psutil.AccessDenied):
+        return None
+
+
+def _is_live(proc: psutil.Process) -> bool:
+    try:
+        return proc.is_running() and proc.status() != psutil.STATUS_ZOMBIE
+    except (psutil.NoSuchProcess, psutil.AccessDenied):
+        return False
+
+
+def live(procs: Iterable[psutil.Process]) -> list[psutil.Process]:
+    """The processes of ``procs`` still running (zombies count as gone: PID 1 may not reap)."""
+    return [p for p in procs if _is_live(p)]
+
+
+def group_members(pgid: int) -> list[int]:
+    """Live (non-zombie) processes of process group ``pgid``."""
+    members = []
+    for proc in psutil.process_iter():
+        try:
+            if os.getpgid(proc.pid) == pgid and proc.status() != psutil.STATUS_ZOMBIE:
+                members.append(proc.pid)
+        except (OSError, psutil.NoSuchProcess, psutil.AccessDenied):
+            continue
+    return members
+
+
+def tree(pid: int, pgid: int | None = None) -> list[psutil.Process]:
+    """``pid``, all its live descendants and the live members of group ``pgid``."""
+    found: dict[int, psutil.Process] = {}
+    root = _process(pid)
+    if root is not None:
+        found[root.pid] = root
+        with contextlib.suppress(psutil.NoSuchProcess, psutil.AccessDenied):
+            for child in root.children(recursive=True):
+                found.setdefault(child.pid, child)
+    if pgid is not None:
+        for member in group_members(pgid):
+            proc = _process(member)
+            if proc is not None:
+                found.setdefault(member, proc)
+    return live(found.values())
+
+
+class ProcessGroup:
+    """A child started in a session of its own, and everything it starts.
+
+    Attributes:
+        popen: the leader.
+        name: a short name for messages and log files.
+        log_path: where its output goes (or None).
+    """
+
+    def __init__(self, popen: subprocess.Popen[bytes], name: str,
+                 log_path: Path | None = None, log: IO[bytes] | None = None) -> None:
+        self.popen = popen
+        self.name = name
+        self.log_path = log_path
+        self._log = log
+
+    @property
+    def pid(self) -> int:
+        return self.popen.pid
+
+    @property
+    def pgid(self) -> int:
+        """The group id: the leader's pid (``start_new_session``)."""
+        return self.popen.pid
+
+    def alive(self) -> bool:
+        """True while the leader runs."""
+        return self.popen.poll() is None
+
+    def members(self) -> list[psutil.Process]:
+        """The live tree: leader, descendants and group members."""
+        return tree(self.popen.pid, self.pgid)
+
+    def signal(self, sig: int) -> None:
+        """Send ``sig`` to the whole group (and to descendants that left it)."""
+        procs = self.members()
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.killpg(self.pgid, sig)
+        for proc in procs:
+            with contextlib.suppress(psutil.NoSuchProcess, psutil.AccessDenied):
+                proc.send_signal(sig)
+
+    def close_log(self) -> None:
+        if self._log is not None:
+            self._log.close()
+            self._log = None
+
+
+def spawn(
+    argv: Sequence[str],
+    name: str,
+    log_path: Path | None = None,
+    env: Mapping[str, str] | None = None,
+    cwd: str | Path | None = None,
+    stdout: int | IO[bytes] | None = None,
+    **popen: Any,
+) -> ProcessGroup:
+    """Start ``argv`` in a new session (its own process group), stdin closed.
+
+    Args:
+        argv: the command.
+        name: a short name for messages.
+        log_path: append stdout and stderr to this file (unless ``stdout`` is given,
+            then only stderr goes there).
+        env: the whole environment (default: this process's).
+        cwd: working directory.
+        stdout: where stdout goes instead (e.g. ``subprocess.PIPE``).
+        **popen: more ``subprocess.Popen`` arguments (``user``, ``group``...).
+
+    Returns:
+        The started group.
+    """
+    log = log_path.open("ab") if log_path is not None else None
+    out: int | IO[bytes] | None = stdout if stdout is not None else (
+        log if log is not None else subprocess.DEVNULL)
+    err: int | IO[bytes] | None = (
+        log if stdout is not None and log is not None
+        else subprocess.STDOUT if log is not None else subprocess.DEVNULL)
+    try:
+        proc = subprocess.Popen(
+            list(argv), stdout=out, stderr=err, stdin=subprocess.DEVNULL,
+            env=dict(env) if env is not None else None, cwd=cwd, start_new_session=True,
+            **popen,
+        )
+    except BaseException:
+        if log is not None:
+            log.close()
+        raise
+    return ProcessGroup(proc, name, log_path, log)
+
+
+def stop_groups(
+    groups: Sequence[ProcessGroup],
+    grace: float = 5.0,
+    first_signal: int | Mapping[str, int] = signal.SIGTERM,
+    raise_leftovers: bool = True,
+) -> list[int]:
+    """Stop every group's whole tree: ``first_signal``, then SIGKILL after ``grace``.
+
+    The trees are walked before the first signal, so children that outlive
+    their parent, or left its group, are stopped too.
+
+    Args:
+        groups: what to stop (all at once).
+        grace: seconds between the first signal and SIGKILL.
+        first_signal: the polite signal, or one per group name (PostgreSQL's is SIGINT).
+        raise_leftovers: raise LeftoverProcesses when anything survives SIGKILL.
+
+    Returns:
+        The pids that had to be killed with SIGKILL.
+
+    Raises:
+        LeftoverProcesses: if a process survives SIGKILL (and ``raise_leftovers``).
+    """
+    trees = {id(g): g.members() for g in groups}
+    for group in groups:
+        sig = (first_signal.get(group.name, signal.SIGTERM)
+               if isinstance(first_signal, Mapping) else first_signal)
+        for proc in trees[id(group)]:
+            with contextlib.suppress(psutil.NoSuchProcess, psutil.AccessDenied):
+                proc.send_signal(sig)
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.killpg(group.pgid, sig)
+    deadline = time.monotonic() + grace
+    everything = [p for g in groups for p in trees[id(g)]]
+    while time.monotonic() < deadline:
+        for group in groups:
+            group.popen.poll()
+        if not live(everything) and not any(group_alive(g) for g in groups):
+            break
+        time.sleep(0.02)
+    killed: list[int] = []
+    for group in groups:
+        left = live(trees[id(group)]) + [p for p in group.members()
+                                         if p.pid not in {q.pid for q in trees[id(group)]}]
+        if left:
+            killed += [p.pid for p in left]
+            for proc in left:
+                with contextlib.suppress(psutil.NoSuchProcess, psutil.AccessDenied):
+                    proc.kill()
+            with contextlib.suppress(ProcessLookupError, PermissionError):
+                os.killpg(group.pgid, signal.SIGKILL)
+    survivors: list[int] = []
+    for group in groups:
+        with contextlib.suppress(subprocess.TimeoutExpired):
+            group.popen.wait(timeout=5)
+        end = time.monotonic() + 5
+        while (live(trees[id(group)]) or group_alive(group)) and time.monotonic() < end:
+            time.sleep(0.02)
+        survivors += [p.pid for p in live(trees[id(group)])]
+        survivors += [pid for pid in group_members(group.pgid) if pid not in survivors]
+        group.close_log()
+    if survivors and raise_leftovers:
+        raise LeftoverProcesses(f"processes {sorted(set(survivors))} survived SIGKILL")
+    return sorted(set(killed))
+
+
+def group_alive(group: ProcessGroup) -> bool:
+    """True while any live (non-zombie) member of ``group``'s process group exists."""
+    try:
+        os.killpg(group.pgid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        pass
+    return bool(group_members(group.pgid))

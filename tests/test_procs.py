@@ -1,0 +1,142 @@
+"""demo_server.procs: free ports, host checks, reachability, and stopping whole process trees."""
+
+from __future__ import annotations
+
+import signal
+import socket
+import sys
+import time
+
+import psutil
+import pytest
+
+from cli import main
+from demo_server.errors import BadHost, PortInUse
+from demo_server.procs import (
+    check_host,
+    check_port,
+    free_port,
+    free_ports,
+    group_members,
+    live,
+    reachable,
+    spawn,
+    stop_groups,
+    tree,
+    wait_listening,
+)
+
+# A parent that starts a child in a session of its own (out of the group), then waits.
+_ESCAPER = (
+    "import subprocess, sys, time\n"
+    "child = subprocess.Popen([sys.executable, '-c', 'import time; time.sleep(60)'],"
+    " start_new_session=True)\n"
+    "print(child.pid, flush=True)\n"
+    "time.sleep(60)\n"
+)
+
+
+def test_free_ports_are_distinct_and_bindable() -> None:
+    """free_ports gives distinct loopback ports that can be bound right away."""
+    ports = free_ports(3)
+    assert len(set(ports)) == 3
+    for port in ports:
+        check_port("127.0.0.1", port)
+
+
+def test_a_taken_port_and_reachability() -> None:
+    """A listening port is reachable and refused by check_port; a free one is neither."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        sock.listen()
+        port = sock.getsockname()[1]
+        assert reachable("127.0.0.1", port)
+        assert wait_listening("127.0.0.1", port, timeout=1)
+        with pytest.raises(PortInUse, match=f"port {port} on 127.0.0.1 is already in use"):
+            check_port("127.0.0.1", port)
+    assert not reachable("127.0.0.1", port)
+    assert not wait_listening("127.0.0.1", port, timeout=0.2)
+
+
+@pytest.mark.parametrize(("host", "expected"), [
+    ("999.1.1.1", "not an IP address or a known host name"),
+    ("10.255.255.254", "cannot listen on 10.255.255.254"),
+    ("", "is not a host name"),
+    ("a b", "is not a host name"),
+])
+def test_bad_hosts_are_one_typed_line(host: str, expected: str) -> None:
+    """A host this machine cannot listen on is a BadHost, one line."""
+    with pytest.raises(BadHost, match=expected) as info:
+        check_host(host)
+    assert "\n" not in str(info.value)
+    if host:  # an empty host means every interface to bind()
+        with pytest.raises(BadHost):
+            free_port(host)
+
+
+def test_loopback_and_localhost_are_fine() -> None:
+    assert check_host("127.0.0.1") == "127.0.0.1"
+    assert check_host("localhost") == "localhost"
+
+
+def test_serve_with_a_bad_host_is_one_line(cli_runner) -> None:
+    """racelab serve --host 999.1.1.1: one line on stderr, no traceback, non-zero exit."""
+    result = cli_runner.invoke(main, ["serve", "--host", "999.1.1.1"])
+    assert result.exit_code != 0
+    assert "999.1.1.1" in result.output
+    assert "Traceback" not in result.output
+    assert len(result.output.strip().splitlines()) == 1
+
+
+def test_stop_kills_a_child_that_left_the_group(tmp_path) -> None:
+    """The tree is walked before the first signal: a child in its own session dies too."""
+    group = spawn([sys.executable, "-c", _ESCAPER], "escaper", stdout=-1)
+    assert group.popen.stdout is not None
+    child = int(group.popen.stdout.readline())
+    assert child in {p.pid for p in tree(group.pid)}
+    assert child not in group_members(group.pgid)
+    stop_groups([group], grace=2)
+    assert not psutil.pid_exists(child) or live([psutil.Process(child)]) == []
+    assert group_members(group.pgid) == []
+
+
+def test_stop_sigkills_what_ignores_sigterm(tmp_path) -> None:
+    """A process that ignores SIGTERM is killed after the grace period and reported."""
+    code = "import signal, time; signal.signal(signal.SIGTERM, signal.SIG_IGN); " \
+           "print('ready', flush=True); time.sleep(60)"
+    group = spawn([sys.executable, "-c", code], "stubborn", stdout=-1)
+    assert group.popen.stdout is not None
+    group.popen.stdout.readline()
+    started = time.monotonic()
+    killed = stop_groups([group], grace=0.5)
+    assert killed == [group.pid]
+    assert time.monotonic() - started < 5
+    assert group.popen.returncode == -signal.SIGKILL
+
+
+def test_a_werkzeug_fork_serving_a_slow_request_is_stopped(live_server) -> None:
+    """processes mode: the fork answering a held request is stopped with its parent."""
+    import threading
+
+    from demo_server.client import get_json
+
+    sup = live_server(mode="processes")
+    answers: list[object] = []
+    holder = threading.Thread(
+        target=lambda: answers.append(_try(get_json, sup.url + "/healthz?hold_ms=500")))
+    holder.start()
+    deadline = time.monotonic() + 5
+    while len(tree(sup.server_pids[0])) < 2:  # the fork serving it
+        assert time.monotonic() < deadline
+        time.sleep(0.01)
+    everything = tree(sup.server_pids[0])
+    sup.stop()
+    holder.join()
+    assert live(everything) == []
+
+
+def _try(func, *args):
+    try:
+        return func(*args)
+    except OSError as exc:
+        return exc
