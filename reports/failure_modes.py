@@ -97,6 +97,15 @@ def _history_facts(table: HistoryTable) -> tuple[bool, bool, int]:
     return pids_known, all_equal, int(ok.sum())
 
 
+def _several_pids(table: HistoryTable) -> bool:
+    import numpy as np
+
+    from reports.history_table import OK
+
+    ok = (table.outcome == OK) & table.server_pid_known
+    return len(np.unique(table.server_pid[ok])) > 1
+
+
 def _facts_from_counts(counts: Mapping[str, Any], entry: Mapping[str, Any]) -> tuple[bool, bool]:
     """(pids known, all values equal) from a verdict's counts, when no history is at hand."""
     pids_known = not any(k.endswith("[pid=unknown]") for k in counts) and not counts.get(
@@ -160,7 +169,13 @@ def failure_modes(entry: Mapping[str, Any], table: HistoryTable | None = None) -
             # either way updates of one copy were lost between its readers.
             found.add(INTERLEAVING)
     if not found and kinds:
-        found.add(INTERLEAVING if pids_known else PROCESS_UNKNOWN)
+        # Another scenario's anomaly (an oversold ticket, money created): one copy of the
+        # state read by several requests, or, per process, copies that never met.
+        several = table is not None and _several_pids(table)
+        if not pids_known:
+            found.add(PROCESS_UNKNOWN)
+        else:
+            found.add(SEPARATE_COPIES if several and _per_process(entry) else INTERLEAVING)
     return [m for m in _ORDER if m in found]
 
 

@@ -39,7 +39,14 @@ from matplotlib.patches import Patch, Rectangle
 
 from demo_server.config import PER_PROCESS_STORES
 from reports.bounds import runs_raced
-from reports.failure_modes import mode_names, modes_of, verdict_label
+from reports.failure_modes import (
+    INTERLEAVING,
+    LOST_SESSION_UPDATE,
+    PROCESS_UNKNOWN,
+    mode_names,
+    modes_of,
+    verdict_label,
+)
 from reports.history_table import FAIL, OK, HistoryTable, MalformedHistory, read_history
 from reports.results import (
     cell_key,
@@ -456,7 +463,7 @@ def draw_bursts(entry: Mapping[str, Any], path: Path) -> Path | None:
 
 
 #: Bumped whenever a plot's drawing changes, so that saved plots are redrawn.
-PLOTS_VERSION = 3
+PLOTS_VERSION = 4
 
 
 def wanted_plots(entry: Mapping[str, Any], several: bool) -> list[str]:
@@ -464,14 +471,19 @@ def wanted_plots(entry: Mapping[str, Any], several: bool) -> list[str]:
 
     A plot nobody asked for is not drawn: in a run of several experiments a safe
     one's values form one rising line (its bound says more), so it gets no
-    requests plot; a per-request one's witness only repeats that every request got
-    the same value; bursts are drawn only for burst swarms.
+    requests plot. The witness time line shows requests overlapping, which is the
+    cause only where requests interleave (threads, greenlets, one client's tabs,
+    or an unknown process); separate copies show in the requests plot's one line
+    per process, and a per-request cell's witness only repeats that every request
+    got the same value. Bursts are drawn only for burst swarms.
     """
     word = verdict_label(entry)
     kinds = []
     if not (several and word == "safe"):
         kinds.append("requests")
-    if (entry.get("verdict") or {}).get("witnesses") and word != "per-request":
+    timing_matters = {INTERLEAVING, PROCESS_UNKNOWN, LOST_SESSION_UPDATE}
+    if ((entry.get("verdict") or {}).get("witnesses") and word != "per-request"
+            and timing_matters & set(modes_of(entry))):
         kinds.append("witness")
     if entry.get("burst_spreads"):
         kinds.append("bursts")
