@@ -241,7 +241,9 @@ def test_columnar_and_row_readers_agree(tmp_path: Path) -> None:
 
     rows = [{**r, "op_id": i} for i, r in enumerate(ROWS * 40)]
     path = write(tmp_path / "history.csv", rows)
-    fast, slow = ht._read_csv_columnar(path), ht._read_csv_rows(path)
+    from reports._arrow import read_csv_columnar
+
+    fast, slow = read_csv_columnar(path), ht._read_csv_rows(path)
     for name in HistoryTable.__dataclass_fields__:
         a, b = getattr(fast, name), getattr(slow, name)
         if isinstance(a, np.ndarray):
