@@ -50,6 +50,7 @@ from typing import IO, Any
 from urllib.parse import urlsplit
 
 from demo_server.errors import RacelabError
+from demo_server.procs import ProcessGroup, free_port, stop_groups
 from loadtests.framing import MAX_BODY
 from loadtests.history import COLUMNS
 from loadtests.operation import Operation, operations_to_json
@@ -359,30 +360,6 @@ def _master_command(spec: SwarmSpec, user_class: str, bind_host: str, bind_port:
     return [*argv, user_class]
 
 
-def _free_port(host: str) -> int:
-    import socket
-
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind((host, 0))
-        return int(sock.getsockname()[1])
-
-
-def _kill_group(proc: subprocess.Popen[bytes], grace: float = 5.0) -> None:
-    """SIGTERM the process group (Locust then saves what it recorded), SIGKILL if it lingers."""
-    if proc.poll() is not None:
-        with contextlib.suppress(ProcessLookupError):
-            os.killpg(proc.pid, signal.SIGKILL)  # leftovers of an exited leader
-        return
-    with contextlib.suppress(ProcessLookupError):
-        os.killpg(proc.pid, signal.SIGTERM)
-    with contextlib.suppress(subprocess.TimeoutExpired):
-        proc.wait(timeout=grace)
-    with contextlib.suppress(ProcessLookupError):
-        os.killpg(proc.pid, signal.SIGKILL)
-    with contextlib.suppress(subprocess.TimeoutExpired):
-        proc.wait(timeout=5)
-
-
 def _read_progress(path: Path) -> int | None:
     try:
         return int(json.loads(path.read_text())["rows"])
@@ -458,7 +435,7 @@ def run_swarm(
     bind_host, _, bind_port = spec.master_bind.rpartition(":")
     bind_host = bind_host or "127.0.0.1"
     several = spec.distributed or spec.processes > 1
-    port = int(bind_port) if bind_port else (_free_port(bind_host) if several else 0)
+    port = int(bind_port) if bind_port else (free_port(bind_host) if several else 0)
     env = _env(spec, parts_dir, progress_file)
     log_path = locust_dir / "locust.log"
     stdout_path = locust_dir / "stats.json"
@@ -488,8 +465,10 @@ def run_swarm(
             timed_out = _wait(master, spec, start, progress, progress_file, stops)
         finally:
             # Always: on success (stragglers), timeout, error or signal.
-            for proc in procs:
-                _kill_group(proc)
+            # Each Locust process's whole tree: SIGTERM first (Locust then saves
+            # what it recorded), SIGKILL after the grace period.
+            stop_groups([ProcessGroup(proc, "locust") for proc in procs], grace=5.0,
+                        raise_leftovers=False)
             for handle in handles:
                 handle.close()
         elapsed = time.monotonic() - start
