@@ -275,6 +275,12 @@ def draw_requests(entry: Mapping[str, Any], hist: HistoryTable, path: Path) -> P
         ax.plot(when_all[marks], missing_all[marks], linestyle="none", marker="_",
                 markersize=6.5, markeredgewidth=1.4, color="#ff8f00", zorder=3,
                 label=f"value nobody got ({len(missing_all):,})")
+    # Faults (injected or seen) on the same clock: the history's monotonic_ns.
+    faults = [e for e in entry.get("events") or ()
+              if isinstance(e.get("t_ns"), int) and not str(e.get("kind", "")).startswith("info")]
+    for k, event in enumerate(faults[:12]):
+        ax.axvline((event["t_ns"] - t0) / 1e9, color="#6a1b9a", linewidth=1.0, linestyle="--",
+                   zorder=4, label=str(event.get("kind")) if k < 6 else None)
     ax.set_xlabel("time the request completed (s since the first request)", fontsize=8)
     ax.set_ylabel("value it got", fontsize=8)
     ax.tick_params(labelsize=7)
