@@ -382,6 +382,11 @@ def collect_experiment(exp_dir: Path | str) -> dict[str, Any]:
             entry.update(history_metrics(table))
             if "bursts" in swarm:
                 entry["burst_spreads"] = burst_spreads(swarm["bursts"], table)
+            if len(table):  # fault times in seconds since the first request, as the plots
+                t0 = int(table.invoke_ns.min())
+                entry["events"] = [{**e, "t_s": round((e["t_ns"] - t0) / 1e9, 3)}
+                                   if isinstance(e.get("t_ns"), int) else e
+                                   for e in entry["events"]]
     if problems or table is None:
         verdict = Verdict("history", "unknown", reason="; ".join(problems))
     else:
