@@ -37,9 +37,14 @@ def _reachable(port: int) -> bool:
         return False
 
 
-@pytest.mark.parametrize("store", ["global", "sqlite", "redis", "postgres"])
+@pytest.mark.parametrize("store", ["global", "sqlite",
+                                   pytest.param("redis", marks=pytest.mark.stress),
+                                   pytest.param("postgres", marks=pytest.mark.stress)])
 def test_kill_worker_is_never_safe(tmp_path: Path, store: str) -> None:
-    """--fault kill-worker: safe stores read unknown naming the kill; global still races."""
+    """--fault kill-worker: safe stores read unknown naming the kill; global still races.
+
+    Redis and PostgreSQL run with the stress hunts (-m stress): same path, longer suite.
+    """
     if store == "redis" and not _reachable(6379):
         pytest.skip("no Redis on 127.0.0.1:6379")
     if store == "postgres" and not _reachable(5432):
