@@ -32,7 +32,9 @@ retried ``INCR`` whose first attempt reached the server would count twice.
 
 from __future__ import annotations
 
+import atexit
 import contextlib
+import functools
 import re
 import shutil
 import socket
@@ -439,10 +441,18 @@ SESSION_COOKIE = "racelab_session"
 
 
 def _session_dir(config: ServerConfig) -> Path:
-    # The supervisor gives each run its own directory; never litter the working directory.
-    base = (Path(config.session_dir) if config.session_dir
-            else Path(tempfile.gettempdir()) / "racelab-sessions")
+    # The supervisor gives each run its own directory (run_dir/sessions). An app built
+    # without one (Flask's test client) gets a private directory removed at exit,
+    # never a shared name in the system temp directory.
+    base = Path(config.session_dir) if config.session_dir else _private_session_base()
     return base / config.namespace
+
+
+@functools.cache
+def _private_session_base() -> Path:
+    path = Path(tempfile.mkdtemp(prefix="racelab-sessions-"))
+    atexit.register(shutil.rmtree, path, True)
+    return path
 
 
 class SessionStore(Store):

@@ -36,7 +36,9 @@ from reports.results import (
     RESULTS_FILE,
     ResultsError,
     collect_run,
+    describe_fault,
     experiment_path,
+    faults_of,
     load_results,
     verdict_word,
     write_results,
@@ -279,19 +281,6 @@ def explain(entry: Mapping[str, Any]) -> list[str]:
     return out
 
 
-def _fault_sentences(entry: Mapping[str, Any]) -> list[str]:
-    """One sentence per fault the run met, with when (the dashed lines of its plot)."""
-    out = []
-    for event in entry.get("events") or ():
-        if str(event.get("kind", "")).startswith("info"):
-            continue
-        at = event.get("t_s")
-        when = f" at {float(at):.2f} s" if isinstance(at, (int, float)) else ""
-        out.append(f"Fault{when}: {event.get('kind')}"
-                   + (f" ({event['detail']})." if event.get("detail") else "."))
-    return out
-
-
 def _store_sentences(scenario: str, store: str) -> list[str]:
     """The scenario's own sentence for its store (``Scenario.store_sentences``)."""
     from scenarios.registry import SCENARIO_NAMES, get_scenario
@@ -513,7 +502,8 @@ def _context(results: Mapping[str, Any], results_dir: Path, embed: bool) -> dict
             "witnesses": witnesses,
             "modes": [{"name": FAILURE_MODES.get(m, (m, ""))[0],
                        "meaning": FAILURE_MODES.get(m, ("", ""))[1]} for m in modes],
-            "explanations": explain(entry) + _fault_sentences(entry),
+            "explanations": explain(entry) + [
+                f"Fault: {describe_fault(e)}." for e in faults_of(entry.get("events") or ())],
             "measured": _measured(entry),
             "counts": verdict.get("counts") or {},
             "settings": _settings(entry.get("config") or {}),

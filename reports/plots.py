@@ -51,6 +51,7 @@ from reports.history_table import FAIL, OK, HistoryTable, MalformedHistory, read
 from reports.results import (
     cell_key,
     experiment_path,
+    faults_of,
     mode_store_keys,
 )
 
@@ -276,8 +277,7 @@ def draw_requests(entry: Mapping[str, Any], hist: HistoryTable, path: Path) -> P
                 markersize=6.5, markeredgewidth=1.4, color="#ff8f00", zorder=3,
                 label=f"value nobody got ({len(missing_all):,})")
     # Faults (injected or seen) on the same clock: the history's monotonic_ns.
-    faults = [e for e in entry.get("events") or ()
-              if isinstance(e.get("t_ns"), int) and not str(e.get("kind", "")).startswith("info")]
+    faults = [e for e in faults_of(entry.get("events") or ()) if isinstance(e.get("t_ns"), int)]
     for k, event in enumerate(faults[:12]):
         ax.axvline((event["t_ns"] - t0) / 1e9, color="#6a1b9a", linewidth=1.0, linestyle="--",
                    zorder=4, label=str(event.get("kind")) if k < 6 else None)

@@ -58,8 +58,10 @@ __all__ = [
     "cell_key",
     "collect_experiment",
     "collect_run",
+    "describe_fault",
     "discover_experiments",
     "experiment_path",
+    "faults_of",
     "history_metrics",
     "load_results",
     "mode_store_keys",
@@ -243,6 +245,19 @@ def _read_events(path: Path) -> tuple[list[dict[str, Any]], str]:
     return data, ""
 
 
+def faults_of(events: Sequence[Mapping[str, Any]]) -> list[Mapping[str, Any]]:
+    """The events that are faults: all but those whose kind starts with ``info``."""
+    return [e for e in events if not str(e.get("kind", "")).startswith("info")]
+
+
+def describe_fault(event: Mapping[str, Any]) -> str:
+    """``kind at 1.2 s (detail)``: one fault as people read it (report, verdict)."""
+    at = event.get("t_s")
+    when = f" at {float(at):.2f} s" if isinstance(at, (int, float)) else ""
+    detail = f" ({event['detail']})" if event.get("detail") else ""
+    return f"{event.get('kind', 'fault')}{when}{detail}"
+
+
 def _fault_problem(events: Sequence[Mapping[str, Any]]) -> str | None:
     """One sentence naming every fault a run met; ``None`` if it met none.
 
@@ -250,15 +265,10 @@ def _fault_problem(events: Sequence[Mapping[str, Any]]) -> str | None:
     replaced, an instance or a store stopped answering) alike: a run that met
     any is at best unknown, unless its witnesses prove a race.
     """
-    faults = [e for e in events if not str(e.get("kind", "")).startswith("info")]
+    faults = faults_of(events)
     if not faults:
         return None
-    names = []
-    for event in faults[:5]:
-        at = event.get("t_s")
-        when = f" at {float(at):.1f} s" if isinstance(at, (int, float)) else ""
-        detail = f" ({event['detail']})" if event.get("detail") else ""
-        names.append(f"{event.get('kind', 'fault')}{when}{detail}")
+    names = [describe_fault(event) for event in faults[:5]]
     more = f" and {len(faults) - 5} more" if len(faults) > 5 else ""
     return f"the run met {len(faults)} fault(s): {'; '.join(names)}{more}"
 
