@@ -9,6 +9,7 @@ stores are marked ``stress``.
 from __future__ import annotations
 
 import os
+import time
 import uuid
 from pathlib import Path
 from typing import Any
@@ -76,8 +77,10 @@ def test_safe_stores_under_load(tmp_path: Path, addresses: Addresses, scenario: 
                                 store: str, mode: str) -> None:
     """100,000 operations (RACELAB_STRESS_OPS) per scenario, store and mode: 0 anomalies."""
     clients = 32
+    started = time.monotonic()
     verdict, rows = run(tmp_path, addresses, scenario, store, mode, clients,
                         _STRESS_OPS // clients)
-    print(f"{scenario} {store} {mode}: {len(rows):,} operations, {verdict.valid}, "
-          f"{verdict.reason}")
+    ok = sum(row["outcome"] == "ok" for row in rows)
+    print(f"\nSTRESS {scenario} {store} {mode}: {len(rows):,} operations ({ok:,} ok) in "
+          f"{time.monotonic() - started:.1f} s, {verdict.valid}: {verdict.reason}")
     assert verdict.valid == "yes", verdict
