@@ -1,11 +1,15 @@
 """The demo Flask server whose shared state racelab puts under load.
 
 ``create_app`` is the one factory; ``Supervisor`` launches it in a mode.
+
+``create_app`` and ``gil_enabled`` are imported on first use: Flask costs a
+command that only reads histories (``racelab check``) a fifth of a second.
 """
 
 from __future__ import annotations
 
-from demo_server.app import create_app, gil_enabled
+from typing import TYPE_CHECKING, Any
+
 from demo_server.config import MODES, STORES, WINDOWS, ServerConfig
 from demo_server.errors import (
     ConfigError,
@@ -15,6 +19,9 @@ from demo_server.errors import (
     ServerNotReady,
     StoreUnavailable,
 )
+
+if TYPE_CHECKING:
+    from demo_server.app import create_app, gil_enabled
 
 __all__ = [
     "MODES",
@@ -30,3 +37,11 @@ __all__ = [
     "create_app",
     "gil_enabled",
 ]
+
+
+def __getattr__(name: str) -> Any:
+    if name in ("create_app", "gil_enabled"):
+        from demo_server import app
+
+        return getattr(app, name)
+    raise AttributeError(f"module 'demo_server' has no attribute {name!r}")
