@@ -109,6 +109,7 @@ def write_csv(sim: Simulated, path: Path, chunk: int = 200_000) -> None:
                 ("http://127.0.0.1:8000" for _ in range(min(chunk, n - lo))),
                 ("" for _ in range(min(chunk, n - lo))),
                 ("" if o == OK else "timed out" for o in a["outcome"][s].tolist()),
+                ("200" if o == OK else "" for o in a["outcome"][s].tolist()),
             ]
             out.write("".join(",".join(fields) + "\n" for fields in zip(*cols, strict=True)))
 

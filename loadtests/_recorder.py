@@ -41,7 +41,7 @@ _ROW_ORDER = (  # rows are built positionally, in this order
     "op_id", "client", "op", "outcome", "value", "invoke_ns", "complete_ns", "server_pid",
     "server_tid", "server_arrival_ns", "server_departure_ns", "url", "burst", "error", "status",
 )
-#: until the history readers know the ``status`` column, it is left out
+#: histories written before the ``status`` column existed lack it (readers accept both)
 _STATUS = COLUMNS[-1:] == ("status",)
 _STATUS_CELL = ("",) if _STATUS else ()
 if _ROW_ORDER[:len(COLUMNS)] != COLUMNS:

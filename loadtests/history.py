@@ -17,6 +17,7 @@ Empty cells mean "not known" (a failed request has no value, no server pid).
 | url | base URL of the instance called (``cluster`` mode spreads over several) |
 | burst | burst round number, empty for plain swarms |
 | error | why a ``fail`` or ``info`` happened |
+| status | the HTTP status code of the answer, empty when none came |
 
 ``time.monotonic_ns()`` is one system-wide clock on Linux, so client and server
 times of processes on one machine are comparable.
@@ -47,6 +48,7 @@ COLUMNS = (
     "url",
     "burst",
     "error",
+    "status",
 )
 OUTCOMES = ("ok", "fail", "info")
 

@@ -64,10 +64,13 @@ def read_csv_columnar(path: Path) -> HistoryTable:
     # Few distinct names: decoded straight into dictionary codes, block by block.
     coded = pa.dictionary(pa.int32(), pa.string())
     types = ({c: pa.int64() for c in ints} | {c: pa.string() for c in texts}
-             | {c: coded for c in (*_TEXTS, "outcome") if c in names})
+             | {c: coded for c in (*_TEXTS, "outcome", "error") if c in names})
     try:
         arrow = pacsv.read_csv(
             path,
+            # Buffers freed column by column go back to the C allocator, where numpy
+            # reuses them: the peak is the file's columns once, not twice.
+            memory_pool=pa.system_memory_pool(),
             read_options=pacsv.ReadOptions(column_names=names, skip_rows=1,
                                            block_size=8 << 20),
             # A field can only span lines inside quotes; parsing is faster without them.
@@ -78,8 +81,10 @@ def read_csv_columnar(path: Path) -> HistoryTable:
         )
     except (pa.ArrowException, OSError, ValueError):
         raise Untrusted from None
+    columns = _Columns(arrow)
+    del arrow
     try:
-        return _from_arrow(arrow, str(path), lambda i: f"line {_line_of_row(path, i)}")
+        return _from_arrow(columns, str(path), lambda i: f"line {_line_of_row(path, i)}")
     except MalformedHistory:
         raise Untrusted from None
 
@@ -108,17 +113,32 @@ def read_parquet(path: Path) -> HistoryTable:
         raise MalformedHistory(
             f"missing column {missing[0]!r} (found: {', '.join(arrow.column_names)})",
             "", missing[0])
-    return _from_arrow(arrow, str(path), lambda i: f"row {i + 1}")
+    columns = _Columns(arrow)
+    del arrow
+    return _from_arrow(columns, str(path), lambda i: f"row {i + 1}")
 
 
-def _from_arrow(arrow: Any, source: str, where: Callable[[int], str]) -> HistoryTable:
-    """Convert a pyarrow table with history columns into a ``HistoryTable``."""
+class _Columns:
+    """A pyarrow table's columns, each handed out once (``pop``) and then released."""
+
+    def __init__(self, arrow: Any) -> None:
+        self.num_rows = int(arrow.num_rows)
+        self.column_names = list(arrow.column_names)
+        self._left = dict(zip(self.column_names, arrow.columns, strict=True))
+
+    def pop(self, name: str) -> Any:
+        return self._left.pop(name)
+
+
+def _from_arrow(arrow: _Columns, source: str, where: Callable[[int], str]) -> HistoryTable:
+    """Convert a pyarrow table's history columns into a ``HistoryTable``, releasing each
+    arrow column once it is converted."""
     import pyarrow as pa
 
     n = arrow.num_rows
 
-    def column(name: str, kind: Any) -> Any:
-        col = arrow.column(name)
+    def column(name: str, kind: Any, col: Any = None) -> Any:
+        col = arrow.pop(name) if col is None else col
         if col.type != kind:
             try:
                 col = col.cast(kind)
@@ -141,19 +161,19 @@ def _from_arrow(arrow: Any, source: str, where: Callable[[int], str]) -> History
             return np.zeros(n, dtype=np.int32), ("",) if n else ()
         if not n:
             return np.zeros(0, dtype=np.int32), ()
-        col = arrow.column(name)
+        col = arrow.pop(name)
         if pa.types.is_dictionary(col.type):
             col = col.unify_dictionaries()
             names = col.chunk(0).dictionary if col.num_chunks else pa.array([], pa.string())
             if col.null_count or not pa.types.is_string(names.type):
-                col = column(name, pa.string())
+                col = column(name, pa.string(), col)
             else:
                 indices = pa.chunked_array([c.indices for c in col.chunks], pa.int32())
                 return (np.asarray(indices, dtype=np.int32),
                         tuple(str(x) for x in names.to_pylist()))
         import pyarrow.compute as pc  # only for columns not already dictionary-coded
 
-        col = column(name, pa.string())
+        col = column(name, pa.string(), col)
         if col.null_count:
             col = pc.fill_null(col, "")
         encoded = col.dictionary_encode().combine_chunks()
@@ -174,10 +194,9 @@ def _from_arrow(arrow: Any, source: str, where: Callable[[int], str]) -> History
                 where(row), "outcome")
     lookup = np.array([_OUTCOME_CODE[name] for name in outcome_names] or [0], dtype=np.int8)
     if "error" in arrow.column_names and n:
-        error_col = column("error", pa.string())
-        error = error_col.to_numpy(zero_copy_only=False).astype(object)
-        if error_col.null_count:  # Parquet may hold nulls; CSV reads empty cells as ""
-            error[np.fromiter(map(_is_none, error), bool, n)] = ""
+        # Few distinct messages: one str object each, shared by the rows that hold it.
+        error_codes, error_names = codes("error")
+        error = np.array([*error_names, ""], dtype=object)[error_codes]
     else:
         error = np.full(n, "", dtype=object)
     table = HistoryTable(
@@ -198,10 +217,6 @@ def _from_arrow(arrow: Any, source: str, where: Callable[[int], str]) -> History
     )
     validate(table, where)
     return table
-
-
-def _is_none(value: object) -> bool:
-    return value is None
 
 
 def _int64_arrays(col: Any, n: int) -> tuple[np.ndarray, np.ndarray]:

@@ -228,6 +228,14 @@ def duplicates(ops: Ops, per_process: bool) -> tuple[dict[str, int], list[Witnes
               "duplicate_extra_unknown_process": 0}
     if n < 2:
         return counts, []
+    # Only values returned more than once matter: most histories have none or few,
+    # so the sorting below runs on those operations alone.
+    rank = ops.value_rank[0]
+    within = np.flatnonzero(np.bincount(rank)[rank] > 1)  # indexes into ops
+    if not within.shape[0]:
+        return counts, []
+    full, ops = ops, ops.take(within) if within.shape[0] < n else ops
+    n = len(ops)
     value_rank, _, _ = ops.value_rank
     pid_index, pid_values = ops.pid_index
     key = value_rank * np.int64(pid_values.shape[0]) + pid_index
@@ -284,16 +292,17 @@ def duplicates(ops: Ops, per_process: bool) -> tuple[dict[str, int], list[Witnes
             if cross_by[k]:
                 counts[f"duplicate_extra_cross_process[pid={label}]"] = int(cross_by[k])
 
+    # Witnesses are told from all the operations (who got the value below, too).
     witnesses: list[Witness] = []
     for g in np.flatnonzero(group_size > 1)[:WITNESSES_PER_KIND].tolist():
-        idx = order[starts[g]: starts[g] + min(int(group_size[g]), 5)].tolist()
-        witnesses.append(_same_process_witness(ops, idx, per_process))
+        idx = within[order[starts[g]: starts[g] + min(int(group_size[g]), 5)]].tolist()
+        witnesses.append(_same_process_witness(full, idx, per_process))
     cross_values = np.flatnonzero((groups_per_value > 1) & ~value_unknown)[:WITNESSES_PER_KIND]
     if cross_values.size:
         first_group = np.searchsorted(group_value, cross_values)
         for g in first_group.tolist():
-            idx = [int(order[starts[g]]), int(order[starts[g + 1]])]
-            witnesses.append(_cross_process_witness(ops, idx, per_process))
+            idx = [int(within[order[starts[g]]]), int(within[order[starts[g + 1]]])]
+            witnesses.append(_cross_process_witness(full, idx, per_process))
     return counts, witnesses
 
 
@@ -371,31 +380,45 @@ def real_time_order(ops: Ops, per_process: bool) -> tuple[int, list[Witness]]:
     n = len(ops)
     if n < 2:
         return 0, []
-    gi = ops.groups(per_process)
     by_time = np.argsort(ops.complete)
-    complete_rank = np.empty(n, dtype=np.int64)
-    complete_rank[by_time] = np.arange(n)
     # How many completions (of any counter) come strictly before each invoke.
     completed_before = np.searchsorted(ops.complete[by_time], ops.invoke, side="left")
-    span = np.int64(n + 1)
-    complete_key = gi * span + complete_rank
-    invoke_key = gi * span + completed_before
-    by_complete = np.argsort(complete_key) if per_process else by_time
-    sorted_complete = complete_key[by_complete]
-    value_key = gi * span + ops.value_rank[0]
+    if per_process:
+        # Keys per counter: its index times a span, plus the rank inside it.
+        gi = ops.groups(per_process)
+        span = np.int64(n + 1)
+        complete_rank = np.empty(n, dtype=np.int64)
+        complete_rank[by_time] = np.arange(n)
+        complete_key = gi * span + complete_rank
+        by_complete = np.argsort(complete_key)
+        floor = gi * span
+        value_key = floor + ops.value_rank[0]
+        # The last completion of B's counter before B was invoked.
+        before = np.searchsorted(complete_key[by_complete], floor + completed_before,
+                                 side="left") - 1
+        del complete_rank, complete_key
+    else:
+        # One counter: a completion's key is its rank, and the ranks sorted are 0..n-1.
+        by_complete, floor, value_key = by_time, None, ops.value_rank[0]
+        before = completed_before - 1
+    del completed_before
     values = value_key[by_complete]
     running_max = np.maximum.accumulate(values)
-    holder = np.maximum.accumulate(np.where(values == running_max, np.arange(n), 0))
-    before = np.searchsorted(sorted_complete, invoke_key, side="left") - 1
     safe = np.maximum(before, 0)
     best = running_max[safe]
-    violated = (before >= 0) & (best >= gi * span) & (best >= value_key)
+    violated = best >= value_key
+    violated &= before >= 0
+    if floor is not None:
+        violated &= best >= floor
+    del best, before
     count = int(violated.sum())
     witnesses = []
     late = np.flatnonzero(violated)
     late = late[np.lexsort((ops.op_id[late], ops.invoke[late]))][:WITNESSES_PER_KIND]
     for b in late.tolist():
-        a = int(by_complete[holder[safe[b]]])
+        # The operation holding the running maximum: the last one up to safe[b] with it.
+        at = int(safe[b])
+        a = int(by_complete[np.flatnonzero(values[: at + 1] == running_max[at])[-1]])
         gap = int(ops.invoke[b]) - int(ops.complete[a])
         pa, pb = int(ops.pid[a]), int(ops.pid[b])
         if pa == pb == UNKNOWN_PID:

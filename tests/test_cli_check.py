@@ -91,7 +91,7 @@ MALFORMED = [
      "line 4, column 'value': not an integer: 'four'"),
     ("empty file", lambda: b"", "line 1: empty file"),
     ("truncated last line", lambda: good_text().rstrip("\n")[:-12].encode(),
-     "line 5, column 'server_pid': expected 14 fields, got 7 (truncated line?)"),
+     "line 5, column 'server_tid': expected 15 fields, got 8 (truncated line?)"),
     ("wrong encoding", lambda: good_text().replace("u1", "\u00e91").encode("latin-1"),
      "line 3, column 'client': not UTF-8"),
     ("unknown outcome", lambda: good_text().replace(",ok,", ",okay,", 1).encode(),

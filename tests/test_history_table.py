@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import csv
 from pathlib import Path
 
 import numpy as np
@@ -16,15 +17,15 @@ ROWS = [
     {"op_id": 0, "client": "w0-u1", "op": "incr", "outcome": "ok", "value": 1,
      "invoke_ns": 100, "complete_ns": 900, "server_pid": 411, "server_tid": 7,
      "server_arrival_ns": 300, "server_departure_ns": 600, "url": "http://127.0.0.1:5000",
-     "burst": 0, "error": ""},
+     "burst": 0, "error": "", "status": 200},
     {"op_id": 1, "client": "w0-u2", "op": "incr", "outcome": "info", "value": "",
      "invoke_ns": 150, "complete_ns": 5000, "server_pid": "", "server_tid": "",
      "server_arrival_ns": "", "server_departure_ns": "", "url": "http://127.0.0.1:5000",
-     "burst": 0, "error": "timed out, after 5 s"},
+     "burst": 0, "error": "timed out, after 5 s", "status": ""},
     {"op_id": 2, "client": "w0-u1", "op": "read", "outcome": "fail", "value": "",
      "invoke_ns": 1000, "complete_ns": "", "server_pid": "", "server_tid": "",
      "server_arrival_ns": "", "server_departure_ns": "", "url": "http://127.0.0.1:5001",
-     "burst": "", "error": "connection refused"},
+     "burst": "", "error": "connection refused", "status": ""},
 ]
 
 
@@ -91,7 +92,7 @@ BAD = [
      "line 1", "value", "missing column"),
     ("non-numeric value", None, "line 3", "value", "not an integer: 'abc'"),
     ("empty file", "", "line 1", None, "empty file"),
-    ("truncated last line", None, "line 4", "server_tid", "expected 14 fields, got 8"),
+    ("truncated last line", None, "line 4", "server_tid", "expected 15 fields, got 8"),
     ("unknown outcome", None, "line 2", "outcome", "unknown outcome 'okay'"),
     ("repeated op_id", None, "line 3", "op_id", "op_id 0 repeats the one on line 2"),
     ("empty invoke", None, "line 2", "invoke_ns", "an integer is required"),
@@ -199,6 +200,7 @@ row_strategy = st.fixed_dictionaries({
     "url": st.text(max_size=10),
     "burst": maybe,
     "error": st.text(max_size=20),
+    "status": maybe,
 })
 
 
@@ -265,7 +267,11 @@ def test_status_column_is_an_optional_integer(tmp_path: Path) -> None:
     path.write_text(path.read_text().replace(",503", ",5x3"), encoding="utf-8")
     with pytest.raises(MalformedHistory, match=r"^line 3, column 'status': not an integer"):
         read_history(path)
-    assert not read_history(write(tmp_path / "old.csv", ROWS)).status_known.any()
+    old = tmp_path / "old.csv"  # written before the status column existed
+    lines = [next(csv.reader([line]))[:-1] for line in to_csv_text(ROWS).splitlines()]
+    with old.open("w", newline="", encoding="utf-8") as out:
+        csv.writer(out, lineterminator="\n").writerows(lines)
+    assert not read_history(old).status_known.any()
 
 
 def test_parquet_round_trip(tmp_path: Path) -> None:
