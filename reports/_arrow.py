@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import csv
 import os
-from collections.abc import Callable
+from collections.abc import Callable, Collection
 from pathlib import Path
 from typing import Any
 
@@ -54,7 +54,12 @@ def _header(path: Path) -> list[str]:
     return names
 
 
-def read_csv_columnar(path: Path) -> HistoryTable:
+def read_csv_columnar(path: Path, keep: Collection[str] | None = None) -> HistoryTable:
+    """Read a history CSV with pyarrow; ``keep``: as ``read_history``'s ``columns``.
+
+    Raises:
+        Untrusted: the reader refused the file, or a check failed.
+    """
     import pyarrow as pa
     import pyarrow.csv as pacsv
 
@@ -81,12 +86,28 @@ def read_csv_columnar(path: Path) -> HistoryTable:
         )
     except (pa.ArrowException, OSError, ValueError):
         raise Untrusted from None
-    columns = _Columns(arrow)
+    columns = _Columns(arrow, keep)
     del arrow
     try:
         return _from_arrow(columns, str(path), lambda i: f"line {_line_of_row(path, i)}")
     except MalformedHistory:
         raise Untrusted from None
+    finally:
+        del columns
+        _trim_heap()
+
+
+def _trim_heap() -> None:
+    """Hand the reader's freed buffers back to the system (glibc keeps them otherwise, in
+    the arenas of the reader's threads, where numpy cannot reuse them)."""
+    import ctypes
+    import ctypes.util
+
+    try:
+        libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
+        libc.malloc_trim(0)
+    except (OSError, AttributeError):
+        pass  # not glibc: nothing to trim, or nothing that can be
 
 
 def _has_quotes(path: Path) -> bool:
@@ -100,7 +121,7 @@ def _has_quotes(path: Path) -> bool:
             return data.find(b'"') != -1
 
 
-def read_parquet(path: Path) -> HistoryTable:
+def read_parquet(path: Path, keep: Collection[str] | None = None) -> HistoryTable:
     import pyarrow as pa
     import pyarrow.parquet as pq
 
@@ -113,20 +134,26 @@ def read_parquet(path: Path) -> HistoryTable:
         raise MalformedHistory(
             f"missing column {missing[0]!r} (found: {', '.join(arrow.column_names)})",
             "", missing[0])
-    columns = _Columns(arrow)
+    columns = _Columns(arrow, keep)
     del arrow
     return _from_arrow(columns, str(path), lambda i: f"row {i + 1}")
 
 
 class _Columns:
-    """A pyarrow table's columns, each handed out once (``pop``) and then released."""
+    """A pyarrow table's columns, each handed out once (``pop``) and then released;
+    ``keep``: the columns converted (None: all), the others only checked."""
 
-    def __init__(self, arrow: Any) -> None:
+    def __init__(self, arrow: Any, keep: Collection[str] | None = None) -> None:
         self.num_rows = int(arrow.num_rows)
         self.column_names = list(arrow.column_names)
         self._left = dict(zip(self.column_names, arrow.columns, strict=True))
+        self._keep = None if keep is None else {*keep, *_REQUIRED_INTS, "outcome", "complete_ns"}
+
+    def kept(self, name: str) -> bool:
+        return self._keep is None or name in self._keep
 
     def pop(self, name: str) -> Any:
+        _trim_heap()  # the column converted before this one is gone: return its memory
         return self._left.pop(name)
 
 
@@ -148,7 +175,9 @@ def _from_arrow(arrow: _Columns, source: str, where: Callable[[int], str]) -> Hi
         return col
 
     def ints(name: str, required: bool) -> tuple[np.ndarray, np.ndarray]:
-        if name not in arrow.column_names:
+        if name not in arrow.column_names or not arrow.kept(name):
+            if name in arrow.column_names:
+                column(name, pa.int64())  # its type checked, its values left out
             return np.zeros(n, dtype=np.int64), np.zeros(n, dtype=bool)
         values, known = _int64_arrays(column(name, pa.int64()), n)
         if required and not known.all():
@@ -157,7 +186,9 @@ def _from_arrow(arrow: _Columns, source: str, where: Callable[[int], str]) -> Hi
         return values, known
 
     def codes(name: str) -> tuple[np.ndarray, tuple[str, ...]]:
-        if name not in arrow.column_names:
+        if name not in arrow.column_names or not arrow.kept(name):
+            if name in arrow.column_names:
+                arrow.pop(name)  # any text will do: nothing to check
             return np.zeros(n, dtype=np.int32), ("",) if n else ()
         if not n:
             return np.zeros(0, dtype=np.int32), ()
@@ -193,7 +224,10 @@ def _from_arrow(arrow: _Columns, source: str, where: Callable[[int], str]) -> Hi
                 f"unknown outcome {name!r}; expected one of: {', '.join(OUTCOMES)}",
                 where(row), "outcome")
     lookup = np.array([_OUTCOME_CODE[name] for name in outcome_names] or [0], dtype=np.int8)
-    if "error" in arrow.column_names and n:
+    if "error" in arrow.column_names and not arrow.kept("error"):
+        arrow.pop("error")
+        error = np.broadcast_to(np.array([""], dtype=object), (n,))  # read-only, no memory
+    elif "error" in arrow.column_names and n:
         # Few distinct messages: one str object each, shared by the rows that hold it.
         error_codes, error_names = codes("error")
         error = np.array([*error_names, ""], dtype=object)[error_codes]
@@ -223,6 +257,8 @@ def _int64_arrays(col: Any, n: int) -> tuple[np.ndarray, np.ndarray]:
     """An int64 arrow column as (values, known), read from its buffers: no copy through
     floats (which would round beyond 2**53), and no pyarrow.compute import."""
     values = np.zeros(n, dtype=np.int64)
+    if col.null_count == n:  # an empty column (burst, in a plain swarm): nothing to copy
+        return values, np.zeros(n, dtype=bool)
     known = np.ones(n, dtype=bool)
     at = 0
     for chunk in col.chunks:

@@ -14,7 +14,7 @@ from typing import Any
 
 import numpy as np
 
-from reports.checkers import CHECKER_OPS, check_history, checkers_for
+from reports.checkers import CHECKER_OPS, check_history, checkers_for, columns_for
 from reports.history_table import HistoryTable, MalformedHistory, read_history, where_of
 from reports.jepsen import check_jepsen, read_jepsen, sniff_text
 from reports.verdict import Verdict
@@ -95,6 +95,7 @@ def check_file(path: Path | str, fmt: str | None = None, *, final: Any = None,
     if fmt.startswith("jepsen-"):
         ops = read_jepsen(path, fmt.removeprefix("jepsen-"))
         return check_jepsen(ops, final, per_process=per_process)
-    table = read_history(path)
+    # Only what the checkers read is kept in memory; every column is still checked.
+    table = read_history(path, columns_for(scenario))
     refuse_unknown_ops(table, scenario)
     return check_history(table, final=final, scenario=scenario, per_process=per_process)

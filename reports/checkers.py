@@ -35,6 +35,7 @@ from reports.verdict import Verdict, Witness, compose
 
 __all__ = [
     "CHECKERS",
+    "CHECKER_COLUMNS",
     "CHECKER_OPS",
     "MAX_UNKNOWN_SHARE",
     "SCENARIO_CHECKERS",
@@ -46,6 +47,7 @@ __all__ = [
     "check_history",
     "check_unique_ids",
     "checkers_for",
+    "columns_for",
     "duplicate_finding",
     "duplicates",
     "duration_text",
@@ -171,14 +173,14 @@ class Ops:
         }
 
     @functools.cached_property
-    def value_rank(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        """Dense rank of each value, the permutation sorting by value, the distinct values."""
+    def value_rank(self) -> tuple[np.ndarray, np.ndarray]:
+        """Dense rank of each value and the distinct values (sorted)."""
         return dense_rank(self.value)
 
     @functools.cached_property
     def pid_index(self) -> tuple[np.ndarray, np.ndarray]:
         """Dense index of each pid and the distinct pids (sorted)."""
-        rank, _, distinct = dense_rank(self.pid)
+        rank, distinct = dense_rank(self.pid)
         return rank, distinct
 
     def groups(self, per_process: bool) -> np.ndarray:
@@ -193,16 +195,15 @@ class Ops:
         return bool(hit.any())
 
 
-def dense_rank(x: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Dense ranks of ``x`` (equal values, equal ranks), the sorting permutation, the
-    distinct values in order."""
+def dense_rank(x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Dense ranks of ``x`` (equal values, equal ranks) and the distinct values in order."""
     perm = np.argsort(x)
     ordered = x[perm]
     new = np.ones(ordered.shape[0], dtype=bool)
     new[1:] = ordered[1:] != ordered[:-1]
     rank = np.empty(ordered.shape[0], dtype=np.int64)
     rank[perm] = np.cumsum(new) - 1
-    return rank, perm, ordered[new]
+    return rank, ordered[new]
 
 
 def process_name(pid: int) -> str:
@@ -236,7 +237,7 @@ def duplicates(ops: Ops, per_process: bool) -> tuple[dict[str, int], list[Witnes
         return counts, []
     full, ops = ops, ops.take(within) if within.shape[0] < n else ops
     n = len(ops)
-    value_rank, _, _ = ops.value_rank
+    value_rank = ops.value_rank[0]
     pid_index, pid_values = ops.pid_index
     key = value_rank * np.int64(pid_values.shape[0]) + pid_index
     order = np.argsort(key)  # by value, then process
@@ -402,15 +403,16 @@ def real_time_order(ops: Ops, per_process: bool) -> tuple[int, list[Witness]]:
         by_complete, floor, value_key = by_time, None, ops.value_rank[0]
         before = completed_before - 1
     del completed_before
-    values = value_key[by_complete]
-    running_max = np.maximum.accumulate(values)
-    safe = np.maximum(before, 0)
+    running_max = value_key[by_complete]
+    np.maximum.accumulate(running_max, out=running_max)
+    after_some = before >= 0
+    safe = np.maximum(before, 0, out=before)  # in place: ``before`` is not needed again
     best = running_max[safe]
     violated = best >= value_key
-    violated &= before >= 0
+    violated &= after_some
     if floor is not None:
         violated &= best >= floor
-    del best, before
+    del best, after_some, floor
     count = int(violated.sum())
     witnesses = []
     late = np.flatnonzero(violated)
@@ -418,7 +420,8 @@ def real_time_order(ops: Ops, per_process: bool) -> tuple[int, list[Witness]]:
     for b in late.tolist():
         # The operation holding the running maximum: the last one up to safe[b] with it.
         at = int(safe[b])
-        a = int(by_complete[np.flatnonzero(values[: at + 1] == running_max[at])[-1]])
+        upto = by_complete[: at + 1]
+        a = int(upto[np.flatnonzero(value_key[upto] == running_max[at])[-1]])
         gap = int(ops.invoke[b]) - int(ops.complete[a])
         pa, pb = int(ops.pid[a]), int(ops.pid[b])
         if pa == pb == UNKNOWN_PID:
@@ -500,6 +503,12 @@ SCENARIO_CHECKERS: dict[str, list[str]] = {}
 #: The ops a checker reads; a history with any other op is refused rather than
 #: half-checked. A checker not named here reads every op.
 CHECKER_OPS: dict[str, tuple[str, ...]] = {"counter": ("incr", "read")}
+_OPS_COLUMNS = ("op_id", "op", "outcome", "value", "invoke_ns", "complete_ns", "server_pid",
+                "server_tid")
+#: The history columns a checker reads (what ``Ops`` holds); ``read_history`` keeps
+#: only these for ``racelab check``. A checker not named here reads every column.
+CHECKER_COLUMNS: dict[str, tuple[str, ...]] = {"counter": _OPS_COLUMNS,
+                                               "unique-ids": _OPS_COLUMNS}
 _LOADED: set[str] = set()
 
 
@@ -547,6 +556,18 @@ def checkers_for(scenario: str) -> list[str]:
     except KeyError:
         known = ", ".join(sorted(SCENARIO_CHECKERS))
         raise ConfigError(f"no checker for scenario {scenario!r}; known: {known}") from None
+
+
+def columns_for(scenario: str) -> tuple[str, ...] | None:
+    """The history columns a scenario's checkers read; None when one reads them all.
+
+    Raises:
+        ConfigError: for a scenario no checker is registered for.
+    """
+    names = checkers_for(scenario)
+    if any(name not in CHECKER_COLUMNS for name in names):
+        return None
+    return tuple(dict.fromkeys(c for name in names for c in CHECKER_COLUMNS[name]))
 
 
 def check_history(

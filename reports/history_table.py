@@ -30,7 +30,7 @@ import gc
 import itertools
 import os
 import stat
-from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Collection, Iterable, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -197,11 +197,16 @@ class HistoryTable:
         return _parse(iter([list(KNOWN_COLUMNS), *cells]), "rows", lambda i: f"row {i + 1}")
 
 
-def read_history(path: Path | str) -> HistoryTable:
+def read_history(path: Path | str, columns: Collection[str] | None = None) -> HistoryTable:
     """Read a history file: CSV, or Parquet (recognised by its magic bytes).
 
     Args:
         path: the file (CSV: UTF-8, with a header row; or ``write_parquet``'s output).
+        columns: the columns a caller reads (``reports.checkers.columns_for``); every
+            other column is still read and checked, then left out of the table
+            (zeros, not known; empty error texts), which saves its memory. The
+            columns the reader's own checks need (``op_id``, ``outcome``,
+            ``invoke_ns``, ``complete_ns``) are always kept. None keeps every column.
 
     Returns:
         The history's columns.
@@ -223,9 +228,9 @@ def read_history(path: Path | str) -> HistoryTable:
     from reports._arrow import Untrusted, read_csv_columnar, read_parquet
 
     if magic == _PARQUET_MAGIC:
-        return read_parquet(path)
+        return read_parquet(path, columns)
     try:
-        return read_csv_columnar(path)
+        return read_csv_columnar(path, columns)
     except Untrusted:
         pass  # read it again row by row: that path names the first bad line
     return _read_csv_rows(path)

@@ -124,26 +124,43 @@ def _skipped(
     counts = {"skipped_values": 0, "skipped_explained_by_info": 0, "skipped_unexplained": 0}
     if not len(ops):
         return counts, []
-    value_rank, by_value, distinct = ops.value_rank
-    group = ops.groups(per_process)
+    value_rank, distinct = ops.value_rank
     if per_process:
+        group = ops.groups(per_process)
         order = np.argsort(group * np.int64(distinct.shape[0]) + value_rank)
+        order = order[ops.value[order] >= 1]
+        if not order.size:
+            return counts, []
+        g, v, index = group[order], ops.value[order], order
+        distinct_pair = np.ones(v.shape[0], dtype=bool)
+        distinct_pair[1:] = (g[1:] != g[:-1]) | (v[1:] != v[:-1])
+        g, v, index = g[distinct_pair], v[distinct_pair], index[distinct_pair]
+        first = np.ones(v.shape[0], dtype=bool)
+        first[1:] = g[1:] != g[:-1]
+        below = np.where(first, 0, np.concatenate(([0], v[:-1])))
+        gap = v - below - 1  # numbers just below v that this group never returned
+        group_id = np.cumsum(first) - 1
+        missing = np.bincount(group_id, weights=gap).astype(np.int64)
+        keys = ops.pid_index[1][g[first]]
+
+        def holder(k: int) -> int:
+            return int(index[k])
     else:
-        order = by_value
-    order = order[ops.value[order] >= 1]
-    if not order.size:
-        return counts, []
-    g, v, index = group[order], ops.value[order], order
-    distinct_pair = np.ones(v.shape[0], dtype=bool)
-    distinct_pair[1:] = (g[1:] != g[:-1]) | (v[1:] != v[:-1])
-    g, v, index = g[distinct_pair], v[distinct_pair], index[distinct_pair]
-    first = np.ones(v.shape[0], dtype=bool)
-    first[1:] = g[1:] != g[:-1]
-    below = np.where(first, 0, np.concatenate(([0], v[:-1])))
-    gap = v - below - 1  # numbers just below v that this group never returned
-    group_id = np.cumsum(first) - 1
-    missing = np.bincount(group_id, weights=gap).astype(np.int64)
-    keys = ops.pid_index[1][g[first]] if per_process else g[first]
+        # One counter: its distinct values, sorted, are all the sort needed.
+        v = distinct[np.searchsorted(distinct, 1):]
+        if not v.size:
+            return counts, []
+        below = np.empty_like(v)
+        below[0], below[1:] = 0, v[:-1]
+        gap = v - below - 1
+        del below
+        first = np.zeros(v.shape[0], dtype=bool)
+        first[0] = True
+        missing = np.array([int(v[-1]) - v.shape[0]], dtype=np.int64)
+        keys = np.zeros(1, dtype=np.int64)
+
+        def holder(k: int) -> int:  # the first operation, in history order, that got v[k]
+            return int(np.flatnonzero(ops.value == v[k])[0])
     total = int(missing.sum())
     # Each operation of unknown outcome may have taken one number: first in its
     # own process (when the process is known), then anywhere.
@@ -167,8 +184,8 @@ def _skipped(
                 f"at most {explained:,} of the {total:,} missing numbers" if explained else
                 "; no request with unknown outcome can explain it")
         for k in np.flatnonzero(gap > 0)[:WITNESSES_PER_KIND].tolist():
-            low, high = int(below[k]) + 1, int(v[k]) - 1
-            after = int(index[k])
+            low, high = int(v[k]) - int(gap[k]), int(v[k]) - 1
+            after = holder(k)
             span = str(low) if low == high else f"{low} to {high}"
             pid = int(ops.pid[after]) if per_process else None
             where = f" in {process_name(pid)}" if pid is not None else ""
@@ -177,7 +194,7 @@ def _skipped(
                 sentence = (f"nobody got {span}{where}: the smallest number returned was "
                             f"{high + 1}, to request {int(ops.op_id[after])}")
             else:
-                before = int(index[k - 1])
+                before = holder(k - 1)
                 involved.insert(0, before)
                 sentence = (f"nobody got {span}{where}: request {int(ops.op_id[before])} got "
                             f"{low - 1} and request {int(ops.op_id[after])} got {high + 1}")
@@ -322,14 +339,17 @@ def _check_counter(table: HistoryTable, final: Any, *, per_process: bool,
         elif state.per_process is not None:
             per_process = state.per_process
 
-    pid_all = np.where(table.server_pid_known[incr], table.server_pid[incr], UNKNOWN_PID)
+    def pids(mask: np.ndarray) -> np.ndarray:  # the server pid of these increments
+        rows = np.flatnonzero(incr)[mask]
+        return np.where(table.server_pid_known[rows], table.server_pid[rows], UNKNOWN_PID)
+
     has_value = ok_mask & table.value_known[incr]
     ops = Ops.of(table, np.flatnonzero(incr)[has_value])
     # An ok increment without a value took a number nobody saw, like an info one.
-    explainers = pid_all[info_mask | (ok_mask & ~table.value_known[incr])]
+    explainers = pids(info_mask | (ok_mask & ~table.value_known[incr]))
 
     dup_counts, dup_witnesses = duplicates(ops, per_process)
-    counts["distinct_values"] = int(ops.value_rank[2].shape[0]) if len(ops) else 0
+    counts["distinct_values"] = int(ops.value_rank[1].shape[0]) if len(ops) else 0
     counts.update(dup_counts)
     scoped = ops
     if per_process:
@@ -347,7 +367,7 @@ def _check_counter(table: HistoryTable, final: Any, *, per_process: bool,
     if state is not None:
         if state.per_process is None:
             state = dataclasses.replace(state, per_process=per_process)
-        lost_counts, lost_witnesses = _lost_updates(state, pid_all[ok_mask], pid_all[info_mask])
+        lost_counts, lost_witnesses = _lost_updates(state, pids(ok_mask), pids(info_mask))
         counts.update(lost_counts)
 
     if counts["info"] * 2 > total:
