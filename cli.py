@@ -7,10 +7,12 @@ was started, keep what was recorded, and exit 130, 143 and 129.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import json
 import math
 import signal
+import threading
 import time
 from pathlib import Path
 from typing import Any
@@ -457,6 +459,9 @@ def check(ctx: click.Context, history: Path, final_value: int | None, final_file
                 final = read_final_file(final_file)
             except UnreadableFinal as exc:
                 fail(f"{final_file}: cannot read the final state: {exc}")
+        if not as_json:  # import the printer while pyarrow parses (it lets go of the GIL)
+            threading.Thread(target=_import_quietly, args=("reports._check_output",),
+                             daemon=True).start()
         try:
             verdict = check_file(history, None if fmt == "auto" else fmt, final=final,
                                  scenario=scenario, per_process=per_process)
@@ -474,6 +479,14 @@ def check(ctx: click.Context, history: Path, final_value: int | None, final_file
     except Exception as exc:  # a crash is never "anomalies found" (exit 1)
         fail(f"{history}: racelab failed while checking it: {type(exc).__name__}: {exc}")
     ctx.exit({"yes": 0, "no": 1}.get(verdict.valid, 2))
+
+
+def _import_quietly(module: str) -> None:
+    """Import a module ahead of its use; a failure shows where it is used, not here."""
+    import importlib
+
+    with contextlib.suppress(Exception):
+        importlib.import_module(module)
 
 
 @main.command()

@@ -8,6 +8,7 @@ first bad line, so every malformed-history message stays the row reader's.
 from __future__ import annotations
 
 import csv
+import functools
 import os
 from collections.abc import Callable, Collection
 from pathlib import Path
@@ -100,14 +101,20 @@ def read_csv_columnar(path: Path, keep: Collection[str] | None = None) -> Histor
 def _trim_heap() -> None:
     """Hand the reader's freed buffers back to the system (glibc keeps them otherwise, in
     the arenas of the reader's threads, where numpy cannot reuse them)."""
+    trim = _malloc_trim()
+    if trim is not None:
+        trim(0)
+
+
+@functools.cache
+def _malloc_trim() -> Any:
+    """glibc's ``malloc_trim``, or None on a C library without it."""
     import ctypes
-    import ctypes.util
 
     try:
-        libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
-        libc.malloc_trim(0)
+        return ctypes.CDLL(None).malloc_trim
     except (OSError, AttributeError):
-        pass  # not glibc: nothing to trim, or nothing that can be
+        return None
 
 
 def _has_quotes(path: Path) -> bool:
