@@ -24,6 +24,7 @@ from demo_server.config import ServerConfig
 from demo_server.errors import RacelabError
 from demo_server.faults import FaultScheduler
 from demo_server.modes import LaunchSpec
+from demo_server.procs import Zygote
 from demo_server.stamp import HEALTH_PATH
 from demo_server.supervisor import Supervisor
 from loadtests.runner import SwarmInterrupted, SwarmResult, SwarmSpec, run_swarm
@@ -60,6 +61,7 @@ def run_experiment(
     postgres_dsn: str | None = None,
     memcached: str | None = None,
     progress: Callable[[int, float], None] | None = None,
+    zygote: Zygote | None = None,
 ) -> dict[str, Any]:
     """Run one experiment and write its files into ``run_dir``.
 
@@ -75,6 +77,8 @@ def run_experiment(
         postgres_dsn: overrides ``spec.postgres_dsn``.
         memcached: overrides ``spec.memcached``.
         progress: called with (operations so far, seconds) while the swarm runs.
+        zygote: starts the Locust processes (``loadtests.runner.locust_zygote``);
+            a matrix keeps one for all its cells.
 
     Returns:
         The summary (also written to ``summary.json``).
@@ -111,8 +115,10 @@ def run_experiment(
     identity: dict[str, Any] = {}
     died = False
     interrupted: BaseException | None = None
+    clock = _Phases()
     try:
         sup.start()
+        clock.mark("server_started")
         try:
             from demo_server.client import get_json
 
@@ -137,7 +143,7 @@ def run_experiment(
                 progress(done, seconds)
 
         try:
-            result = run_swarm(swarm, run_dir, progress=on_progress)
+            result = run_swarm(swarm, run_dir, progress=on_progress, zygote=zygote)
         except SwarmInterrupted as exc:  # every row it recorded is merged
             interrupted, result = exc, exc.result
         except KeyboardInterrupt as exc:
@@ -145,6 +151,7 @@ def run_experiment(
         finally:
             if faults is not None:
                 faults.stop()
+            clock.mark("swarm_done")
         died = not sup.alive()
         if spec.app:
             final = read_final(spec, sup.urls, expected=lambda i: set(sup.workers(i))) if (
@@ -152,6 +159,7 @@ def run_experiment(
                                 "reason": "the server died during the swarm"}
         else:
             final = _final_state(sup, spec, died)
+        clock.mark("final_read")
         if result is not None and result.timed_out:
             summary["error"] = "the swarm did not finish before its hard timeout"
         elif interrupted is not None:
@@ -176,6 +184,9 @@ def run_experiment(
         try:
             sup.stop()
         finally:
+            clock.mark("server_stopped")
+            summary["timing"] = {**clock.phases,
+                                 "swarm": dict(result.phases) if result is not None else {}}
             if died:
                 summary["status"] = "failed"
                 summary["error"] = summary["error"] or (
@@ -197,6 +208,17 @@ def run_experiment(
     if interrupted is not None:
         raise interrupted
     return summary
+
+
+class _Phases:
+    """Seconds from the experiment's start to each of its steps (``summary["timing"]``)."""
+
+    def __init__(self) -> None:
+        self.start = time.monotonic()
+        self.phases: dict[str, float] = {}
+
+    def mark(self, name: str) -> None:
+        self.phases[name] = round(time.monotonic() - self.start, 3)
 
 
 def _to_parquet(run_dir: Path) -> None:
