@@ -18,6 +18,7 @@ from typing import Any
 
 from demo_server.config import ServerConfig
 from demo_server.procs import Zygote
+from demo_server.supervisor import ServerZygotes
 from scenarios.matrix import (
     MatrixOutcome,
     MatrixProgress,
@@ -67,6 +68,7 @@ def _failed_summary(cell: Cell, cell_dir: Path, reason: str) -> None:
 def make_cell_runner(
     config: ServerConfig, on_swarm: Callable[[int, float], None] | None = None,
     zygote: Zygote | None = None,
+    server_zygotes: ServerZygotes | None = None,
 ) -> Callable[[Cell, Path], dict[str, Any]]:
     """A cell runner for ``run_matrix``: one experiment, then its check.
 
@@ -74,6 +76,7 @@ def make_cell_runner(
         config: connection settings (Redis URL, PostgreSQL DSN, memcached) for every cell.
         on_swarm: progress of the current swarm (requests done, elapsed seconds).
         zygote: starts every cell's Locust processes (``loadtests.runner.locust_zygote``).
+        server_zygotes: start every cell's servers (``demo_server.supervisor.ServerZygotes``).
 
     Returns:
         A function running one cell into its directory and returning
@@ -88,7 +91,8 @@ def make_cell_runner(
         try:
             run_experiment(spec, cell_dir, redis_url=config.redis_url,
                            postgres_dsn=config.postgres_dsn, memcached=config.memcached,
-                           progress=on_swarm, zygote=zygote)
+                           progress=on_swarm, zygote=zygote,
+                           server_zygotes=server_zygotes)
         except RacelabError as exc:
             _failed_summary(cell, cell_dir, str(exc))
             raise
@@ -158,13 +162,15 @@ def run_demo(
                             "started": time.time()}
     checked: dict[Path, dict[str, Any]] = {}  # each cell's results entry, checked once
     with contextlib.ExitStack() as stack:
-        if cell_runner is None:
-            # One Locust zygote for the whole matrix: each cell's Locust process is
-            # forked from it instead of importing Locust and gevent again.
+        base_runner = cell_runner
+        if base_runner is None:
+            # Zygotes for the whole matrix: each cell's Locust process and server are
+            # forked from a process that imported Locust (or gunicorn and Flask) once.
             from loadtests.runner import locust_zygote
 
-            zygote = stack.enter_context(locust_zygote())
-        base_runner = cell_runner or make_cell_runner(config, zygote=zygote)
+            base_runner = make_cell_runner(
+                config, zygote=stack.enter_context(locust_zygote()),
+                server_zygotes=stack.enter_context(ServerZygotes()))
 
         def run_cell(cell: Cell, cell_dir: Path) -> dict[str, Any]:
             found = base_runner(cell, cell_dir)

@@ -26,7 +26,7 @@ from demo_server.faults import FaultScheduler
 from demo_server.modes import LaunchSpec
 from demo_server.procs import Zygote
 from demo_server.stamp import HEALTH_PATH
-from demo_server.supervisor import Supervisor
+from demo_server.supervisor import ServerZygotes, Supervisor
 from loadtests.runner import SwarmInterrupted, SwarmResult, SwarmSpec, run_swarm
 from scenarios.probe import read_final
 from scenarios.spec import ExperimentSpec
@@ -62,6 +62,7 @@ def run_experiment(
     memcached: str | None = None,
     progress: Callable[[int, float], None] | None = None,
     zygote: Zygote | None = None,
+    server_zygotes: ServerZygotes | None = None,
 ) -> dict[str, Any]:
     """Run one experiment and write its files into ``run_dir``.
 
@@ -79,6 +80,7 @@ def run_experiment(
         progress: called with (operations so far, seconds) while the swarm runs.
         zygote: starts the Locust processes (``loadtests.runner.locust_zygote``);
             a matrix keeps one for all its cells.
+        server_zygotes: start the servers (``demo_server.supervisor.ServerZygotes``).
 
     Returns:
         The summary (also written to ``summary.json``).
@@ -108,7 +110,7 @@ def run_experiment(
         "error": "",
         "machine": {"cores": os.cpu_count(), "platform": platform.platform()},
     }
-    sup = Supervisor(config, launch, run_dir)
+    sup = Supervisor(config, launch, run_dir, zygotes=server_zygotes)
     result: SwarmResult | None = None
     final: dict[str, Any] = {"available": False, "reason": "the experiment did not get that far",
                              "per_process": config.per_process, "states": []}
