@@ -459,7 +459,7 @@ class Zygote:
         self.error = ""
         self._lock = threading.Lock()
         self._ready = False
-        self._pid = 0
+        self._children: list[int] = []
         if env is None:
             base = dict(os.environ)
             base["PYTHONPATH"] = os.pathsep.join(
@@ -525,13 +525,23 @@ class Zygote:
         reply = self._ask({"poll": [pid]})
         if reply is not None and "codes" in reply:
             code = reply["codes"].get(str(pid))
-            return None if code is None else int(code)
+            if code is None:
+                return None
+            with contextlib.suppress(ValueError):
+                self._children.remove(pid)
+            return int(code)
         # The zygote is gone: its children went to init, which reaps them.
         proc = _process(pid)
         return None if proc is not None and _is_live(proc) else -signal.SIGKILL
 
     def close(self) -> None:
-        """End the zygote (its children are their launcher's to stop)."""
+        """End the zygote, and any child of it still running (its launcher normally stops it)."""
+        reply = self._ask({"poll": list(self._children)}) if self._children else None
+        running = [int(pid) for pid, code in ((reply or {}).get("codes") or {}).items()
+                   if code is None]
+        if running:
+            stop_groups([ProcessGroup(ZygoteChild(self, pid, []), "leftover")  # type: ignore[arg-type]
+                         for pid in running], grace=2.0, raise_leftovers=False)
         with self._lock:
             group, self._group = self._group, None
         if group is None:
@@ -548,7 +558,11 @@ class Zygote:
             popen.stdout.close()
 
     def _ask(self, request: Mapping[str, object]) -> dict[str, Any] | None:
-        """Send one request, read its answer; None (and the zygote given up) on failure."""
+        """Send one request, read its answer; None (and the zygote given up) on failure.
+
+        A signal (``KeyboardInterrupt``) that arrives once the request is sent waits
+        for the answer, so that a child forked meanwhile is known and ``close`` stops it.
+        """
         with self._lock:
             group = self._group
             if group is None or self.error:
@@ -561,12 +575,27 @@ class Zygote:
                     if "ready" not in first:
                         raise OSError(str(first.get("error") or "the zygote did not start"))
                     self._ready = True
-                    self._pid = int(first["ready"])
                 popen.stdin.write(json.dumps(request).encode() + b"\n")
-                reply = self._read_line(popen, 10.0)
             except (OSError, ValueError) as exc:
                 self.error = str(exc) or type(exc).__name__
                 return None
+            interrupted: BaseException | None = None
+            while True:
+                try:
+                    reply = self._read_line(popen, 10.0)
+                    break
+                except (OSError, ValueError) as exc:
+                    self.error = str(exc) or type(exc).__name__
+                    reply = None
+                    break
+                except BaseException as exc:  # re-raised once the answer is in
+                    interrupted = exc
+            if reply is not None and "pid" in reply:
+                self._children.append(int(reply["pid"]))
+            if interrupted is not None:
+                if reply is not None and "pid" in reply:
+                    self.error = "interrupted while starting a process"
+                raise interrupted
             return reply
 
     @staticmethod

@@ -194,3 +194,10 @@ def test_a_zygote_child_is_stopped_like_any_group(tmp_path) -> None:
         assert os.getpgid(sleeper.pid) == sleeper.pid
         assert stop_groups([sleeper], grace=5.0) == []
         assert sleeper.popen.returncode == -signal.SIGTERM
+        forgotten = zygote.spawn([sys.executable, "-m", "runpy", "sleeper"], "sleeper",
+                                 tmp_path / "sleep2.txt", cwd=tmp_path)
+        time.sleep(0.2)
+        assert forgotten.alive()
+    # Closing the zygote stops a child nobody stopped (a launch cut short by a signal).
+    assert not psutil.pid_exists(forgotten.pid) or \
+        psutil.Process(forgotten.pid).status() == "zombie"
