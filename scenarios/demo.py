@@ -9,6 +9,7 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import json
+import os
 import shlex
 import sys
 import time
@@ -205,7 +206,8 @@ def run_demo(
         try:
             results["interpreters"] = [
                 {**r.to_dict(), "threads": 8}
-                for r in run_interpreters(find_interpreters(), threads=8, increments=100_000)
+                for r in run_interpreters(find_interpreters(), threads=8, increments=100_000,
+                                          jobs=min(2, os.cpu_count() or 1))
             ]
         except KeyboardInterrupt:  # every cell is done: keep them, say what is missing
             outcome.interrupted = True

@@ -118,6 +118,7 @@ def run_experiment(
     died = False
     interrupted: BaseException | None = None
     clock = _Phases()
+    quick_stop = False
     try:
         sup.start()
         clock.mark("server_started")
@@ -162,6 +163,7 @@ def run_experiment(
         else:
             final = _final_state(sup, spec, died)
         clock.mark("final_read")
+        quick_stop = True  # nothing is left to ask the server
         if result is not None and result.timed_out:
             summary["error"] = "the swarm did not finish before its hard timeout"
         elif interrupted is not None:
@@ -184,7 +186,7 @@ def run_experiment(
         log_names = [p.name for p in sup.log_paths]
         pids = sorted({pid for pids in sup.worker_pids.values() for pid in pids})
         try:
-            sup.stop()
+            sup.stop(quick=quick_stop)
         finally:
             clock.mark("server_stopped")
             summary["timing"] = {**clock.phases,
