@@ -18,10 +18,13 @@ from __future__ import annotations
 import contextlib
 import errno
 import ipaddress
+import json
 import os
 import signal
 import socket
 import subprocess
+import sys
+import threading
 import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from pathlib import Path
@@ -33,6 +36,7 @@ from demo_server.errors import BadHost, LeftoverProcesses, PortInUse
 
 __all__ = [
     "ProcessGroup",
+    "Zygote",
     "check_host",
     "check_port",
     "free_port",
@@ -42,6 +46,7 @@ __all__ = [
     "live",
     "reachable",
     "spawn",
+    "spawn_to_files",
     "stop_groups",
     "tree",
     "wait_listening",
@@ -357,3 +362,254 @@ def group_alive(group: ProcessGroup) -> bool:
     except PermissionError:
         pass
     return bool(group_members(group.pgid))
+
+
+def spawn_to_files(
+    argv: Sequence[str],
+    name: str,
+    stdout: Path,
+    stderr: Path | None = None,
+    env: Mapping[str, str] | None = None,
+    cwd: str | Path | None = None,
+    append: bool = False,
+) -> ProcessGroup:
+    """``spawn`` with stdout and stderr in files of their own (truncated unless ``append``).
+
+    Args:
+        argv: the command.
+        name: a short name for messages.
+        stdout: the file its stdout goes to.
+        stderr: the file its stderr goes to (None: with stdout).
+        env: its whole environment (default: this process's).
+        cwd: its working directory.
+        append: append to those files instead of truncating them.
+    """
+    mode = "ab" if append else "wb"
+    with contextlib.ExitStack() as files:
+        out = files.enter_context(Path(stdout).open(mode))
+        err = None if stderr is None else files.enter_context(Path(stderr).open(mode))
+        proc = subprocess.Popen(
+            list(argv), stdout=out, stderr=subprocess.STDOUT if err is None else err,
+            stdin=subprocess.DEVNULL, env=dict(env) if env is not None else None,
+            cwd=cwd, start_new_session=True)
+    return ProcessGroup(proc, name, stdout if stderr is None else stderr)
+
+
+# -- a pre-warmed launcher -----------------------------------------------------------------
+_PACKAGE_ROOT = str(Path(__file__).resolve().parent.parent)
+
+
+class ZygoteChild:
+    """What ``ProcessGroup`` and ``stop_groups`` use of ``subprocess.Popen``, for a zygote's child.
+
+    Attributes:
+        pid: the child's pid (it leads a session and a process group of its own).
+        args: the argv it stands for.
+        returncode: None while it runs; then its exit code (``-N``: killed by signal N).
+    """
+
+    def __init__(self, zygote: Zygote, pid: int, args: list[str]) -> None:
+        self._zygote = zygote
+        self.pid = pid
+        self.args = args
+        self.returncode: int | None = None
+
+    def poll(self) -> int | None:
+        if self.returncode is None:
+            self.returncode = self._zygote.returncode(self.pid)
+        return self.returncode
+
+    def wait(self, timeout: float | None = None) -> int:
+        deadline = None if timeout is None else time.monotonic() + timeout
+        while self.poll() is None:
+            if deadline is not None and time.monotonic() > deadline:
+                raise subprocess.TimeoutExpired(self.args, timeout or 0.0)
+            time.sleep(0.01)
+        assert self.returncode is not None
+        return self.returncode
+
+
+class Zygote:
+    """A process that has imported ``modules`` once and forks ``python -m MODULE`` children.
+
+    Starting ``python -m locust`` costs about a second of imports; a child forked
+    from a zygote that made them starts in a few milliseconds and is otherwise
+    the same process (``demo_server._zygote``). ``spawn`` is ``procs.spawn`` for
+    ``[sys.executable, "-m", MODULE, ...]`` with ``MODULE`` among ``modules``;
+    any other command, or every command once the zygote failed, is started the
+    ordinary way. The zygote's own imports run while the caller does other work:
+    only the first ``spawn`` waits for them.
+
+    Args:
+        modules: what to import (the first is what it launches, its ``-m`` module).
+        env: the environment the zygote imports them in (default: this process's,
+            with racelab on ``PYTHONPATH``).
+        ready_timeout: seconds the first ``spawn`` waits for the imports.
+
+    Example:
+        >>> with Zygote(["locust", "locust.main"]) as zygote:
+        ...     group = zygote.spawn([sys.executable, "-m", "locust", ...], "locust")
+        ...     stop_groups([group])
+    """
+
+    def __init__(self, modules: Sequence[str], env: Mapping[str, str] | None = None,
+                 ready_timeout: float = 30.0) -> None:
+        self.modules = list(modules)
+        self.ready_timeout = ready_timeout
+        self.error = ""
+        self._lock = threading.Lock()
+        self._ready = False
+        self._children: list[int] = []
+        if env is None:
+            base = dict(os.environ)
+            base["PYTHONPATH"] = os.pathsep.join(
+                p for p in (_PACKAGE_ROOT, base.get("PYTHONPATH", "")) if p)
+            base["PYTHONUNBUFFERED"] = "1"
+            env = base
+        self._group: ProcessGroup | None = ProcessGroup(subprocess.Popen(
+            [sys.executable, "-m", "demo_server._zygote", *self.modules],
+            stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL,
+            env=dict(env), start_new_session=True, bufsize=0,
+        ), "zygote")
+
+    def __enter__(self) -> Zygote:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def handles(self, argv: Sequence[str]) -> bool:
+        """True if ``argv`` is ``python -m MODULE ...`` for a module this zygote imported."""
+        return (len(argv) >= 3 and argv[0] == sys.executable and argv[1] == "-m"
+                and argv[2] in self.modules and self._group is not None and not self.error)
+
+    def spawn(
+        self,
+        argv: Sequence[str],
+        name: str,
+        stdout: Path,
+        stderr: Path | None = None,
+        env: Mapping[str, str] | None = None,
+        cwd: str | Path | None = None,
+        append: bool = False,
+    ) -> ProcessGroup:
+        """Start ``argv`` as ``procs.spawn`` would: a session of its own, stdin closed.
+
+        Args:
+            argv: the command (forked from the zygote when ``handles(argv)``).
+            name: a short name for messages.
+            stdout: the file its stdout goes to.
+            stderr: the file its stderr goes to (None: with stdout).
+            env: its whole environment (default: this process's).
+            cwd: its working directory (default: this process's).
+            append: append to those files instead of truncating them.
+        """
+        env = dict(os.environ if env is None else env)
+        cwd = str(cwd or os.getcwd())
+        mode = "a" if append else "w"
+        if self.handles(argv):
+            request = {"spawn": {
+                "module": argv[2], "args": list(argv[3:]), "env": env, "cwd": cwd,
+                "stdout": [str(stdout), mode],
+                "stderr": "stdout" if stderr is None else [str(stderr), mode],
+            }}
+            reply = self._ask(request)
+            if reply is not None and "pid" in reply:
+                pid = int(reply["pid"])
+                return ProcessGroup(ZygoteChild(self, pid, list(argv)),  # type: ignore[arg-type]
+                                    name, stdout if stderr is None else stderr)
+        return spawn_to_files(argv, name, stdout, stderr, env, cwd, append)
+
+    def returncode(self, pid: int) -> int | None:
+        """``pid``'s exit code once it has ended, else None."""
+        reply = self._ask({"poll": [pid]})
+        if reply is not None and "codes" in reply:
+            code = reply["codes"].get(str(pid))
+            if code is None:
+                return None
+            with contextlib.suppress(ValueError):
+                self._children.remove(pid)
+            return int(code)
+        # The zygote is gone: its children went to init, which reaps them.
+        proc = _process(pid)
+        return None if proc is not None and _is_live(proc) else -signal.SIGKILL
+
+    def close(self) -> None:
+        """End the zygote, and any child of it still running (its launcher normally stops it)."""
+        reply = self._ask({"poll": list(self._children)}) if self._children else None
+        running = [int(pid) for pid, code in ((reply or {}).get("codes") or {}).items()
+                   if code is None]
+        if running:
+            stop_groups([ProcessGroup(ZygoteChild(self, pid, []), "leftover")  # type: ignore[arg-type]
+                         for pid in running], grace=2.0, raise_leftovers=False)
+        with self._lock:
+            group, self._group = self._group, None
+        if group is None:
+            return
+        popen = group.popen
+        with contextlib.suppress(OSError):
+            if popen.stdin is not None:
+                popen.stdin.close()
+        try:
+            popen.wait(timeout=2)
+        except subprocess.TimeoutExpired:
+            stop_groups([group], grace=1.0, raise_leftovers=False)
+        if popen.stdout is not None:
+            popen.stdout.close()
+
+    def _ask(self, request: Mapping[str, object]) -> dict[str, Any] | None:
+        """Send one request, read its answer; None (and the zygote given up) on failure.
+
+        A signal (``KeyboardInterrupt``) that arrives once the request is sent waits
+        for the answer, so that a child forked meanwhile is known and ``close`` stops it.
+        """
+        with self._lock:
+            group = self._group
+            if group is None or self.error:
+                return None
+            popen = group.popen
+            assert popen.stdin is not None and popen.stdout is not None
+            try:
+                if not self._ready:
+                    first = self._read_line(popen, self.ready_timeout)
+                    if "ready" not in first:
+                        raise OSError(str(first.get("error") or "the zygote did not start"))
+                    self._ready = True
+                popen.stdin.write(json.dumps(request).encode() + b"\n")
+            except (OSError, ValueError) as exc:
+                self.error = str(exc) or type(exc).__name__
+                return None
+            interrupted: BaseException | None = None
+            while True:
+                try:
+                    reply = self._read_line(popen, 10.0)
+                    break
+                except (OSError, ValueError) as exc:
+                    self.error = str(exc) or type(exc).__name__
+                    reply = None
+                    break
+                except BaseException as exc:  # re-raised once the answer is in
+                    interrupted = exc
+            if reply is not None and "pid" in reply:
+                self._children.append(int(reply["pid"]))
+            if interrupted is not None:
+                if reply is not None and "pid" in reply:
+                    self.error = "interrupted while starting a process"
+                raise interrupted
+            return reply
+
+    @staticmethod
+    def _read_line(popen: subprocess.Popen[bytes], timeout: float) -> dict[str, Any]:
+        import select
+
+        assert popen.stdout is not None
+        ready, _, _ = select.select([popen.stdout], [], [], timeout)
+        if not ready:
+            raise OSError(f"the zygote did not answer within {timeout:g} s")
+        line = popen.stdout.readline()
+        if not line:
+            raise OSError("the zygote exited")
+        value = json.loads(line)
+        if not isinstance(value, dict):
+            raise ValueError("the zygote answered something else")
+        return value

@@ -5,6 +5,7 @@ from __future__ import annotations
 import dataclasses
 import os
 import secrets
+import signal
 import subprocess
 import sys
 import time
@@ -19,6 +20,7 @@ from demo_server.errors import ServerNotReady, TargetError
 from demo_server.modes import MULTI_WORKER_MODES, LaunchSpec, server_command
 from demo_server.procs import (
     ProcessGroup,
+    Zygote,
     check_host,
     check_port,
     free_port,
@@ -33,7 +35,7 @@ from demo_server.target import ENV_ERRORS, ENV_TARGET, Target, resolve_target
 from demo_server.watch import EventLog, ServerWatch, ServiceWatch, Watcher, pool_workers
 from scenarios.registry import get_scenario
 
-__all__ = ["OwnedService", "Supervisor", "free_port", "group_members"]
+__all__ = ["OwnedService", "ServerZygotes", "Supervisor", "free_port", "group_members"]
 
 _PACKAGE_ROOT = str(Path(__file__).resolve().parent.parent)
 #: Unix socket paths longer than this do not fit in ``sockaddr_un`` everywhere.
@@ -104,6 +106,51 @@ class _Manager:
             self.group = self._spawn()
 
 
+#: What a server zygote imports, per family of modes: only what that server process
+#: imports anyway before it serves. gevent's workers patch the standard library
+#: before they import the app, so their zygote imports gunicorn and its gevent worker alone.
+_ZYGOTE_MODULES = {
+    "werkzeug": ("demo_server.serve", "demo_server.app", "demo_server.stores"),
+    "gunicorn": ("gunicorn", "gunicorn.app.wsgiapp", "gunicorn.workers.sync",
+                 "gunicorn.workers.gthread", "demo_server.app", "demo_server.stores"),
+    "gevent": ("gunicorn", "gunicorn.app.wsgiapp", "gunicorn.workers.ggevent"),
+}
+_ZYGOTE_FAMILY = {"single": "werkzeug", "threaded": "werkzeug", "processes": "werkzeug",
+                  "gunicorn-sync": "gunicorn", "gunicorn-gthread": "gunicorn",
+                  "gevent": "gevent"}
+
+
+class ServerZygotes:
+    """One zygote per family of serving modes, started on first use, for a whole matrix.
+
+    A server forked from one is the process ``python -m gunicorn ...`` (or
+    ``demo_server.serve``) would be, without importing gunicorn, Werkzeug and Flask
+    again (``demo_server.procs.Zygote``). racelab's own app only: a user's app is
+    always started afresh.
+    """
+
+    def __init__(self) -> None:
+        self._zygotes: dict[str, Zygote] = {}
+
+    def __enter__(self) -> ServerZygotes:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def for_mode(self, mode: str) -> Zygote:
+        """The zygote that serves ``mode`` (a non-cluster mode)."""
+        family = _ZYGOTE_FAMILY[mode]
+        if family not in self._zygotes:
+            self._zygotes[family] = Zygote(_ZYGOTE_MODULES[family])
+        return self._zygotes[family]
+
+    def close(self) -> None:
+        for zygote in self._zygotes.values():
+            zygote.close()
+        self._zygotes.clear()
+
+
 class Supervisor(StartStop["Supervisor"]):
     """Run one server (or a cluster of instances) for the length of a ``with`` block.
 
@@ -120,6 +167,8 @@ class Supervisor(StartStop["Supervisor"]):
         run_dir: where server logs, embedded store files and ``events.json`` go.
         ready_timeout: seconds to wait for every worker to answer.
         stop_grace: seconds between SIGTERM and SIGKILL.
+        zygotes: fork racelab's own servers from these instead of starting
+            each interpreter afresh (a matrix keeps one set for all its cells).
 
     Example:
         >>> with Supervisor(ServerConfig(store="lock"), LaunchSpec("threaded"), tmp) as sup:
@@ -133,8 +182,10 @@ class Supervisor(StartStop["Supervisor"]):
         run_dir: Path,
         ready_timeout: float = 30.0,
         stop_grace: float = 5.0,
+        zygotes: ServerZygotes | None = None,
     ) -> None:
         self.spec = spec
+        self.zygotes = zygotes
         self.run_dir = Path(run_dir).resolve()
         self.ready_timeout = ready_timeout
         self.stop_grace = stop_grace
@@ -309,8 +360,15 @@ class Supervisor(StartStop["Supervisor"]):
                 break  # a shared store gives one answer for all
         return list(states.values())
 
-    def stop(self) -> list[int]:
+    def stop(self, quick: bool = False) -> list[int]:
         """Stop every process tree; return the pids that had to be killed with SIGKILL.
+
+        Args:
+            quick: the run is over and its final state read: a gunicorn gevent
+                server gets SIGQUIT (gunicorn's quick shutdown: workers exit at once)
+                instead of SIGTERM (the graceful one, which takes its gevent workers
+                about a second; measured, sync and gthread workers stop faster on
+                SIGTERM, since the arbiter then runs one stop instead of two).
 
         Raises:
             LeftoverProcesses: if a process survives SIGKILL.
@@ -319,8 +377,10 @@ class Supervisor(StartStop["Supervisor"]):
             self._watcher.stop()
             self._watcher = None
         groups = self._procs + ([self._manager.group] if self._manager else [])
+        gevent = self.spec.instance_spec().mode == "gevent"
+        first = {p.name: signal.SIGQUIT for p in self._procs} if quick and gevent else {}
         try:
-            killed = stop_groups(groups, self.stop_grace)
+            killed = stop_groups(groups, self.stop_grace, first_signal=first)
         finally:
             self._procs, self._manager = [], None
             if self._prepared:
@@ -360,7 +420,11 @@ class Supervisor(StartStop["Supervisor"]):
         env["PYTHONPATH"] = os.pathsep.join(
             p for p in (*paths, env.get("PYTHONPATH", "")) if p
         )
-        return spawn(argv, name, log_path=self.run_dir / f"{name}.log", env=env)
+        log_path = self.run_dir / f"{name}.log"
+        if self.zygotes is not None and self.target is None:
+            zygote = self.zygotes.for_mode(self.spec.instance_spec().mode)
+            return zygote.spawn(argv, name, log_path, env=env, append=True)
+        return spawn(argv, name, log_path=log_path, env=env)
 
     def _exited_error(self, proc: ProcessGroup) -> Exception:
         error_file = self.run_dir / f"{proc.name}.target-error"

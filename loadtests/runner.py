@@ -46,11 +46,11 @@ import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from types import FrameType
-from typing import IO, Any
+from typing import Any
 from urllib.parse import urlsplit
 
 from demo_server.errors import RacelabError
-from demo_server.procs import ProcessGroup, free_port, stop_groups
+from demo_server.procs import ProcessGroup, Zygote, free_port, spawn_to_files, stop_groups
 from loadtests.framing import MAX_BODY
 from loadtests.history import COLUMNS
 from loadtests.operation import Operation, operations_to_json
@@ -64,6 +64,7 @@ __all__ = [
     "SwarmInterrupted",
     "SwarmResult",
     "SwarmSpec",
+    "locust_zygote",
     "merge_bursts",
     "merge_histories",
     "run_swarm",
@@ -222,6 +223,9 @@ class SwarmResult:
         interrupted: the first stop signal received (``"SIGINT"``, ``"SIGTERM"``,
             ``"SIGHUP"``), or None; the history is complete either way.
         signals: every stop signal received, in order.
+        phases: seconds from the start to each step: ``load`` (Locust's first
+            progress report), ``exited`` (the master ended), ``stopped`` (every
+            process gone), ``merged`` (the history written).
     """
 
     history: Path
@@ -235,6 +239,7 @@ class SwarmResult:
     log: Path
     interrupted: str | None = None
     signals: tuple[str, ...] = ()
+    phases: dict[str, float] = dataclasses.field(default_factory=dict)
 
     @property
     def signal_exit_code(self) -> int | None:
@@ -394,12 +399,35 @@ def parse_locust_json(text: str) -> tuple[int, int]:
     return requests, failures
 
 
+#: what a Locust zygote imports: Locust (with gevent's patches) and racelab's swarm modules,
+#: never the locustfile itself (its listeners belong to each Locust process)
+ZYGOTE_MODULES = ("locust", "locust.main", "loadtests._users", "loadtests._process",
+                  "loadtests._master", "loadtests._config")
+
+
+def locust_zygote() -> Zygote:
+    """A zygote (``demo_server.procs.Zygote``) that starts ``python -m locust`` without its imports.
+
+    A matrix runs every cell's swarm from one: each Locust process (and each
+    local worker) is still a process of its own, forked with Locust imported.
+    """
+    return Zygote(ZYGOTE_MODULES)
+
+
+def _start(argv: list[str], name: str, stdout: Path, stderr: Path | None,
+           env: dict[str, str], cwd: Path, zygote: Zygote | None) -> ProcessGroup:
+    """Start one Locust process: forked from ``zygote`` if given, else a new interpreter."""
+    launch = zygote.spawn if zygote is not None else spawn_to_files
+    return launch(argv, name, stdout, stderr, env=env, cwd=cwd)
+
+
 def run_swarm(
     spec: SwarmSpec,
     run_dir: Path,
     burst_user: bool | None = None,
     progress: Progress | None = None,
     raise_on_signal: bool = True,
+    zygote: Zygote | None = None,
 ) -> SwarmResult:
     """Run one swarm to its end and merge what it recorded.
 
@@ -439,43 +467,33 @@ def run_swarm(
     env = _env(spec, parts_dir, progress_file)
     log_path = locust_dir / "locust.log"
     stdout_path = locust_dir / "stats.json"
-    procs: list[subprocess.Popen[bytes]] = []
-    handles: list[IO[bytes]] = []
+    procs: list[ProcessGroup] = []
     start = time.monotonic()
+    phases: dict[str, float] = {}
     timed_out = False
     with _StopSignals() as stops:
         try:
-            log = log_path.open("wb")
-            out = stdout_path.open("wb")
-            handles += [log, out]
-            master = subprocess.Popen(
-                _master_command(spec, user_class, bind_host, port), stdout=out, stderr=log,
-                stdin=subprocess.DEVNULL, env=env, cwd=str(run_dir), start_new_session=True,
-            )
+            master = _start(_master_command(spec, user_class, bind_host, port), "locust",
+                            stdout_path, log_path, env, run_dir, zygote)
             procs.append(master)
             connect_host = "127.0.0.1" if bind_host in ("0.0.0.0", "*", "") else bind_host
             for index in range(spec.local_workers):
-                worker_log = (locust_dir / f"worker-{index}.log").open("wb")
-                handles.append(worker_log)
-                procs.append(subprocess.Popen(
-                    worker_command(connect_host, port), stdout=worker_log,
-                    stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, env=env,
-                    cwd=str(run_dir), start_new_session=True,
-                ))
-            timed_out = _wait(master, spec, start, progress, progress_file, stops)
+                procs.append(_start(worker_command(connect_host, port), "locust",
+                                    locust_dir / f"worker-{index}.log", None, env, run_dir,
+                                    zygote))
+            timed_out = _wait(master.popen, spec, start, progress, progress_file, stops,
+                              phases)
+            phases["exited"] = time.monotonic() - start
         finally:
             # Always: on success (stragglers), timeout, error or signal.
             # Each Locust process's whole tree: SIGTERM first (Locust then saves
             # what it recorded), SIGKILL after the grace period.
-            stop_groups([ProcessGroup(proc, "locust") for proc in procs], grace=5.0,
-                        raise_leftovers=False)
-            for handle in handles:
-                handle.close()
-        elapsed = time.monotonic() - start
+            stop_groups(procs, grace=5.0, raise_leftovers=False)
+        elapsed = phases["stopped"] = time.monotonic() - start
         parts = _parts(parts_dir, scratch_dir)
         if not parts and not (timed_out or stops.received):
             tail = "\n".join(log_path.read_text(errors="replace").splitlines()[-15:])
-            raise SwarmError(f"Locust recorded nothing (exit code {master.returncode}); "
+            raise SwarmError(f"Locust recorded nothing (exit code {master.popen.returncode}); "
                              f"last lines of {log_path}:\n{tail}")
         history = run_dir / "history.csv"
         rows = merge_histories(sorted(p for p in parts if p.name.startswith("history-")),
@@ -484,15 +502,17 @@ def run_swarm(
                               run_dir / "bursts.csv")
         shutil.rmtree(parts_dir, ignore_errors=True)
         shutil.rmtree(scratch_dir, ignore_errors=True)
+        phases["merged"] = time.monotonic() - start
     requests, failures = parse_locust_json(stdout_path.read_text(errors="replace"))
     if progress is not None and not stops.received:
         progress(rows, elapsed)
     result = SwarmResult(
         history=history, rows=rows, locust_requests=requests, locust_failures=failures,
-        elapsed_s=elapsed, exit_code=master.returncode if not timed_out else None,
+        elapsed_s=elapsed, exit_code=master.popen.returncode if not timed_out else None,
         timed_out=timed_out, bursts=bursts, log=log_path,
         interrupted=stops.received[0] if stops.received else None,
         signals=tuple(stops.received),
+        phases={k: round(v, 3) for k, v in phases.items()},
     )
     if result.interrupted is not None and raise_on_signal:
         raise SwarmInterrupted(result)
@@ -500,11 +520,15 @@ def run_swarm(
 
 
 def _wait(master: subprocess.Popen[bytes], spec: SwarmSpec, start: float,
-          progress: Progress | None, progress_file: Path, stops: _StopSignals) -> bool:
+          progress: Progress | None, progress_file: Path, stops: _StopSignals,
+          phases: dict[str, float]) -> bool:
     """Wait for the master to end, passing stop signals on; True if it timed out."""
     deadline = start + spec.deadline()
+    reported = 0.0
     while master.poll() is None:
         now = time.monotonic()
+        if "load" not in phases and progress_file.exists():
+            phases["load"] = now - start
         if now > deadline:
             return True
         if stops.pending():
@@ -517,7 +541,8 @@ def _wait(master: subprocess.Popen[bytes], spec: SwarmSpec, start: float,
                 deadline = min(deadline, limit)
             else:  # not started yet: nothing recorded, nothing to wait for
                 return False
-        if progress is not None and not stops.received:
+        if progress is not None and not stops.received and now - reported >= 0.05:
+            reported = now
             done = _read_progress(progress_file)
             if done is not None:
                 try:
@@ -525,7 +550,7 @@ def _wait(master: subprocess.Popen[bytes], spec: SwarmSpec, start: float,
                 except KeyboardInterrupt:
                     stops.note("SIGINT")
                     continue
-        time.sleep(0.05)
+        time.sleep(0.02)  # the end of a swarm is noticed within 20 ms
     return False
 
 

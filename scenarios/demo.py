@@ -6,8 +6,10 @@ options and prints.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import json
+import os
 import shlex
 import sys
 import time
@@ -16,6 +18,8 @@ from pathlib import Path
 from typing import Any
 
 from demo_server.config import ServerConfig
+from demo_server.procs import Zygote
+from demo_server.supervisor import ServerZygotes
 from scenarios.matrix import (
     MatrixOutcome,
     MatrixProgress,
@@ -63,13 +67,17 @@ def _failed_summary(cell: Cell, cell_dir: Path, reason: str) -> None:
 
 
 def make_cell_runner(
-    config: ServerConfig, on_swarm: Callable[[int, float], None] | None = None
+    config: ServerConfig, on_swarm: Callable[[int, float], None] | None = None,
+    zygote: Zygote | None = None,
+    server_zygotes: ServerZygotes | None = None,
 ) -> Callable[[Cell, Path], dict[str, Any]]:
     """A cell runner for ``run_matrix``: one experiment, then its check.
 
     Args:
         config: connection settings (Redis URL, PostgreSQL DSN, memcached) for every cell.
         on_swarm: progress of the current swarm (requests done, elapsed seconds).
+        zygote: starts every cell's Locust processes (``loadtests.runner.locust_zygote``).
+        server_zygotes: start every cell's servers (``demo_server.supervisor.ServerZygotes``).
 
     Returns:
         A function running one cell into its directory and returning
@@ -84,7 +92,8 @@ def make_cell_runner(
         try:
             run_experiment(spec, cell_dir, redis_url=config.redis_url,
                            postgres_dsn=config.postgres_dsn, memcached=config.memcached,
-                           progress=on_swarm)
+                           progress=on_swarm, zygote=zygote,
+                           server_zygotes=server_zygotes)
         except RacelabError as exc:
             _failed_summary(cell, cell_dir, str(exc))
             raise
@@ -153,15 +162,24 @@ def run_demo(
     meta: dict[str, Any] = {"preset": preset, "command": command, "budget_s": budget_s,
                             "started": time.time()}
     checked: dict[Path, dict[str, Any]] = {}  # each cell's results entry, checked once
-    base_runner = cell_runner or make_cell_runner(config)
+    with contextlib.ExitStack() as stack:
+        base_runner = cell_runner
+        if base_runner is None:
+            # Zygotes for the whole matrix: each cell's Locust process and server are
+            # forked from a process that imported Locust (or gunicorn and Flask) once.
+            from loadtests.runner import locust_zygote
 
-    def run_cell(cell: Cell, cell_dir: Path) -> dict[str, Any]:
-        found = base_runner(cell, cell_dir)
-        if "entry" in found:
-            checked[cell_dir] = found["entry"]
-        return found
+            base_runner = make_cell_runner(
+                config, zygote=stack.enter_context(locust_zygote()),
+                server_zygotes=stack.enter_context(ServerZygotes()))
 
-    outcome = run_matrix(kept, run_dir, run_cell, progress, skipped, meta)
+        def run_cell(cell: Cell, cell_dir: Path) -> dict[str, Any]:
+            found = base_runner(cell, cell_dir)
+            if "entry" in found:
+                checked[cell_dir] = found["entry"]
+            return found
+
+        outcome = run_matrix(kept, run_dir, run_cell, progress, skipped, meta)
     entries = []
     for cell_outcome in outcome.outcomes:
         if cell_outcome.status == "not run" and not cell_outcome.dir.exists():
@@ -181,13 +199,15 @@ def run_demo(
         "partial_reason": partial_reason,
         "skipped": [{"store": s, "reason": r} for s, r in skipped],
     })
+    cells_done = time.time()
     if interpreters and not outcome.interrupted:
         from scenarios.interpreters import find_interpreters, run_interpreters
 
         try:
             results["interpreters"] = [
                 {**r.to_dict(), "threads": 8}
-                for r in run_interpreters(find_interpreters(), threads=8, increments=100_000)
+                for r in run_interpreters(find_interpreters(), threads=8, increments=100_000,
+                                          jobs=min(2, os.cpu_count() or 1))
             ]
         except KeyboardInterrupt:  # every cell is done: keep them, say what is missing
             outcome.interrupted = True
@@ -196,6 +216,7 @@ def run_demo(
                 "interpreter; every cell finished, the interpreter table is missing"))
     load_s = sum(float(e.get("span_s") or 0) for e in results["experiments"])
     results["run"]["timing"] = {"load_s": round(load_s, 3), "cells": len(entries),
+                                "cells_s": round(cells_done - meta["started"], 3),
                                 "before_report_s": round(time.time() - meta["started"], 3)}
     write_results(results, run_dir)
     written = render_run(run_dir, formats)

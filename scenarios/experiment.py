@@ -24,8 +24,9 @@ from demo_server.config import ServerConfig
 from demo_server.errors import RacelabError
 from demo_server.faults import FaultScheduler
 from demo_server.modes import LaunchSpec
+from demo_server.procs import Zygote
 from demo_server.stamp import HEALTH_PATH
-from demo_server.supervisor import Supervisor
+from demo_server.supervisor import ServerZygotes, Supervisor
 from loadtests.runner import SwarmInterrupted, SwarmResult, SwarmSpec, run_swarm
 from scenarios.probe import read_final
 from scenarios.spec import ExperimentSpec
@@ -60,6 +61,8 @@ def run_experiment(
     postgres_dsn: str | None = None,
     memcached: str | None = None,
     progress: Callable[[int, float], None] | None = None,
+    zygote: Zygote | None = None,
+    server_zygotes: ServerZygotes | None = None,
 ) -> dict[str, Any]:
     """Run one experiment and write its files into ``run_dir``.
 
@@ -75,6 +78,9 @@ def run_experiment(
         postgres_dsn: overrides ``spec.postgres_dsn``.
         memcached: overrides ``spec.memcached``.
         progress: called with (operations so far, seconds) while the swarm runs.
+        zygote: starts the Locust processes (``loadtests.runner.locust_zygote``);
+            a matrix keeps one for all its cells.
+        server_zygotes: start the servers (``demo_server.supervisor.ServerZygotes``).
 
     Returns:
         The summary (also written to ``summary.json``).
@@ -104,15 +110,18 @@ def run_experiment(
         "error": "",
         "machine": {"cores": os.cpu_count(), "platform": platform.platform()},
     }
-    sup = Supervisor(config, launch, run_dir)
+    sup = Supervisor(config, launch, run_dir, zygotes=server_zygotes)
     result: SwarmResult | None = None
     final: dict[str, Any] = {"available": False, "reason": "the experiment did not get that far",
                              "per_process": config.per_process, "states": []}
     identity: dict[str, Any] = {}
     died = False
     interrupted: BaseException | None = None
+    clock = _Phases()
+    quick_stop = False
     try:
         sup.start()
+        clock.mark("server_started")
         try:
             from demo_server.client import get_json
 
@@ -137,7 +146,7 @@ def run_experiment(
                 progress(done, seconds)
 
         try:
-            result = run_swarm(swarm, run_dir, progress=on_progress)
+            result = run_swarm(swarm, run_dir, progress=on_progress, zygote=zygote)
         except SwarmInterrupted as exc:  # every row it recorded is merged
             interrupted, result = exc, exc.result
         except KeyboardInterrupt as exc:
@@ -145,6 +154,7 @@ def run_experiment(
         finally:
             if faults is not None:
                 faults.stop()
+            clock.mark("swarm_done")
         died = not sup.alive()
         if spec.app:
             final = read_final(spec, sup.urls, expected=lambda i: set(sup.workers(i))) if (
@@ -152,6 +162,8 @@ def run_experiment(
                                 "reason": "the server died during the swarm"}
         else:
             final = _final_state(sup, spec, died)
+        clock.mark("final_read")
+        quick_stop = True  # nothing is left to ask the server
         if result is not None and result.timed_out:
             summary["error"] = "the swarm did not finish before its hard timeout"
         elif interrupted is not None:
@@ -174,8 +186,11 @@ def run_experiment(
         log_names = [p.name for p in sup.log_paths]
         pids = sorted({pid for pids in sup.worker_pids.values() for pid in pids})
         try:
-            sup.stop()
+            sup.stop(quick=quick_stop)
         finally:
+            clock.mark("server_stopped")
+            summary["timing"] = {**clock.phases,
+                                 "swarm": dict(result.phases) if result is not None else {}}
             if died:
                 summary["status"] = "failed"
                 summary["error"] = summary["error"] or (
@@ -197,6 +212,17 @@ def run_experiment(
     if interrupted is not None:
         raise interrupted
     return summary
+
+
+class _Phases:
+    """Seconds from the experiment's start to each of its steps (``summary["timing"]``)."""
+
+    def __init__(self) -> None:
+        self.start = time.monotonic()
+        self.phases: dict[str, float] = {}
+
+    def mark(self, name: str) -> None:
+        self.phases[name] = round(time.monotonic() - self.start, 3)
 
 
 def _to_parquet(run_dir: Path) -> None:

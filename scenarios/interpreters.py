@@ -143,22 +143,34 @@ def _run_one(python: str, threads: int, increments: int, timeout: float) -> Inte
 
 
 def run_interpreters(
-    pythons: Sequence[str], threads: int = 8, increments: int = 200_000, timeout: float = 120
+    pythons: Sequence[str], threads: int = 8, increments: int = 200_000, timeout: float = 120,
+    jobs: int = 1,
 ) -> list[InterpreterResult]:
-    """Run the race under each interpreter, one after another.
+    """Run the race under each interpreter, ``jobs`` interpreters at a time.
+
+    Each race runs in one process (its threads share that interpreter's GIL, or
+    none), so ``jobs`` up to the number of cores leaves each race a core of its own.
 
     Args:
         pythons: interpreter paths.
         threads: threads racing on one object.
         increments: increments per thread (the ``yield`` window runs a twentieth).
         timeout: seconds one interpreter may take.
+        jobs: interpreters racing at once (processes).
 
     Returns:
         One result per interpreter, sorted by version; failures carry their error.
     """
     if threads < 2 or increments < 1:
         raise ConfigError("the race needs at least 2 threads and 1 increment each")
-    results = [_run_one(p, threads, increments, timeout) for p in pythons]
+    if jobs > 1 and len(pythons) > 1:
+        from concurrent.futures import ThreadPoolExecutor
+
+        with ThreadPoolExecutor(max_workers=jobs) as pool:
+            results = list(pool.map(lambda p: _run_one(p, threads, increments, timeout),
+                                    pythons))
+    else:
+        results = [_run_one(p, threads, increments, timeout) for p in pythons]
 
     def key(r: InterpreterResult) -> tuple[int, ...]:
         parts = [int(x) for x in r.version.split(".")[:3] if x.isdigit()]

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+import os
 import signal
 import socket
 import sys
@@ -13,6 +15,8 @@ import pytest
 from cli import main
 from demo_server.errors import BadHost, PortInUse
 from demo_server.procs import (
+    Zygote,
+    ZygoteChild,
     check_host,
     check_port,
     free_port,
@@ -140,3 +144,60 @@ def _try(func, *args):
         return func(*args)
     except OSError as exc:
         return exc
+
+
+def test_a_zygote_child_is_the_module_run_as_python_dash_m(tmp_path) -> None:
+    """A zygote's child runs ``python -m MODULE args`` in its own session, with the given
+    environment, working directory and output files, and reports its exit code; a command
+    the zygote does not handle starts as a plain process; closing the zygote ends it."""
+    data = tmp_path / "data.json"
+    data.write_text('{"b": 1, "a": [2]}')
+    with Zygote(["json.tool"]) as zygote:
+        group = zygote.spawn([sys.executable, "-m", "json.tool", "--sort-keys", data.name],
+                             "tool", tmp_path / "out.txt", tmp_path / "err.txt",
+                             env={**os.environ, "RACELAB_ZYGOTE_TEST": "1"}, cwd=tmp_path)
+        assert isinstance(group.popen, ZygoteChild)
+        assert group.popen.wait(timeout=10) == 0
+        assert json.loads((tmp_path / "out.txt").read_text()) == {"a": [2], "b": 1}
+        assert (tmp_path / "out.txt").read_text().index('"a"') < \
+            (tmp_path / "out.txt").read_text().index('"b"')
+        failed = zygote.spawn([sys.executable, "-m", "json.tool", "missing.json"], "tool",
+                              tmp_path / "failed.txt", cwd=tmp_path)
+        assert failed.popen.wait(timeout=10) == 2  # argparse: no such file
+        assert "missing.json" in (tmp_path / "failed.txt").read_text()
+        probe = ("import os, sys; print(os.getpgid(0) == os.getpid(), os.getcwd(), "
+                 "os.environ.get('RACELAB_ZYGOTE_TEST'))")
+        plain = zygote.spawn([sys.executable, "-c", probe], "plain", tmp_path / "plain.txt",
+                             env={**os.environ, "RACELAB_ZYGOTE_TEST": "2"}, cwd=tmp_path)
+        assert not isinstance(plain.popen, ZygoteChild)
+        assert plain.popen.wait(timeout=10) == 0
+        assert (tmp_path / "plain.txt").read_text().split() == ["True", str(tmp_path), "2"]
+        sleeper = zygote.spawn([sys.executable, "-m", "json.tool"], "stdin", tmp_path / "s.txt")
+        assert sleeper.popen.wait(timeout=10) != 0  # stdin is /dev/null: nothing to parse
+        assert os.getpgid(0) != sleeper.pid
+        zygote_pid = zygote._group.pid if zygote._group else 0
+    assert not psutil.pid_exists(zygote_pid) or psutil.Process(zygote_pid).status() == "zombie"
+
+
+def test_a_zygote_child_is_stopped_like_any_group(tmp_path) -> None:
+    """stop_groups stops a zygote's child (its own session) and records the signal."""
+    script = tmp_path / "sleeper.py"
+    script.write_text("import time\ntime.sleep(60)\n")
+    with Zygote(["runpy"]) as zygote:
+        group = zygote.spawn([sys.executable, "-m", "runpy"], "x", tmp_path / "o.txt")
+        group.popen.wait(timeout=10)  # runpy without a module name: exits at once
+        sleeper = zygote.spawn([sys.executable, "-m", "runpy", "sleeper"], "sleeper",
+                               tmp_path / "sleep.txt", cwd=tmp_path)  # -m: cwd first on the path
+        assert isinstance(sleeper.popen, ZygoteChild)
+        time.sleep(0.2)
+        assert sleeper.alive()
+        assert os.getpgid(sleeper.pid) == sleeper.pid
+        assert stop_groups([sleeper], grace=5.0) == []
+        assert sleeper.popen.returncode == -signal.SIGTERM
+        forgotten = zygote.spawn([sys.executable, "-m", "runpy", "sleeper"], "sleeper",
+                                 tmp_path / "sleep2.txt", cwd=tmp_path)
+        time.sleep(0.2)
+        assert forgotten.alive()
+    # Closing the zygote stops a child nobody stopped (a launch cut short by a signal).
+    assert not psutil.pid_exists(forgotten.pid) or \
+        psutil.Process(forgotten.pid).status() == "zombie"
