@@ -28,6 +28,17 @@ def test_an_interpreter_that_cannot_run_is_reported_not_raised(tmp_path) -> None
     assert len(errors) == 1 and "python9" in errors[0].python
 
 
+def test_racing_two_at_a_time_gives_one_row_per_interpreter_sorted(tmp_path) -> None:
+    """``jobs=2`` runs every interpreter once and sorts the rows by version, as one at a
+    time does; a broken one is still an error row, not an exception."""
+    pythons = [sys.executable, str(tmp_path / "python9"), *find_interpreters()[1:3]]
+    serial = run_interpreters(pythons, threads=2, increments=200)
+    parallel = run_interpreters(pythons, threads=2, increments=200, jobs=2)
+    assert [r.python for r in parallel] == [r.python for r in serial]
+    assert sorted(r.python for r in parallel) == sorted(pythons)
+    assert [bool(r.error) for r in parallel] == [bool(r.error) for r in serial]
+
+
 def test_find_interpreters_starts_with_this_one_without_repeats() -> None:
     """This interpreter comes first; pyenv's versions follow where pyenv exists."""
     found = find_interpreters([sys.executable])
