@@ -78,10 +78,12 @@ _PID_COLOURS = ("#1565c0", "#ef6c00", "#6a1b9a", "#00838f", "#558b2f", "#ad1457"
                 "#4e342e", "#37474f")
 
 
-def _save(fig: Figure, path: Path) -> Path:
+def _save(fig: Figure, path: Path, tight: bool = True) -> Path:
+    """Write the figure; ``tight`` crops it to what it draws, at the cost of drawing it
+    twice (a figure whose layout is fixed by hand can skip that)."""
     path.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(path, dpi=DPI, format=path.suffix.lstrip(".") or "png",
-                bbox_inches="tight", pad_inches=0.08,
+                bbox_inches="tight" if tight else None, pad_inches=0.08,
                 metadata={"Software": None} if path.suffix == ".png" else None)
     return path
 
@@ -416,7 +418,7 @@ def draw_cost(entries: Sequence[Mapping[str, Any]], mode: str, path: Path) -> Pa
     hatches = ["///" if w == "unknown" else "" for w in words]
     fig = Figure(figsize=(7.2, 2.9))
     axes = fig.subplots(1, 2)
-    fig.subplots_adjust(left=0.09, right=0.98, bottom=0.3, top=0.84, wspace=0.3)
+    fig.subplots_adjust(left=0.09, right=0.98, bottom=0.25, top=0.8, wspace=0.3)
     series = (
         ("throughput (req/s)", [float(e["throughput_rps"]) for e in mine]),
         ("p99 latency (ms)", [float((e.get("latency_ms") or {}).get("p99") or 0) for e in mine]),
@@ -431,11 +433,12 @@ def draw_cost(entries: Sequence[Mapping[str, Any]], mode: str, path: Path) -> Pa
         ax.tick_params(axis="y", labelsize=7)
         ax.set_title(title, fontsize=9)
         ax.grid(True, axis="y", alpha=0.25)
-    fig.suptitle(f"Cost of safety under {mode}", fontsize=9)
+    # The title on the left, the legend on the right: one line, neither over the other.
+    fig.suptitle(f"Cost of safety under {mode}", fontsize=9, x=0.02, ha="left")
     shown = ("safe", "race", "unknown") + (("per-request",) if "per-request" in words else ())
     fig.legend(handles=[Patch(facecolor=COLOURS[w], label=w) for w in shown],
-               loc="upper right", fontsize=7, ncol=3, frameon=False)
-    return _save(fig, path)
+               loc="upper right", fontsize=7, ncol=len(shown), frameon=False)
+    return _save(fig, path, tight=False)  # its layout is fixed above
 
 
 # -- bursts -------------------------------------------------------------------------------
