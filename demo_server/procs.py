@@ -493,17 +493,9 @@ class Zygote:
         cwd: str | Path | None = None,
         append: bool = False,
     ) -> ProcessGroup:
-        """Start ``argv`` as ``procs.spawn`` would: a session of its own, stdin closed.
-
-        Args:
-            argv: the command (forked from the zygote when ``handles(argv)``).
-            name: a short name for messages.
-            stdout: the file its stdout goes to.
-            stderr: the file its stderr goes to (None: with stdout).
-            env: its whole environment (default: this process's).
-            cwd: its working directory (default: this process's).
-            append: append to those files instead of truncating them.
-        """
+        """Start ``argv`` as ``spawn_to_files`` would (same arguments): a session of its
+        own, stdin closed; forked from the zygote when ``handles(argv)``, else started
+        by ``spawn_to_files`` itself."""
         env = dict(os.environ if env is None else env)
         cwd = str(cwd or os.getcwd())
         mode = "a" if append else "w"

@@ -12,21 +12,14 @@ import random
 import shutil
 import signal
 import socket
-import subprocess
-import sys
 import time
 from pathlib import Path
 
 import psutil
 import pytest
+from cli_tools import descendants, racelab
 
-RACELAB = [sys.executable, "-c", "import cli; cli.main()"]
-
-
-def _racelab(*args: str, cwd: Path) -> subprocess.Popen[bytes]:
-    env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[1])}
-    return subprocess.Popen([*RACELAB, *args], cwd=cwd, env=env, stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE, start_new_session=True)
+from demo_server.procs import live
 
 
 def _reachable(port: int) -> bool:
@@ -50,7 +43,7 @@ def test_kill_worker_is_never_safe(tmp_path: Path, store: str) -> None:
     if store == "postgres" and not _reachable(5432):
         pytest.skip("no PostgreSQL on 127.0.0.1:5432")
     run = tmp_path / "run"
-    proc = _racelab("swarm", "--mode", "gunicorn-sync", "--store", store, "--users", "8",
+    proc = racelab("swarm", "--mode", "gunicorn-sync", "--store", store, "--users", "8",
                     "--duration", "3", "--fault", "kill-worker@0.5s", "--out", str(run),
                     "--assert-safe", cwd=tmp_path)
     out, err = proc.communicate(timeout=120)
@@ -72,7 +65,7 @@ def test_session_run_whose_redis_stops_is_unknown_naming_redis(tmp_path: Path) -
     if shutil.which("redis-server") is None:
         pytest.skip("redis-server is not installed")
     run = tmp_path / "run"
-    proc = _racelab("--redis-url", "redis://127.0.0.1:1/0", "--start-services",
+    proc = racelab("--redis-url", "redis://127.0.0.1:1/0", "--start-services",
                     "--session-backend", "redis", "swarm", "--store", "session", "--mode",
                     "gunicorn-gthread", "--users", "8", "--duration", "3", "--fault",
                     "stop-store@0.5s+10s", "--out", str(run), "--assert-safe", cwd=tmp_path)
@@ -84,18 +77,8 @@ def test_session_run_whose_redis_stops_is_unknown_naming_redis(tmp_path: Path) -
     assert "redis" in entry["verdict"]["reason"].lower(), entry["verdict"]["reason"]
 
 
-def _tree(pid: int) -> list[psutil.Process]:
-    try:
-        return psutil.Process(pid).children(recursive=True)
-    except psutil.NoSuchProcess:
-        return []
 
 
-def _running(p: psutil.Process) -> bool:
-    try:
-        return p.is_running() and p.status() != psutil.STATUS_ZOMBIE
-    except psutil.NoSuchProcess:
-        return False
 
 
 MODES = ("threaded", "gunicorn-sync", "gunicorn-gthread", "gevent", "cluster")
@@ -110,13 +93,13 @@ def test_fifty_random_interrupts_leave_nothing_and_no_false_verdict(tmp_path: Pa
     for attempt in range(int(os.environ.get("RACELAB_STRESS_INTERRUPTS", "50"))):
         mode, signum = rng.choice(MODES), rng.choice(SIGNALS)
         run = tmp_path / f"run{attempt}"
-        proc = _racelab("swarm", "--mode", mode, "--store", "sqlite", "--users", "8",
+        proc = racelab("swarm", "--mode", mode, "--store", "sqlite", "--users", "8",
                         "--duration", "20", "--processes", str(rng.choice((1, 2))),
                         "--out", str(run), cwd=tmp_path)
         seen: dict[int, psutil.Process] = {}
         deadline = time.monotonic() + rng.uniform(0.5, 5.0)
         while time.monotonic() < deadline and proc.poll() is None:
-            seen.update({c.pid: c for c in _tree(proc.pid)})
+            seen.update({c.pid: c for c in descendants(proc.pid)})
             time.sleep(0.05)
         proc.send_signal(signum)
         out, err = proc.communicate(timeout=120)
@@ -124,7 +107,7 @@ def test_fifty_random_interrupts_leave_nothing_and_no_false_verdict(tmp_path: Pa
         assert proc.returncode in (128 + signum, 1, 2), (label, (out + err).decode())
         assert "Traceback" not in err.decode(), label
         time.sleep(0.2)
-        assert not [p for p in seen.values() if _running(p)], label
+        assert not live(seen.values()), label
         results = run / "results.json"
         if not results.exists():
             continue  # interrupted before the run directory held anything

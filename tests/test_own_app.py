@@ -19,15 +19,7 @@ from pathlib import Path
 
 import psutil
 import pytest
-
-RACELAB = [sys.executable, "-c", "import cli; cli.main()"]
-
-
-def _racelab(*args: str, cwd: Path) -> subprocess.Popen[bytes]:
-    env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[1])}
-    return subprocess.Popen([*RACELAB, *args], cwd=cwd, env=env, stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE, start_new_session=True)
-
+from cli_tools import racelab
 
 APPS = Path(__file__).resolve().parent / "apps"
 
@@ -59,7 +51,7 @@ def app_env(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
 def _swarm(tmp_path: Path, case: str, mode: str, *extra: str) -> tuple[int, str, dict]:
     app, options, _ = CASES[case]
     run = tmp_path / f"run-{case}-{mode}"
-    proc = _racelab("swarm", "--app", f"{APPS / app}:app", "--mode", mode, "--workers", "2",
+    proc = racelab("swarm", "--app", f"{APPS / app}:app", "--mode", mode, "--workers", "2",
                     "--users", "8", "--requests", "500", *options, "--out", str(run),
                     "--assert-safe", *extra, cwd=tmp_path)
     out, err = proc.communicate(timeout=180)
@@ -143,7 +135,7 @@ def test_probe_app_running_under_gunicorn(app_env: Path, gunicorn, case: str) ->
     app, options, racy = CASES[case]
     url = gunicorn(app)
     run = app_env / "probe"
-    proc = _racelab("probe", url, "--users", "8", "--requests", "400", *options,
+    proc = racelab("probe", url, "--users", "8", "--requests", "400", *options,
                     "--out", str(run), "--assert-safe", cwd=app_env)
     out, err = proc.communicate(timeout=120)
     assert proc.returncode == (1 if racy else 0), (out + err).decode()
@@ -154,9 +146,9 @@ def test_probe_app_running_under_gunicorn(app_env: Path, gunicorn, case: str) ->
 def test_demo_app_as_a_target_gives_the_built_in_verdicts(tmp_path: Path) -> None:
     """demo_server:create_app() through --app: the same verdicts as the built-in path."""
     for mode, expected in (("gunicorn-sync", 1), ("threaded", 0)):
-        builtin = _racelab("swarm", "--mode", mode, "--requests", "400", "--assert-safe",
+        builtin = racelab("swarm", "--mode", mode, "--requests", "400", "--assert-safe",
                            "--out", str(tmp_path / f"b-{mode}"), cwd=tmp_path)
-        target = _racelab("swarm", "--app", "demo_server:create_app()", "--mode", mode,
+        target = racelab("swarm", "--app", "demo_server:create_app()", "--mode", mode,
                           "--request", "GET /incr", "--value", "json:value", "--requests",
                           "400", "--assert-safe", "--out", str(tmp_path / f"t-{mode}"),
                           cwd=tmp_path)
@@ -174,7 +166,7 @@ def test_demo_app_as_a_target_gives_the_built_in_verdicts(tmp_path: Path) -> Non
 ])
 def test_bad_targets_are_one_line_exit_2(tmp_path: Path, args: list[str], needle: str) -> None:
     """Bad targets: one line naming the problem, exit 2, nothing left running."""
-    proc = _racelab(*args, "--requests", "50", "--out", str(tmp_path / "run"), cwd=tmp_path)
+    proc = racelab(*args, "--requests", "50", "--out", str(tmp_path / "run"), cwd=tmp_path)
     seen: set[int] = set()
     while proc.poll() is None:
         try:

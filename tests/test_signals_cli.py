@@ -3,29 +3,21 @@
 from __future__ import annotations
 
 import json
-import os
 import signal
-import subprocess
-import sys
 import time
 from pathlib import Path
 
 import psutil
 import pytest
+from cli_tools import descendants, racelab
 
-RACELAB = [sys.executable, "-c", "import cli; cli.main()"]
-
-
-def _racelab(*args: str, cwd: Path) -> subprocess.Popen[bytes]:
-    env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[1])}
-    return subprocess.Popen([*RACELAB, *args], cwd=cwd, env=env, stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE, start_new_session=True)
+from demo_server.procs import live
 
 
 @pytest.mark.parametrize(("store", "code"), [("global", 1), ("sqlite", 0)])
 def test_assert_safe_exit_codes(tmp_path: Path, store: str, code: int) -> None:
     """--assert-safe: gunicorn-sync global repeats numbers (1); sqlite hands out each once (0)."""
-    proc = _racelab("swarm", "--mode", "gunicorn-sync", "--store", store, "--users", "8",
+    proc = racelab("swarm", "--mode", "gunicorn-sync", "--store", store, "--users", "8",
                     "--requests", "600", "--out", str(tmp_path / "run"), "--assert-safe",
                     cwd=tmp_path)
     out, err = proc.communicate(timeout=120)
@@ -34,11 +26,6 @@ def test_assert_safe_exit_codes(tmp_path: Path, store: str, code: int) -> None:
     assert f"verdict: {word}" in out.decode()
 
 
-def _tree(pid: int) -> list[psutil.Process]:
-    try:
-        return psutil.Process(pid).children(recursive=True)
-    except psutil.NoSuchProcess:
-        return []
 
 
 @pytest.mark.parametrize(("signum", "code"), [(signal.SIGTERM, 143), (signal.SIGHUP, 129),
@@ -47,18 +34,18 @@ def test_signal_stops_everything_and_keeps_the_history(tmp_path: Path, signum: i
                                                        code: int) -> None:
     """A signal mid-swarm: documented exit code, no process of the run left, history kept."""
     run = tmp_path / "run"
-    proc = _racelab("swarm", "--mode", "gunicorn-sync", "--store", "sqlite", "--users", "8",
+    proc = racelab("swarm", "--mode", "gunicorn-sync", "--store", "sqlite", "--users", "8",
                     "--requests", "200000", "--out", str(run), cwd=tmp_path)
     seen: dict[int, psutil.Process] = {}
     deadline = time.monotonic() + 60
     while time.monotonic() < deadline:  # wait until load is flowing
-        for child in _tree(proc.pid):
+        for child in descendants(proc.pid):
             seen[child.pid] = child
         if (run / "locust").is_dir() and any("locust" in " ".join(_cmd(p)) for p in seen.values()):
             time.sleep(2.0)
             break
         time.sleep(0.1)
-    for child in _tree(proc.pid):
+    for child in descendants(proc.pid):
         seen[child.pid] = child
     assert any("gunicorn" in " ".join(_cmd(p)) for p in seen.values())
     proc.send_signal(signum)
@@ -66,7 +53,7 @@ def test_signal_stops_everything_and_keeps_the_history(tmp_path: Path, signum: i
     assert proc.returncode == code, (out + err).decode()
     assert "Traceback" not in err.decode()
     time.sleep(0.2)
-    alive = [p for p in seen.values() if _running(p)]
+    alive = live(seen.values())
     assert not alive, [(_cmd(p), p.pid) for p in alive]
     history = run / "history.csv"
     assert history.exists()
@@ -77,7 +64,7 @@ def test_signal_stops_everything_and_keeps_the_history(tmp_path: Path, signum: i
     verdict = results["experiments"][0]["verdict"]["valid"]
     assert verdict != "no", "an interrupted safe run must never read as a race"
     # Checked later from its files alone, it still is not a race.
-    check = _racelab("check", str(history), "--final-file", str(run / "final.json"),
+    check = racelab("check", str(history), "--final-file", str(run / "final.json"),
                      cwd=tmp_path)
     out, err = check.communicate(timeout=60)
     assert check.returncode == 2, (out + err).decode()
@@ -91,8 +78,3 @@ def _cmd(p: psutil.Process) -> list[str]:
         return []
 
 
-def _running(p: psutil.Process) -> bool:
-    try:
-        return p.is_running() and p.status() != psutil.STATUS_ZOMBIE
-    except psutil.NoSuchProcess:
-        return False
