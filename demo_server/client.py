@@ -9,11 +9,14 @@ from __future__ import annotations
 import contextlib
 import http.client
 import json
+import threading
+import time
+from collections.abc import Callable, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 from urllib.parse import urlsplit
 
-__all__ = ["get_json", "hammer", "post_json", "probe_many"]
+__all__ = ["get_json", "hammer", "post_json", "probe_until"]
 
 
 def _request(method: str, url: str, timeout: float) -> dict[str, Any]:
@@ -44,21 +47,50 @@ def post_json(url: str, timeout: float = 5.0) -> dict[str, Any]:
     return _request("POST", url, timeout)
 
 
-def probe_many(url: str, count: int, timeout: float = 5.0) -> list[dict[str, Any]]:
-    """GET ``url`` ``count`` times at once on separate connections.
+def probe_until(
+    url: str, enough: Callable[[set[int]], bool], concurrency: int, until: float,
+    seen: Mapping[int, dict[str, Any]] | None = None, timeout: float = 2.0,
+) -> dict[int, dict[str, Any]]:
+    """GET ``url`` from ``concurrency`` connections at once, again and again, until
+    ``enough`` holds for the worker pids that answered, or ``time.monotonic()`` passes ``until``.
 
-    Concurrent connections are what spreads requests over a pool of workers;
-    failed probes are left out of the result.
+    Each answer must carry the answering worker's ``pid``; the first answer of
+    each pid is kept, after those in ``seen``. Concurrent connections are what
+    spreads requests over a pool of workers. This returns as soon as the answers
+    suffice: a probe still in flight then is not waited for (it ends by itself,
+    within one probe's time, and its answer is dropped).
+
+    Returns:
+        The first answer of every pid seen (``seen``'s included), by pid.
     """
+    answers: dict[int, dict[str, Any]] = dict(seen or {})
+    lock = threading.Lock()
+    done = threading.Event()
+    if answers and enough(set(answers)):
+        return answers
 
-    def one(_: int) -> dict[str, Any] | None:
-        try:
-            return get_json(url, timeout)
-        except (OSError, ValueError):
-            return None
+    def probe() -> None:
+        while not done.is_set() and time.monotonic() < until:
+            try:
+                body = get_json(url, timeout)
+                pid = int(body["pid"])
+            except (OSError, ValueError, KeyError, TypeError):
+                done.wait(0.01)  # a refused connection costs little; starts are short
+                continue
+            with lock:
+                if done.is_set():
+                    return
+                answers.setdefault(pid, body)
+                if enough(set(answers)):
+                    done.set()
 
-    with ThreadPoolExecutor(max_workers=count) as pool:
-        return [r for r in pool.map(one, range(count)) if r is not None]
+    threads = [threading.Thread(target=probe, daemon=True) for _ in range(concurrency)]
+    for thread in threads:
+        thread.start()
+    done.wait(max(0.0, until - time.monotonic()))
+    with lock:
+        done.set()  # the probes still running stop after their current request
+        return dict(answers)
 
 
 def hammer(

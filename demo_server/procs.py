@@ -321,12 +321,14 @@ def stop_groups(
             os.killpg(group.pgid, sig)
     deadline = time.monotonic() + grace
     everything = [p for g in groups for p in trees[id(g)]]
+    pause = 0.002  # most processes are gone within milliseconds; a few take longer
     while time.monotonic() < deadline:
         for group in groups:
             group.popen.poll()
         if not live(everything) and not any(group_alive(g) for g in groups):
             break
-        time.sleep(0.02)
+        time.sleep(pause)
+        pause = min(2 * pause, 0.02)
     killed: list[int] = []
     for group in groups:
         left = live(trees[id(group)]) + [p for p in group.members()

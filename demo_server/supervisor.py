@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any, Protocol
 
 from demo_server._context import StartStop
-from demo_server.client import get_json, probe_many
+from demo_server.client import get_json, probe_until
 from demo_server.config import ServerConfig
 from demo_server.errors import ServerNotReady, TargetError
 from demo_server.modes import MULTI_WORKER_MODES, LaunchSpec, server_command
@@ -348,14 +348,16 @@ class Supervisor(StartStop["Supervisor"]):
         pool = self.spec.instance_spec().mode in MULTI_WORKER_MODES
         for index, url in enumerate(self.urls):
             expected = set(self.workers(index)) if pool else self.worker_pids.get(url, set())
-            while True:
-                hold = 30 if len(expected) > 1 else 0
-                for body in probe_many(f"{url}/state?hold_ms={hold}", max(1, 2 * len(expected))):
-                    body["url"] = url
-                    states.setdefault(int(body["pid"]), body)
-                if (expected <= states.keys() or (states and not self.config.per_process)
-                        or time.monotonic() > deadline):
-                    break
+            hold = 30 if len(expected) > 1 else 0
+
+            def enough(seen: set[int], expected: set[int] = expected) -> bool:
+                return expected <= seen or not self.config.per_process
+
+            answers = probe_until(f"{url}/state?hold_ms={hold}", enough,
+                                  max(1, 2 * len(expected)), until=deadline, timeout=5)
+            for pid, body in answers.items():
+                body["url"] = url
+                states.setdefault(pid, body)
             if not self.config.per_process and states:
                 break  # a shared store gives one answer for all
         return list(states.values())
@@ -364,11 +366,15 @@ class Supervisor(StartStop["Supervisor"]):
         """Stop every process tree; return the pids that had to be killed with SIGKILL.
 
         Args:
-            quick: the run is over and its final state read: a gunicorn gevent
-                server gets SIGQUIT (gunicorn's quick shutdown: workers exit at once)
-                instead of SIGTERM (the graceful one, which takes its gevent workers
-                about a second; measured, sync and gthread workers stop faster on
-                SIGTERM, since the arbiter then runs one stop instead of two).
+            quick: the run is over and its final state read, so nothing the server
+                still holds matters: racelab's own app gets SIGKILL at once (a
+                graceful gunicorn stop takes 0.1-0.3 s: its arbiter reaps its workers
+                in steps of 0.1 s). A user's app may still have work to do at exit:
+                its gunicorn gevent server gets SIGQUIT (gunicorn's quick shutdown:
+                workers exit at once) instead of SIGTERM (the graceful one, which
+                takes its gevent workers about a second; measured, sync and gthread
+                workers stop faster on SIGTERM, since the arbiter then runs one stop
+                instead of two).
 
         Raises:
             LeftoverProcesses: if a process survives SIGKILL.
@@ -377,8 +383,11 @@ class Supervisor(StartStop["Supervisor"]):
             self._watcher.stop()
             self._watcher = None
         groups = self._procs + ([self._manager.group] if self._manager else [])
-        gevent = self.spec.instance_spec().mode == "gevent"
-        first = {p.name: signal.SIGQUIT for p in self._procs} if quick and gevent else {}
+        first: dict[str, int] = {}
+        if quick and self.target is None:
+            first = {p.name: signal.SIGKILL for p in self._procs}
+        elif quick and self.spec.instance_spec().mode == "gevent":
+            first = {p.name: signal.SIGQUIT for p in self._procs}
         try:
             killed = stop_groups(groups, self.stop_grace, first_signal=first)
         finally:
@@ -440,20 +449,20 @@ class Supervisor(StartStop["Supervisor"]):
         deadline = time.monotonic() + self.ready_timeout
         pids: set[int] = set()
         self.worker_pids[url] = pids
-        health = url + self.health_path
+        # Every request of ``processes`` is a fresh fork: one answer is all there is.
+        want = 1 if self.spec.mode == "processes" else workers
+        answers: dict[int, dict[str, Any]] = {}
+        # Concurrent probes that each keep their worker busy 20 ms reach every
+        # worker of a pool; they end as soon as every worker has answered.
+        probe = f"{url}{self.health_path}" + ("?hold_ms=20" if want > 1 else "")
         while time.monotonic() < deadline:
             if proc.popen.poll() is not None:
                 raise self._exited_error(proc)
-            if not pids:
-                try:
-                    pids.add(int(get_json(health, timeout=1)["pid"]))
-                except (OSError, ValueError, KeyError):
-                    time.sleep(0.01)  # a refused connection costs little; starts are short
-                    continue
-            if len(pids) >= workers or self.spec.mode == "processes":
+            answers = probe_until(probe, lambda seen: len(seen) >= want, 2 * want,
+                                  until=min(deadline, time.monotonic() + 0.25), seen=answers)
+            pids.update(answers)
+            if len(pids) >= want:
                 return
-            for body in probe_many(f"{health}?hold_ms=50", 4 * workers, timeout=2):
-                pids.add(int(body["pid"]))
         raise ServerNotReady(
             f"{self.spec.mode} server at {url} did not become ready within "
             f"{self.ready_timeout:.0f} s ({len(pids)} of {workers} workers answered); "

@@ -6,6 +6,7 @@ import collections
 import json
 import os
 import signal
+import time
 
 import pytest
 
@@ -130,3 +131,50 @@ def test_stop_kills_a_server_that_ignores_sigterm(tmp_path) -> None:
     killed = sup.stop()
     assert worker in killed
     assert group_members(pgid) == []
+
+
+@pytest.mark.parametrize("mode", ["gunicorn-sync", "gevent"])
+def test_quick_stop_kills_racelab_s_own_server_at_once(tmp_path, mode: str) -> None:
+    """After the final read, stop(quick=True) gives racelab's app SIGKILL: no graceful round."""
+    sup = Supervisor(ServerConfig(store="global"), LaunchSpec(mode=mode), tmp_path)
+    sup.start()
+    arbiter = sup._procs[0].popen
+    workers = sup.workers()
+    assert len(workers) == 2
+    assert sup.stop(quick=True) == []  # nothing survived the first signal
+    assert arbiter.returncode == -signal.SIGKILL
+    assert group_members(arbiter.pid) == []
+    assert "Shutting down" not in (tmp_path / "server.log").read_text()
+
+
+def test_a_plain_stop_is_still_graceful(tmp_path) -> None:
+    """Without quick, gunicorn's arbiter stops its workers and exits 0."""
+    sup = Supervisor(ServerConfig(store="global"), LaunchSpec(mode="gunicorn-sync"), tmp_path)
+    sup.start()
+    arbiter = sup._procs[0].popen
+    sup.stop()
+    assert arbiter.returncode == 0
+    assert "Shutting down" in (tmp_path / "server.log").read_text()
+
+
+def test_probe_until_reaches_every_worker_and_adds_to_what_was_seen(tmp_path) -> None:
+    """Concurrent held probes reach both sync workers; answers in ``seen`` are not asked again."""
+    from demo_server.client import probe_until
+
+    with Supervisor(ServerConfig(store="global"), LaunchSpec(mode="gunicorn-sync"),
+                    tmp_path) as sup:
+        workers = set(sup.workers())
+        until = time.monotonic() + 20
+
+        def every_worker(seen: set[int]) -> bool:
+            return workers <= seen
+
+        answers = probe_until(sup.url + "/healthz?hold_ms=100", every_worker, 4, until)
+        assert set(answers) == workers
+        assert all(body["pid"] == pid for pid, body in answers.items())
+        marker = {"pid": -1, "note": "seen before"}
+        again = probe_until(sup.url + "/healthz", lambda seen: -1 in seen, 2, until,
+                            seen={-1: marker})
+        assert again == {-1: marker}  # already enough: no probe was sent
+        none = probe_until("http://127.0.0.1:9/healthz", bool, 2, time.monotonic() + 0.2)
+        assert none == {}  # nothing listens: empty once ``until`` passes
