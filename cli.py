@@ -679,8 +679,8 @@ def demo(settings: Settings, preset: str, out: str | None, open_report: bool,
 
     \b
     Examples:
-      racelab demo                         # classroom preset, about a minute on 2 cores
-      racelab demo --preset quick --open   # under 30 s, then open the report
+      racelab demo                         # classroom preset, under a minute on 2 cores
+      racelab demo --preset quick --open   # about ten seconds, then open the report
       racelab demo --preset my-grid.toml --budget 300
       racelab demo --preset quick --repeat 5  # how often each cell races, k of 5
     """

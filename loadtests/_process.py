@@ -37,6 +37,7 @@ INTERRUPT_SIGNAL = signal.SIGUSR1
 CHUNK_BYTES = 1 << 20
 PROGRESS_EVERY = 0.25
 _DRAIN_AFTER_S = 3.0  # after the grace: how long ended requests get to be recorded
+_QUIT_RECORD_S = 1.0  # at quitting: how long ended requests get to be recorded
 
 
 def write_progress(path: str, rows: int, stats: Any) -> None:
@@ -78,6 +79,8 @@ class LoadProcess:
         events.spawning_complete.add_listener(self.on_spawning_complete)
         events.test_stopping.add_listener(self.on_test_stopping)
         events.test_stop.add_listener(self.on_test_stop)
+        # Quitting listeners run last-registered first: this one before the recorder's.
+        events.quitting.add_listener(self.on_quitting)
         runner = environment.runner
         if role == "worker":
             runner.register_message("racelab_grant", self._on_grant)
@@ -140,6 +143,23 @@ class LoadProcess:
             shutil.rmtree(self.scratch, ignore_errors=True)
         # One experiment per worker process: leave once everything is handed over.
         gevent.spawn_later(0.2, environment.runner.quit)
+
+    def on_quitting(self, **_kw: Any) -> None:
+        """Locust quits (a SIGTERM, or the end): record what is in flight before the file closes.
+
+        A SIGTERM reaches Locust without the interrupt before it when the runner
+        stops a swarm it believed not yet started, or at its hard timeout. Each
+        request still open then becomes an ``info`` row (``interrupted``), as an
+        interrupt's would, instead of vanishing with the process.
+        """
+        self.budget.stop()  # no user starts another request
+        self.rendezvous.cancel()
+        if not self._in_flight():
+            return
+        self._end_in_flight()
+        deadline = time.monotonic() + _QUIT_RECORD_S
+        while self._in_flight() and time.monotonic() < deadline:
+            gevent.sleep(0.005)  # each user records its own unanswered request
 
     # -- users ------------------------------------------------------------------------
 

@@ -71,6 +71,17 @@ def _listening(pids: set[int]) -> set[str]:
     return addresses
 
 
+def _orchestrate(tmp_path: Path, url: str, run_dir: Path,
+                 processes: int) -> subprocess.Popen[str]:
+    """``run_swarm`` in a Python process of its own (in a new session), swarming ``url``."""
+    script = tmp_path / "orchestrate.py"
+    script.write_text(ORCHESTRATOR)
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    return subprocess.Popen(
+        [sys.executable, str(script), url, str(run_dir), str(processes)], env=env,
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True)
+
+
 def _rows_so_far(run_dir: Path) -> int:
     try:
         return int(json.loads((run_dir / "locust" / "progress.json").read_text())["rows"])
@@ -97,12 +108,7 @@ def test_signal_stops_cleanly_and_keeps_every_served_request(
     """
     sup = live_server(store="lock", mode="gunicorn-gthread", workers=2)
     run_dir = tmp_path / "run"
-    script = tmp_path / "orchestrate.py"
-    script.write_text(ORCHESTRATOR)
-    env = {**os.environ, "PYTHONPATH": str(ROOT)}
-    orchestrator = subprocess.Popen(
-        [sys.executable, str(script), sup.url, str(run_dir), "2"], env=env,
-        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True)
+    orchestrator = _orchestrate(tmp_path, sup.url, run_dir, processes=2)
     seen: set[int] = set()
     listening: set[str] = set()
     scratch = run_dir / "locust" / "scratch"
@@ -174,3 +180,38 @@ def test_swarm_spec_refuses_odd_urls_and_no_operation() -> None:
         SwarmSpec(urls=("ftp://127.0.0.1",), requests=1)
     with pytest.raises(SwarmError, match="at least one operation"):
         SwarmSpec(urls=("http://127.0.0.1:1",), requests=1, operations=())
+
+
+def test_sigterm_to_locust_itself_keeps_its_requests_in_flight(tmp_path: Path,
+                                                               live_server) -> None:
+    """A SIGTERM straight to the Locust process (no interrupt first) loses no served request.
+
+    That is what the runner sends when a stop signal comes before Locust wrote its
+    first progress, and at the hard timeout: the requests in flight then become
+    ``info`` rows (``interrupted``), so every request the server counted is a row.
+    """
+    sup = live_server(store="lock", mode="gunicorn-gthread", workers=2)
+    run_dir = tmp_path / "run"
+    orchestrator = _orchestrate(tmp_path, sup.url, run_dir, processes=1)
+    try:
+        deadline = time.monotonic() + 30
+        while _rows_so_far(run_dir) < 300 and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert _rows_so_far(run_dir) >= 300, "the swarm never got going"
+        (locust,) = [p for p in psutil.Process(orchestrator.pid).children(recursive=True)
+                     if "locust" in " ".join(p.cmdline())]
+        locust.send_signal(signal.SIGTERM)
+        out, err = orchestrator.communicate(timeout=60)
+    finally:
+        if orchestrator.poll() is None:
+            os.killpg(orchestrator.pid, signal.SIGKILL)
+            orchestrator.wait()
+    assert orchestrator.returncode == 0, err[-2000:]
+    with (run_dir / "history.csv").open(encoding="utf-8", newline="") as handle:
+        rows = list(csv.DictReader(handle))
+    assert len(rows) == json.loads(out.strip().splitlines()[-1])["rows"]
+    outcomes = Counter(r["outcome"] for r in rows)
+    served = sum(state["served"] for state in sup.read_state())
+    assert outcomes["ok"] + outcomes["info"] >= served, (served, outcomes)
+    assert all(r["error"] == "interrupted" for r in rows if r["outcome"] == "info"), Counter(
+        r["error"] for r in rows if r["outcome"] != "ok")
