@@ -377,6 +377,19 @@ def test_render_run_writes_every_plot_and_report(tmp_path: Path) -> None:
     assert "![anomaly rate per mode and store](plots/matrix.png)" in md
 
 
+def test_cost_of_safety_needs_two_stores_not_two_windows(tmp_path: Path) -> None:
+    """One store in two windows is not a cost of safety: no plot; two stores get one."""
+    from reports.plots import draw_cost
+
+    entries = [synthetic_entry("g-none", "threaded", "global", "yes"),
+               synthetic_entry("g-yield", "threaded", "global", "no", window="yield",
+                               anomalies=5)]
+    assert draw_cost(entries, "threaded", tmp_path / "one.png") is None
+    entries.append(synthetic_entry("lock", "threaded", "lock", "yes"))
+    drawn = draw_cost(entries, "threaded", tmp_path / "two.png")
+    assert drawn is not None and drawn.read_bytes()[:4] == b"\x89PNG"
+
+
 def test_a_plot_nobody_asked_for_is_not_drawn(tmp_path: Path) -> None:
     """JSON alone draws nothing; a re-render keeps plots whose inputs did not change; a
     single safe experiment still gets its requests plot."""
