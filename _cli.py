@@ -1,0 +1,395 @@
+"""What racelab's commands share: settings, the error-handling group, options, printing.
+
+The options of every command that configures an experiment derive from
+``scenarios.spec.SETTINGS`` (``spec_options``); ``run_and_print`` and
+``run_demo_command`` run one experiment or a matrix with progress on stderr and
+print the result, which ``cli`` then turns into the exit code.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import json
+import math
+import signal
+import time
+from pathlib import Path
+from typing import Any
+
+import click
+
+from demo_server import interrupts
+from demo_server.config import ServerConfig
+from demo_server.errors import RacelabError, TargetError
+from demo_server.modes import LaunchSpec
+
+__all__ = [
+    "ASSERT_SAFE_EXIT", "HISTORY_FORMATS", "RacelabGroup", "Settings", "assert_safe_option",
+    "budget_option", "build_server", "fault_option", "import_quietly", "make_run_dir",
+    "name_list", "not_negative", "out_option", "positive", "repeat_option", "run_and_print",
+    "run_demo_command", "scenario_of", "server_options", "spec_default", "spec_options",
+    "swarm_and_print",
+]
+
+
+@dataclasses.dataclass
+class Settings:
+    """Options shared by every command (``ctx.obj``)."""
+
+    redis_url: str = ServerConfig.redis_url
+    postgres_dsn: str = ServerConfig.postgres_dsn
+    memcached: str = ServerConfig.memcached
+    start_services: bool = False
+    session_backend: str = "filesystem"
+
+
+class RacelabGroup(click.Group):
+    """A click group that turns library errors into one line and a non-zero exit."""
+
+    def invoke(self, ctx: click.Context) -> Any:
+        try:
+            return super().invoke(ctx)
+        except TargetError as exc:  # a bad app or URL to test: bad input, exit 2
+            click.echo(f"Error: {exc}", err=True)
+            ctx.exit(2)
+        except RacelabError as exc:
+            raise click.ClickException(str(exc)) from None
+        except KeyboardInterrupt as exc:
+            code = getattr(exc, "exit_code", 130)
+            name = signal.Signals(code - 128).name if code > 128 else "SIGINT"
+            click.echo(f"racelab: stopped by {name}; everything it started was stopped",
+                       err=True)
+            ctx.exit(code)
+
+
+def positive(ctx: click.Context, param: click.Parameter, value: int | None) -> int | None:
+    """A click callback: at least 1 (or not given)."""
+    if value is not None and value < 1:
+        raise click.BadParameter(f"must be at least 1, got {value}")
+    return value
+
+
+def spec_options(*groups: str, only: tuple[str, ...] = (), skip: tuple[str, ...] = (),
+                 defaults: dict[str, Any] | None = None) -> Any:
+    """Click options for the ``ExperimentSpec`` settings of ``groups`` (or ``only`` these).
+
+    Every option is derived from its ``scenarios.spec.Setting``: flag, type,
+    bounds, help and default. Options default to None ("not given") and the
+    spec's default applies; ``defaults`` names the default shown where the
+    command applies another one (a matrix cell's ``MATRIX_DEFAULTS``).
+    """
+    from scenarios.spec import SETTINGS
+
+    defaults = defaults or {}
+    chosen = [st for st in SETTINGS if (st.name in only if only else st.group in groups)
+              and st.name not in skip]
+
+    def decorate(func: Any) -> Any:
+        for st in reversed(chosen):
+            if st.kind == "list":
+                func = click.option(st.flag, st.name, multiple=True, help=st.help)(func)
+                continue
+            if st.kind == "str":
+                kind: Any = click.Choice(st.choices) if st.choices else str
+            elif st.kind == "int":
+                kind = click.IntRange(_bound(st.low), _bound(st.high))
+            else:
+                kind = click.FloatRange(st.low, st.high)
+            default = defaults.get(st.name, spec_default(st.name))
+            shown = f"{default:g}" if isinstance(default, float) else default
+            suffix = f"  [default: {shown}]" if shown != "" else ""
+            func = click.option(st.flag, st.name, type=kind, default=None,
+                                help=f"{st.help}{suffix}",
+                                callback=_finite if st.kind == "float" else None)(func)
+        return func
+
+    return decorate
+
+
+def make_run_dir(out: str | Path | None, name: str, hint: str = "--out",
+                 empty: bool = False) -> Path:
+    """The run directory: ``out``, or ``runs/NAME-TIMESTAMP``; created, writable, absolute.
+
+    Raises:
+        click.BadParameter: an empty name, a path that cannot be a directory, one
+            that is not writable, or (``empty``) one that already holds files.
+    """
+    if out is not None and not str(out).strip():
+        raise click.BadParameter("give a directory name", param_hint=hint)
+    safe = "".join(c if c.isalnum() or c in "._-" else "-" for c in name).strip(".") or "run"
+    run_dir = Path(out) if out is not None else (
+        Path("runs") / time.strftime(f"{safe}-%Y%m%d-%H%M%S"))
+    try:
+        if empty and run_dir.is_dir() and any(run_dir.iterdir()):
+            raise click.BadParameter(f"{run_dir} exists and is not empty", param_hint=hint)
+        run_dir.mkdir(parents=True, exist_ok=True)
+        probe = run_dir / ".racelab-write-test"
+        probe.write_bytes(b"")
+        probe.unlink()
+    except OSError as exc:
+        raise click.BadParameter(f"cannot use {run_dir} as a run directory: "
+                                 f"{exc.strerror or exc}", param_hint=hint) from None
+    return run_dir.resolve()
+
+
+fault_option = click.option(
+    "--fault", "faults", multiple=True, metavar="SPEC",
+    help="Inject a fault during the load (repeatable): kill-worker@2s, stop-store@1s+2s "
+    "(stopped for 2 s), pause-store@1s+2s. Only stores racelab started can be stopped.")
+
+
+#: ``--assert-safe``'s exit code per verdict word: it gates CI.
+ASSERT_SAFE_EXIT = {"safe": 0, "race": 1, "unknown": 2}
+
+
+assert_safe_option = click.option(
+    "--assert-safe", is_flag=True,
+    help="Exit 0 if every experiment is safe, 1 if any races, 2 if any is unknown "
+    "(a crashed server, an interrupted run, too many unknown outcomes).")
+
+
+def _finite(ctx: click.Context, param: click.Parameter, value: float | None) -> float | None:
+    if value is not None and not math.isfinite(value):
+        raise click.BadParameter(f"must be a finite number, got {value}")
+    return value
+
+
+def _bound(value: float | None) -> int | None:
+    return None if value is None else int(value)
+
+
+def spec_default(name: str) -> Any:
+    from scenarios.spec import ExperimentSpec
+
+    return ExperimentSpec.__dataclass_fields__[name].default
+
+
+# Options shared by every command that launches a server.
+server_options = spec_options(only=("mode", "store", "window", "work_us", "workers", "threads",
+                                    "instances", "scenario"))
+
+
+def build_server(settings: Settings, **opts: Any) -> tuple[ServerConfig, LaunchSpec]:
+    """Turn the shared server options into a config and a launch spec."""
+    from scenarios.spec import spec_from_options
+
+    spec = spec_from_options({k: opts.get(k) for k in (
+        "scenario", "store", "window", "work_us", "mode", "workers", "threads", "instances")})
+    config = ServerConfig(
+        scenario=spec.scenario,
+        store=spec.store,
+        window=spec.window,
+        work_us=spec.work_us,
+        mode=spec.mode,
+        redis_url=settings.redis_url,
+        postgres_dsn=settings.postgres_dsn,
+        memcached=settings.memcached,
+        session_backend=settings.session_backend,
+    )
+    launch = LaunchSpec(
+        mode=spec.mode,
+        workers=spec.workers,
+        threads=spec.threads,
+        instances=spec.instances,
+        host=opts.get("host", "127.0.0.1"),
+        port=opts.get("port", 0) or 0,
+    )
+    return config, launch
+
+
+def swarm_and_print(settings: Settings, spec: Any, run_dir: Path, assert_safe: bool) -> None:
+    """``racelab swarm``'s body: one experiment on the stores ``settings`` points at."""
+    from scenarios.experiment import run_experiment
+
+    run_and_print("swarm", spec, run_dir, assert_safe, lambda progress: run_experiment(
+        spec, run_dir, redis_url=settings.redis_url, postgres_dsn=settings.postgres_dsn,
+        memcached=settings.memcached, progress=progress))
+
+
+def run_and_print(verb: str, spec: Any, run_dir: Path, assert_safe: bool,
+                  run: Any) -> None:
+    """Run one experiment with a progress bar, analyse it once, print the analysis.
+
+    ``run(progress)`` returns the summary. A signal still analyses what was
+    recorded (marked partial) before it stops the command.
+    """
+    from rich.console import Console
+    from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
+
+    from reports._check_output import print_experiment
+    from reports.results import analyse_experiment, verdict_word
+
+    with Progress(TextColumn(f"[bold]{verb}"), BarColumn(), TextColumn("{task.completed} ops"),
+                  TimeElapsedColumn(), console=Console(stderr=True), transient=True) as bar:
+        task_id = bar.add_task(verb, total=spec.requests or None)
+        try:
+            summary = run(lambda done, _elapsed: bar.update(task_id, completed=done))
+        except KeyboardInterrupt:
+            analyse_experiment(run_dir, {"partial": True, "partial_reason": "interrupted"})
+            click.echo(f"interrupted; what was recorded is in {run_dir}", err=True)
+            raise
+    entry = analyse_experiment(run_dir)
+    print_experiment(Console(), entry, summary, run_dir)
+    if assert_safe:
+        raise SystemExit(ASSERT_SAFE_EXIT[verdict_word(entry)])
+    if summary["server"]["died"] or summary["status"] != "ok":
+        raise click.ClickException(
+            f"{summary['error'] or f'the {verb} failed'}; see {run_dir}")
+
+
+def not_negative(ctx: click.Context, param: click.Parameter, value: int | None) -> int | None:
+    """A click callback for ``--final``: a counter's value, never below 0."""
+    if value is not None and value < 0:
+        raise click.BadParameter(f"a counter's final value is never negative, got {value}")
+    return value
+
+
+HISTORY_FORMATS = ("auto", "csv", "parquet", "jepsen-json", "jepsen-edn")
+
+
+def import_quietly(module: str) -> None:
+    """Import a module ahead of its use; a failure shows where it is used, not here."""
+    import importlib
+
+    with contextlib.suppress(Exception):
+        importlib.import_module(module)
+
+
+def scenario_of(run_dir: Path) -> str:
+    """The scenario a run directory's summary.json names; ``counter`` when it names none."""
+    try:
+        summary = json.loads((run_dir / "summary.json").read_text(encoding="utf-8"))
+    except (OSError, ValueError, RecursionError):
+        return "counter"
+    if not isinstance(summary, dict):
+        return "counter"
+    experiment = summary.get("experiment")
+    found = experiment.get("scenario") if isinstance(experiment, dict) else None
+    found = found or summary.get("scenario")
+    return found if isinstance(found, str) and found else "counter"
+
+
+def run_demo_command(
+    settings: Settings,
+    cells: Any,
+    *,
+    preset: str,
+    nominal_budget_s: float,
+    budget: float | None,
+    out: str | None,
+    open_report: bool,
+    as_json: bool,
+    assert_safe: bool = False,
+    repeat: int | None = None,
+) -> None:
+    """Shared body of ``demo`` and ``matrix``: run, print the table, say where the report is."""
+    import dataclasses
+
+    from rich.console import Console
+
+    from demo_server.services import services_for
+
+    if repeat is not None:
+        cells = [dataclasses.replace(cell, repeat=repeat) for cell in cells]
+
+    err = Console(stderr=True, highlight=False)
+    run_dir = make_run_dir(out, preset, empty=True)
+    with services_for(settings, sorted({cell.store for cell in cells}),
+                      settings.session_backend) as started:
+        _run_cells(started, cells, run_dir, err, preset=preset,
+                   nominal_budget_s=nominal_budget_s, budget=budget, as_json=as_json,
+                   open_report=open_report, assert_safe=assert_safe)
+
+
+def _run_cells(settings: Settings, cells: Any, run_dir: Path, err: Any, *, preset: str,
+               nominal_budget_s: float, budget: float | None, as_json: bool,
+               open_report: bool, assert_safe: bool) -> None:
+    from reports.progress import MatrixConsoleProgress
+    from reports.table import print_table
+    from scenarios.demo import run_demo
+
+    config = ServerConfig(redis_url=settings.redis_url, postgres_dsn=settings.postgres_dsn,
+                          memcached=settings.memcached,
+                          session_backend=settings.session_backend)
+    def on_skip(store: str, reason: str) -> None:
+        err.print(f"skipped {store}: {reason} (see racelab doctor)")
+
+    def on_plan(count: int) -> None:
+        err.print(f"racelab {preset}: {count} cells; writing to {run_dir}")
+
+    progress = MatrixConsoleProgress(err, quiet=as_json)
+    try:
+        result = run_demo(cells, run_dir, config, preset=preset, budget_s=budget,
+                          nominal_budget_s=nominal_budget_s, progress=progress,
+                          on_skip=on_skip, on_plan=on_plan)
+    finally:
+        progress.close()
+    if as_json:
+        click.echo(json.dumps(result.results, indent=2))
+    else:
+        print_table(result.results)
+    outcome = result.outcome
+    failed = [o for o in outcome.outcomes if o.status == "failed"]
+    if outcome.partial:
+        err.print(f"partial run: {result.results['run'].get('partial_reason', '')}; "
+                  f"re-render it any time with: racelab report {run_dir}")
+    timing = result.results["run"].get("timing") or {}
+    if timing.get("load_s"):
+        err.print(f"time: {timing['wall_s']:.1f} s in all for {timing['load_s']:.1f} s of load "
+                  f"over {timing['cells']} cells ({timing['wall_s'] / timing['load_s']:.1f}x)")
+    report = result.written.get("html")
+    err.print(f"report: {report}" if report else f"results: {result.written['results']}")
+    if open_report and report:
+        import webbrowser
+
+        webbrowser.open(report.resolve().as_uri())
+    if outcome.interrupted:
+        raise SystemExit(128 + (interrupts.first_signal() or signal.SIGINT))
+    if assert_safe:
+        from reports.results import verdict_word
+
+        words = {verdict_word(e) for e in result.results["experiments"]} or {"unknown"}
+        code = 1 if "race" in words else 2 if "unknown" in words else 0
+        raise SystemExit(code)
+    if failed:
+        raise click.ClickException(
+            f"{len(failed)} of {len(outcome.outcomes)} cells could not be run "
+            f"(shown as unknown in the report); first: {failed[0].cell.label}: "
+            f"{failed[0].error.splitlines()[0] if failed[0].error else ''}"
+        )
+
+
+budget_option = click.option(
+    "--budget", type=click.FloatRange(min=5, min_open=False), default=None, metavar="SECONDS",
+    help="Scale the swarms so the run takes about this long.",
+)
+
+
+repeat_option = click.option(
+    "--repeat", type=click.IntRange(min=1), default=None, metavar="N",
+    help="Run each cell N times and report how often it raced (default: the preset's).",
+)
+
+
+out_option = click.option(
+    "--out", type=click.Path(file_okay=False), default=None,
+    help="Run directory (default: runs/NAME-TIMESTAMP).",
+)
+
+
+def name_list(kind: str, allowed: tuple[str, ...]) -> Any:
+    """A click callback parsing a comma-separated list of ``kind`` names from ``allowed``."""
+    def parse(ctx: click.Context, param: click.Parameter, value: str) -> list[str]:
+        names = [v.strip() for v in value.split(",") if v.strip()]
+        for name in names:
+            if name not in allowed:
+                raise click.BadParameter(
+                    f"unknown {kind} {name!r}; choose from {', '.join(allowed)}"
+                )
+        if not names:
+            raise click.BadParameter(f"give at least one {kind}")
+        return names
+
+    return parse
+
