@@ -364,7 +364,7 @@ def demo(settings: Settings, preset: str, out: str | None, open_report: bool,
     \b
     Examples:
       racelab demo                         # classroom preset, under a minute on 2 cores
-      racelab demo --preset quick --open   # about ten seconds, then open the report
+      racelab demo --preset quick --open   # about five seconds, then open the report
       racelab demo --preset my-grid.toml --budget 300
       racelab demo --preset quick --repeat 5  # how often each cell races, k of 5
     """
@@ -372,9 +372,9 @@ def demo(settings: Settings, preset: str, out: str | None, open_report: bool,
 
     loaded = load_preset(preset)
     run_demo_command(settings, loaded.cells, preset=loaded.name,
-                      nominal_budget_s=loaded.budget_s, budget=budget, out=out,
-                      open_report=open_report, as_json=as_json, assert_safe=assert_safe,
-                      repeat=repeat)
+                     nominal_budget_s=loaded.budget_s, budget=budget, out=out,
+                     open_report=open_report, as_json=as_json, assert_safe=assert_safe,
+                     repeat=repeat, interpreters=loaded.interpreters)
 
 
 @main.command()

@@ -26,9 +26,12 @@ def _request(method: str, url: str, timeout: float) -> dict[str, Any]:
         path = parts.path or "/"
         if parts.query:
             path += "?" + parts.query
-        conn.request(method, path, headers={"Connection": "close"})
-        resp = conn.getresponse()
-        body = resp.read()
+        try:
+            conn.request(method, path, headers={"Connection": "close"})
+            resp = conn.getresponse()
+            body = resp.read()
+        except http.client.HTTPException as exc:  # a cut answer is a failed call too
+            raise OSError(f"{method} {url}: {type(exc).__name__}: {exc}") from exc
         if resp.status != 200:
             raise OSError(f"{method} {url} answered HTTP {resp.status}: {body[:200]!r}")
         data: dict[str, Any] = json.loads(body)

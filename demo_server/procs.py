@@ -540,6 +540,11 @@ class Zygote:
             group, self._group = self._group, None
         if group is None:
             return
+        if not self._ready and not self._children:
+            # Never used (a command that stopped early): it may still be importing,
+            # and holds nothing to wait for.
+            stop_groups([group], grace=1.0, first_signal=signal.SIGKILL, raise_leftovers=False)
+            return
         popen = group.popen
         with contextlib.suppress(OSError):
             if popen.stdin is not None:
@@ -551,6 +556,27 @@ class Zygote:
         if popen.stdout is not None:
             popen.stdout.close()
 
+    def wait_ready(self) -> bool:
+        """Wait for the zygote's imports (at most ``ready_timeout``); True if it can fork."""
+        with self._lock:
+            return self._group is not None and self._await_ready()
+
+    def _await_ready(self) -> bool:
+        """With the lock held: read the zygote's first line once; False once it failed."""
+        if self.error:
+            return False
+        if not self._ready:
+            assert self._group is not None
+            try:
+                first = self._read_line(self._group.popen, self.ready_timeout)
+                if "ready" not in first:
+                    raise OSError(str(first.get("error") or "the zygote did not start"))
+            except (OSError, ValueError) as exc:
+                self.error = str(exc) or type(exc).__name__
+                return False
+            self._ready = True
+        return True
+
     def _ask(self, request: Mapping[str, object]) -> dict[str, Any] | None:
         """Send one request, read its answer; None (and the zygote given up) on failure.
 
@@ -559,16 +585,11 @@ class Zygote:
         """
         with self._lock:
             group = self._group
-            if group is None or self.error:
+            if group is None or not self._await_ready():
                 return None
             popen = group.popen
             assert popen.stdin is not None and popen.stdout is not None
             try:
-                if not self._ready:
-                    first = self._read_line(popen, self.ready_timeout)
-                    if "ready" not in first:
-                        raise OSError(str(first.get("error") or "the zygote did not start"))
-                    self._ready = True
                 popen.stdin.write(json.dumps(request).encode() + b"\n")
             except (OSError, ValueError) as exc:
                 self.error = str(exc) or type(exc).__name__

@@ -10,6 +10,7 @@ import subprocess
 import sys
 import time
 import uuid
+from collections.abc import Iterable
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -144,6 +145,16 @@ class ServerZygotes:
         if family not in self._zygotes:
             self._zygotes[family] = Zygote(_ZYGOTE_MODULES[family])
         return self._zygotes[family]
+
+    def prepare(self, modes: Iterable[str]) -> None:
+        """Start the zygotes that ``modes`` will need now: their imports run meanwhile."""
+        for mode in modes:
+            self.for_mode(LaunchSpec(mode=mode).instance_spec().mode)
+
+    def wait_ready(self) -> None:
+        """Wait until every zygote started has done its imports, so none runs during a swarm."""
+        for zygote in self._zygotes.values():
+            zygote.wait_ready()
 
     def close(self) -> None:
         for zygote in self._zygotes.values():
@@ -348,7 +359,7 @@ class Supervisor(StartStop["Supervisor"]):
         pool = self.spec.instance_spec().mode in MULTI_WORKER_MODES
         for index, url in enumerate(self.urls):
             expected = set(self.workers(index)) if pool else self.worker_pids.get(url, set())
-            hold = 30 if len(expected) > 1 else 0
+            hold = 10 if len(expected) > 1 else 0
 
             def enough(seen: set[int], expected: set[int] = expected) -> bool:
                 return expected <= seen or not self.config.per_process
@@ -391,6 +402,10 @@ class Supervisor(StartStop["Supervisor"]):
         try:
             killed = stop_groups(groups, self.stop_grace, first_signal=first)
         finally:
+            for proc in self._procs:  # a killed gunicorn leaves its control socket behind
+                socket_path = self._control_socket(proc.name)
+                if socket_path:
+                    Path(socket_path).unlink(missing_ok=True)
             self._procs, self._manager = [], None
             if self._prepared:
                 self._prepared = False
@@ -452,9 +467,9 @@ class Supervisor(StartStop["Supervisor"]):
         # Every request of ``processes`` is a fresh fork: one answer is all there is.
         want = 1 if self.spec.mode == "processes" else workers
         answers: dict[int, dict[str, Any]] = {}
-        # Concurrent probes that each keep their worker busy 20 ms reach every
+        # Concurrent probes that each keep their worker busy 10 ms reach every
         # worker of a pool; they end as soon as every worker has answered.
-        probe = f"{url}{self.health_path}" + ("?hold_ms=20" if want > 1 else "")
+        probe = f"{url}{self.health_path}" + ("?hold_ms=10" if want > 1 else "")
         while time.monotonic() < deadline:
             if proc.popen.poll() is not None:
                 raise self._exited_error(proc)

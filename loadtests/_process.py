@@ -38,6 +38,7 @@ CHUNK_BYTES = 1 << 20
 PROGRESS_EVERY = 0.25
 _DRAIN_AFTER_S = 3.0  # after the grace: how long ended requests get to be recorded
 _QUIT_RECORD_S = 1.0  # at quitting: how long ended requests get to be recorded
+_JOIN_WAIT_S = 0.05  # after spawning: how long round 0 waits for users still connecting
 
 
 def write_progress(path: str, rows: int, stats: Any) -> None:
@@ -68,6 +69,7 @@ class LoadProcess:
         self.connections: list[Connection] = []  # of every user, for the watchdog
         self.clients: dict[int, Any] = {}
         self.users = 0
+        self.connected = 0
         self.live = 0
         self.idle_sent = False
         self.finishing = False
@@ -118,7 +120,15 @@ class LoadProcess:
 
     def on_spawning_complete(self, **_kw: Any) -> None:
         # The last users spawned have not run yet: let them join before round 0.
-        gevent.spawn_later(0.05, self.rendezvous.started.set)
+        gevent.spawn(self._start_when_connected)
+
+    def _start_when_connected(self) -> None:
+        """Round 0 once every user spawned here has connected, or ``_JOIN_WAIT_S`` on."""
+        deadline = time.monotonic() + _JOIN_WAIT_S
+        expected = self.environment.runner.user_count
+        while self.connected < expected and time.monotonic() < deadline:
+            gevent.sleep(0.001)
+        self.rendezvous.started.set()
 
     def on_test_stopping(self, **_kw: Any) -> None:
         self.rendezvous.cancel()
@@ -169,6 +179,10 @@ class LoadProcess:
         self.users += 1
         self.live += 1
         return number
+
+    def user_connected(self) -> None:
+        """A user is ready to make its first operation (connected, or failed to)."""
+        self.connected += 1
 
     def user_stopped(self) -> None:
         self.live -= 1

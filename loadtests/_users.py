@@ -65,6 +65,7 @@ class _RecordingUser(FastHttpUser):
         for conn in self.connections:  # pre-connect; failures show up on first use
             with contextlib.suppress(OSError):
                 conn.connect(config.timeout)
+        swarm.user_connected()
 
     def on_stop(self) -> None:
         if self.stopped:

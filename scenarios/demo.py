@@ -12,8 +12,9 @@ import json
 import os
 import shlex
 import sys
+import threading
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -29,7 +30,7 @@ from scenarios.matrix import (
 )
 from scenarios.presets import Cell
 
-__all__ = ["DemoResult", "run_demo"]
+__all__ = ["DemoResult", "Launchers", "run_demo", "start_launchers"]
 
 
 @dataclasses.dataclass
@@ -66,10 +67,55 @@ def _failed_summary(cell: Cell, cell_dir: Path, reason: str) -> None:
     (cell_dir / "summary.json").write_text(json.dumps(summary, indent=2))
 
 
+@dataclasses.dataclass
+class Launchers:
+    """A matrix's zygotes: one that imported Locust, one per family of server modes.
+
+    Each cell's Locust process and server is forked from one of them instead of
+    importing Locust (or gunicorn, Werkzeug and Flask) again; ``close`` ends them.
+    """
+
+    locust: Zygote
+    servers: ServerZygotes
+
+    def __enter__(self) -> Launchers:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def close(self) -> None:
+        self.servers.close()
+        self.locust.close()
+
+
+def start_launchers(cells: Iterable[Cell]) -> Launchers:
+    """Start the zygotes ``cells`` need; their imports run while the caller goes on.
+
+    A command starts them before its own imports and checks, so that the first
+    cell waits for as little as possible (Locust's import alone takes most of a
+    second of CPU).
+    """
+    from loadtests.runner import locust_zygote
+
+    servers = ServerZygotes()
+    launchers = Launchers(locust_zygote(), servers)
+    servers.prepare(cell.mode for cell in cells if not cell.app)
+    return launchers
+
+
+def _import_report_modules() -> None:
+    """Import what the report draws and renders with; a failure shows where they are used."""
+    with contextlib.suppress(Exception):
+        import reports.html
+        import reports.plots  # noqa: F401
+
+
 def make_cell_runner(
     config: ServerConfig, on_swarm: Callable[[int, float], None] | None = None,
     zygote: Zygote | None = None,
     server_zygotes: ServerZygotes | None = None,
+    before_swarm: Callable[[], None] | None = None,
 ) -> Callable[[Cell, Path], dict[str, Any]]:
     """A cell runner for ``run_matrix``: one experiment, then its check.
 
@@ -78,6 +124,7 @@ def make_cell_runner(
         on_swarm: progress of the current swarm (requests done, elapsed seconds).
         zygote: starts every cell's Locust processes (``loadtests.runner.locust_zygote``).
         server_zygotes: start every cell's servers (``demo_server.supervisor.ServerZygotes``).
+        before_swarm: called in every cell once its server answers, before its load.
 
     Returns:
         A function running one cell into its directory and returning
@@ -93,7 +140,7 @@ def make_cell_runner(
             run_experiment(spec, cell_dir, redis_url=config.redis_url,
                            postgres_dsn=config.postgres_dsn, memcached=config.memcached,
                            progress=on_swarm, zygote=zygote,
-                           server_zygotes=server_zygotes)
+                           server_zygotes=server_zygotes, before_swarm=before_swarm)
         except RacelabError as exc:
             _failed_summary(cell, cell_dir, str(exc))
             raise
@@ -126,6 +173,8 @@ def run_demo(
     on_plan: Callable[[int], None] | None = None,
     cell_runner: Callable[[Cell, Path], dict[str, Any]] | None = None,
     interpreters: bool = True,
+    launchers: Launchers | None = None,
+    started: float | None = None,
 ) -> DemoResult:
     """Run ``cells`` into ``run_dir`` and render the report.
 
@@ -143,6 +192,10 @@ def run_demo(
         cell_runner: replaces the real experiment (tests of the loop only).
         interpreters: also race the original code in threads under every Python
             found on the machine (``scenarios.interpreters``), for the report.
+        launchers: zygotes the caller started early (``start_launchers``); run_demo
+            closes them. Default: started here.
+        started: when the command began (``time.time()``), for the wall time the
+            run reports; default: now.
 
     Returns:
         The matrix outcome, results.json's content and the written files.
@@ -160,18 +213,26 @@ def run_demo(
         kept = scale_cells(kept, budget_s / nominal_budget_s)
     command = shlex.join(["racelab", *sys.argv[1:]]) if sys.argv else "racelab demo"
     meta: dict[str, Any] = {"preset": preset, "command": command, "budget_s": budget_s,
-                            "started": time.time()}
+                            "started": time.time() if started is None else started}
     checked: dict[Path, dict[str, Any]] = {}  # each cell's results entry, checked once
     with contextlib.ExitStack() as stack:
         base_runner = cell_runner
         if base_runner is None:
             # Zygotes for the whole matrix: each cell's Locust process and server are
             # forked from a process that imported Locust (or gunicorn and Flask) once.
-            from loadtests.runner import locust_zygote
+            running = stack.enter_context(launchers or start_launchers(kept))
+            # While the zygotes import Locust and every server family, this process
+            # imports the report's modules; the first swarm waits for all of them.
+            warm_up = threading.Thread(target=_import_report_modules, daemon=True)
+            warm_up.start()
 
-            base_runner = make_cell_runner(
-                config, zygote=stack.enter_context(locust_zygote()),
-                server_zygotes=stack.enter_context(ServerZygotes()))
+            def before_swarm() -> None:
+                running.servers.wait_ready()
+                warm_up.join()
+
+            base_runner = make_cell_runner(config, zygote=running.locust,
+                                           server_zygotes=running.servers,
+                                           before_swarm=before_swarm)
 
         def run_cell(cell: Cell, cell_dir: Path) -> dict[str, Any]:
             found = base_runner(cell, cell_dir)

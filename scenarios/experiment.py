@@ -63,6 +63,7 @@ def run_experiment(
     progress: Callable[[int, float], None] | None = None,
     zygote: Zygote | None = None,
     server_zygotes: ServerZygotes | None = None,
+    before_swarm: Callable[[], None] | None = None,
 ) -> dict[str, Any]:
     """Run one experiment and write its files into ``run_dir``.
 
@@ -81,6 +82,8 @@ def run_experiment(
         zygote: starts the Locust processes (``loadtests.runner.locust_zygote``);
             a matrix keeps one for all its cells.
         server_zygotes: start the servers (``demo_server.supervisor.ServerZygotes``).
+        before_swarm: called once the server answers, before the load starts (a matrix
+            waits there for its zygotes' imports, so that none runs during the load).
 
     Returns:
         The summary (also written to ``summary.json``).
@@ -145,6 +148,8 @@ def run_experiment(
             if progress is not None:
                 progress(done, seconds)
 
+        if before_swarm is not None:
+            before_swarm()
         try:
             result = run_swarm(swarm, run_dir, progress=on_progress, zygote=zygote)
         except SwarmInterrupted as exc:  # every row it recorded is merged

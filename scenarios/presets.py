@@ -77,11 +77,13 @@ class Preset:
     budget_s: float
     cells: tuple[Cell, ...]
     source: str
+    #: also race the original code under every Python on the machine (the report's table)
+    interpreters: bool = True
 
 
 _BY_GROUP = {group: {st.name: st for st in SETTINGS if st.group == group}
              for group in ("cell", "server", "swarm", "target")}
-_TOP_KEYS = {"name", "description", "budget_s", "swarm", "server", "cells"}
+_TOP_KEYS = {"name", "description", "budget_s", "interpreters", "swarm", "server", "cells"}
 # ``repeat`` belongs to a matrix cell, not to one experiment: it is no ExperimentSpec setting.
 _SWARM_KEYS = {*_BY_GROUP["swarm"], "repeat"}
 _SERVER_KEYS = set(_BY_GROUP["server"])
@@ -193,10 +195,14 @@ def load_preset(name_or_path: str) -> Preset:
     budget = data.get("budget_s", 120)
     if not isinstance(budget, (int, float)) or budget <= 0:
         raise ConfigError(f"{where}: budget_s must be a positive number of seconds")
+    interpreters = data.get("interpreters", True)
+    if not isinstance(interpreters, bool):
+        raise ConfigError(f"{where}: interpreters must be true or false")
     return Preset(
         name=str(data.get("name", path.stem)),
         description=str(data.get("description", "")),
         budget_s=float(budget),
         cells=expand(where, groups, swarm, server),
         source=where,
+        interpreters=interpreters,
     )

@@ -46,6 +46,8 @@ def test_windows_apply_only_to_windowed_stores(tmp_path) -> None:
         ("colour = 1\n[[cells]]\nstores=['g']\nwindows=['none']\nmodes=['single']\n",
          "unknown key 'colour'"),
         ("[[cells]\n", "invalid TOML"),
+        ("interpreters = 'no'\n[[cells]]\nstores=['g']\nwindows=['none']\nmodes=['single']\n",
+         "interpreters must be true or false"),
     ],
 )
 def test_bad_preset_files_are_one_clear_error(tmp_path, text: str, message: str) -> None:
@@ -60,3 +62,9 @@ def test_unknown_preset_name_lists_the_shipped_ones() -> None:
     """A name that is neither shipped nor a file lists the choices."""
     with pytest.raises(ConfigError, match="classroom"):
         load_preset("nonesuch")
+
+
+def test_quick_leaves_the_interpreter_table_to_classroom() -> None:
+    """quick races no interpreters (its seconds go to the cells); classroom does."""
+    assert load_preset("quick").interpreters is False
+    assert load_preset("classroom").interpreters is True

@@ -201,3 +201,18 @@ def test_a_zygote_child_is_stopped_like_any_group(tmp_path) -> None:
     # Closing the zygote stops a child nobody stopped (a launch cut short by a signal).
     assert not psutil.pid_exists(forgotten.pid) or \
         psutil.Process(forgotten.pid).status() == "zombie"
+
+
+def test_a_zygote_waits_for_its_imports_and_a_never_used_one_ends_at_once(tmp_path) -> None:
+    """wait_ready is True once the imports are done (False for a failed zygote); closing a
+    zygote nobody asked for anything ends it without waiting for its imports."""
+    with Zygote(["json.tool"]) as zygote:
+        assert zygote.wait_ready()
+        assert zygote.wait_ready()  # once ready, stays ready
+    broken = Zygote(["no_such_module_anywhere"])
+    assert not broken.wait_ready() and "no_such_module_anywhere" in broken.error
+    broken.close()
+    slow = Zygote(["json.tool"])
+    pid = slow._group.popen.pid  # type: ignore[union-attr]
+    slow.close()  # still importing, or idle: nothing of it is kept
+    assert not psutil.pid_exists(pid) or psutil.Process(pid).status() == "zombie"
