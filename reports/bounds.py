@@ -18,6 +18,7 @@ __all__ = [
     "CONFIDENCE",
     "METHOD",
     "bound_sentence",
+    "bound_short",
     "repeat_sentence",
     "repeats_summary",
     "runs_raced",
@@ -91,6 +92,13 @@ def _percent(rate: float) -> str:
     if percent >= 1:
         return f"{percent:.1f}%"
     return f"{percent:.2g}%"
+
+
+def bound_short(bound: Mapping[str, Any] | None) -> str:
+    """``<0.75% at 95%``: the bound alone, for a table cell; empty without one."""
+    if not bound:
+        return ""
+    return f"<{_percent(float(bound['upper']))} at {float(bound['confidence']):.0%}"
 
 
 def bound_sentence(bound: Mapping[str, Any] | None) -> str:

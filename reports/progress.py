@@ -48,6 +48,7 @@ class MatrixConsoleProgress:
                       anomalous_cells: int) -> None:
         if self.quiet:
             return
+        from reports.bounds import bound_short
         from reports.failure_modes import label_of, mode_names
 
         verdict = label_of(outcome.valid, outcome.failure_modes)
@@ -56,6 +57,9 @@ class MatrixConsoleProgress:
         names = ", ".join(mode_names(outcome.failure_modes))
         detail = (f" ({outcome.anomalies} anomalies{': ' + names if names else ''})"
                   if outcome.valid == "no" else "")
+        if verdict == "safe" and outcome.safe_bound:
+            detail = (f" (0 in {int(outcome.safe_bound['ok']):,} ok: "
+                      f"{bound_short(outcome.safe_bound)} confidence)")
         if outcome.valid == "unknown" and outcome.error:
             detail = f" ({outcome.error.splitlines()[0][:120]})"
         self.console.print(

@@ -16,7 +16,7 @@ from rich.console import Console
 from rich.table import Table
 from rich.text import Text
 
-from reports.bounds import runs_raced
+from reports.bounds import bound_short, runs_raced, safe_bound
 from reports.failure_modes import mode_names, modes_of, verdict_label
 from reports.results import cell_key, mode_store_keys
 
@@ -53,9 +53,24 @@ def _modes(entry: Mapping[str, Any]) -> str:
     return ", ".join(mode_names(modes_of(entry))) or "-"
 
 
+def _bound(entry: Mapping[str, Any]) -> str:
+    """A safe cell's bound on its anomaly rate (``<0.75% at 95%``); empty for others."""
+    return bound_short(entry.get("safe_bound") or safe_bound(entry))
+
+
+def _caption(entries: Sequence[Mapping[str, Any]]) -> str | None:
+    """What a safe cell's bound means, under a table that shows one."""
+    if not any(_bound(e) for e in entries):
+        return None
+    return ("safe <x% at 95%: no anomaly in its ok requests, so its anomaly rate is below x% "
+            "at 95% confidence (exact binomial)")
+
+
 def _cell_text(entry: Mapping[str, Any]) -> Text:
     word = verdict_label(entry)
     text = Text(word, style=STYLES[word])
+    if word == "safe" and _bound(entry):
+        text.append("\n" + _bound(entry), style="dim")
     if word in ("race", "per-request"):
         text.append(f" {entry.get('anomalies')} ({format_rate(entry.get('anomaly_rate'))})")
         if word == "race" or _modes(entry) != "per request":
@@ -82,7 +97,9 @@ def _rows_table(
     # Below 90 columns the timing columns are left out (and the ok ops, when a
     # column says how often repeated cells raced).
     narrow = width < 90
-    table = Table(title=title, box=box.SIMPLE_HEAD, header_style="bold", pad_edge=False)
+    # Narrow: one space less between columns, so that "failure mode" keeps its words.
+    table = Table(title=title, box=box.SIMPLE_HEAD, header_style="bold", pad_edge=False,
+                  collapse_padding=narrow, caption=_caption(entries), caption_justify="left")
     table.add_column("mode", no_wrap=True)
     table.add_column("store", no_wrap=True)
     table.add_column("window", no_wrap=True)
@@ -92,7 +109,7 @@ def _rows_table(
     with_ops = not (narrow and repeated)  # room for how often each cell raced
     if with_ops:
         table.add_column("ok ops", justify="right", no_wrap=True)
-    table.add_column("failure mode", min_width=12)
+    table.add_column("failure mode", min_width=12)  # a safe row: its bound
     if repeated:
         table.add_column("raced", justify="right", no_wrap=True)
     if not narrow:
@@ -112,7 +129,7 @@ def _rows_table(
             _verdict_text(entry),
             _anomalies(entry),
             *([_number((entry.get("ops") or {}).get("ok"))] if with_ops else []),
-            _modes(entry),
+            _bound(entry) or _modes(entry),
         ]
         if repeated:
             cells.append(runs_raced(entry).split(" ")[0] or "-")
@@ -126,7 +143,8 @@ def _grid_table(entries: Sequence[Mapping[str, Any]], title: str | None) -> Tabl
     rows, cols, _ = mode_store_keys(entries)
     multi_window = any("/" in c for c in cols)
     cells = {cell_key(e, multi_window): e for e in entries}
-    table = Table(title=title, box=box.SIMPLE_HEAD, header_style="bold", pad_edge=False)
+    table = Table(title=title, box=box.SIMPLE_HEAD, header_style="bold", pad_edge=False,
+                  caption=_caption(entries), caption_justify="left")
     table.add_column("mode \\ store")
     for col in cols:
         table.add_column(col, overflow="fold")

@@ -47,6 +47,8 @@ class CellOutcome:
     anomalies: int = 0
     elapsed_s: float = 0.0
     failure_modes: list[str] = dataclasses.field(default_factory=list)
+    #: a safe cell's bound on its anomaly rate (``reports.bounds.safe_bound``)
+    safe_bound: dict[str, Any] | None = None
 
 
 @dataclasses.dataclass
@@ -158,6 +160,7 @@ def run_matrix(
                 outcome.anomalies = int(found.get("anomalies", 0))
                 outcome.failure_modes = list((found.get("entry") or {}).get("failure_modes")
                                              or ())
+                outcome.safe_bound = (found.get("entry") or {}).get("safe_bound")
                 outcome.error = str(found.get("reason", "")) if outcome.valid == "unknown" else ""
             except RacelabError as exc:
                 outcome.status, outcome.valid, outcome.error = "failed", "unknown", str(exc)

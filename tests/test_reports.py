@@ -343,6 +343,19 @@ def test_table_snapshot_partial_with_unknown() -> None:
     assert_snapshot("table_partial.txt", text)
 
 
+def test_an_80_column_table_keeps_every_word() -> None:
+    """At 80 columns (a pipe, a log) the longest mode and failure modes are never cropped."""
+    results = synthetic_results([
+        synthetic_entry("a", "gunicorn-sync", "global", "no", anomalies=147),
+        synthetic_entry("b", "threaded", "global", "no", window="yield", anomalies=113),
+        synthetic_entry("c", "gunicorn-gthread", "sqlite", "yes"),
+    ])
+    text = table_text(results, width=80, layout="rows")
+    assert "failure mode" in text and "gunicorn-gthread" in text
+    assert "interleaving" in text and "separate copies" in text
+    assert max(len(line) for line in text.splitlines()) <= 80
+
+
 def test_table_never_says_safe_for_unknown() -> None:
     """Unknown is written 'unknown' in both layouts, never blank or 'safe'."""
     results = synthetic_results([synthetic_entry("a", "threaded", "global", "unknown"),
