@@ -121,10 +121,11 @@ def find_interpreters(extra: Sequence[str] = ()) -> list[str]:
     return list(unique.values())
 
 
-def _run_one(python: str, threads: int, increments: int, timeout: float) -> InterpreterResult:
+def _run_one(python: str, script: str, threads: int, increments: int,
+             timeout: float) -> InterpreterResult:
     try:
         proc = subprocess.run(
-            [python, "-c", race_script(), str(threads), str(increments)],
+            [python, "-c", script, str(threads), str(increments)],
             capture_output=True, text=True, timeout=timeout, stdin=subprocess.DEVNULL,
         )
     except (OSError, subprocess.TimeoutExpired) as exc:
@@ -165,14 +166,17 @@ def run_interpreters(
     """
     if threads < 2 or increments < 1:
         raise ConfigError("the race needs at least 2 threads and 1 increment each")
+    # Once, here: inspect.getsource parses a module, and CPython 3.11's parser is not safe
+    # to run from two threads at once ("AST constructor recursion depth mismatch").
+    script = race_script()
     if jobs > 1 and len(pythons) > 1:
         from concurrent.futures import ThreadPoolExecutor
 
         with ThreadPoolExecutor(max_workers=jobs) as pool:
-            results = list(pool.map(lambda p: _run_one(p, threads, increments, timeout),
+            results = list(pool.map(lambda p: _run_one(p, script, threads, increments, timeout),
                                     pythons))
     else:
-        results = [_run_one(p, threads, increments, timeout) for p in pythons]
+        results = [_run_one(p, script, threads, increments, timeout) for p in pythons]
 
     def key(r: InterpreterResult) -> tuple[int, ...]:
         parts = [int(x) for x in r.version.split(".")[:3] if x.isdigit()]
