@@ -216,6 +216,8 @@ def run_demo(
                             "started": time.time() if started is None else started}
     checked: dict[Path, dict[str, Any]] = {}  # each cell's results entry, checked once
     with contextlib.ExitStack() as stack:
+        if launchers is not None:
+            stack.enter_context(launchers)  # closed here, whoever runs the cells
         base_runner = cell_runner
         if base_runner is None:
             # Zygotes for the whole matrix: each cell's Locust process and server are
