@@ -531,8 +531,12 @@ class Zygote:
     def close(self) -> None:
         """End the zygote, and any child of it still running (its launcher normally stops it)."""
         reply = self._ask({"poll": list(self._children)}) if self._children else None
-        running = [int(pid) for pid, code in ((reply or {}).get("codes") or {}).items()
-                   if code is None]
+        if reply is not None:
+            running = [int(pid) for pid, code in (reply.get("codes") or {}).items()
+                       if code is None]
+        else:  # it cannot say (gone, or a signal cut a start short): ask the system
+            running = [pid for pid in self._children
+                       if (proc := _process(pid)) is not None and _is_live(proc)]
         if running:
             stop_groups([ProcessGroup(ZygoteChild(self, pid, []), "leftover")  # type: ignore[arg-type]
                          for pid in running], grace=2.0, raise_leftovers=False)

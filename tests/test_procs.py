@@ -216,3 +216,25 @@ def test_a_zygote_waits_for_its_imports_and_a_never_used_one_ends_at_once(tmp_pa
     pid = slow._group.popen.pid  # type: ignore[union-attr]
     slow.close()  # still importing, or idle: nothing of it is kept
     assert not psutil.pid_exists(pid) or psutil.Process(pid).status() == "zombie"
+
+
+@pytest.mark.parametrize("why", ["interrupted", "zygote-killed"])
+def test_closing_a_zygote_that_cannot_answer_still_stops_its_children(tmp_path, why) -> None:
+    """A signal that cuts a start short leaves the zygote marked failed, and a zygote may
+    die: its children are still stopped when it closes (asked of the system, since the
+    zygote cannot say; a dead zygote's children are no longer in its tree)."""
+    script = tmp_path / "sleeper.py"
+    script.write_text("import time\ntime.sleep(60)\n")
+    zygote = Zygote(["runpy"])
+    sleeper = zygote.spawn([sys.executable, "-m", "runpy", "sleeper"], "sleeper",
+                           tmp_path / "sleep.txt", cwd=tmp_path)
+    time.sleep(0.2)
+    assert sleeper.alive()
+    if why == "interrupted":
+        zygote.error = "interrupted while starting a process"  # what _ask records then
+    else:
+        os.kill(zygote._group.popen.pid, signal.SIGKILL)  # type: ignore[union-attr]
+        zygote._group.popen.wait(timeout=10)  # type: ignore[union-attr]
+    zygote.close()
+    assert not psutil.pid_exists(sleeper.pid) or \
+        psutil.Process(sleeper.pid).status() == "zombie"
