@@ -11,6 +11,7 @@ import sys
 import time
 from pathlib import Path
 
+import psutil
 import pytest
 
 from demo_server.supervisor import group_members
@@ -79,6 +80,21 @@ def _groups_of(root: int) -> set[int]:
     return groups
 
 
+def _writing_into(run_dir: Path) -> list[str]:
+    """Live processes with a file open under ``run_dir`` (a log, a history), as ``pid cmd``."""
+    found = []
+    root = str(run_dir.resolve())
+    for proc in psutil.process_iter(["pid", "cmdline", "status"]):
+        if proc.info["status"] == psutil.STATUS_ZOMBIE:
+            continue
+        try:
+            if any(f.path.startswith(root) for f in proc.open_files()):
+                found.append(f"{proc.pid} {' '.join(proc.info['cmdline'] or [])[:120]}")
+        except (psutil.NoSuchProcess, psutil.AccessDenied):
+            continue
+    return found
+
+
 def test_sigint_mid_run_leaves_no_process_and_a_partial_report(tmp_path) -> None:
     """Ctrl-C during the third cell: every process stopped, finished cells kept, report partial."""
     run_dir = tmp_path / "run"
@@ -102,6 +118,9 @@ def test_sigint_mid_run_leaves_no_process_and_a_partial_report(tmp_path) -> None
     groups.discard(os.getpgid(0))
     time.sleep(0.5)
     assert all(group_members(g) == [] for g in groups), groups
+    # Also those started after the last look (a server forked as the signal came):
+    # no live process still writes into the run directory.
+    assert _writing_into(run_dir) == [], _writing_into(run_dir)
     results = json.loads((run_dir / "results.json").read_text())
     assert results["run"]["partial"] is True
     assert len([e for e in results["experiments"] if e["status"] == "ok"]) >= 2
