@@ -1,7 +1,7 @@
 """What racelab's commands share: settings, the error-handling group, options, printing.
 
 The options of every command that configures an experiment derive from
-``scenarios.spec.SETTINGS`` (``spec_options``); ``run_and_print`` and
+``scenarios.run.spec.SETTINGS`` (``spec_options``); ``run_and_print`` and
 ``run_demo_command`` run one experiment or a matrix with progress on stderr and
 print the result, which ``cli`` then turns into the exit code.
 """
@@ -19,10 +19,10 @@ from typing import Any
 
 import click
 
-from demo_server import interrupts
-from demo_server.config import ServerConfig
-from demo_server.errors import RacelabError, TargetError
-from demo_server.modes import LaunchSpec
+from demo_server.basics import interrupts
+from demo_server.basics.errors import RacelabError, TargetError
+from demo_server.control.modes import LaunchSpec
+from demo_server.served.config import ServerConfig
 
 _STARTED = time.time()
 
@@ -76,12 +76,12 @@ def spec_options(*groups: str, only: tuple[str, ...] = (), skip: tuple[str, ...]
                  defaults: dict[str, Any] | None = None) -> Any:
     """Click options for the ``ExperimentSpec`` settings of ``groups`` (or ``only`` these).
 
-    Every option is derived from its ``scenarios.spec.Setting``: flag, type,
+    Every option is derived from its ``scenarios.run.spec.Setting``: flag, type,
     bounds, help and default. Options default to None ("not given") and the
     spec's default applies; ``defaults`` names the default shown where the
     command applies another one (a matrix cell's ``MATRIX_DEFAULTS``).
     """
-    from scenarios.spec import SETTINGS
+    from scenarios.run.spec import SETTINGS
 
     defaults = defaults or {}
     chosen = [st for st in SETTINGS if (st.name in only if only else st.group in groups)
@@ -162,7 +162,7 @@ def _bound(value: float | None) -> int | None:
 
 
 def spec_default(name: str) -> Any:
-    from scenarios.spec import ExperimentSpec
+    from scenarios.run.spec import ExperimentSpec
 
     return ExperimentSpec.__dataclass_fields__[name].default
 
@@ -174,7 +174,7 @@ server_options = spec_options(only=("mode", "store", "window", "work_us", "worke
 
 def build_server(settings: Settings, **opts: Any) -> tuple[ServerConfig, LaunchSpec]:
     """Turn the shared server options into a config and a launch spec."""
-    from scenarios.spec import spec_from_options
+    from scenarios.run.spec import spec_from_options
 
     spec = spec_from_options({k: opts.get(k) for k in (
         "scenario", "store", "window", "work_us", "mode", "workers", "threads", "instances")})
@@ -202,7 +202,7 @@ def build_server(settings: Settings, **opts: Any) -> tuple[ServerConfig, LaunchS
 
 def swarm_and_print(settings: Settings, spec: Any, run_dir: Path, assert_safe: bool) -> None:
     """``racelab swarm``'s body: one experiment on the stores ``settings`` points at."""
-    from scenarios.experiment import run_experiment
+    from scenarios.run.experiment import run_experiment
 
     run_and_print("swarm", spec, run_dir, assert_safe, lambda progress: run_experiment(
         spec, run_dir, redis_url=settings.redis_url, postgres_dsn=settings.postgres_dsn,
@@ -219,8 +219,8 @@ def run_and_print(verb: str, spec: Any, run_dir: Path, assert_safe: bool,
     from rich.console import Console
     from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 
-    from reports._check_output import print_experiment
-    from reports.results import analyse_experiment, verdict_word
+    from reports.analysis.results import analyse_experiment, verdict_word
+    from reports.render._check_output import print_experiment
 
     with Progress(TextColumn(f"[bold]{verb}"), BarColumn(), TextColumn("{task.completed} ops"),
                   TimeElapsedColumn(), console=Console(stderr=True), transient=True) as bar:
@@ -292,13 +292,13 @@ def run_demo_command(
     """
     started = command_started()
     run_dir = make_run_dir(out, preset, empty=True)
-    from scenarios.demo import start_launchers
+    from scenarios.run.demo import start_launchers
 
     # The zygotes import Locust and the servers while this process imports the rest.
     with start_launchers(cells) as launchers:
         from rich.console import Console
 
-        from demo_server.services import services_for
+        from demo_server.control.services import services_for
 
         if repeat is not None:
             cells = [dataclasses.replace(cell, repeat=repeat) for cell in cells]
@@ -325,9 +325,9 @@ def _run_cells(settings: Settings, cells: Any, run_dir: Path, err: Any, *, prese
                nominal_budget_s: float, budget: float | None, as_json: bool,
                open_report: bool, assert_safe: bool, interpreters: bool,
                launchers: Any, started: float) -> None:
-    from reports.progress import MatrixConsoleProgress
-    from reports.table import print_table
-    from scenarios.demo import run_demo
+    from reports.render.table import print_table
+    from scenarios.run.demo import run_demo
+    from scenarios.run.progress import MatrixConsoleProgress
 
     config = ServerConfig(redis_url=settings.redis_url, postgres_dsn=settings.postgres_dsn,
                           memcached=settings.memcached,
@@ -369,7 +369,7 @@ def _run_cells(settings: Settings, cells: Any, run_dir: Path, err: Any, *, prese
     if outcome.interrupted:
         raise SystemExit(128 + (interrupts.first_signal() or signal.SIGINT))
     if assert_safe:
-        from reports.results import verdict_word
+        from reports.analysis.results import verdict_word
 
         words = {verdict_word(e) for e in result.results["experiments"]} or {"unknown"}
         code = 1 if "race" in words else 2 if "unknown" in words else 0

@@ -39,9 +39,9 @@ from _cli import (
     spec_options,
     swarm_and_print,
 )
-from demo_server import interrupts
-from demo_server.config import MODES, STORES, WINDOWS
-from demo_server.errors import RacelabError
+from demo_server.basics import interrupts
+from demo_server.basics.errors import RacelabError
+from demo_server.served.config import MODES, STORES, WINDOWS
 
 __all__ = ["main"]
 
@@ -74,7 +74,7 @@ def main(
     """
     # A shell that starts racelab in the background leaves SIGINT ignored; Ctrl-C
     # (or kill -INT) must still stop everything racelab started.
-    # SIGINT, SIGTERM and SIGHUP all stop cleanly (demo_server.interrupts).
+    # SIGINT, SIGTERM and SIGHUP all stop cleanly (demo_server.basics.interrupts).
     interrupts.install()
     ctx.obj = Settings(redis_url, postgres_dsn, memcached, start_services, session_backend)
 
@@ -97,8 +97,8 @@ def serve(settings: Settings, run_dir_name: str | None, **opts: Any) -> None:
       curl http://127.0.0.1:8000/        # the counter, as text
       racelab --start-services serve --store redis   # a private Redis if none answers
     """
-    from demo_server.services import services_for
-    from demo_server.supervisor import Supervisor
+    from demo_server.control.services import services_for
+    from demo_server.control.supervisor import Supervisor
 
     run_dir = make_run_dir(run_dir_name, "serve", "--run-dir")
     build_server(settings, **opts)  # validates the options before anything starts
@@ -133,7 +133,7 @@ def doctor(settings: Settings, as_json: bool) -> None:
       racelab doctor
       racelab --redis-url redis://127.0.0.1:6380/0 doctor --json
     """
-    from demo_server.doctor import diagnose
+    from demo_server.control.doctor import diagnose
 
     checks = diagnose(settings.redis_url, settings.postgres_dsn, settings.memcached)
     if as_json:
@@ -173,8 +173,8 @@ def swarm(settings: Settings, out: str | None, assert_safe: bool, **opts: Any) -
       racelab swarm --app shop:create_app() --request 'POST /buy' --value json:seat \\
           --check tickets --mode gunicorn-gthread
     """
-    from demo_server.services import services_for
-    from scenarios.spec import spec_from_options
+    from demo_server.control.services import services_for
+    from scenarios.run.spec import spec_from_options
 
     spec = spec_from_options({**opts, "session_backend": settings.session_backend})
     build_server(settings, **opts)  # validates the server options before anything starts
@@ -210,8 +210,8 @@ def probe(url: str, insecure: bool, allow_remote: bool, out: str | None, assert_
       racelab probe http://127.0.0.1:8000 --request 'POST /order' --value json:id --check ids
       racelab probe https://127.0.0.1:8443 --insecure --final 'GET /count'
     """
-    from scenarios.probe import check_probe_url, run_probe
-    from scenarios.spec import spec_from_options
+    from scenarios.run.probe import check_probe_url, run_probe
+    from scenarios.run.spec import spec_from_options
 
     base = check_probe_url(url, allow_remote=allow_remote)
     values = {k: v for k, v in opts.items() if v not in (None, ())}
@@ -259,8 +259,8 @@ def check(ctx: click.Context, history: Path, final_value: int | None, final_file
     if final_value is not None and final_file is not None:
         raise click.UsageError("give --final or --final-file, not both")
     try:
-        from reports._final import UnreadableFinal, read_final_file
-        from reports.check_file import check_file
+        from reports.analysis.check_file import check_file
+        from reports.history.final import UnreadableFinal, read_final_file
 
         final: Any = final_value
         if final_file is not None:
@@ -269,7 +269,7 @@ def check(ctx: click.Context, history: Path, final_value: int | None, final_file
             except UnreadableFinal as exc:
                 fail(f"{final_file}: cannot read the final state: {exc}")
         if not as_json:  # import the printer while pyarrow parses (it lets go of the GIL)
-            threading.Thread(target=import_quietly, args=("reports._check_output",),
+            threading.Thread(target=import_quietly, args=("reports.render._check_output",),
                              daemon=True).start()
         try:
             verdict = check_file(history, None if fmt == "auto" else fmt, final=final,
@@ -280,7 +280,7 @@ def check(ctx: click.Context, history: Path, final_value: int | None, final_file
         if as_json:
             click.echo(json.dumps(verdict.to_dict(), indent=2))
         else:
-            from reports._check_output import print_verdict
+            from reports.render._check_output import print_verdict
 
             print_verdict(verdict)
     except click.exceptions.Exit:
@@ -315,8 +315,8 @@ def export(ctx: click.Context, source: Path, fmt: str, edn: bool, out: Path | No
       racelab export runs/demo/history.csv --edn --out history.edn
       racelab check history.json
     """
-    from reports.history_table import find_history, read_history
-    from reports.jepsen import write_jepsen
+    from reports.analysis.jepsen import write_jepsen
+    from reports.history.table import find_history, read_history
 
     history = find_history(source)
     if scenario is None:
@@ -368,7 +368,7 @@ def demo(settings: Settings, preset: str, out: str | None, open_report: bool,
       racelab demo --preset my-grid.toml --budget 300
       racelab demo --preset quick --repeat 5  # how often each cell races, k of 5
     """
-    from scenarios.presets import load_preset
+    from scenarios.run.presets import load_preset
 
     loaded = load_preset(preset)
     run_demo_command(settings, loaded.cells, preset=loaded.name,
@@ -407,7 +407,7 @@ def matrix(settings: Settings, modes: list[str], stores: list[str], windows: lis
       racelab matrix --modes gunicorn-sync,cluster --stores redis,postgres --requests 2000
       racelab matrix --app app.py:app --modes threaded,gunicorn-sync,gevent --assert-safe
     """
-    from scenarios.presets import expand
+    from scenarios.run.presets import expand
 
     faults = tuple(sizes.pop("faults", ()) or ())
     given = {k: v for k, v in sizes.items() if v not in (None, ())}
@@ -450,9 +450,9 @@ def report(run_dir: Path, fmt: str, open_report: bool, svg: bool, width: int | N
     """
     from rich.console import Console
 
-    from reports.html import render_run
-    from reports.results import load_results
-    from reports.table import print_table
+    from reports.analysis.results import load_results
+    from reports.render.html import render_run
+    from reports.render.table import print_table
 
     written = render_run(run_dir, formats=[fmt], svg=svg, reanalyse=reanalyse)
     if fmt == "json":
@@ -489,7 +489,7 @@ def interpreters(pythons: tuple[str, ...], threads: int, increments: int, as_jso
     from rich.console import Console
     from rich.table import Table
 
-    from scenarios.interpreters import find_interpreters, run_interpreters
+    from scenarios.run.interpreters import find_interpreters, run_interpreters
 
     results = run_interpreters(find_interpreters(pythons), threads, increments)
     if as_json:

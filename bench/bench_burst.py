@@ -17,8 +17,8 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from reports.results import analyse_experiment
-from scenarios.experiment import ExperimentSpec, run_experiment
+from reports.analysis.results import analyse_experiment
+from scenarios.run.experiment import ExperimentSpec, run_experiment
 
 
 def pct(values: list[float], q: float) -> float:

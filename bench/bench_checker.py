@@ -49,7 +49,7 @@ import numpy as np
 from loadtests.history import COLUMNS
 from reports._reference import ops_of, reference_counts
 from reports._simulate import Simulated, simulate_counter
-from reports.history_table import OK, OUTCOMES, read_history
+from reports.history.table import OK, OUTCOMES, read_history
 from scenarios.counter import check_counter
 
 COMPARED = ("duplicate_values", "duplicate_extra_returns", "skipped_values",

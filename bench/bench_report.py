@@ -21,7 +21,7 @@ sys.path[:0] = [str(ROOT), str(ROOT / "tests")]
 
 from test_reports import make_experiment  # noqa: E402
 
-from reports.html import render_run  # noqa: E402
+from reports.render.html import render_run  # noqa: E402
 
 MODES = ("threaded", "gunicorn-sync", "gunicorn-gthread", "gevent", "single", "processes",
          "cluster")

@@ -48,12 +48,12 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from demo_server.config import ServerConfig  # noqa: E402
-from demo_server.errors import RacelabError  # noqa: E402
-from demo_server.modes import LaunchSpec  # noqa: E402
-from demo_server.services import PrivateServices, services_needed  # noqa: E402
-from demo_server.stores import store_class  # noqa: E402
-from demo_server.supervisor import Supervisor  # noqa: E402
+from demo_server.basics.errors import RacelabError  # noqa: E402
+from demo_server.control.modes import LaunchSpec  # noqa: E402
+from demo_server.control.services import PrivateServices, services_needed  # noqa: E402
+from demo_server.control.supervisor import Supervisor  # noqa: E402
+from demo_server.served.config import ServerConfig  # noqa: E402
+from scenarios.counter.stores import store_class  # noqa: E402
 
 __all__ = ["main"]
 

@@ -60,9 +60,9 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from demo_server.config import ServerConfig
-from demo_server.modes import LaunchSpec
-from demo_server.supervisor import Supervisor
+from demo_server.control.modes import LaunchSpec
+from demo_server.control.supervisor import Supervisor
+from demo_server.served.config import ServerConfig
 from loadtests.runner import SwarmSpec, run_swarm
 
 RATIO_TARGET = 0.80  # swarm / wrk

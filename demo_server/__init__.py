@@ -10,8 +10,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
-from demo_server.config import MODES, STORES, WINDOWS, ServerConfig
-from demo_server.errors import (
+from demo_server.basics.errors import (
     ConfigError,
     LeftoverProcesses,
     PortInUse,
@@ -19,6 +18,7 @@ from demo_server.errors import (
     ServerNotReady,
     StoreUnavailable,
 )
+from demo_server.served.config import MODES, STORES, WINDOWS, ServerConfig
 
 if TYPE_CHECKING:
     from demo_server.app import create_app, gil_enabled

@@ -12,7 +12,7 @@ import time
 from typing import Any
 
 from loadtests.framing import MAX_BODY
-from loadtests.operation import Operation, operations_from_json
+from scenarios.operation import Operation, operations_from_json
 
 __all__ = ["SwarmConfig", "add_options"]
 
@@ -43,7 +43,7 @@ def add_options(parser: Any, **_kw: Any) -> None:
         help="Operations held in memory (about 500 bytes each) before the oldest are written "
         "to the history; the rest are written when the test stops.")
     add("--racelab-operations", env_var="RACELAB_SWARM_OPERATIONS", default="",
-        help="The operations as JSON (loadtests.operation); default: GET /incr, json:value.")
+        help="The operations as JSON (scenarios.operation); default: GET /incr, json:value.")
     add("--racelab-tabs", env_var="RACELAB_SWARM_TABS", type=int, default=1,
         help="Consecutive users that form one client: one cookie jar, one client id.")
     add("--racelab-grace", env_var="RACELAB_SWARM_GRACE", type=float, default=2.0,

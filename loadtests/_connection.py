@@ -19,7 +19,7 @@ import gevent
 from gevent.socket import wait as _wait_for
 
 from loadtests.framing import BadResponse, Headers, ResponseFramer, TooLarge, Truncated
-from loadtests.operation import Operation
+from scenarios.operation import Operation
 
 __all__ = ["Client", "Connection", "describe"]
 

@@ -3,7 +3,7 @@
 While the load runs, a swarm user only appends each operation to
 ``Recorder.held`` as it came back (times, connection, status, head and body;
 about 500 bytes). ``settle`` turns held operations into history rows:
-it reads the value (``loadtests.operation.read_value``), the server's facts
+it reads the value (``scenarios.operation.read_value``), the server's facts
 (response headers, else the JSON body), and maps the status to an outcome.
 That happens when the test stops, or 8,192 at a time once ``hold`` operations
 are held, the way Jepsen keeps its history in memory. An answer that turns out
@@ -26,7 +26,7 @@ from typing import Any
 from loadtests._config import HOLD
 from loadtests.framing import header_value
 from loadtests.history import COLUMNS, HistoryWriter
-from loadtests.operation import SERVER_HEADERS, read_value
+from scenarios.operation import SERVER_HEADERS, read_value
 
 __all__ = [
     "BURST_COLUMNS", "OpError", "Recorder", "RowWriter", "csv_field", "ok_line", "snippet",

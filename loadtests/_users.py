@@ -26,7 +26,7 @@ from locust.user.task import LOCUST_STATE_STOPPING
 
 from loadtests._connection import IDLE_NS, Client, Connection, describe
 from loadtests._recorder import OpError, ok_line, status_error
-from loadtests.operation import schedule
+from scenarios.operation import schedule
 
 __all__ = ["BurstUser", "IncrUser"]
 

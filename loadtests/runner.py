@@ -49,11 +49,11 @@ from types import FrameType
 from typing import Any
 from urllib.parse import urlsplit
 
-from demo_server.errors import RacelabError
-from demo_server.procs import ProcessGroup, Zygote, free_port, spawn_to_files, stop_groups
+from demo_server.basics.errors import RacelabError
+from demo_server.basics.procs import ProcessGroup, Zygote, free_port, spawn_to_files, stop_groups
 from loadtests.framing import MAX_BODY
 from loadtests.history import COLUMNS
-from loadtests.operation import Operation, operations_to_json
+from scenarios.operation import Operation, operations_to_json
 
 __all__ = [
     "EXIT_CODES",
@@ -118,7 +118,7 @@ class SwarmSpec:
         reconnect: requests per connection before a user opens a new one (0: keep).
         burst_interval_ms: spacing of burst rounds when several processes burst together.
         hard_timeout: seconds after which every process is killed (0: derived).
-        operations: what users send, picked by weight (``loadtests.operation``);
+        operations: what users send, picked by weight (``scenarios.operation``);
             the default is the counter's ``GET /incr`` read as ``json:value``.
         tabs: consecutive users that form one client (one cookie jar, one
             ``client`` id): one person with several browser tabs.
@@ -178,7 +178,7 @@ class SwarmSpec:
         if not self.requests and not self.duration:
             raise SwarmError("a swarm needs a bound: a number of requests or a duration")
         if not self.operations or not all(isinstance(op, Operation) for op in self.operations):
-            raise SwarmError("a swarm needs at least one operation (loadtests.operation)")
+            raise SwarmError("a swarm needs at least one operation (scenarios.operation)")
 
     @property
     def distributed(self) -> bool:
@@ -268,7 +268,7 @@ class SwarmInterrupted(KeyboardInterrupt):
 class _StopSignals:
     """Catches the stop signals while a swarm runs (main thread only); restores them after.
 
-    A handler installed before (``demo_server.interrupts``'s, Python's default
+    A handler installed before (``demo_server.basics.interrupts``'s, Python's default
     SIGINT handler) is still called, so it keeps its own account of the
     signals, but what it raises is swallowed: the swarm's own stop runs instead,
     and ``run_swarm`` raises ``SwarmInterrupted`` once everything is merged.
@@ -406,7 +406,7 @@ ZYGOTE_MODULES = ("locust", "locust.main", "loadtests._users", "loadtests._proce
 
 
 def locust_zygote() -> Zygote:
-    """A zygote (``demo_server.procs.Zygote``) that starts ``python -m locust`` without its imports.
+    """A zygote (``basics.procs.Zygote``) that starts ``python -m locust`` without its imports.
 
     A matrix runs every cell's swarm from one: each Locust process (and each
     local worker) is still a process of its own, forked with Locust imported.

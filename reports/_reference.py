@@ -11,8 +11,8 @@ from collections import defaultdict
 from collections.abc import Sequence
 from typing import Any, NamedTuple
 
-from reports._final import parse_final
-from reports.history_table import INFO, OK, HistoryTable
+from reports.history.final import parse_final
+from reports.history.table import INFO, OK, HistoryTable
 
 __all__ = ["Op", "ops_of", "reference_counts"]
 

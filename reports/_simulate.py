@@ -14,7 +14,7 @@ from typing import Any
 
 import numpy as np
 
-from reports.history_table import FAIL, INFO, OK, HistoryTable
+from reports.history.table import FAIL, INFO, OK, HistoryTable
 
 __all__ = ["Simulated", "simulate_counter", "table_from_arrays"]
 

@@ -27,7 +27,7 @@ from typing import Any
 
 import numpy as np
 
-from reports.verdict import Verdict, Witness
+from reports.history.verdict import Verdict, Witness
 
 __all__ = ["check_sessions"]
 
@@ -39,10 +39,10 @@ _NEEDED = ("client", "outcome", "value")
 def _columns(table: Any) -> dict[str, Any]:
     """Column name -> sequence, from a mapping of columns, rows, or a history CSV path."""
     if isinstance(table, str | Path):  # one reader for every history file
-        from reports.history_table import read_history
+        from reports.history.table import read_history
 
         return _from_history_table(read_history(Path(table)))
-    if hasattr(table, "client_names"):  # reports.history_table.HistoryTable
+    if hasattr(table, "client_names"):  # reports.history.table.HistoryTable
         return _from_history_table(table)
     if isinstance(table, Mapping):
         return {str(k): table[k] for k in table}

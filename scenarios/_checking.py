@@ -1,10 +1,10 @@
-"""What the scenarios' checkers share beyond ``reports.checkers``.
+"""What the scenarios' checkers share beyond ``reports.history.checkers``.
 
 - ``final_states``: the final state's per-process ``/state`` bodies as plain
   mappings (the scenario keys ``parse_final`` does not know, e.g. ``stock``);
 - ``statuses``: each operation's HTTP status, from the history's ``status``
   column where it has one, else from an ``HTTP 409``-style error text;
-- ``retold_duplicates``: ``reports.checkers.duplicates``' counts with the
+- ``retold_duplicates``: ``reports.history.checkers.duplicates``' counts with the
   witnesses told in the scenario's own words ("both bought seat 12").
 
 Like every checker, these are pure and import numpy only when called.
@@ -19,9 +19,9 @@ from typing import TYPE_CHECKING, Any
 if TYPE_CHECKING:
     import numpy as np
 
-    from reports.checkers import Ops
-    from reports.history_table import HistoryTable
-    from reports.verdict import Verdict, Witness
+    from reports.history.checkers import Ops
+    from reports.history.table import HistoryTable
+    from reports.history.verdict import Verdict, Witness
 
 __all__ = ["Final", "conclude", "final_states", "registrar", "retold_duplicates", "statuses",
            "together"]
@@ -112,8 +112,8 @@ def retold_duplicates(
             in flight at one moment), ``apart`` (one process, not all at once) or
             ``elsewhere`` (different or unrecorded processes).
     """
-    from reports.checkers import duplicates, duration_text, join_words
-    from reports.verdict import Witness
+    from reports.history.checkers import duplicates, duration_text, join_words
+    from reports.history.verdict import Witness
 
     counts, witnesses = duplicates(ops, per_process)
     out: list[Witness] = []
@@ -149,7 +149,7 @@ def registrar(name: str, check: Callable[..., Verdict]) -> Callable[[], None]:
     """The ``Scenario.register`` hook that registers ``check(table, final, per_process=...)``."""
 
     def register() -> None:
-        from reports.checkers import CheckContext, register
+        from reports.history.checkers import CheckContext, register
 
         def run(table: HistoryTable, context: CheckContext) -> Verdict:
             return check(table, context.final, per_process=context.per_process)
@@ -162,7 +162,7 @@ def registrar(name: str, check: Callable[..., Verdict]) -> Callable[[], None]:
 def conclude(name: str, counts: dict[str, int], witnesses: list[Witness],
              findings: list[str], undecided: list[str], summary: str) -> Verdict:
     """``no`` when anything was found, else ``unknown`` when undecided, else ``yes``."""
-    from reports.verdict import Verdict
+    from reports.history.verdict import Verdict
 
     if findings:
         return Verdict(name, "no", counts, tuple(witnesses), "; ".join(findings))

@@ -27,13 +27,13 @@ import time
 from collections.abc import Callable, Iterator
 from typing import TYPE_CHECKING, Any
 
-from demo_server.errors import ConfigError, StoreUnavailable
-from demo_server.stores import _PerProcess
+from demo_server.basics.errors import ConfigError, StoreUnavailable
+from scenarios.counter.stores import _PerProcess
 
 if TYPE_CHECKING:
     from flask import Flask, Response
 
-    from demo_server.config import ServerConfig
+    from demo_server.served.config import ServerConfig
 
 __all__ = [
     "Memcached",
@@ -70,7 +70,7 @@ def answer(app: Flask, arrival_ns: int, status: int = 200, **values: Any) -> tup
 
 def window_of(config: ServerConfig) -> Callable[[], None] | None:
     """The window between read and write, or None for ``none`` (the naive code as is)."""
-    from demo_server.windows import make_window
+    from demo_server.served.windows import make_window
 
     return None if config.window == "none" else make_window(config.window, config.work_us)
 
@@ -110,7 +110,7 @@ class Sqlite:
                 f"cannot open the SQLite database {config.sqlite_path}: {exc}") from None
 
     def conn(self) -> sqlite3.Connection:
-        from demo_server.stores import _sqlite_connect
+        from scenarios.counter.stores import _sqlite_connect
 
         conn: sqlite3.Connection | None = getattr(self._local, "conn", None)
         if conn is None or getattr(self._local, "pid", None) != os.getpid():
@@ -154,7 +154,7 @@ class Postgres:
     def _open(self) -> Any:
         from psycopg_pool import ConnectionPool
 
-        from demo_server.external import POOL_SIZE, psycopg_waits_cooperatively
+        from scenarios.counter.external import POOL_SIZE, psycopg_waits_cooperatively
 
         if psycopg_waits_cooperatively() is False:
             from psycopg import waiting
@@ -213,14 +213,14 @@ class Redis:
     """A redis-py client per process (a blocking pool, no retries)."""
 
     def __init__(self, config: ServerConfig) -> None:
-        from demo_server.external import _redis_client
+        from scenarios.counter.external import _redis_client
 
         self.url = config.redis_url
         self._client = _PerProcess(lambda: _redis_client(self.url))
 
     @staticmethod
     def prepare(config: ServerConfig) -> None:
-        from demo_server.external import _redis_ping
+        from scenarios.counter.external import _redis_ping
 
         _redis_ping(config.redis_url)
 
@@ -240,7 +240,7 @@ class Redis:
 
 def delete_keys(config: ServerConfig, pattern: str) -> None:
     """Delete this run's Redis keys matching ``pattern`` (after its server stopped)."""
-    from demo_server.external import _redis_client
+    from scenarios.counter.external import _redis_client
 
     client = _redis_client(config.redis_url)
     try:
@@ -258,14 +258,14 @@ class Memcached:
     """A pymemcache pooled client per process."""
 
     def __init__(self, config: ServerConfig) -> None:
-        from demo_server.external import _memcached_client
+        from scenarios.counter.external import _memcached_client
 
         self.address = config.memcached
         self._client = _PerProcess(lambda: _memcached_client(self.address))
 
     @staticmethod
     def prepare(config: ServerConfig) -> None:
-        from demo_server.external import MemcachedStore
+        from scenarios.counter.external import MemcachedStore
 
         MemcachedStore.prepare(config)
 

@@ -34,7 +34,6 @@ import threading
 import time
 from typing import TYPE_CHECKING, Any
 
-from loadtests.operation import Operation, ValueSpec
 from scenarios._checking import registrar
 from scenarios._serving import (
     Postgres,
@@ -48,13 +47,14 @@ from scenarios._serving import (
     window_of,
 )
 from scenarios.base import Scenario, Served, ServerSide
+from scenarios.operation import Operation, ValueSpec
 
 if TYPE_CHECKING:
     from flask import Flask
 
-    from demo_server.config import ServerConfig
-    from reports.history_table import HistoryTable
-    from reports.verdict import Verdict, Witness
+    from demo_server.served.config import ServerConfig
+    from reports.history.table import HistoryTable
+    from reports.history.verdict import Verdict, Witness
 
 __all__ = ["ACCOUNTS", "OPERATIONS", "SCENARIO", "START", "TOTAL", "check_bank"]
 
@@ -282,7 +282,7 @@ def check_bank(table: HistoryTable, final: Any = None, *, per_process: bool = Fa
         balance is negative; ``unknown`` when nothing can be compared; ``yes``
         otherwise.
     """
-    from reports.checkers import guarded
+    from reports.history.checkers import guarded
 
     return guarded("bank")(_check)(table, final, per_process)
 
@@ -290,9 +290,9 @@ def check_bank(table: HistoryTable, final: Any = None, *, per_process: bool = Fa
 def _check(table: HistoryTable, final: Any, per_process: bool) -> Verdict:
     import numpy as np
 
-    from reports.checkers import WITNESSES_PER_KIND, plural
-    from reports.history_table import FAIL, INFO, OK
-    from reports.verdict import Witness
+    from reports.history.checkers import WITNESSES_PER_KIND, plural
+    from reports.history.table import FAIL, INFO, OK
+    from reports.history.verdict import Witness
     from scenarios._checking import conclude, final_states
 
     state = final_states(final, per_process)

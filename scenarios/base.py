@@ -4,13 +4,13 @@ A scenario (Jepsen's workloads are the model: ``bank.clj`` holds the client
 operations, the generator and the checker side by side) owns:
 
 - its **operations**: what a swarm user sends and how it reads the answer, as
-  data (``loadtests.operation.Operation``), so the swarm is not wired to one
+  data (``scenarios.operation.Operation``), so the swarm is not wired to one
   endpoint;
 - its **server side**: ``serve(app, config, served)`` adds the operations'
   routes to racelab's one Flask app for the configured store and returns the
   hooks the app's ``/state`` and ``/reset`` use; ``prepare``/``cleanup`` run
   before a server starts and after it stopped;
-- its **checkers**: names registered in ``reports.checkers`` (``check``);
+- its **checkers**: names registered in ``reports.history.checkers`` (``check``);
 - its **explanations**: the sentences a report uses for its stores.
 
 ``scenarios.registry`` names the scenarios; adding one is one module and a line
@@ -23,12 +23,12 @@ import dataclasses
 from collections.abc import Callable, Mapping
 from typing import TYPE_CHECKING, Any, Protocol
 
-from loadtests.operation import Operation
+from scenarios.operation import Operation
 
 if TYPE_CHECKING:
     from flask import Flask
 
-    from demo_server.config import ServerConfig
+    from demo_server.served.config import ServerConfig
 
 __all__ = ["Scenario", "Served", "ServerSide"]
 
@@ -65,7 +65,7 @@ class Scenario:
         operations: what a swarm user sends, with weights.
         stores: the stores this scenario implements.
         windowed_stores: the stores where a window between read and write applies.
-        checkers: names of ``reports.checkers`` checkers this scenario runs.
+        checkers: names of ``reports.history.checkers`` checkers this scenario runs.
         serve: ``serve(app, config, served) -> ServerSide``: add the routes.
         prepare: before a server starts: check the store (raise StoreUnavailable).
         cleanup: after a server stopped: remove what the run left in the store.

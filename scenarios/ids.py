@@ -32,7 +32,6 @@ import threading
 import time
 from typing import TYPE_CHECKING, Any
 
-from loadtests.operation import Operation, ValueSpec
 from scenarios._checking import registrar
 from scenarios._serving import (
     Memcached,
@@ -47,13 +46,14 @@ from scenarios._serving import (
     window_of,
 )
 from scenarios.base import Scenario, Served, ServerSide
+from scenarios.operation import Operation, ValueSpec
 
 if TYPE_CHECKING:
     from flask import Flask
 
-    from demo_server.config import ServerConfig
-    from reports.history_table import HistoryTable
-    from reports.verdict import Verdict, Witness
+    from demo_server.served.config import ServerConfig
+    from reports.history.table import HistoryTable
+    from reports.history.verdict import Verdict, Witness
 
 __all__ = ["OPERATIONS", "SCENARIO", "check_ids"]
 
@@ -279,7 +279,7 @@ def check_ids(table: HistoryTable, final: Any = None, *, per_process: bool = Fal
         ``no`` with witnesses for repeated ids or lost orders; ``unknown`` when no
         id was handed out or the final state is unusable; ``yes`` otherwise.
     """
-    from reports.checkers import guarded
+    from reports.history.checkers import guarded
 
     return guarded("ids")(_check)(table, final, per_process)
 
@@ -287,9 +287,9 @@ def check_ids(table: HistoryTable, final: Any = None, *, per_process: bool = Fal
 def _check(table: HistoryTable, final: Any, per_process: bool) -> Verdict:
     import numpy as np
 
-    from reports.checkers import Ops, plural
-    from reports.history_table import FAIL, INFO, OK
-    from reports.verdict import Verdict
+    from reports.history.checkers import Ops, plural
+    from reports.history.table import FAIL, INFO, OK
+    from reports.history.verdict import Verdict
     from scenarios._checking import conclude, final_states, retold_duplicates, together
 
     state = final_states(final, per_process)
@@ -328,8 +328,8 @@ def _check(table: HistoryTable, final: Any, per_process: bool) -> Verdict:
 
 def _lost_inserts(ops: Any, state: Any, counts: dict[str, int]) -> list[Witness]:
     """Acknowledged orders above what each copy of the order book holds at the end."""
-    from reports.checkers import WITNESSES_PER_KIND, plural
-    from reports.verdict import Witness
+    from reports.history.checkers import WITNESSES_PER_KIND, plural
+    from reports.history.verdict import Witness
 
     held = state.ints("orders")
     if held is None:

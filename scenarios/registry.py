@@ -10,7 +10,7 @@ from __future__ import annotations
 import functools
 import importlib
 
-from demo_server.errors import ConfigError
+from demo_server.basics.errors import ConfigError
 from scenarios.base import Scenario
 
 __all__ = ["SCENARIO_NAMES", "get_scenario"]

@@ -36,7 +36,6 @@ import threading
 import time
 from typing import TYPE_CHECKING, Any
 
-from loadtests.operation import Operation, ValueSpec
 from scenarios._checking import registrar
 from scenarios._serving import (
     Postgres,
@@ -50,14 +49,15 @@ from scenarios._serving import (
     window_of,
 )
 from scenarios.base import Scenario, Served, ServerSide
+from scenarios.operation import Operation, ValueSpec
 
 if TYPE_CHECKING:
     import numpy as np
     from flask import Flask
 
-    from demo_server.config import ServerConfig
-    from reports.history_table import HistoryTable
-    from reports.verdict import Verdict, Witness
+    from demo_server.served.config import ServerConfig
+    from reports.history.table import HistoryTable
+    from reports.history.verdict import Verdict, Witness
 
 __all__ = ["CLIENT_COOKIE", "OPERATIONS", "SCENARIO", "check_session"]
 
@@ -78,7 +78,7 @@ class _Session:
     """Flask-Session: the count in the client's server-side session (the question's code)."""
 
     def __init__(self, config: ServerConfig, app: Flask) -> None:
-        from demo_server.external import SessionStore
+        from scenarios.counter.external import SessionStore
 
         SessionStore(config).init_app(app)
         self.app = app
@@ -290,7 +290,7 @@ def serve(app: Flask, config: ServerConfig, served: Served) -> ServerSide:
 
 
 def _prepare(config: ServerConfig) -> None:
-    from demo_server.external import SessionStore
+    from scenarios.counter.external import SessionStore
 
     if config.store == "session":
         SessionStore.prepare(config)
@@ -298,7 +298,7 @@ def _prepare(config: ServerConfig) -> None:
 
 
 def _cleanup(config: ServerConfig) -> None:
-    from demo_server.external import SessionStore
+    from scenarios.counter.external import SessionStore
 
     if config.store == "session":
         SessionStore.cleanup(config)
@@ -332,7 +332,7 @@ def check_session(table: HistoryTable, final: Any = None, *,
     Returns:
         ``no`` with witnesses; ``unknown`` when no update succeeded; ``yes`` otherwise.
     """
-    from reports.checkers import guarded
+    from reports.history.checkers import guarded
 
     return guarded("session")(_check)(table, final, per_process)
 
@@ -340,9 +340,9 @@ def check_session(table: HistoryTable, final: Any = None, *,
 def _check(table: HistoryTable, final: Any, per_process: bool) -> Verdict:
     import numpy as np
 
-    from reports.checkers import plural
-    from reports.history_table import FAIL, INFO, OK
-    from reports.verdict import Verdict
+    from reports.history.checkers import plural
+    from reports.history.table import FAIL, INFO, OK
+    from reports.history.verdict import Verdict
     from scenarios._checking import conclude, final_states
 
     delta = np.zeros(len(table), dtype=np.int64)
@@ -402,8 +402,8 @@ def _one_client(table: HistoryTable, name: str, rows: np.ndarray, delta: np.ndar
     """Count one client's lost updates and isolation breaches (see ``check_session``)."""
     import numpy as np
 
-    from reports.checkers import WITNESSES_PER_KIND
-    from reports.verdict import Witness
+    from reports.history.checkers import WITNESSES_PER_KIND
+    from reports.history.verdict import Witness
 
     value = table.value[rows]
     foreign = np.abs(value) > attempts
@@ -459,7 +459,7 @@ def _one_client(table: HistoryTable, name: str, rows: np.ndarray, delta: np.ndar
 
 
 def _total_witness(told: int, total: int, counts: dict[str, int]) -> Witness:
-    from reports.verdict import Witness
+    from reports.history.verdict import Witness
 
     return Witness("final-total", (
         f"the clients were told of updates adding up to {told:,}, yet every count together "

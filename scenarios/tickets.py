@@ -32,7 +32,6 @@ import threading
 import time
 from typing import TYPE_CHECKING, Any
 
-from loadtests.operation import Operation, ValueSpec
 from scenarios._checking import registrar
 from scenarios._serving import (
     Memcached,
@@ -47,13 +46,14 @@ from scenarios._serving import (
     window_of,
 )
 from scenarios.base import Scenario, Served, ServerSide
+from scenarios.operation import Operation, ValueSpec
 
 if TYPE_CHECKING:
     from flask import Flask
 
-    from demo_server.config import ServerConfig
-    from reports.history_table import HistoryTable
-    from reports.verdict import Verdict, Witness
+    from demo_server.served.config import ServerConfig
+    from reports.history.table import HistoryTable
+    from reports.history.verdict import Verdict, Witness
 
 __all__ = ["OPERATIONS", "SCENARIO", "check_tickets"]
 
@@ -287,7 +287,7 @@ def check_tickets(table: HistoryTable, final: Any = None, *, per_process: bool =
         decide (no sale, most outcomes unknown, an unusable final state);
         ``yes`` otherwise.
     """
-    from reports.checkers import guarded
+    from reports.history.checkers import guarded
 
     return guarded("tickets")(_check)(table, final, per_process)
 
@@ -295,9 +295,9 @@ def check_tickets(table: HistoryTable, final: Any = None, *, per_process: bool =
 def _check(table: HistoryTable, final: Any, per_process: bool) -> Verdict:
     import numpy as np
 
-    from reports.checkers import Ops, plural
-    from reports.history_table import FAIL, INFO, OK
-    from reports.verdict import Verdict
+    from reports.history.checkers import Ops, plural
+    from reports.history.table import FAIL, INFO, OK
+    from reports.history.verdict import Verdict
     from scenarios._checking import (
         conclude,
         final_states,
@@ -373,8 +373,8 @@ def _copies(ops: Any, state: Any) -> list[tuple[str, int, int, int]]:
 
 
 def _oversold(ops: Any, state: Any, counts: dict[str, int]) -> list[Witness]:
-    from reports.checkers import plural
-    from reports.verdict import Witness
+    from reports.history.checkers import plural
+    from reports.history.verdict import Witness
 
     witnesses = []
     for name, sales, stock, left in _copies(ops, state):
@@ -399,8 +399,8 @@ def _false_sold_out(table: HistoryTable, ops: Any, rows: Any, state: Any,
     """Sold-out answers followed by a sale (real time), or with seats left at the end."""
     import numpy as np
 
-    from reports.checkers import WITNESSES_PER_KIND, duration_text
-    from reports.verdict import Witness
+    from reports.history.checkers import WITNESSES_PER_KIND, duration_text
+    from reports.history.verdict import Witness
 
     if not rows.size:
         return []

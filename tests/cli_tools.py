@@ -10,7 +10,7 @@ from pathlib import Path
 
 import psutil
 
-from demo_server.procs import tree
+from demo_server.basics.procs import tree
 
 RACELAB = [sys.executable, "-c", "import cli; cli.main()"]
 

@@ -11,8 +11,8 @@ import pytest
 from click.testing import CliRunner
 
 from demo_server import ServerConfig, create_app
-from demo_server.modes import LaunchSpec
-from demo_server.supervisor import Supervisor
+from demo_server.control.modes import LaunchSpec
+from demo_server.control.supervisor import Supervisor
 
 CHROMIUM_ARGS = [
     "--no-sandbox",

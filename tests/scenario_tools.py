@@ -26,8 +26,8 @@ from typing import Any
 import pytest
 
 from demo_server import ServerConfig, create_app
-from demo_server.services import PrivateServices
-from loadtests.operation import Operation, read_value
+from demo_server.control.services import PrivateServices
+from scenarios.operation import Operation, read_value
 from scenarios.registry import get_scenario
 
 REDIS_URL = os.environ.get("RACELAB_REDIS_URL", "redis://127.0.0.1:6379/0")

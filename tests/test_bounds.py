@@ -1,10 +1,10 @@
-"""Tests of reports.bounds: the bound a clean run earns and how often a repeated cell raced."""
+"""reports.analysis.bounds: the bound a clean run earns and how often a repeated cell raced."""
 
 from __future__ import annotations
 
 import pytest
 
-from reports.bounds import (
+from reports.analysis.bounds import (
     bound_sentence,
     repeat_sentence,
     repeats_summary,

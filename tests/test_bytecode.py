@@ -1,4 +1,4 @@
-"""Tests of reports.bytecode: the racy method disassembled by the server's own interpreter."""
+"""reports.analysis.bytecode: the racy method disassembled by the server's own interpreter."""
 
 from __future__ import annotations
 
@@ -12,9 +12,9 @@ from pathlib import Path
 import pytest
 from test_reports import make_experiment
 
-from reports.bytecode import disassemble, interleaving, racy_method, schedule
-from reports.html import render_run
-from reports.results import collect_experiment
+from reports.analysis.bytecode import disassemble, interleaving, racy_method, schedule
+from reports.analysis.results import collect_experiment
+from reports.render.html import render_run
 
 
 def pyenv_pythons() -> list[str]:
@@ -47,7 +47,7 @@ def version_of(python: str) -> str:
 
 def test_the_racy_source_is_the_store_s_own() -> None:
     """The original class and the windowed one come from demo_server/stores.py, lines intact."""
-    from demo_server import stores
+    from scenarios.counter import stores
 
     qualname, source, filename = racy_method("none")
     assert qualname == "SomeObj.query" and filename == "stores.py"

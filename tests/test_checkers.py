@@ -9,11 +9,11 @@ import pytest
 from hypothesis import assume, given, settings
 from hypothesis import strategies as st
 
-from demo_server.errors import ConfigError
-from reports import checkers
+from demo_server.basics.errors import ConfigError
 from reports._reference import ops_of, reference_counts
 from reports._simulate import Simulated, simulate_counter
-from reports.checkers import (
+from reports.history import checkers
+from reports.history.checkers import (
     CHECKERS,
     SCENARIO_CHECKERS,
     check_history,
@@ -21,8 +21,8 @@ from reports.checkers import (
     checkers_for,
     register,
 )
-from reports.history_table import INFO, OK, HistoryTable
-from reports.verdict import Verdict
+from reports.history.table import INFO, OK, HistoryTable
+from reports.history.verdict import Verdict
 from scenarios.counter import check_counter
 
 FAST = settings(max_examples=60, deadline=None)

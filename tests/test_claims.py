@@ -1,4 +1,4 @@
-"""Tests of reports.claims: each claim's rule, from faked cell verdicts (never numbers)."""
+"""Tests of reports.analysis.claims: each claim's rule, from faked cell verdicts (never numbers)."""
 
 from __future__ import annotations
 
@@ -6,7 +6,7 @@ from typing import Any
 
 import pytest
 
-from reports.claims import CLAIMS, check_claims
+from reports.analysis.claims import CLAIMS, check_claims
 
 VALID = {"safe": "yes", "race": "no", "unknown": "unknown"}
 

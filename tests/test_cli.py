@@ -13,8 +13,8 @@ import time
 import pytest
 
 from cli import main
-from demo_server.client import get_json
-from demo_server.supervisor import group_members
+from demo_server.basics.client import get_json
+from demo_server.control.supervisor import group_members
 
 
 def test_help_has_examples(cli_runner) -> None:

@@ -317,12 +317,12 @@ def test_negative_final_is_rejected(cli_runner, clean) -> None:
 @pytest.mark.parametrize("where", ["reader", "checker"])
 def test_a_crash_exits_2_never_1(cli_runner, clean, monkeypatch, where: str) -> None:
     """A reader or checker that raises: one line, exit 2 (1 means anomalies found)."""
-    import reports.check_file
+    import reports.analysis.check_file
 
     def boom(*args, **kwargs):
         raise RuntimeError("boom")
 
-    monkeypatch.setattr(reports.check_file,
+    monkeypatch.setattr(reports.analysis.check_file,
                         "read_history" if where == "reader" else "check_history", boom)
     history, _ = clean
     line = check_fails(cli_runner, [str(history)])
@@ -338,7 +338,7 @@ def test_forced_format_that_does_not_match(cli_runner, clean) -> None:
 
 def test_parquet_history_checks_like_its_csv(cli_runner, clean) -> None:
     """write_parquet's file gives the CSV's verdict and counts, read by its magic bytes."""
-    from reports.history_table import write_parquet
+    from reports.history.table import write_parquet
 
     history, final = clean
     parquet = write_parquet(history, history.with_name("renamed.data"))

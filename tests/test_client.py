@@ -9,9 +9,9 @@ import time
 import pytest
 
 from demo_server import ServerConfig
-from demo_server.client import get_json, probe_until
-from demo_server.modes import LaunchSpec
-from demo_server.supervisor import Supervisor
+from demo_server.basics.client import get_json, probe_until
+from demo_server.control.modes import LaunchSpec
+from demo_server.control.supervisor import Supervisor
 
 
 def _one_answer(answer: bytes) -> tuple[str, threading.Thread]:

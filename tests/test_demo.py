@@ -14,7 +14,7 @@ from pathlib import Path
 import psutil
 import pytest
 
-from demo_server.supervisor import group_members
+from demo_server.control.supervisor import group_members
 
 
 def _racelab(*args: str, **kwargs) -> subprocess.Popen:

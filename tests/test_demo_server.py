@@ -7,8 +7,8 @@ import threading
 import pytest
 
 from demo_server import ConfigError, ServerConfig, create_app
-from demo_server.stores import SomeObj, global_obj, make_store
-from demo_server.windows import make_window
+from demo_server.served.windows import make_window
+from scenarios.counter.stores import SomeObj, global_obj, make_store
 
 
 def test_some_obj_is_the_original_code() -> None:

@@ -28,16 +28,16 @@ from urllib.parse import urlsplit
 
 import pytest
 
-from demo_server.config import ServerConfig
-from demo_server.errors import StoreUnavailable
-from demo_server.modes import LaunchSpec
-from demo_server.services import PrivateServices
-from demo_server.stores import store_class
-from demo_server.supervisor import Supervisor
+from demo_server.basics.errors import StoreUnavailable
+from demo_server.control.modes import LaunchSpec
+from demo_server.control.services import PrivateServices
+from demo_server.control.supervisor import Supervisor
+from demo_server.served.config import ServerConfig
 from loadtests.history import HistoryWriter
-from reports.checkers import check_history
-from reports.history_table import HistoryTable
-from reports.verdict import Verdict
+from reports.history.checkers import check_history
+from reports.history.table import HistoryTable
+from reports.history.verdict import Verdict
+from scenarios.counter.stores import store_class
 
 REDIS_URL = os.environ.get("RACELAB_REDIS_URL", "redis://127.0.0.1:6379/0")
 POSTGRES_DSN = os.environ.get("RACELAB_POSTGRES_DSN", "postgresql://127.0.0.1:5432/test")
@@ -221,7 +221,7 @@ def test_store_cleanup_removes_the_run_state(addresses: Addresses, tmp_path: Pat
     import redis
     from pymemcache.client.base import Client
 
-    from demo_server.external import postgres_table
+    from scenarios.counter.external import postgres_table
 
     for store in ("redis", "postgres", "memcached"):
         _require(store, addresses)
@@ -324,7 +324,7 @@ def test_psycopg_yields_to_gevent() -> None:
     script = (
         "from gevent import monkey; monkey.patch_all()\n"
         "import json, gevent, psycopg\n"
-        "from demo_server.external import psycopg_waits_cooperatively\n"
+        "from scenarios.counter.external import psycopg_waits_cooperatively\n"
         f"conns = [psycopg.connect({POSTGRES_DSN!r}, autocommit=True) for _ in range(5)]\n"
         "q = 'select extract(epoch from clock_timestamp()), pg_sleep(0.3),"
         " extract(epoch from clock_timestamp())'\n"

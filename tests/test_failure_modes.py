@@ -1,4 +1,4 @@
-"""Tests of reports.failure_modes: which mistake each anomalous history shows, and its word."""
+"""reports.analysis.failure_modes: which mistake each anomalous history shows, and its word."""
 
 from __future__ import annotations
 
@@ -7,10 +7,10 @@ from pathlib import Path
 import pytest
 from test_reports import make_experiment
 
-from reports.failure_modes import failure_modes, modes_of, verdict_label, witness_mode
-from reports.html import render_run
-from reports.results import collect_experiment
-from reports.table import table_text
+from reports.analysis.failure_modes import failure_modes, modes_of, verdict_label, witness_mode
+from reports.analysis.results import collect_experiment
+from reports.render.html import render_run
+from reports.render.table import table_text
 
 
 @pytest.mark.parametrize(
@@ -74,7 +74,7 @@ def test_g_never_reads_race_anywhere(tmp_path: Path) -> None:
     assert "Nothing raced" in section
     md = written["md"].read_text(encoding="utf-8")
     assert "threaded-g: per-request" in md
-    from reports.results import load_results
+    from reports.analysis.results import load_results
 
     text = table_text(load_results(run), layout="rows")
     g_row = next(line for line in text.splitlines() if " g " in line)

@@ -19,7 +19,7 @@ import psutil
 import pytest
 from cli_tools import descendants, racelab
 
-from demo_server.procs import live
+from demo_server.basics.procs import live
 
 
 def _reachable(port: int) -> bool:

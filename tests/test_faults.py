@@ -8,12 +8,12 @@ import time
 import pytest
 
 from demo_server import ServerConfig
-from demo_server.client import hammer
-from demo_server.errors import FaultError
-from demo_server.faults import FaultScheduler, FaultSpec, parse_fault, parse_faults
-from demo_server.modes import LaunchSpec
-from demo_server.procs import live, tree
-from demo_server.supervisor import Supervisor
+from demo_server.basics.client import hammer
+from demo_server.basics.errors import FaultError
+from demo_server.basics.procs import live, tree
+from demo_server.control.faults import FaultScheduler, FaultSpec, parse_fault, parse_faults
+from demo_server.control.modes import LaunchSpec
+from demo_server.control.supervisor import Supervisor
 
 
 @pytest.mark.parametrize(("text", "spec"), [
@@ -147,8 +147,8 @@ def test_a_server_that_exits_is_recorded(tmp_path) -> None:
 
 def test_an_experiment_with_a_fault_writes_its_events(tmp_path) -> None:
     """run_experiment with kill-worker: events.json and the summary hold the fault and effect."""
-    from scenarios.experiment import run_experiment
-    from scenarios.spec import ExperimentSpec
+    from scenarios.run.experiment import run_experiment
+    from scenarios.run.spec import ExperimentSpec
 
     spec = ExperimentSpec(store="sqlite", mode="gunicorn-sync", users=4, requests=0,
                           duration=2.0, faults=("kill-worker@0.5s",))
@@ -158,7 +158,7 @@ def test_an_experiment_with_a_fault_writes_its_events(tmp_path) -> None:
     assert kinds[0] == "fault:kill-worker"
     assert "worker-died" in kinds and "worker-replaced" in kinds
     assert [e["kind"] for e in summary["events"]] == kinds
-    from reports.results import analyse_experiment
+    from reports.analysis.results import analyse_experiment
 
     verdict = analyse_experiment(tmp_path)["verdict"]  # a safe store: never safe when faulted
     assert verdict["valid"] != "yes"
@@ -167,7 +167,7 @@ def test_an_experiment_with_a_fault_writes_its_events(tmp_path) -> None:
 
 def test_an_experiment_refuses_a_bad_fault_before_starting(tmp_path) -> None:
     """A malformed fault is a FaultError from the spec itself: no server, no run directory."""
-    from scenarios.spec import ExperimentSpec
+    from scenarios.run.spec import ExperimentSpec
 
     with pytest.raises(FaultError, match="unknown fault 'explode@1s'"):
         ExperimentSpec(faults=("explode@1s",))
@@ -178,7 +178,7 @@ def test_stop_and_pause_a_private_redis(tmp_path) -> None:
     import dataclasses
     import shutil
 
-    from demo_server.services import PrivateServices
+    from demo_server.control.services import PrivateServices
 
     if shutil.which("redis-server") is None:
         pytest.skip("redis-server is not installed")

@@ -11,7 +11,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from loadtests.history import COLUMNS, HistoryWriter, to_csv_text
-from reports.history_table import FAIL, INFO, OK, HistoryTable, MalformedHistory, read_history
+from reports.history.table import FAIL, INFO, OK, HistoryTable, MalformedHistory, read_history
 
 ROWS = [
     {"op_id": 0, "client": "w0-u1", "op": "incr", "outcome": "ok", "value": 1,
@@ -226,7 +226,7 @@ def test_any_written_history_reads_back(tmp_path_factory, rows: list[dict]) -> N
 
 def test_clean_file_takes_the_columnar_path(tmp_path: Path, monkeypatch) -> None:
     """A well-formed history never falls back to the row-by-row reader."""
-    import reports.history_table as ht
+    import reports.history.table as ht
 
     def refuse(path: Path) -> None:
         raise AssertionError("the row-by-row reader ran on a clean file")
@@ -239,11 +239,11 @@ def test_clean_file_takes_the_columnar_path(tmp_path: Path, monkeypatch) -> None
 
 def test_columnar_and_row_readers_agree(tmp_path: Path) -> None:
     """Both readers give the same arrays and names, field for field."""
-    import reports.history_table as ht
+    import reports.history.table as ht
 
     rows = [{**r, "op_id": i} for i, r in enumerate(ROWS * 40)]
     path = write(tmp_path / "history.csv", rows)
-    from reports._arrow import read_csv_columnar
+    from reports.history._arrow import read_csv_columnar
 
     fast, slow = read_csv_columnar(path), ht._read_csv_rows(path)
     for name in HistoryTable.__dataclass_fields__:
@@ -276,7 +276,7 @@ def test_status_column_is_an_optional_integer(tmp_path: Path) -> None:
 
 def test_parquet_round_trip(tmp_path: Path) -> None:
     """write_parquet's file reads back to the same rows, whatever its name."""
-    from reports.history_table import find_history, write_parquet
+    from reports.history.table import find_history, write_parquet
 
     csv_path = write(tmp_path / "history.csv", ROWS)
     parquet = write_parquet(csv_path)
@@ -295,7 +295,7 @@ def test_parquet_errors_name_the_row(tmp_path: Path) -> None:
     import pyarrow as pa
     import pyarrow.parquet as pq
 
-    from reports.history_table import to_arrow
+    from reports.history.table import to_arrow
 
     table = to_arrow(read_history(write(tmp_path / "history.csv", ROWS)))
     ids = pa.array([0, 1, 0], type=pa.int64())
@@ -313,8 +313,8 @@ def test_report_reads_a_parquet_run_directory(tmp_path: Path) -> None:
     import json as json_module
 
     from reports._simulate import simulate_counter
-    from reports.history_table import write_parquet
-    from reports.results import collect_experiment
+    from reports.analysis.results import collect_experiment
+    from reports.history.table import write_parquet
 
     sim = simulate_counter(300, clients=4, pids=2, info_rate=0.02, seed=5)
     entries = []

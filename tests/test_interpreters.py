@@ -6,7 +6,7 @@ import json
 import sys
 
 from cli import main
-from scenarios.interpreters import find_interpreters, run_interpreters
+from scenarios.run.interpreters import find_interpreters, run_interpreters
 
 
 def test_this_interpreter_runs_the_original_code_and_the_yield_window_loses() -> None:

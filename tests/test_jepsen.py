@@ -11,11 +11,8 @@ import pytest
 
 from cli import main
 from loadtests.history import HistoryWriter
-from reports._edn import EdnError, read_forms
 from reports._simulate import simulate_counter
-from reports.checkers import check_history
-from reports.history_table import HistoryTable, MalformedHistory, read_history
-from reports.jepsen import (
+from reports.analysis.jepsen import (
     check_jepsen,
     export_ops,
     jepsen_counter,
@@ -24,6 +21,9 @@ from reports.jepsen import (
     read_jepsen,
     write_jepsen,
 )
+from reports.history._edn import EdnError, read_forms
+from reports.history.checkers import check_history
+from reports.history.table import HistoryTable, MalformedHistory, read_history
 
 # --- Jepsen's test helpers, as in jepsen/test/jepsen/checker_test.clj ------------------
 

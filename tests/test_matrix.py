@@ -6,8 +6,8 @@ import json
 from pathlib import Path
 
 from demo_server import ServerConfig, ServerNotReady
-from scenarios.matrix import reachable_optional_stores, run_matrix, scale_cells
-from scenarios.presets import Cell
+from scenarios.run.matrix import reachable_optional_stores, run_matrix, scale_cells
+from scenarios.run.presets import Cell
 
 
 def _cells(n: int) -> list[Cell]:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections import Counter
 
-from loadtests.operation import Operation, schedule
+from scenarios.operation import Operation, schedule
 
 
 def test_schedule_follows_weights_and_seed() -> None:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from demo_server import ConfigError
-from scenarios.presets import load_preset, preset_names
+from scenarios.run.presets import load_preset, preset_names
 
 
 def test_shipped_presets_load() -> None:

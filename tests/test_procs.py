@@ -1,4 +1,4 @@
-"""demo_server.procs: free ports, host checks, reachability, and stopping whole process trees."""
+"""demo_server.basics.procs: free ports, host checks, reachability, stopping process trees."""
 
 from __future__ import annotations
 
@@ -13,8 +13,8 @@ import psutil
 import pytest
 
 from cli import main
-from demo_server.errors import BadHost, PortInUse
-from demo_server.procs import (
+from demo_server.basics.errors import BadHost, PortInUse
+from demo_server.basics.procs import (
     Zygote,
     ZygoteChild,
     check_host,
@@ -122,7 +122,7 @@ def test_a_werkzeug_fork_serving_a_slow_request_is_stopped(live_server) -> None:
     """processes mode: the fork answering a held request is stopped with its parent."""
     import threading
 
-    from demo_server.client import get_json
+    from demo_server.basics.client import get_json
 
     sup = live_server(mode="processes")
     answers: list[object] = []

@@ -7,10 +7,10 @@ from pathlib import Path
 
 from rich.console import Console
 
-from reports.bounds import safe_bound
-from reports.progress import MatrixConsoleProgress
-from scenarios.matrix import CellOutcome
-from scenarios.presets import Cell
+from reports.analysis.bounds import safe_bound
+from scenarios.run.matrix import CellOutcome
+from scenarios.run.presets import Cell
+from scenarios.run.progress import MatrixConsoleProgress
 
 
 def _line(outcome: CellOutcome) -> str:

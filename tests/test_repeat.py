@@ -9,11 +9,11 @@ from pathlib import Path
 from test_reports import make_experiment
 
 from demo_server import ServerNotReady
-from reports.html import render_run
-from reports.results import collect_experiment, load_results
-from reports.table import table_text
-from scenarios.matrix import run_cell_repeated, run_matrix
-from scenarios.presets import Cell, load_preset
+from reports.analysis.results import collect_experiment, load_results
+from reports.render.html import render_run
+from reports.render.table import table_text
+from scenarios.run.matrix import run_cell_repeated, run_matrix
+from scenarios.run.presets import Cell, load_preset
 
 
 def test_a_cell_runs_n_times_its_own_run_last(tmp_path: Path) -> None:

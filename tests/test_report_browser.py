@@ -7,7 +7,7 @@ from typing import Any
 
 from test_reports import make_experiment, make_matrix
 
-from reports.html import render_run
+from reports.render.html import render_run
 
 
 def open_report(browser: Any, html: Path) -> tuple[Any, list[str], list[str]]:
@@ -45,7 +45,7 @@ def test_report_is_self_contained_and_renders(browser: Any, tmp_path: Path) -> N
         assert errors == []
         images = page.eval_on_selector_all(
             "img", "els => els.map(e => [e.complete, e.naturalWidth, e.alt])")
-        from reports.results import load_results
+        from reports.analysis.results import load_results
 
         results = load_results(run)
         drawn = 1 + len(results["plots"]["cost"]) + sum(

@@ -16,12 +16,11 @@ import pytest
 
 from cli import main
 from demo_server import ServerConfig
-from demo_server.client import get_json
-from demo_server.modes import LaunchSpec
-from demo_server.supervisor import Supervisor
+from demo_server.basics.client import get_json
+from demo_server.control.modes import LaunchSpec
+from demo_server.control.supervisor import Supervisor
 from loadtests.history import HistoryWriter
-from reports.html import answer, explain, render_run
-from reports.results import (
+from reports.analysis.results import (
     SCHEMA,
     ResultsError,
     anomaly_count,
@@ -30,8 +29,9 @@ from reports.results import (
     load_results,
     write_results,
 )
-from reports.table import table_text
-from reports.verdict import Verdict, Witness
+from reports.history.verdict import Verdict, Witness
+from reports.render.html import answer, explain, render_run
+from reports.render.table import table_text
 
 SNAPSHOTS = Path(__file__).parent / "snapshots"
 UPDATE_SNAPSHOTS = os.environ.get("RACELAB_SNAPSHOT_UPDATE") == "1"
@@ -392,7 +392,7 @@ def test_render_run_writes_every_plot_and_report(tmp_path: Path) -> None:
 
 def test_cost_of_safety_needs_two_stores_not_two_windows(tmp_path: Path) -> None:
     """One store in two windows is not a cost of safety: no plot; two stores get one."""
-    from reports.plots import draw_cost
+    from reports.render.plots import draw_cost
 
     entries = [synthetic_entry("g-none", "threaded", "global", "yes"),
                synthetic_entry("g-yield", "threaded", "global", "no", window="yield",
@@ -439,8 +439,8 @@ def test_svg_plots_on_request(tmp_path: Path) -> None:
 
 def test_large_history_is_downsampled(tmp_path: Path) -> None:
     """A 30,000-op history still plots, with the points shown said on the figure."""
-    from reports.history_table import read_history
-    from reports.plots import MAX_POINTS, draw_requests
+    from reports.history.table import read_history
+    from reports.render.plots import MAX_POINTS, draw_requests
 
     exp = make_experiment(tmp_path / "exp", kind="safe", ops=30_000)
     entry = collect_experiment(exp)
@@ -655,7 +655,7 @@ def test_real_small_run_renders(tmp_path: Path) -> None:
     written = render_run(exp, formats=("html", "md"))
     results = load_results(exp)
     entry = results["experiments"][0]
-    from reports.history_table import read_history
+    from reports.history.table import read_history
 
     served_by = set(read_history(exp / "history.csv").server_pid.tolist())
     assert entry["ops"]["ok"] >= 290

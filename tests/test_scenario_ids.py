@@ -10,8 +10,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from scenario_tools import SAFE_STORES, Lanes, SimOp, addresses, drive, scenario_app, state
 
-from reports.checkers import check_history
-from reports.history_table import HistoryTable
+from reports.history.checkers import check_history
+from reports.history.table import HistoryTable
 from scenarios.ids import OPERATIONS, check_ids
 
 __all__ = ["addresses", "scenario_app"]  # fixtures

@@ -18,10 +18,10 @@ import pytest
 from scenario_tools import Addresses, addresses, drive_http
 
 from demo_server import ServerConfig
-from demo_server.modes import LaunchSpec
-from demo_server.supervisor import Supervisor
-from reports.checkers import check_history
-from reports.history_table import HistoryTable
+from demo_server.control.modes import LaunchSpec
+from demo_server.control.supervisor import Supervisor
+from reports.history.checkers import check_history
+from reports.history.table import HistoryTable
 from scenarios.registry import get_scenario
 
 __all__ = ["addresses"]  # fixtures

@@ -11,9 +11,9 @@ from hypothesis import strategies as st
 from scenario_tools import Lanes, SimOp, addresses, drive, scenario_app, state
 
 from demo_server import ServerConfig
-from demo_server.errors import ConfigError
-from reports.checkers import check_history
-from reports.history_table import HistoryTable
+from demo_server.basics.errors import ConfigError
+from reports.history.checkers import check_history
+from reports.history.table import HistoryTable
 from scenarios.session import CLIENT_COOKIE, OPERATIONS, check_session
 
 __all__ = ["addresses", "scenario_app"]  # fixtures

@@ -1,7 +1,7 @@
 """The new scenarios end to end: a served app, a Locust swarm, one verdict per run.
 
-Each test runs one experiment (``scenarios.experiment.run_experiment``) and
-checks its directory once (``reports.results.collect_experiment``), then the
+Each test runs one experiment (``scenarios.run.experiment.run_experiment``) and
+checks its directory once (``reports.analysis.results.collect_experiment``), then the
 ``racelab swarm --scenario ... --assert-safe`` exit codes the scenarios promise.
 They need the swarm to send a scenario's operations (``SwarmSpec.operations``),
 ``--tabs`` for the shared-cookie case, and ``--scenario``/``--assert-safe`` on
@@ -17,8 +17,8 @@ from typing import Any
 import pytest
 
 from loadtests.runner import SwarmSpec
-from reports.results import collect_experiment
-from scenarios.experiment import ExperimentSpec, run_experiment
+from reports.analysis.results import collect_experiment
+from scenarios.run.experiment import ExperimentSpec, run_experiment
 
 _SWARM_FIELDS = {f.name for f in dataclasses.fields(SwarmSpec)}
 _SPEC_FIELDS = {f.name for f in dataclasses.fields(ExperimentSpec)}
@@ -75,7 +75,7 @@ def test_each_scenario_races_or_holds_as_promised(tmp_path: Path, spec: dict[str
 @needs_operations
 def test_ticket_seats_land_in_the_value_column(tmp_path: Path) -> None:
     """A tickets history's value column holds the seats: double sales are repeated values."""
-    from reports.history_table import read_history
+    from reports.history.table import read_history
 
     run_dir = tmp_path / "run"
     run_experiment(ExperimentSpec(scenario="tickets", store="global", window="yield",

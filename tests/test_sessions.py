@@ -21,15 +21,15 @@ from urllib.parse import urlsplit
 
 import pytest
 
-from demo_server.config import ServerConfig
-from demo_server.errors import StoreUnavailable
-from demo_server.external import SESSION_COOKIE, SessionStore
-from demo_server.modes import LaunchSpec
-from demo_server.supervisor import Supervisor
+from demo_server.basics.errors import StoreUnavailable
+from demo_server.control.modes import LaunchSpec
+from demo_server.control.supervisor import Supervisor
+from demo_server.served.config import ServerConfig
 from loadtests.history import HistoryWriter
-from reports.checkers import check_history
-from reports.history_table import read_history
+from reports.history.checkers import check_history
+from reports.history.table import read_history
 from reports.session_checker import check_sessions
+from scenarios.counter.external import SESSION_COOKIE, SessionStore
 
 REDIS_URL = os.environ.get("RACELAB_REDIS_URL", "redis://127.0.0.1:6379/0")
 

@@ -11,7 +11,7 @@ import psutil
 import pytest
 from cli_tools import descendants, racelab
 
-from demo_server.procs import live
+from demo_server.basics.procs import live
 
 
 @pytest.mark.parametrize(("store", "code"), [("global", 1), ("sqlite", 0)])

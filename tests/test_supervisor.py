@@ -11,10 +11,10 @@ import time
 import pytest
 
 from demo_server import ServerConfig, ServerNotReady, StoreUnavailable
-from demo_server.client import get_json, hammer
-from demo_server.modes import LaunchSpec
-from demo_server.stores import SqliteStore
-from demo_server.supervisor import Supervisor, group_members
+from demo_server.basics.client import get_json, hammer
+from demo_server.control.modes import LaunchSpec
+from demo_server.control.supervisor import Supervisor, group_members
+from scenarios.counter.stores import SqliteStore
 
 MODES = ["single", "threaded", "processes", "gunicorn-sync", "gunicorn-gthread", "gevent",
          "cluster"]

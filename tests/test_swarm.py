@@ -16,11 +16,11 @@ from pathlib import Path
 
 import pytest
 
-from demo_server.supervisor import free_port, group_members
+from demo_server.control.supervisor import free_port, group_members
 from loadtests.history import COLUMNS
 from loadtests.runner import SwarmSpec, parse_locust_json, run_swarm
-from reports.results import analyse_experiment
-from scenarios.experiment import ExperimentSpec, run_experiment
+from reports.analysis.results import analyse_experiment
+from scenarios.run.experiment import ExperimentSpec, run_experiment
 
 
 def read_rows(path: Path) -> list[dict[str, str]]:
@@ -357,7 +357,7 @@ def test_session_users_keep_their_cookie(tmp_path: Path) -> None:
 
 def test_session_store_on_redis_through_the_cli(tmp_path: Path) -> None:
     """--session-backend redis: each client keeps its own counter, and the command reproduces it."""
-    from demo_server.doctor import reachable
+    from demo_server.control.doctor import reachable
 
     if not reachable("127.0.0.1", 6379):
         pytest.skip("Redis is not reachable at 127.0.0.1:6379 (see docs/stores.md)")

@@ -14,10 +14,10 @@ from pathlib import Path
 
 import pytest
 
-from demo_server.doctor import reachable
-from demo_server.supervisor import free_port
-from loadtests.operation import Operation, ValueSpec
+from demo_server.control.doctor import reachable
+from demo_server.control.supervisor import free_port
 from loadtests.runner import SwarmSpec, run_swarm
+from scenarios.operation import Operation, ValueSpec
 
 SERVER = Path(__file__).resolve().parent / "http_oddities.py"
 TEXT, NONE = ValueSpec("text", ""), ValueSpec("none", "")

@@ -23,7 +23,7 @@ ROOT = Path(__file__).resolve().parent.parent
 ORCHESTRATOR = textwrap.dedent("""
     import json, sys
     from pathlib import Path
-    from demo_server import interrupts
+    from demo_server.basics import interrupts
     from loadtests.runner import SwarmInterrupted, SwarmSpec, run_swarm
 
     interrupts.install()  # as the CLI does: run_swarm must keep its account right

@@ -13,11 +13,11 @@ import pytest
 from werkzeug.test import Client
 
 from demo_server import ServerConfig
-from demo_server.errors import TargetError
-from demo_server.modes import LaunchSpec
-from demo_server.stamp import HEADERS, StampMiddleware
-from demo_server.supervisor import Supervisor
-from demo_server.target import Target, load_target, parse_target
+from demo_server.basics.errors import TargetError
+from demo_server.control.modes import LaunchSpec
+from demo_server.control.supervisor import Supervisor
+from demo_server.served.stamp import HEADERS, StampMiddleware
+from demo_server.served.target import Target, load_target, parse_target
 
 APPS = Path(__file__).parent / "apps"
 COUNTER = f"{APPS / 'counter_app.py'}:app"
@@ -96,8 +96,8 @@ def test_stamp_adds_the_four_headers_and_keeps_the_body() -> None:
 
 
 def test_stamp_names_match_what_the_swarm_reads() -> None:
-    """The header names are the ones loadtests.operation reads."""
-    from loadtests.operation import SERVER_HEADERS
+    """The header names are the ones scenarios.operation reads."""
+    from scenarios.operation import SERVER_HEADERS
 
     assert HEADERS == SERVER_HEADERS
 

@@ -1,0 +1,126 @@
+"""Serving modes: the command lines that launch the one app factory in each way."""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+import sys
+
+from demo_server.basics.errors import ConfigError
+from demo_server.served.config import MODES
+
+__all__ = ["MULTI_WORKER_MODES", "LaunchSpec", "server_command"]
+
+#: Modes that run a fixed pool of worker processes, each with its own copy of globals.
+MULTI_WORKER_MODES = frozenset({"gunicorn-sync", "gunicorn-gthread", "gevent"})
+_GUNICORN_WORKER = {"gunicorn-sync": "sync", "gunicorn-gthread": "gthread", "gevent": "gevent"}
+
+
+@dataclasses.dataclass(frozen=True)
+class LaunchSpec:
+    """How to serve: mode and sizes. Defaults suit a 2-core machine.
+
+    Args:
+        mode: one of ``MODES``.
+        workers: worker processes (gunicorn modes), or the number of forked
+            children Werkzeug may run at once (``processes``).
+        threads: threads per gunicorn gthread worker (and per cluster instance).
+        instances: independent instances in ``cluster`` mode.
+        host: interface to bind; loopback unless the user says otherwise.
+        port: first port; 0 picks free ones.
+        app: the WSGI app to serve, as ``path/to/file.py:app``, ``package.module:app``
+            or ``package.module:create_app()`` (see ``demo_server.served.target``); empty:
+            racelab's own demo app, ``demo_server:create_app()``.
+    """
+
+    mode: str = "threaded"
+    workers: int = 2
+    threads: int = 4
+    instances: int = 2
+    host: str = "127.0.0.1"
+    port: int = 0
+    app: str = ""
+
+    def __post_init__(self) -> None:
+        if self.mode not in MODES:
+            raise ConfigError(f"unknown mode {self.mode!r}; choose one of: {', '.join(MODES)}")
+        for name in ("workers", "threads", "instances"):
+            if getattr(self, name) < 1:
+                raise ConfigError(f"{name} must be at least 1, got {getattr(self, name)}")
+        if not 0 <= self.port <= 65535:
+            raise ConfigError(f"port must be between 0 and 65535, got {self.port}")
+
+    @property
+    def expected_workers(self) -> int:
+        """Distinct worker pids one instance must show before it counts as ready."""
+        return self.workers if self.mode in MULTI_WORKER_MODES else 1
+
+    @property
+    def instance_count(self) -> int:
+        return self.instances if self.mode == "cluster" else 1
+
+    def instance_spec(self) -> LaunchSpec:
+        """What one instance runs: cluster instances are one-worker gthread servers."""
+        if self.mode != "cluster":
+            return self
+        return dataclasses.replace(self, mode="gunicorn-gthread", workers=1, instances=1)
+
+
+@functools.cache
+def gunicorn_has_control_socket() -> bool:
+    """True when this gunicorn has the control socket settings (gunicorn 25.1 and later)."""
+    try:
+        from gunicorn.config import KNOWN_SETTINGS
+    except ImportError:
+        return False
+    return any(getattr(s, "name", "") == "control_socket" for s in KNOWN_SETTINGS)
+
+
+def server_command(spec: LaunchSpec, port: int, control_socket: str = "") -> list[str]:
+    """The argv that serves the app as ``spec`` says, on ``port``.
+
+    racelab's own app is ``demo_server:create_app()``; a user's app (``spec.app``)
+    is loaded in each worker by ``demo_server.served.target:stamped_app_from_env()`` from
+    ``RACELAB_TARGET``, which the supervisor sets.
+
+    Args:
+        spec: a non-cluster launch spec (see ``LaunchSpec.instance_spec``).
+        port: the port to bind on ``spec.host``.
+        control_socket: where gunicorn's control socket goes (a path inside the run
+            directory); empty: none. Never gunicorn's shared default in ``$HOME``.
+
+    Returns:
+        The argument vector, starting with this interpreter.
+    """
+    if spec.mode == "cluster":
+        raise ConfigError("a cluster is launched one instance at a time")
+    if spec.mode in _GUNICORN_WORKER:
+        argv = [
+            sys.executable, "-m", "gunicorn",
+            "--bind", f"{spec.host}:{port}",
+            "--workers", str(spec.workers),
+            "--worker-class", _GUNICORN_WORKER[spec.mode],
+            "--graceful-timeout", "3",
+            "--timeout", "120",
+            "--backlog", "2048",
+            "--error-logfile", "-",
+            "--log-level", "info",
+        ]
+        if spec.mode == "gunicorn-gthread":
+            argv += ["--threads", str(spec.threads)]
+        if spec.mode == "gevent":
+            argv += ["--worker-connections", "2000"]
+        if gunicorn_has_control_socket():
+            argv += ["--control-socket", control_socket] if control_socket else [
+                "--no-control-socket"]
+        app = "demo_server.served.target:stamped_app_from_env()" if spec.app else (
+            "demo_server:create_app()")
+        return [*argv, app]
+    argv = [
+        sys.executable, "-m", "demo_server.app.serve",
+        "--mode", spec.mode,
+        "--host", spec.host,
+        "--port", str(port),
+        "--processes", str(spec.workers),
+    ]
+    return [*argv, "--app-from-env"] if spec.app else argv

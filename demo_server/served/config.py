@@ -1,0 +1,153 @@
+"""What one server runs: scenario, store, window and mode, passed to workers by environment."""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+from collections.abc import Mapping
+
+from demo_server.basics.errors import ConfigError
+from scenarios.registry import SCENARIO_NAMES
+
+__all__ = [
+    "MODES",
+    "SCENARIOS",
+    "STORES",
+    "WINDOWS",
+    "ServerConfig",
+]
+
+SCENARIOS = SCENARIO_NAMES
+STORES = (
+    "global",
+    "lock",
+    "manager",
+    "sqlite",
+    "g",
+    "redis",
+    "postgres",
+    "memcached",
+    "session",
+)
+WINDOWS = ("none", "call", "work", "yield", "io")
+MODES = (
+    "single",
+    "threaded",
+    "processes",
+    "gunicorn-sync",
+    "gunicorn-gthread",
+    "gevent",
+    "cluster",
+)
+# Stores whose state is a copy per process; the others are shared by every process.
+PER_PROCESS_STORES = frozenset({"global", "lock", "g"})
+# Stores where the window between read and write applies; the others update atomically.
+WINDOWED_STORES = frozenset({"global", "lock"})
+
+_ENV_PREFIX = "RACELAB_"
+
+
+@dataclasses.dataclass(frozen=True)
+class ServerConfig:
+    """Everything a worker needs to build the app.
+
+    Args:
+        scenario: the shared-state operation (``counter``).
+        store: where the state lives (see ``STORES``).
+        window: what runs between the read and the write (see ``WINDOWS``).
+        work_us: length of the ``work`` window in microseconds of CPU time.
+        mode: how the app is served; informational inside the app.
+        sqlite_path: database file of the ``sqlite`` store.
+        manager_address: ``host:port`` of the counter manager of the ``manager`` store.
+        manager_authkey: hex authkey of that manager.
+        redis_url: URL of the Redis server (``redis`` and ``session`` stores).
+        postgres_dsn: connection string of the ``postgres`` store.
+        memcached: ``host:port`` of the memcached server.
+        namespace: key prefix or table suffix that isolates one run's state.
+        session_dir: directory of the file-backed Flask-Session store.
+        session_backend: ``filesystem`` or ``redis``.
+        instance: index of this instance in ``cluster`` mode.
+        stock: seats on sale when a ``tickets`` run starts.
+    """
+
+    scenario: str = "counter"
+    store: str = "global"
+    window: str = "none"
+    work_us: int = 50
+    mode: str = "single"
+    sqlite_path: str = ""
+    manager_address: str = ""
+    manager_authkey: str = ""
+    redis_url: str = "redis://127.0.0.1:6379/0"
+    postgres_dsn: str = "postgresql://127.0.0.1:5432/test"
+    memcached: str = "127.0.0.1:11211"
+    namespace: str = "racelab"
+    session_dir: str = ""
+    session_backend: str = "filesystem"
+    instance: int = 0
+    stock: int = 100
+
+    def __post_init__(self) -> None:
+        self.validate()
+
+    def validate(self) -> None:
+        """Raise ConfigError for an unknown name or an out-of-range number."""
+        for field, allowed in (
+            ("scenario", SCENARIOS),
+            ("store", STORES),
+            ("window", WINDOWS),
+            ("mode", MODES),
+        ):
+            value = getattr(self, field)
+            if value not in allowed:
+                raise ConfigError(
+                    f"unknown {field} {value!r}; choose one of: {', '.join(allowed)}"
+                )
+        if self.work_us <= 0:
+            raise ConfigError(f"work_us must be positive, got {self.work_us}")
+        if self.stock <= 0:
+            raise ConfigError(f"stock must be positive, got {self.stock}")
+        from scenarios.registry import get_scenario
+
+        scenario = get_scenario(self.scenario)
+        if self.store not in scenario.stores:
+            raise ConfigError(
+                f"the {self.scenario} scenario has no {self.store!r} store; "
+                f"choose one of: {', '.join(scenario.stores)}"
+            )
+        windowed = scenario.windowed_stores
+        if self.window != "none" and self.store not in windowed:
+            raise ConfigError(
+                f"window {self.window!r} applies only to the stores "
+                f"{', '.join(sorted(windowed))}; {self.store!r} updates atomically"
+            )
+
+    @property
+    def per_process(self) -> bool:
+        """True when every process holds its own copy of the state."""
+        return self.store in PER_PROCESS_STORES
+
+    def to_env(self) -> dict[str, str]:
+        """Environment variables that ``from_env`` turns back into this config."""
+        return {
+            _ENV_PREFIX + f.name.upper(): str(getattr(self, f.name))
+            for f in dataclasses.fields(self)
+        }
+
+    @classmethod
+    def from_env(cls, environ: Mapping[str, str] | None = None) -> ServerConfig:
+        """Build a config from ``RACELAB_*`` variables; absent ones keep their defaults."""
+        environ = os.environ if environ is None else environ
+        values: dict[str, object] = {}
+        for f in dataclasses.fields(cls):
+            raw = environ.get(_ENV_PREFIX + f.name.upper())
+            if raw is None:
+                continue
+            if f.type in ("int", int):
+                try:
+                    values[f.name] = int(raw)
+                except ValueError:
+                    raise ConfigError(f"{_ENV_PREFIX}{f.name.upper()} must be an integer") from None
+            else:
+                values[f.name] = raw
+        return cls(**values)  # type: ignore[arg-type]

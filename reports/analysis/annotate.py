@@ -1,0 +1,74 @@
+"""What a report explains about one experiment, computed once, beside its check.
+
+``annotate(entry, table, exp_dir)`` returns the fields results.json gains per
+experiment; ``reports.analysis.results.collect_experiment`` stores them:
+
+- ``failure_modes``: which mistakes an anomalous cell shows (``reports.analysis.failure_modes``);
+- ``safe_bound``: the upper bound on the anomaly rate a safe cell earns (``bounds``);
+- ``interleaving``: the racy method's bytecode under the server's interpreter and
+  one reconstructed schedule, for a within-process duplicate (``reports.analysis.bytecode``);
+- ``repeats``: how often the cell raced when it was run several times
+  (``cells/<id>/repeats/<n>/``, written by ``racelab matrix --repeat N``).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from reports.analysis.bounds import repeats_summary, safe_bound
+from reports.analysis.bytecode import interleaving
+from reports.analysis.failure_modes import failure_modes
+
+if TYPE_CHECKING:
+    from reports.history.table import HistoryTable
+
+__all__ = ["REPEATS_DIR", "annotate", "repeat_dirs"]
+
+REPEATS_DIR = "repeats"
+
+
+def repeat_dirs(exp_dir: Path) -> list[Path]:
+    """The further runs of a cell: ``<exp_dir>/repeats/<n>/``, in order."""
+    root = Path(exp_dir) / REPEATS_DIR
+    if not root.is_dir():
+        return []
+    return sorted((p for p in root.iterdir() if p.is_dir()), key=lambda p: (len(p.name), p.name))
+
+
+def _repeats(entry: Mapping[str, Any], exp_dir: Path | None) -> dict[str, Any] | None:
+    if exp_dir is None:
+        return None
+    dirs = repeat_dirs(exp_dir)
+    if not dirs:
+        return None
+    from reports.analysis.results import collect_experiment
+
+    others = [collect_experiment(d) for d in dirs]
+    runs = [entry, *others]
+    summary = repeats_summary([str((e.get("verdict") or {}).get("valid")) for e in runs])
+    if summary is not None:
+        summary["anomalies"] = [e.get("anomalies") for e in runs]
+        summary["dirs"] = [f"{REPEATS_DIR}/{d.name}" for d in dirs]
+    return summary
+
+
+def annotate(
+    entry: Mapping[str, Any], table: HistoryTable | None = None, exp_dir: Path | None = None
+) -> dict[str, Any]:
+    """The explanatory fields of one checked experiment.
+
+    Args:
+        entry: the experiment entry with its verdict, config, ops and final state.
+        table: its history, when it could be read.
+        exp_dir: its directory (for the repeats of the cell).
+
+    Returns:
+        ``{"failure_modes", "safe_bound", "interleaving", "repeats"}``.
+    """
+    out: dict[str, Any] = {"failure_modes": failure_modes(entry, table),
+                           "safe_bound": safe_bound(entry)}
+    out["interleaving"] = interleaving({**entry, **out}, table)
+    out["repeats"] = _repeats(entry, exp_dir)
+    return out

@@ -1,0 +1,101 @@
+"""What ``racelab check`` does with a file: recognise its format, read it, run the checkers.
+
+Formats: ``csv`` (racelab's history), ``parquet`` (``write_parquet``'s), and
+Jepsen histories as ``jepsen-json`` or ``jepsen-edn`` (see ``reports.analysis.jepsen``).
+The format is recognised from the content (Parquet's magic bytes; a first
+character ``[`` or ``{`` followed by a JSON string or an EDN keyword), never
+from the file's name.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from reports.analysis.jepsen import check_jepsen, read_jepsen, sniff_text
+from reports.history.checkers import CHECKER_OPS, check_history, checkers_for, columns_for
+from reports.history.table import HistoryTable, MalformedHistory, read_history, where_of
+from reports.history.verdict import Verdict
+
+__all__ = ["FORMATS", "check_file", "detect_format", "refuse_unknown_ops"]
+
+FORMATS = ("csv", "parquet", "jepsen-json", "jepsen-edn")
+
+
+def detect_format(path: Path | str) -> str:
+    """The format of a history file, from its first bytes.
+
+    Raises:
+        MalformedHistory: the file cannot be opened or is not a regular file.
+    """
+    path = Path(path)
+    try:
+        if not path.is_file():
+            read_history(path)  # raises the reader's own message (FIFO, directory, missing)
+        with path.open("rb") as handle:
+            head = handle.read(4096)
+    except OSError as exc:
+        raise MalformedHistory(f"cannot open: {exc.strerror or exc}") from None
+    if head.startswith(b"PAR1"):
+        return "parquet"
+    kind = sniff_text(head.decode("utf-8", errors="replace"))
+    return f"jepsen-{kind}" if kind else "csv"
+
+
+def refuse_unknown_ops(table: HistoryTable, scenario: str) -> None:
+    """Refuse a history with an op that the scenario's checkers do not read.
+
+    Raises:
+        MalformedHistory: naming the first such row and its op.
+    """
+    names = checkers_for(scenario)
+    if any(name not in CHECKER_OPS for name in names):
+        return  # some checker reads every op
+    accepted = {op for name in names for op in CHECKER_OPS[name]}
+    unknown = [code for code, op in enumerate(table.op_names) if op not in accepted]
+    if not unknown or not len(table):
+        return
+    rows = np.flatnonzero(np.isin(table.op, unknown))
+    if not rows.size:
+        return
+    row = int(rows[0])
+    op = table.op_names[int(table.op[row])]
+    checker = "+".join(names)
+    raise MalformedHistory(
+        f"the {checker} checker does not know op {op!r} (it reads: "
+        f"{', '.join(sorted(accepted))}); {rows.size:,} of {len(table):,} rows have ops it "
+        "does not read", where_of(table, row), "op")
+
+
+def check_file(path: Path | str, fmt: str | None = None, *, final: Any = None,
+               scenario: str = "counter", per_process: bool = False) -> Verdict:
+    """Read a history file in any format and check it.
+
+    Args:
+        path: the history.
+        fmt: one of ``FORMATS``; ``None`` recognises it from the content.
+        final: the final state (``None``, an integer, or a ``final.json`` mapping).
+        scenario: which checkers run on racelab histories; a Jepsen history's
+            ``:f`` values choose its checkers.
+        per_process: each server process keeps its own state, unless ``final`` says.
+
+    Returns:
+        The verdict.
+
+    Raises:
+        MalformedHistory: the file is malformed, or holds ops no checker reads.
+        ConfigError: an unknown scenario.
+    """
+    found = detect_format(path)
+    if fmt in ("csv", "parquet") and found in ("csv", "parquet") and fmt != found:
+        raise MalformedHistory(f"not a {fmt} file: its content is {found}")
+    fmt = fmt or found
+    if fmt.startswith("jepsen-"):
+        ops = read_jepsen(path, fmt.removeprefix("jepsen-"))
+        return check_jepsen(ops, final, per_process=per_process)
+    # Only what the checkers read is kept in memory; every column is still checked.
+    table = read_history(path, columns_for(scenario))
+    refuse_unknown_ops(table, scenario)
+    return check_history(table, final=final, scenario=scenario, per_process=per_process)

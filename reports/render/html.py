@@ -1,0 +1,697 @@
+"""Render a run's report: one self-contained HTML file, Markdown, or results.json.
+
+The HTML embeds its images as ``data:`` URIs and its CSS inline; it runs no
+script and requests nothing. Every text that comes from a run (labels, errors,
+witness sentences) is escaped by Jinja2's autoescape. The answer at the top is
+built from the measured verdicts; the explanations under each experiment are
+conditioned on its configuration and never decide its verdict.
+
+``render_run(run_dir)`` is the one entry point: it loads (or, when missing,
+computes) results.json, draws the plots and writes the requested formats.
+"""
+
+from __future__ import annotations
+
+import base64
+import html as html_lib
+import re
+from collections.abc import Iterable, Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import jinja2
+
+from demo_server.served.config import PER_PROCESS_STORES
+from reports.analysis.bounds import bound_sentence, repeat_sentence, safe_bound
+from reports.analysis.claims import check_claims
+from reports.analysis.failure_modes import (
+    FAILURE_MODES,
+    PER_REQUEST,
+    mode_names,
+    modes_of,
+    verdict_label,
+    witness_mode,
+)
+from reports.analysis.results import (
+    RESULTS_FILE,
+    ResultsError,
+    collect_run,
+    describe_fault,
+    experiment_path,
+    faults_of,
+    load_results,
+    verdict_word,
+    write_results,
+)
+from reports.render.table import format_rate
+
+__all__ = [
+    "FORMATS",
+    "answer",
+    "explain",
+    "headline",
+    "render_html",
+    "render_markdown",
+    "render_run",
+]
+
+FORMATS = ("html", "md", "json")
+_MIME = {".png": "image/png", ".svg": "image/svg+xml"}
+
+
+# -- words built from the data ------------------------------------------------------------
+
+
+def _count(n: int, word: str) -> str:
+    if n == 1:
+        return f"1 {word}"
+    plural = word + ("es" if word.endswith(("s", "sh", "ch", "x")) else "s")
+    return f"{n:,} {plural}"
+
+
+def _join(items: Sequence[str]) -> str:
+    items = list(items)
+    if len(items) <= 1:
+        return "".join(items)
+    return ", ".join(items[:-1]) + " and " + items[-1]
+
+
+def _ok(entry: Mapping[str, Any]) -> int:
+    return int((entry.get("ops") or {}).get("ok") or 0)
+
+
+def _where(entry: Mapping[str, Any], with_store: bool = False) -> str:
+    config = entry.get("config") or {}
+    text = str(config.get("mode") or "?")
+    if with_store:
+        text = f"{config.get('store') or '?'} store under {text}"
+    window = config.get("window")
+    if window and window != "none":
+        text += f" (window {window})"
+    return text
+
+
+# Why a store that is not the naive global still races, for the answer paragraph.
+_WHY_STORE_RACES = {
+    "lock": "a threading.Lock orders the threads of one process only; "
+            "these modes run several processes or hosts",
+    "g": "flask.g lives for one request, so every request starts again from zero",
+    "session": "requests of one client overlapped and the last session saved won",
+}
+
+
+def answer(results: Mapping[str, Any]) -> str:
+    """One paragraph answering "is a global safe here?" from the measured verdicts."""
+    entries = list(results.get("experiments") or ())
+    if not entries:
+        return "This run holds no experiment, so it answers nothing."
+    focus = [e for e in entries if (e.get("config") or {}).get("store") == "global"]
+    subject = "the global store" if focus else "the stores tested"
+    if not focus:
+        focus = entries
+    # Wrong answers, whether they raced or lived for one request only.
+    races = [e for e in focus if verdict_word(e) == "race"]
+    safes = [e for e in focus if verdict_word(e) == "safe"]
+    unknowns = [e for e in focus if verdict_word(e) == "unknown"]
+    with_store = subject != "the global store"
+    parts: list[str] = []
+    if races:
+        listed = [
+            f"{_where(e, with_store)}: {e.get('anomalies'):,} of {_ok(e):,} ok responses "
+            f"anomalous ({format_rate(e.get('anomaly_rate'))})"
+            for e in sorted(races, key=lambda e: -(e.get("anomaly_rate") or 0))[:5]
+        ]
+        more = f", and {len(races) - 5} more" if len(races) > 5 else ""
+        parts.append(
+            f"No. In {len(races)} of {_count(len(focus), 'experiment')} with {subject}, "
+            f"clients got wrong answers: {'; '.join(listed)}{more}."
+        )
+    if safes:
+        ops = sum((e.get("ops") or {}).get("ok", 0) for e in safes)
+        modes = _join(sorted({_where(e, with_store) for e in safes}))
+        lead = "" if races else "Not shown unsafe in this run: "
+        parts.append(
+            f"{lead}No anomaly was seen under {modes} ({_count(ops, 'ok response')}); "
+            "a clean run means this load did not catch a race, not that none can happen."
+        )
+    if unknowns:
+        reasons = sorted({str((e.get("verdict") or {}).get("reason") or "no reason given")
+                          for e in unknowns})
+        parts.append(
+            f"{_count(len(unknowns), 'experiment')} with {subject} could not be judged "
+            f"(unknown): {'; '.join(reasons[:3])}."
+        )
+    others = [e for e in entries if e not in focus]
+    if others:
+        by_store: dict[str, list[str]] = {}
+        for entry in others:
+            by_store.setdefault(str((entry.get("config") or {}).get("store")), []).append(
+                verdict_label(entry))
+        clean = sorted(s for s, words in by_store.items() if set(words) == {"safe"})
+        raced = sorted(s for s, words in by_store.items() if "race" in words)
+        per_request = sorted(s for s, words in by_store.items()
+                             if PER_REQUEST in words and "race" not in words)
+        if clean:
+            parts.append(f"For comparison, {_join(clean)} showed no anomaly in any mode tested.")
+        if per_request:
+            parts.append(f"{_join(per_request)} raced with nothing: every request started "
+                         "again from the same value (per request), as flask.g lives for one "
+                         "request.")
+        if raced:
+            detail = []
+            for store in raced:
+                racing = sorted({str((e.get("config") or {}).get("mode")) for e in others
+                                 if (e.get("config") or {}).get("store") == store
+                                 and verdict_label(e) == "race"})
+                why = _WHY_STORE_RACES.get(store)
+                detail.append(f"{store} under {_join(racing)}" + (f" ({why})" if why else ""))
+            parts.append(f"Anomalies also appeared with {'; '.join(detail)}.")
+    return " ".join(parts)
+
+
+def headline(results: Mapping[str, Any]) -> str:
+    """The answer in one sentence, for the report's first screen."""
+    entries = list(results.get("experiments") or ())
+    focus = [e for e in entries if (e.get("config") or {}).get("store") == "global"]
+    subject = "the global" if focus else "the stores tested"
+    focus = focus or entries
+    if not focus:
+        return "This run holds no experiment."
+    races = [e for e in focus if verdict_word(e) == "race"]  # racing or per request
+    safes = [e for e in focus if verdict_word(e) == "safe"]
+    if races:
+        modes = _join(sorted({str((e.get("config") or {}).get("mode")) for e in races}))
+        names = _join(sorted({n for e in races for n in mode_names(modes_of(e))}))
+        return (f"No: {subject} gave wrong answers in {len(races)} of "
+                f"{_count(len(focus), 'experiment')}, under {modes}. The mistakes: {names}.")
+    if safes:
+        return (f"Not shown unsafe: {subject} showed no anomaly in "
+                f"{_count(len(safes), 'experiment')}; a measurement, not a proof.")
+    return f"Undecided: no experiment with {subject} could be judged."
+
+
+def _python_at_least(version: str | None, major: int, minor: int) -> bool | None:
+    match = re.match(r"(\d+)\.(\d+)", version or "")
+    if not match:
+        return None
+    return (int(match.group(1)), int(match.group(2))) >= (major, minor)
+
+
+def explain(entry: Mapping[str, Any]) -> list[str]:
+    """Why an experiment could come out as it did, from its configuration.
+
+    These sentences explain mechanisms that apply to the configuration; the
+    verdict itself comes from the measured history (``_measured``).
+    """
+    config = entry.get("config") or {}
+    mode = config.get("mode")
+    store = config.get("store")
+    window = config.get("window")
+    python = config.get("python")
+    implementation = config.get("implementation") or "Python"
+    gil = config.get("gil")
+    workers = config.get("workers") or 1
+    threads = config.get("threads") or 1
+    instances = config.get("instances") or 1
+    out: list[str] = []
+    if python:
+        if gil is False:
+            out.append(
+                f"The server ran on {implementation} {python} without the GIL (a free-threaded "
+                "build): threads run Python code truly in parallel, so any read-modify-write "
+                "of shared state can interleave."
+            )
+        elif gil:
+            out.append(
+                f"The server ran on {implementation} {python} with the GIL: one thread runs "
+                "Python code at a time, and the interpreter decides where it may switch."
+            )
+        else:
+            out.append(f"The server ran on {implementation} {python}.")
+    else:
+        out.append("The server's interpreter was not recorded.")
+    multi_process = (
+        mode == "processes"
+        or (mode in ("gunicorn-sync", "gunicorn-gthread", "gevent") and workers > 1)
+        or mode == "cluster"
+    )
+    threads_share = mode in ("threaded", "gunicorn-gthread", "cluster")
+    mode_text = {
+        "single": "Mode single serves one request at a time, so requests never overlap "
+                  "inside the app.",
+        "threaded": "Mode threaded serves every request on its own thread of one process; "
+                    "the threads share the module's state.",
+        "processes": "Mode processes forks a new process for each request: the child starts "
+                     "from a copy of the parent's state, and its change dies with it.",
+        "gunicorn-sync": f"gunicorn sync runs {_count(workers, 'worker process')}, each "
+                         "serving one request at a time.",
+        "gunicorn-gthread": f"gunicorn gthread runs {_count(workers, 'worker process')} with "
+                            f"{_count(threads, 'thread')} each: threads share their "
+                            "process's state, processes do not.",
+        "gevent": f"gunicorn gevent runs {_count(workers, 'worker process')}, each serving "
+                  "requests as greenlets that give way only where the code yields "
+                  "(I/O, sleep), never in the middle of plain Python code.",
+        "cluster": f"Mode cluster runs {_count(instances, 'independent instance')} "
+                   "(standing in for separate hosts), and the load is spread over them.",
+    }.get(str(mode))
+    if mode_text:
+        out.append(mode_text)
+    target = config.get("app") or config.get("url")
+    if target:
+        requests = ", ".join(config.get("request") or ()) or "GET /"
+        out.append(
+            f"The app under test is {'the endpoint at ' if config.get('url') else ''}{target}, "
+            f"sent {requests} and checked as {config.get('check') or 'counter'}. racelab "
+            + ("knows how it was served and which process and thread answered each request "
+               "(its middleware stamps every answer)" if not config.get("url") else
+               "knows the values it answered, and which process and thread answered where "
+               "the app sends racelab's X-Racelab headers; it does not know how it is served")
+            + ". It does not know what the code runs between its read and its write: its "
+            "window is the code's own.")
+        return out
+    if store in PER_PROCESS_STORES and multi_process and store != "g":
+        out.append(
+            f"The {store} store lives inside each process, so every process holds its own "
+            "copy: numbers repeat across processes and the per-process counts diverge. "
+            "No lock inside one process can prevent that."
+        )
+    out.extend(_store_sentences(str(config.get("scenario") or "counter"), str(store)))
+    if store in ("global", "lock"):
+        out.extend(_explain_window(config, mode, window, python, gil, threads_share))
+    return out
+
+
+def _store_sentences(scenario: str, store: str) -> list[str]:
+    """The scenario's own sentence for its store (``Scenario.store_sentences``)."""
+    from scenarios.registry import SCENARIO_NAMES, get_scenario
+
+    if scenario not in SCENARIO_NAMES:
+        return []
+    return get_scenario(scenario).explain_store(store)
+
+
+def _explain_window(
+    config: Mapping[str, Any], mode: Any, window: Any, python: Any, gil: Any, threads_share: bool
+) -> list[str]:
+    out: list[str] = []
+    modern = _python_at_least(python, 3, 10)
+    if mode == "gevent":
+        if window in ("yield", "io"):
+            out.append(f"Window {window} sleeps between the read and the write, which is a "
+                       "point where a greenlet yields: other requests run inside the window.")
+        else:
+            out.append(f"With window {window or 'none'} nothing between the read and the write "
+                       "yields, so greenlets of one process cannot interleave there.")
+        return out
+    if window == "none":
+        if threads_share and gil and modern:
+            out.append("Window none is the original code. CPython 3.10 and later switch "
+                       "threads only at calls and backward jumps, so the read and the write "
+                       "of += 1 are seldom separated in practice.")
+        elif threads_share and gil and modern is False:
+            out.append("Window none is the original code. CPython before 3.10 may switch "
+                       "threads between any two bytecodes, so even += 1 can lose updates.")
+        else:
+            out.append("Window none is the original code, with nothing between the read and "
+                       "the write.")
+    elif window == "call":
+        out.append("Window call puts a function call between the read and the write: a point "
+                   "where the interpreter may switch threads.")
+    elif window == "work":
+        out.append(f"Window work spends {config.get('work_us') or '?'} µs of CPU between the "
+                   "read and the write; the longer it lasts, the likelier a thread switch "
+                   "inside it.")
+    elif window == "yield":
+        out.append("Window yield calls time.sleep(0) between the read and the write: the "
+                   "thread gives up the GIL there and another may run.")
+    elif window == "io":
+        out.append("Window io waits 1 ms between the read and the write, as real I/O would: "
+                   "other requests run meanwhile.")
+    return out
+
+
+def _measured(entry: Mapping[str, Any]) -> str:
+    word = verdict_label(entry)
+    ok = (entry.get("ops") or {}).get("ok", 0)
+    verdict = entry.get("verdict") or {}
+    repeats = repeat_sentence(entry.get("repeats"))
+    again = f" Run {entry['repeats']['runs']} times, it {repeats}." if repeats else ""
+    if word == PER_REQUEST:
+        return (f"Measured: all {ok:,} ok responses got the same value: nothing survived from "
+                "one request to the next (per request). Nothing raced; the state never lived "
+                f"longer than a request.{again}")
+    if word == "race":
+        names = _join(mode_names(modes_of(entry)))
+        return (f"Measured: {entry.get('anomalies'):,} of {ok:,} ok responses were anomalous "
+                f"({format_rate(entry.get('anomaly_rate'))}), showing {names}; the witnesses "
+                f"below show them.{again}")
+    if word == "safe":
+        bound = bound_sentence(entry.get("safe_bound") or safe_bound(entry))
+        return (f"Measured: {bound or f'no anomaly in {ok:,} ok responses'}. A bound, not a "
+                f"proof: rarer anomalies can still happen.{again}")
+    return f"Unknown: {verdict.get('reason') or 'no reason given'}.{again}"
+
+
+# -- data for the templates ---------------------------------------------------------------
+
+
+def _data_uri(path: Path | None) -> str | None:
+    if path is None or not path.is_file():
+        return None
+    mime = _MIME.get(path.suffix.lower(), "application/octet-stream")
+    return f"data:{mime};base64,{base64.b64encode(path.read_bytes()).decode('ascii')}"
+
+
+_PLOT_TITLES = {
+    "requests": "Value each request got",
+    "witness": "The requests behind one anomaly",
+    "bursts": "Burst spreads",
+}
+
+
+def _settings(config: Mapping[str, Any]) -> list[tuple[str, Any]]:
+    """The configuration that mattered for this experiment, in reading order."""
+    mode = config.get("mode")
+    applies = {
+        "workers": mode in ("gunicorn-sync", "gunicorn-gthread", "gevent", "processes"),
+        "threads": mode in ("gunicorn-gthread", "cluster"),
+        "instances": mode == "cluster",
+        "work_us": config.get("window") == "work",
+        "duration": bool(config.get("duration")),
+        "burst": bool(config.get("burst")),
+    }
+    shown = []
+    for key in ("scenario", "store", "window", "work_us", "mode", "workers", "threads",
+                "instances", "users", "requests", "duration", "burst", "python", "gil",
+                "cores"):
+        value = config.get(key)
+        if value is None or value == "" or not applies.get(key, True):
+            continue
+        if key == "gil":
+            value = "enabled" if value else "disabled"
+        shown.append((key, value))
+    return shown
+
+
+def _interpreters(found: Any) -> dict[str, Any] | None:
+    """Rows and a measured summary sentence for the no-server thread race, if it ran."""
+    if not found:
+        return None
+    rows: list[dict[str, Any]] = []
+    clean_none: list[str] = []
+    racy_none: list[str] = []
+    threads = 0
+    for r in found:
+        name = f"{r.get('implementation') or ''} {r.get('version') or r.get('python')}".strip()
+        row: dict[str, Any] = {"name": name, "error": r.get("error") or "",
+                               "gil": {True: "on", False: "off"}.get(r.get("gil"), "")}
+        cells = []
+        for window in ("none", "call", "yield"):
+            got = (r.get("windows") or {}).get(window)
+            if not got or not got.get("expected"):
+                cells.append({"text": "-", "cls": ""})
+                continue
+            threads = threads or int(r.get("threads") or 0)
+            lost = got["expected"] - got["final"]
+            cells.append({"text": f"{lost / got['expected']:.0%} ({lost:,} of {got['expected']:,})",
+                          "cls": "v-no" if lost else "v-yes"})
+            if window == "none":
+                (racy_none if lost else clean_none).append(r.get("version") or name)
+        row["cells"] = cells
+        rows.append(row)
+    parts = []
+    if racy_none:
+        parts.append(f"The literal code lost updates on {_join(racy_none)}")
+    if clean_none:
+        parts.append(f"lost none on {_join(clean_none)}")
+    sentence = "; ".join(parts)
+    if sentence:
+        sentence = sentence[0].upper() + sentence[1:] + (
+            ". Whether threads interleave inside += depends on where the "
+            "interpreter may switch threads; a wider window (a call, a sleep, I/O) "
+            "lets them in on any version.")
+    return {"rows": rows, "sentence": sentence, "threads": threads or "several"}
+
+
+def _interleaving_view(data: Mapping[str, Any] | None) -> dict[str, Any] | None:
+    """The bytecode listing and the reconstructed steps, ready for the templates."""
+    if not data:
+        return None
+    code = data.get("bytecode") or {}
+    by_offset = {int(i.get("offset") or 0): i for i in code.get("instructions") or ()}
+    steps = []
+    for number, step in enumerate(data.get("schedule") or (), 1):
+        names = []
+        for offset in step.get("offsets") or ():
+            ins = by_offset.get(int(offset))
+            if ins and ins.get("opname") not in ("RESUME", "CACHE"):
+                arg = str(ins.get("argrepr") or "")
+                names.append(f"{ins.get('opname')} {arg}".strip())
+        steps.append({"number": number, "who": step.get("who"), "does": step.get("does"),
+                      "instructions": names})
+    python = " ".join(str(x) for x in (code.get("implementation"), code.get("version")) if x)
+    return {"method": code.get("method"), "python": python or "the server's Python",
+            "executable": code.get("executable") or "", "dis": code.get("dis") or "",
+            "error": code.get("error") or "", "steps": steps, "switch": data.get("switch"),
+            "value": data.get("value"), "ops": data.get("witness_ops") or []}
+
+
+def _claims_view(
+    results: Mapping[str, Any], anchors: Mapping[str, int]
+) -> list[dict[str, Any]]:
+    stored = results.get("claims")
+    if not isinstance(stored, list):  # results.json written before claims were kept
+        stored = [c.to_dict() for c in check_claims(results.get("experiments") or ())]
+    claims = []
+    for claim in stored:
+        item = dict(claim)
+        cells = [*claim.get("supporting", ()), *claim.get("against", ())]
+        item["links"] = [{"href": f"#exp-{anchors[i]}", "number": anchors[i],
+                          "holds": i in claim.get("supporting", ())}
+                         for i in cells if i in anchors]
+        claims.append(item)
+    return claims
+
+
+def _context(results: Mapping[str, Any], results_dir: Path, embed: bool) -> dict[str, Any]:
+    def image(rel: str | None) -> str | None:
+        if not rel:
+            return None
+        return _data_uri(experiment_path(results_dir, rel)) if embed else rel
+
+    entries = list(results.get("experiments") or ())
+    anchors = {str(e.get("id")): n for n, e in enumerate(entries, 1)}
+    experiments = []
+    for entry in entries:
+        plots = [
+            {"title": _PLOT_TITLES.get(kind, kind), "src": image(rel), "kind": kind}
+            for kind, rel in (entry.get("plots") or {}).items()
+        ]
+        verdict = entry.get("verdict") or {}
+        witnesses = []
+        for w in (verdict.get("witnesses") or ())[:8]:
+            mode = witness_mode(entry, w)
+            witnesses.append({"mode": FAILURE_MODES[mode][0] if mode in FAILURE_MODES else "",
+                              "sentence": w.get("sentence") or w.get("kind")})
+        modes = modes_of(entry)
+        experiments.append({
+            "entry": entry,
+            "word": verdict_label(entry),
+            "rate": format_rate(entry.get("anomaly_rate")),
+            "plots": [p for p in plots if p["src"]],
+            "witnesses": witnesses,
+            "modes": [{"name": FAILURE_MODES.get(m, (m, ""))[0],
+                       "meaning": FAILURE_MODES.get(m, ("", ""))[1]} for m in modes],
+            "explanations": explain(entry) + [
+                f"Fault: {describe_fault(e)}." for e in faults_of(entry.get("events") or ())],
+            "measured": _measured(entry),
+            "counts": verdict.get("counts") or {},
+            "settings": _settings(entry.get("config") or {}),
+            "repeats": repeat_sentence(entry.get("repeats")),
+            "interleaving": _interleaving_view(entry.get("interleaving")),
+        })
+    run_plots = results.get("plots") or {}
+    cost = [{"mode": mode, "src": image(rel)}
+            for mode, rel in (run_plots.get("cost") or {}).items()]
+    return {
+        "interpreters": _interpreters(results.get("interpreters")),
+        "run": results.get("run") or {},
+        "schema": results.get("schema"),
+        "answer": answer(results),
+        "headline": headline(results),
+        "claims": _claims_view(results, anchors),
+        "matrix": image(run_plots.get("matrix")),
+        "cost": [c for c in cost if c["src"]],
+        "experiments": experiments,
+        "summary_rows": experiments,
+        "title": (results.get("run") or {}).get("label") or "racelab report",
+    }
+
+
+def _environment() -> jinja2.Environment:
+    return jinja2.Environment(
+        loader=jinja2.PackageLoader("reports.render", "templates"),
+        autoescape=True,
+        undefined=jinja2.ChainableUndefined,
+        trim_blocks=True,
+        lstrip_blocks=True,
+    )
+
+
+def render_html(results: Mapping[str, Any], results_dir: Path, out: Path) -> Path:
+    """Write the self-contained HTML report (images embedded) and return its path."""
+    text = _environment().get_template("report.html.j2").render(
+        **_context(results, results_dir, embed=True))
+    out.write_text(text, encoding="utf-8")
+    return out
+
+
+_MD_SPECIAL = re.compile(r"([\\`*_\[\]|#])")
+
+
+def _md(text: object) -> str:
+    """Escape text for Markdown: HTML entities for <, >, &, backslashes for markup."""
+    escaped = html_lib.escape(str(text), quote=False)
+    return _MD_SPECIAL.sub(r"\\\1", escaped).replace("\n", " ")
+
+
+def _markdown_interleaving(il: Mapping[str, Any] | None) -> list[str]:
+    if not il:
+        return []
+    fence = "`" * 3
+    lines = ["### The interleaving, step by step", "",
+             f"`{_md(il['method'])}` as {_md(il['python'])} (the interpreter that served these "
+             "requests) compiles it:", ""]
+    if il["dis"]:
+        lines += [fence, str(il["dis"]).replace(fence, "'" * 3).rstrip(), fence, ""]
+    else:
+        lines += [f"No listing: {_md(il['error'])}", ""]
+    if il["steps"]:
+        lines += ["A reconstruction, not a recording: one order of the two requests' steps "
+                  f"that gives both of them {il['value']}.", ""]
+        lines += [f"{st['number']}. **{_md(st['who'])}** {_md(st['does'])}" for st in il["steps"]]
+        lines.append("")
+    lines += [f"What lets the switch happen there: {_md(il['switch'])}", ""]
+    return lines
+
+
+def render_markdown(results: Mapping[str, Any], results_dir: Path, out: Path) -> Path:
+    """Write a Markdown report whose images are the files in ``plots/``; return its path."""
+    ctx = _context(results, results_dir, embed=False)
+    run = ctx["run"]
+    lines = [f"# {_md(ctx['title'])}", ""]
+    if run.get("partial"):
+        reason = run.get("partial_reason") or "not every experiment ran"
+        lines += [f"> **Partial run:** {_md(reason)}", ""]
+    lines += ["## Is a global safe here?", "", f"**{_md(ctx['headline'])}**", "",
+              _md(ctx["answer"]), ""]
+    lines += ["## The answer's claims, checked by this run", ""]
+    for claim in ctx["claims"]:
+        cells = ", ".join(f"[{link['number']}]({link['href']})" for link in claim["links"])
+        lines.append(f"- **{claim['verdict']}**: {_md(claim['text'])} {_md(claim['why'])}"
+                     + (f" (cells {cells})" if cells else ""))
+    lines.append("")
+    if ctx["matrix"]:
+        lines += [f"![anomaly rate per mode and store]({ctx['matrix']})", ""]
+    lines += ["| experiment | mode | store | window | ok ops | req/s | p99 ms | anomalies "
+              "| verdict | failure mode |",
+              "| --- | --- | --- | --- | ---: | ---: | ---: | ---: | --- | --- |"]
+    for item in ctx["experiments"]:
+        e = item["entry"]
+        c = e.get("config") or {}
+        lat = e.get("latency_ms") or {}
+        anomalies = ("unknown" if e.get("anomalies") is None
+                     else f"{e['anomalies']} ({item['rate']})")
+        lines.append(
+            f"| {_md(e.get('label'))} | {_md(c.get('mode'))} | {_md(c.get('store'))} | "
+            f"{_md(c.get('window'))} | {(e.get('ops') or {}).get('ok', 0)} | "
+            f"{_md(e.get('throughput_rps') if e.get('throughput_rps') is not None else '-')} | "
+            f"{_md(lat.get('p99', '-'))} | {anomalies} | **{item['word']}** | "
+            f"{_md(', '.join(m['name'] for m in item['modes']))} |")
+    lines.append("")
+    for cost in ctx["cost"]:
+        lines += [f"![cost of safety under {_md(cost['mode'])}]({cost['src']})", ""]
+    for number, item in enumerate(ctx["experiments"], 1):
+        e = item["entry"]
+        lines += [f'<a id="exp-{number}"></a>', "",
+                  f"## {_md(e.get('label'))}: {item['word']}", ""]
+        if e.get("status") == "failed":
+            lines += [f"**The experiment failed:** {_md(e.get('error') or 'no error recorded')}",
+                      ""]
+        lines += [_md(item["measured"]), ""]
+        for plot in item["plots"]:
+            lines += [f"![{_md(plot['title'])}]({plot['src']})", ""]
+        for mode in item["modes"]:
+            lines += [f"- **{_md(mode['name'])}**: {_md(mode['meaning'])}"]
+        if item["modes"]:
+            lines.append("")
+        if item["witnesses"]:
+            lines += ["Witnesses:", ""] + [
+                f"- {'**' + _md(w['mode']) + '** ' if w['mode'] else ''}{_md(w['sentence'])}"
+                for w in item["witnesses"]] + [""]
+        lines += _markdown_interleaving(item["interleaving"])
+        lines += ["Why:", ""] + [f"- {_md(x)}" for x in item["explanations"]] + [""]
+        lines += ["Reproduce:", "", "```", str(e.get("command") or "").replace("```", "'''"),
+                  "```", ""]
+    lines += [f"racelab {_md(run.get('racelab_version'))}, {_md(run.get('created'))}, "
+              f"schema {_md(ctx['schema'])}", ""]
+    out.write_text("\n".join(lines), encoding="utf-8")
+    return out
+
+
+# -- the entry point ----------------------------------------------------------------------
+
+
+def render_run(
+    run_dir: Path | str,
+    formats: Iterable[str] = ("html",),
+    svg: bool = False,
+    meta: Mapping[str, Any] | None = None,
+    reanalyse: bool = False,
+) -> dict[str, Path]:
+    """Render a run directory's report from its saved files; run nothing.
+
+    results.json is recomputed from the experiment directories only when it is
+    missing, or with ``reanalyse`` (keeping the run's metadata); the plots are
+    redrawn and their paths saved into it.
+
+    Args:
+        run_dir: a matrix run (``cells/<id>/``) or one experiment directory.
+        formats: any of ``html``, ``md``, ``json``.
+        svg: draw SVG instead of PNG.
+        meta: run metadata for a results.json computed here (see ``build_results``).
+        reanalyse: check and measure every experiment again.
+
+    Returns:
+        ``{"results": path, "html": path, "md": path}`` for what was written.
+
+    Raises:
+        ResultsError: no experiment, or an unreadable results.json.
+    """
+    from reports.render.plots import draw_all
+
+    run_dir = Path(run_dir)
+    formats = list(formats)
+    unknown = [f for f in formats if f not in FORMATS]
+    if unknown:
+        raise ResultsError(
+            f"unknown report format {unknown[0]!r}; choose from {', '.join(FORMATS)}")
+    path = run_dir / RESULTS_FILE
+    if path.exists() and reanalyse:
+        old = load_results(path)
+        kept = {k: v for k, v in old["run"].items() if k not in ("created", "racelab_version")}
+        results = collect_run(run_dir, {**kept, **(meta or {})})
+        for key in ("interpreters",):  # measured beside the cells, not from them
+            if key in old:
+                results[key] = old[key]
+    else:
+        results = load_results(path) if path.exists() else collect_run(run_dir, meta)
+    if "html" in formats or "md" in formats:  # plots only for a report that shows them
+        draw_all(results, run_dir, fmt="svg" if svg else "png")
+    results["claims"] = [c.to_dict() for c in check_claims(results.get("experiments") or ())]
+    written = {"results": write_results(results, run_dir)}
+    if "html" in formats:
+        written["html"] = render_html(results, run_dir, run_dir / "report.html")
+    if "md" in formats:
+        written["md"] = render_markdown(results, run_dir, run_dir / "report.md")
+    return written

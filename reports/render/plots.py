@@ -1,0 +1,654 @@
+"""Plots of a run, drawn from results.json and the history files (matplotlib, Agg).
+
+- ``matrix``: modes x stores (x windows); colour = anomaly rate, the verdict
+  written in each cell, unknown cells hatched grey with "?".
+- ``requests`` (per experiment): the value each request got against the time it
+  completed; values handed out twice and values never handed out are marked; one
+  line per process where every process keeps its own copy of the state.
+- ``witness`` (per experiment with an anomaly): the overlapping requests behind
+  one anomaly as bars on a time line, one row per client, the shared value marked.
+- ``cost`` (per mode with several stores): throughput and p99 latency per store.
+- ``bursts`` (per experiment that used bursts): how tightly each burst arrived.
+
+PNG by default, SVG on request. Scatter plots keep at most ``MAX_POINTS`` points.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import multiprocessing
+import os
+import re
+import sys
+import textwrap
+import threading
+from collections.abc import Mapping, Sequence
+from concurrent.futures import ProcessPoolExecutor
+from concurrent.futures.process import BrokenProcessPool
+from pathlib import Path
+from typing import Any
+
+import matplotlib
+
+matplotlib.use("Agg")
+
+import numpy as np
+from matplotlib.axes import Axes
+from matplotlib.figure import Figure
+from matplotlib.patches import Patch, Rectangle
+
+from demo_server.served.config import PER_PROCESS_STORES
+from reports.analysis.bounds import runs_raced
+from reports.analysis.failure_modes import (
+    INTERLEAVING,
+    LOST_SESSION_UPDATE,
+    PROCESS_UNKNOWN,
+    mode_names,
+    modes_of,
+    verdict_label,
+)
+from reports.analysis.results import (
+    cell_key,
+    experiment_path,
+    faults_of,
+    mode_store_keys,
+)
+from reports.history.table import FAIL, OK, HistoryTable, MalformedHistory, read_history
+
+__all__ = [
+    "COLOURS",
+    "MAX_POINTS",
+    "draw_all",
+    "draw_bursts",
+    "draw_cost",
+    "draw_matrix",
+    "draw_requests",
+    "draw_witness",
+    "wanted_plots",
+]
+
+MAX_POINTS = 20_000
+#: experiments with plots to draw from which a process pool draws them (measured on 2
+#: cores: the quick preset's four in 0.50 s with a pool, 0.74 s without)
+PARALLEL_FROM = 2
+MAX_MARKS = 2_000
+DPI = 90
+COLOURS = {"safe": "#2e7d32", "race": "#c62828", "unknown": "#9e9e9e",
+           "per-request": "#7b1fa2"}
+_PER_REQUEST_FACE = "#e1bee7"
+_PID_COLOURS = ("#1565c0", "#ef6c00", "#6a1b9a", "#00838f", "#558b2f", "#ad1457",
+                "#4e342e", "#37474f")
+
+
+def _save(fig: Figure, path: Path, tight: bool = True) -> Path:
+    """Write the figure; ``tight`` crops it to what it draws, at the cost of drawing it
+    twice (a figure whose layout is fixed by hand can skip that)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=DPI, format=path.suffix.lstrip(".") or "png",
+                bbox_inches="tight" if tight else None, pad_inches=0.08,
+                metadata={"Software": None} if path.suffix == ".png" else None)
+    return path
+
+
+def _safe_name(text: str) -> str:
+    return re.sub(r"[^A-Za-z0-9._-]+", "-", text).strip("-") or "x"
+
+
+# -- matrix -------------------------------------------------------------------------------
+
+
+def _race_colour(rate: float | None) -> tuple[float, float, float, float]:
+    from matplotlib import colormaps
+
+    level = 0.35 + 0.65 * min(1.0, max(0.0, rate or 0.0)) ** 0.5
+    rgba = colormaps["Reds"](level)
+    return (float(rgba[0]), float(rgba[1]), float(rgba[2]), float(rgba[3]))
+
+
+def draw_matrix(results: Mapping[str, Any], path: Path) -> Path | None:
+    """Heatmap of modes (rows) against stores (columns); ``None`` with no experiment."""
+    entries = list(results.get("experiments") or ())
+    if not entries:
+        return None
+    rows, cols, _ = mode_store_keys(entries)
+    multi_window = any("/" in c for c in cols)
+    cells = {cell_key(e, multi_window): e for e in entries}
+    # Wide enough for the legend and title even for a one-column matrix, and for a
+    # failure mode's name in each cell.
+    width = max(7.2, 2.4 + 1.35 * len(cols))
+    height = 2.0 + 0.85 * len(rows)
+    fig = Figure(figsize=(width, height))
+    ax = fig.add_axes((1.9 / width, 1.5 / height, 1 - 2.1 / width, 1 - 1.9 / height))
+    for i, row in enumerate(rows):
+        for j, col in enumerate(cols):
+            entry = cells.get((row, col))
+            y = len(rows) - 1 - i
+            if entry is None:
+                ax.add_patch(Rectangle((j, y), 1, 1, facecolor="white", edgecolor="#bbbbbb"))
+                ax.text(j + 0.5, y + 0.5, "not run", ha="center", va="center", fontsize=9,
+                        color="#888888")
+                continue
+            word = verdict_label(entry)
+            runs = _runs(entry)
+            if word == "unknown":
+                ax.add_patch(Rectangle((j, y), 1, 1, facecolor="#d9d9d9", edgecolor="#666666",
+                                       hatch="///", linewidth=0.8))
+                ax.text(j + 0.5, y + 0.5, "?\nunknown" + runs, ha="center", va="center",
+                        fontsize=12, fontweight="bold", color="#333333",
+                        bbox={"facecolor": "#d9d9d9", "edgecolor": "none", "pad": 1})
+            elif word == "per-request":
+                ax.add_patch(Rectangle((j, y), 1, 1, facecolor=_PER_REQUEST_FACE,
+                                       edgecolor="white"))
+                also = [n for n in mode_names(modes_of(entry)) if n != "per request"]
+                ax.text(j + 0.5, y + 0.5, "per\nrequest" + "".join(f"\n{n}" for n in also)
+                        + runs, ha="center", va="center", fontsize=12 if not also else 10,
+                        fontweight="bold", color=COLOURS["per-request"])
+            elif word == "race":
+                rate = entry.get("anomaly_rate")
+                dark = (rate or 0) > 0.05
+                ax.add_patch(Rectangle((j, y), 1, 1, facecolor=_race_colour(rate),
+                                       edgecolor="white"))
+                ax.text(j + 0.5, y + 0.64, f"race {_percent(rate)}", ha="center", va="center",
+                        fontsize=12, fontweight="bold", color="white" if dark else "black")
+                names = "\n".join(mode_names(modes_of(entry))) or "?"
+                ax.text(j + 0.5, y + 0.3, names + runs, ha="center", va="center",
+                        fontsize=10, linespacing=1.0, color="white" if dark else "black")
+            else:
+                ax.add_patch(Rectangle((j, y), 1, 1, facecolor="#e3f2e5", edgecolor="white"))
+                ax.text(j + 0.5, y + 0.5, "safe\n0%" + runs, ha="center", va="center",
+                        fontsize=12, color=COLOURS["safe"])
+    ax.set_xlim(0, len(cols))
+    ax.set_ylim(0, len(rows))
+    ax.set_xticks([j + 0.5 for j in range(len(cols))], cols, rotation=30, ha="right",
+                  fontsize=12)
+    ax.set_yticks([len(rows) - 0.5 - i for i in range(len(rows))], rows, fontsize=12)
+    ax.tick_params(length=0)
+    for spine in ax.spines.values():
+        spine.set_visible(False)
+    ax.set_title("Anomalous responses per experiment, and which mistake they show",
+                 fontsize=12)
+    fig.legend(
+        handles=[
+            Patch(facecolor="#e3f2e5", label="safe: no anomaly seen"),
+            Patch(facecolor=_race_colour(0.3), label="race: % of ok responses anomalous"),
+            Patch(facecolor=_PER_REQUEST_FACE, label="per request: nothing survives a request"),
+            Patch(facecolor="#d9d9d9", hatch="///", edgecolor="#666666",
+                  label="unknown: could not tell"),
+        ],
+        loc="lower center", ncol=2, fontsize=10, frameon=False,
+    )
+    return _save(fig, path)
+
+
+def _runs(entry: Mapping[str, Any]) -> str:
+    runs = runs_raced(entry)
+    return "\n" + runs if runs else ""
+
+
+def _percent(rate: float | None) -> str:
+    if rate is None:
+        return "?"
+    percent = rate * 100
+    if 0 < percent < 0.1:
+        return "<0.1%"
+    return f"{percent:.1f}%" if percent < 10 else f"{percent:.0f}%"
+
+
+# -- requests -----------------------------------------------------------------------------
+
+
+def _downsample(index: np.ndarray, limit: int) -> np.ndarray:
+    if len(index) <= limit:
+        return index
+    rng = np.random.default_rng(0)
+    return np.sort(rng.choice(index, size=limit, replace=False))
+
+
+def _per_process(entry: Mapping[str, Any], hist: HistoryTable) -> bool:
+    final = entry.get("final") or {}
+    per_process = final.get("per_process")
+    if per_process is None:
+        per_process = (entry.get("config") or {}).get("store") in PER_PROCESS_STORES
+    pids = np.unique(hist.server_pid[(hist.outcome == OK) & hist.server_pid_known])
+    return bool(per_process) and len(pids) > 1
+
+
+def _gaps(values: np.ndarray, times: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Values in 1..max never returned, and the time the next higher value came back."""
+    if len(values) == 0:
+        return np.empty(0, dtype=np.int64), np.empty(0)
+    top = int(values.max())
+    if top <= 0 or top > 50_000_000:
+        return np.empty(0, dtype=np.int64), np.empty(0)
+    seen = np.zeros(top + 1, dtype=bool)
+    seen[values[values > 0]] = True
+    missing = np.flatnonzero(~seen[1:]) + 1
+    if len(missing) == 0:
+        return missing, np.empty(0)
+    order = np.argsort(values, kind="stable")
+    sorted_values = values[order]
+    pos = np.searchsorted(sorted_values, missing, side="right")
+    pos = np.minimum(pos, len(sorted_values) - 1)
+    return missing, times[order][pos]
+
+
+def draw_requests(entry: Mapping[str, Any], hist: HistoryTable, path: Path) -> Path | None:
+    """Value each ok request got vs its completion time; ``None`` when none succeeded."""
+    ok = np.flatnonzero((hist.outcome == OK) & hist.value_known & hist.complete_known)
+    if len(ok) == 0:
+        return None
+    t0 = int(hist.invoke_ns.min())
+    times = (hist.complete_ns[ok] - t0) / 1e9
+    values = hist.value[ok]
+    pids = np.where(hist.server_pid_known[ok], hist.server_pid[ok], -1)
+    fig = Figure(figsize=(7.2, 3.4))
+    ax = fig.add_axes((0.1, 0.15, 0.6, 0.74))
+    shown = _downsample(np.arange(len(ok)), MAX_POINTS)
+    per_process = _per_process(entry, hist)
+    if per_process:
+        for k, pid in enumerate(np.unique(pids)[:8]):
+            mine = shown[pids[shown] == pid]
+            order = mine[np.argsort(times[mine], kind="stable")]
+            colour = _PID_COLOURS[k % len(_PID_COLOURS)]
+            ax.plot(times[order], values[order], color=colour, linewidth=0.8, alpha=0.6,
+                    marker=".", markersize=2.5, markeredgewidth=0, zorder=2,
+                    label=f"process {pid}")
+    else:
+        ax.plot(times[shown], values[shown], linestyle="none", marker=".", markersize=2.5,
+                markeredgewidth=0, color="#1565c0", zorder=2, label="a request")
+    # Values handed out more than once, over all processes.
+    _, inverse, counts = np.unique(values, return_inverse=True, return_counts=True)
+    dup = np.flatnonzero(counts[inverse] > 1)
+    if len(dup):
+        marks = _downsample(dup, MAX_MARKS)
+        ax.plot(times[marks], values[marks], linestyle="none", marker="o", markersize=4.5,
+                fillstyle="none", markeredgewidth=0.7, color="#c62828", zorder=1,
+                label=f"repeated value ({len(dup):,})")
+    # Values never handed out: per process where each process counts for itself.
+    gap_values: list[np.ndarray] = []
+    gap_times: list[np.ndarray] = []
+    groups = np.unique(pids) if per_process else [None]
+    for pid in groups:
+        mask = np.ones(len(values), dtype=bool) if pid is None else pids == pid
+        missing, when = _gaps(values[mask], times[mask])
+        gap_values.append(missing)
+        gap_times.append(when)
+    missing_all = np.concatenate(gap_values) if gap_values else np.empty(0)
+    if len(missing_all):
+        when_all = np.concatenate(gap_times)
+        marks = _downsample(np.arange(len(missing_all)), MAX_MARKS)
+        ax.plot(when_all[marks], missing_all[marks], linestyle="none", marker="_",
+                markersize=6.5, markeredgewidth=1.4, color="#ff8f00", zorder=3,
+                label=f"value nobody got ({len(missing_all):,})")
+    # Faults (injected or seen) on the same clock: the history's monotonic_ns.
+    faults = [e for e in faults_of(entry.get("events") or ()) if isinstance(e.get("t_ns"), int)]
+    for k, event in enumerate(faults[:12]):
+        ax.axvline((event["t_ns"] - t0) / 1e9, color="#6a1b9a", linewidth=1.0, linestyle="--",
+                   zorder=4, label=str(event.get("kind")) if k < 6 else None)
+    ax.set_xlabel("time the request completed (s since the first request)", fontsize=8)
+    ax.set_ylabel("value it got", fontsize=8)
+    ax.tick_params(labelsize=7)
+    ax.grid(True, alpha=0.25)
+    title = "Value each request got"
+    if per_process:
+        title += " (one line per process: each has its own copy)"
+    ax.set_title(title, fontsize=9)
+    if len(ok) > len(shown):
+        ax.text(0.0, 1.0, f"{len(shown):,} of {len(ok):,} requests shown", fontsize=7,
+                transform=ax.transAxes, va="bottom", color="#555555")
+    ax.legend(loc="upper left", bbox_to_anchor=(1.02, 1.0), fontsize=7, frameon=False,
+              markerscale=1.5)
+    return _save(fig, path)
+
+
+# -- witness ------------------------------------------------------------------------------
+
+
+def _pick_witness(
+    verdict: Mapping[str, Any], hist: HistoryTable
+) -> tuple[Mapping[str, Any], np.ndarray] | None:
+    position = {int(op): i for i, op in enumerate(hist.op_id)}
+    best: tuple[Mapping[str, Any], np.ndarray] | None = None
+    for witness in verdict.get("witnesses") or ():
+        rows = np.array([position[int(op)] for op in witness.get("op_ids") or ()
+                         if int(op) in position], dtype=np.int64)
+        rows = rows[hist.complete_known[rows]] if len(rows) else rows
+        if len(rows) >= 2:
+            return witness, rows
+        if len(rows) == 1 and best is None:
+            best = (witness, rows)
+    return best
+
+
+def _shared_value(witness: Mapping[str, Any], hist: HistoryTable, rows: np.ndarray) -> int | None:
+    details = witness.get("details") or {}
+    for key in ("value", "shared_value", "duplicate"):
+        if isinstance(details.get(key), int):
+            return int(details[key])
+    values = hist.value[rows][(hist.outcome[rows] == OK) & hist.value_known[rows]]
+    if len(values) == 0:
+        return None
+    uniq, counts = np.unique(values, return_counts=True)
+    return int(uniq[np.argmax(counts)]) if counts.max() > 1 else None
+
+
+def draw_witness(entry: Mapping[str, Any], hist: HistoryTable, path: Path) -> Path | None:
+    """Time line of the requests behind one anomaly; ``None`` without a usable witness."""
+    picked = _pick_witness(entry.get("verdict") or {}, hist)
+    if picked is None:
+        return None
+    witness, rows = picked
+    lo = int(hist.invoke_ns[rows].min())
+    hi = int(hist.complete_ns[rows].max())
+    # Context: other requests in flight at the same time, a few.
+    overlap = np.flatnonzero(hist.complete_known & (hist.invoke_ns <= hi)
+                             & (hist.complete_ns >= lo))
+    others = [i for i in overlap if i not in set(rows.tolist())][: max(0, 10 - len(rows))]
+    chosen = list(rows) + others
+    chosen.sort(key=lambda i: (int(hist.invoke_ns[i]), int(hist.op_id[i])))
+    witness_rows = set(rows.tolist())
+    shared = _shared_value(witness, hist, rows)
+    t0 = min(int(hist.invoke_ns[i]) for i in chosen)
+    span_ms = max(1e-3, (max(int(hist.complete_ns[i]) for i in chosen) - t0) / 1e6)
+    height = 1.9 + 0.38 * len(chosen)
+    fig = Figure(figsize=(7.2, height))
+    ax = fig.add_axes((0.3, 1.05 / height, 0.6, 1 - 1.75 / height))
+    labels = []
+    for y, i in enumerate(reversed(chosen)):
+        start = (int(hist.invoke_ns[i]) - t0) / 1e6
+        end = (int(hist.complete_ns[i]) - t0) / 1e6
+        in_witness = i in witness_rows
+        colour = "#c62828" if in_witness else "#b0bec5"
+        ax.barh(y, end - start, left=start, height=0.55, color=colour,
+                alpha=0.35 if in_witness else 0.5, edgecolor=colour)
+        if (hist.arrival_known[i] and hist.departure_known[i]
+                and hist.departure_ns[i] >= hist.arrival_ns[i]):
+            s_start = (int(hist.arrival_ns[i]) - t0) / 1e6
+            s_end = (int(hist.departure_ns[i]) - t0) / 1e6
+            ax.barh(y, max(s_end - s_start, span_ms / 300), left=s_start, height=0.3,
+                    color="#8e0000" if in_witness else "#607d8b")
+        value = int(hist.value[i]) if hist.outcome[i] == OK and hist.value_known[i] else None
+        if value is not None:
+            text = f"got {value}"
+        else:
+            text = "failed" if hist.outcome[i] == FAIL else "no answer"
+        bold = shared is not None and value == shared
+        ax.text(end + span_ms * 0.01, y, text, va="center", fontsize=8,
+                fontweight="bold" if bold else "normal",
+                color="#c62828" if bold else "#333333")
+        where = f"pid {hist.server_pid[i]}" if hist.server_pid_known[i] else "no answer"
+        if hist.server_tid_known[i]:
+            where += f", thread …{int(hist.server_tid[i]) % 100000:05d}"
+        labels.append(f"{hist.client_names[hist.client[i]]}  ({where})")
+    ax.set_yticks(range(len(chosen)), labels, fontsize=7)
+    ax.set_xlim(-span_ms * 0.02, span_ms * 1.15)
+    ax.set_xlabel("time (ms since the first of these requests was sent)", fontsize=8)
+    ax.tick_params(axis="x", labelsize=7)
+    ax.grid(True, axis="x", alpha=0.25)
+    headline = str(witness.get("kind") or "anomaly")
+    if shared is not None:
+        same = sum(1 for i in rows if hist.value_known[i] and hist.value[i] == shared)
+        headline = f"{headline}: {same} requests got {shared}"
+    ax.set_title(headline, fontsize=9, loc="left")
+    sentence = textwrap.fill(str(witness.get("sentence") or ""), 110)
+    fig.text(0.02, 0.02, sentence, fontsize=7, va="bottom", color="#333333")
+    fig.legend(
+        handles=[
+            Patch(facecolor="#c62828", alpha=0.35, edgecolor="#c62828",
+                  label="client waiting (sent → answer)"),
+            Patch(facecolor="#8e0000", label="server working on it"),
+            Patch(facecolor="#b0bec5", label="other requests at that time"),
+        ],
+        loc="upper right", fontsize=7, frameon=False, ncol=3,
+    )
+    return _save(fig, path)
+
+
+# -- cost of safety -----------------------------------------------------------------------
+
+
+def draw_cost(entries: Sequence[Mapping[str, Any]], mode: str, path: Path) -> Path | None:
+    """Throughput and p99 per store for one mode; ``None`` with fewer than two stores.
+
+    Two windows of one store are not a cost of safety: nothing safe is compared.
+    """
+    mine = [e for e in entries if (e.get("config") or {}).get("mode") == mode
+            and e.get("throughput_rps") is not None]
+    if len({(e.get("config") or {}).get("store") for e in mine}) < 2:
+        return None
+    windows = {(e.get("config") or {}).get("window") for e in mine}
+    names = [str(cell_key(e, len(windows) > 1)[1]) for e in mine]
+    words = [verdict_label(e) for e in mine]
+    colours = [COLOURS[w] for w in words]
+    hatches = ["///" if w == "unknown" else "" for w in words]
+    fig = Figure(figsize=(7.2, 2.9))
+    axes = fig.subplots(1, 2)
+    fig.subplots_adjust(left=0.09, right=0.98, bottom=0.25, top=0.8, wspace=0.3)
+    series = (
+        ("throughput (req/s)", [float(e["throughput_rps"]) for e in mine]),
+        ("p99 latency (ms)", [float((e.get("latency_ms") or {}).get("p99") or 0) for e in mine]),
+    )
+    ax: Axes
+    for ax, (title, numbers) in zip(axes, series, strict=True):
+        bars = ax.bar(range(len(mine)), numbers, color=colours, edgecolor="#333333",
+                      linewidth=0.4)
+        for bar, hatch in zip(bars, hatches, strict=True):
+            bar.set_hatch(hatch)
+        ax.set_xticks(range(len(mine)), names, rotation=30, ha="right", fontsize=7)
+        ax.tick_params(axis="y", labelsize=7)
+        ax.set_title(title, fontsize=9)
+        ax.grid(True, axis="y", alpha=0.25)
+    # The title on the left, the legend on the right: one line, neither over the other.
+    fig.suptitle(f"Cost of safety under {mode}", fontsize=9, x=0.02, ha="left")
+    shown = ("safe", "race", "unknown") + (("per-request",) if "per-request" in words else ())
+    fig.legend(handles=[Patch(facecolor=COLOURS[w], label=w) for w in shown],
+               loc="upper right", fontsize=7, ncol=len(shown), frameon=False)
+    return _save(fig, path, tight=False)  # its layout is fixed above
+
+
+# -- bursts -------------------------------------------------------------------------------
+
+
+def draw_bursts(entry: Mapping[str, Any], path: Path) -> Path | None:
+    """Spread of each burst's sends (client) and arrivals (server), in µs."""
+    spreads = [s for s in entry.get("burst_spreads") or () if isinstance(s, Mapping)]
+    if not spreads:
+        return None
+    rounds = [int(s.get("round", i)) for i, s in enumerate(spreads)]
+    fig = Figure(figsize=(7.2, 2.6))
+    ax = fig.add_axes((0.1, 0.2, 0.86, 0.68))
+    for key, label, colour in (("client_ns", "client: first to last send", "#1565c0"),
+                               ("server_ns", "server: first to last arrival", "#ef6c00")):
+        values = [s.get(key) for s in spreads]
+        points = [(r, v / 1e3) for r, v in zip(rounds, values, strict=True) if v is not None]
+        if points:
+            xs, ys = zip(*points, strict=True)
+            ax.plot(xs, ys, marker="o", markersize=3, linewidth=1, color=colour, label=label)
+    ax.set_xlabel("burst round", fontsize=8)
+    ax.set_ylabel("spread (µs)", fontsize=8)
+    ax.tick_params(labelsize=7)
+    ax.grid(True, alpha=0.25)
+    ax.set_title("How tightly each burst's requests were sent and arrived", fontsize=9)
+    ax.legend(fontsize=7, frameon=False)
+    return _save(fig, path)
+
+
+# -- everything ---------------------------------------------------------------------------
+
+
+#: Bumped whenever a plot's drawing changes, so that saved plots are redrawn.
+PLOTS_VERSION = 4
+
+
+def wanted_plots(entry: Mapping[str, Any], several: bool) -> list[str]:
+    """The per-experiment plots a report shows for this entry.
+
+    A plot nobody asked for is not drawn: in a run of several experiments a safe
+    one's values form one rising line (its bound says more), so it gets no
+    requests plot. The witness time line shows requests overlapping, which is the
+    cause only where requests interleave (threads, greenlets, one client's tabs,
+    or an unknown process); separate copies show in the requests plot's one line
+    per process, and a per-request cell's witness only repeats that every request
+    got the same value. Bursts are drawn only for burst swarms.
+    """
+    word = verdict_label(entry)
+    kinds = []
+    if not (several and word == "safe"):
+        kinds.append("requests")
+    timing_matters = {INTERLEAVING, PROCESS_UNKNOWN, LOST_SESSION_UPDATE}
+    if ((entry.get("verdict") or {}).get("witnesses") and word != "per-request"
+            and timing_matters & set(modes_of(entry))):
+        kinds.append("witness")
+    if entry.get("burst_spreads"):
+        kinds.append("bursts")
+    return kinds
+
+
+def _plots_key(entry: Mapping[str, Any], history: Path | None, fmt: str, kinds: list[str]) -> str:
+    """What the plots of an experiment are drawn from, as one digest."""
+    import hashlib
+    import json
+
+    stat = history.stat() if history is not None and history.is_file() else None
+    inputs = {"entry": {k: v for k, v in entry.items() if k != "plots"}, "fmt": fmt,
+              "kinds": kinds, "version": PLOTS_VERSION,
+              "history": None if stat is None else [stat.st_size, stat.st_mtime_ns]}
+    text = json.dumps(inputs, sort_keys=True, default=str)
+    return hashlib.sha256(text.encode("utf-8")).hexdigest()
+
+
+def _saved_plots(key_file: Path, key: str, results_dir: Path) -> dict[str, str] | None:
+    """The plots drawn last time from the same inputs, if they are all still there."""
+    import json
+
+    try:
+        saved = json.loads(key_file.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+    plots = saved.get("plots") if isinstance(saved, dict) else None
+    if saved.get("key") != key or not isinstance(plots, dict):
+        return None
+    if not all((results_dir / str(rel)).is_file() for rel in plots.values()):
+        return None
+    return {str(k): str(v) for k, v in plots.items()}
+
+
+def _draw_experiment(
+    entry: Mapping[str, Any], results_dir: Path, fmt: str, several: bool = False
+) -> dict[str, str]:
+    """Draw one experiment's wanted plots; return their paths relative to ``results_dir``.
+
+    Plots drawn before from the same entry, history and format are kept as they are.
+    """
+    import json
+
+    plots_dir = results_dir / "plots"
+    name = _safe_name(str(entry.get("id")))
+
+    def target(kind: str) -> Path:
+        return plots_dir / f"{name}-{kind}.{fmt}"
+
+    kinds = wanted_plots(entry, several)
+    history = experiment_path(results_dir, (entry.get("files") or {}).get("history"))
+    key = _plots_key(entry, history, fmt, kinds)
+    key_file = plots_dir / f".{name}.{fmt}.key"
+    saved = _saved_plots(key_file, key, results_dir)
+    if saved is not None:
+        return saved
+    drawn: dict[str, Path | None] = {}
+    hist: HistoryTable | None = None
+    if ("requests" in kinds or "witness" in kinds) and history is not None \
+            and history.is_file():
+        try:
+            hist = read_history(history)
+        except MalformedHistory:
+            hist = None
+    if hist is not None and len(hist):
+        if "requests" in kinds:
+            drawn["requests"] = draw_requests(entry, hist, target("requests"))
+        if "witness" in kinds:
+            drawn["witness"] = draw_witness(entry, hist, target("witness"))
+    if "bursts" in kinds:
+        drawn["bursts"] = draw_bursts(entry, target("bursts"))
+    plots = {k: v.relative_to(results_dir).as_posix() for k, v in drawn.items() if v is not None}
+    with contextlib.suppress(OSError):  # only a cache
+        key_file.write_text(json.dumps({"key": key, "plots": plots}), encoding="utf-8")
+    return plots
+
+
+def _start_pool(count: int) -> ProcessPoolExecutor | None:
+    """A pool of forked processes to draw ``count`` experiments, or None to draw them here.
+
+    Forking is used only on Linux and only while this process runs a single thread:
+    a forked child then holds no lock another thread owned, and, unlike spawn or
+    forkserver, it never re-imports the caller's main module.
+    """
+    cpus = os.cpu_count() or 1
+    if (count < PARALLEL_FROM or cpus < 2 or not sys.platform.startswith("linux")
+            or threading.active_count() > 1):
+        return None
+    try:
+        context = multiprocessing.get_context("fork")
+        return ProcessPoolExecutor(max_workers=min(cpus, 4), mp_context=context)
+    except (OSError, ValueError):  # no process pool here (sandbox, no /dev/shm)
+        return None
+
+
+def draw_all(results: dict[str, Any], results_dir: Path, fmt: str = "png") -> dict[str, Any]:
+    """Draw every plot of a run into ``results_dir/plots`` and record their paths.
+
+    Args:
+        results: a results document; its ``plots`` fields are updated in place
+            with paths relative to ``results_dir``.
+        results_dir: the directory holding results.json.
+        fmt: ``png`` or ``svg``.
+
+    Returns:
+        The same document.
+    """
+    if fmt not in ("png", "svg"):
+        raise ValueError(f"plots are png or svg, not {fmt!r}")
+    results_dir = Path(results_dir)
+    plots_dir = results_dir / "plots"
+    plots_dir.mkdir(parents=True, exist_ok=True)
+    entries = results.get("experiments") or []
+    several = len(entries) > 1
+    drawing = [i for i, e in enumerate(entries) if wanted_plots(e, several)]
+    pool = _start_pool(len(drawing))
+    try:
+        futures = {}
+        if pool is not None:
+            futures = {i: pool.submit(_draw_experiment, entries[i], results_dir, fmt, several)
+                       for i in drawing}
+        results["plots"] = _draw_run_plots(results, results_dir, fmt)
+        for index, entry in enumerate(entries):
+            plots = None
+            future = futures.get(index)
+            if future is not None:
+                try:
+                    plots = future.result()
+                except (OSError, BrokenProcessPool):
+                    futures.clear()  # the pool broke: draw the rest here
+            if plots is None:
+                plots = _draw_experiment(entry, results_dir, fmt, several)
+            entry["plots"] = plots
+    finally:
+        if pool is not None:
+            pool.shutdown(cancel_futures=True)
+    return results
+
+
+def _draw_run_plots(results: Mapping[str, Any], results_dir: Path, fmt: str) -> dict[str, Any]:
+    """The matrix and the cost-of-safety plots of a run with several experiments."""
+    plots_dir = results_dir / "plots"
+    entries = results.get("experiments") or []
+    run_plots: dict[str, Any] = {"matrix": None, "cost": {}}
+    if len(entries) < 2:
+        return run_plots
+    matrix = draw_matrix(results, plots_dir / f"matrix.{fmt}")
+    run_plots["matrix"] = None if matrix is None else matrix.relative_to(results_dir).as_posix()
+    for mode in sorted({str((e.get("config") or {}).get("mode")) for e in entries}):
+        drawn = draw_cost(entries, mode, plots_dir / f"cost-{_safe_name(mode)}.{fmt}")
+        if drawn is not None:
+            run_plots["cost"][mode] = drawn.relative_to(results_dir).as_posix()
+    return run_plots

@@ -1,0 +1,212 @@
+"""Your own app: load an endpoint already running, and read a final value from any app.
+
+``run_probe`` is ``run_experiment`` without a launch: the same swarm, the same
+files (``history.csv``, ``final.json``, ``summary.json``), against a URL the
+user started. ``read_final`` reads ``--final 'GET /path'`` from every worker
+of a server after the load, for an app racelab launched (each worker answers
+with its own ``X-Racelab-Pid``) or for one it did not (one answer, no pid).
+
+What racelab can know about a foreign app: how it was served (for a probe,
+not even that), which process and thread answered each request (when the
+stamping middleware is there: always for ``--app``), and the values it
+returned. It cannot know the code's window: that the report says.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import ipaddress
+import os
+import platform
+import socket
+import time
+from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlsplit
+
+from demo_server.basics.errors import ConfigError, TargetError
+from scenarios.operation import parse_value_spec, read_value
+from scenarios.run.spec import ExperimentSpec
+
+__all__ = ["ProbeError", "check_probe_url", "read_final", "run_probe"]
+
+_HOLD_HEADER = "X-Racelab-Hold-Ms"
+_PID_HEADER = "X-Racelab-Pid"
+
+
+class ProbeError(TargetError):
+    """A URL racelab will not or cannot load: another host without consent, or silence."""
+
+
+def _loopback(host: str) -> bool:
+    try:
+        infos = socket.getaddrinfo(host, None)
+    except OSError:
+        return False
+    try:
+        return bool(infos) and all(ipaddress.ip_address(i[4][0]).is_loopback for i in infos)
+    except ValueError:
+        return False
+
+
+def check_probe_url(url: str, allow_remote: bool = False, timeout: float = 3.0) -> str:
+    """The URL's base (``scheme://host:port``), once it is allowed and something answers.
+
+    Raises:
+        ProbeError: not an http(s) URL; a host off this machine without
+            ``allow_remote``; nothing listening there.
+    """
+    parts = urlsplit(url)
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        raise ProbeError(f"{url!r} is not an http:// or https:// URL")
+    host = parts.hostname
+    if not allow_remote and not _loopback(host):
+        raise ProbeError(f"{host} is not this machine: probe only what you own, and say so "
+                         "with --allow-remote")
+    try:
+        port = parts.port or (443 if parts.scheme == "https" else 80)
+    except ValueError:
+        raise ProbeError(f"{url!r} has no valid port") from None
+    try:
+        with socket.create_connection((host, port), timeout=timeout):
+            pass
+    except OSError as exc:
+        raise ProbeError(f"nothing answers at {parts.scheme}://{host}:{port} "
+                         f"({exc.strerror or exc})") from None
+    return f"{parts.scheme}://{parts.netloc}"
+
+
+def _final_request(spec: ExperimentSpec) -> tuple[str, str]:
+    method, _, path = spec.final.strip().partition(" ")
+    if not path:
+        method, path = "GET", method
+    if not path.startswith("/"):
+        raise ConfigError(f"--final {spec.final!r}: expected 'GET /path'")
+    return method.upper(), path.strip()
+
+
+def read_final(spec: ExperimentSpec, urls: Sequence[str],
+               expected: Callable[[int], set[int]] | None = None,
+               insecure: bool = False, timeout: float = 10.0) -> dict[str, Any]:
+    """Read ``spec.final`` from every worker: a ``final.json`` document.
+
+    Args:
+        spec: its ``final`` and ``value`` say what to send and how to read it.
+        urls: the instances' base URLs.
+        expected: for instance ``i``, the worker pids that must answer (probes
+            are then repeated, each held a moment by the stamping middleware so
+            that concurrent ones reach every worker); None: one answer per URL.
+        insecure: do not check https certificates.
+        timeout: seconds in all.
+
+    Returns:
+        ``{"available", "reason", "per_process", "states": [{"pid", "value"}]}``;
+        ``per_process`` is None: racelab does not know how a foreign app keeps
+        its state.
+    """
+    import requests
+
+    if not spec.final:
+        return {"available": False, "requested": False, "per_process": None, "states": [],
+                "reason": "no --final read was given, so lost updates were not counted"}
+    method, path = _final_request(spec)
+    value_spec = parse_value_spec(spec.value)
+    deadline = time.monotonic() + timeout
+    states: dict[Any, dict[str, Any]] = {}
+    problems: list[str] = []
+
+    def one(url: str, hold: int) -> None:
+        try:
+            answer = requests.request(method, url + path, timeout=max(1.0, timeout / 2),
+                                      headers={_HOLD_HEADER: str(hold)} if hold else {},
+                                      verify=not insecure, allow_redirects=False)
+            value, _ = read_value(value_spec, answer.content)
+        except (requests.RequestException, ValueError) as exc:
+            problems.append(str(exc).splitlines()[0][:200])
+            return
+        if answer.status_code // 100 != 2:
+            problems.append(f"{method} {path} answered HTTP {answer.status_code}")
+            return
+        raw_pid = answer.headers.get(_PID_HEADER, "")
+        pid = int(raw_pid) if raw_pid.isdigit() else None
+        states.setdefault(pid if pid is not None else url,
+                          {"pid": pid, "value": value, "url": url})
+
+    for index, url in enumerate(urls):
+        want = expected(index) if expected else set()
+        hold = 30 if len(want) > 1 else 0
+        while True:
+            count = max(1, 2 * len(want))
+            with ThreadPoolExecutor(max_workers=count) as pool:
+                list(pool.map(one, [url] * count, [hold] * count))
+            seen = {s["pid"] for s in states.values() if s["url"] == url}
+            if want <= seen or time.monotonic() > deadline or not want:
+                break
+    if not states:
+        return {"available": False, "per_process": None, "states": [],
+                "reason": f"{spec.final} gave no usable answer: "
+                          f"{problems[0] if problems else 'no answer'}"}
+    return {"available": True, "reason": "", "per_process": None,
+            "states": [{"pid": s["pid"], "value": s["value"]} for s in states.values()]}
+
+
+def run_probe(spec: ExperimentSpec, url: str, run_dir: Path, *, insecure: bool = False,
+              progress: Callable[[int, float], None] | None = None) -> dict[str, Any]:
+    """Swarm an endpoint already running; write what happened, as ``run_experiment`` does.
+
+    Args:
+        spec: the swarm's size and the target settings (request, value, check, final).
+        url: the endpoint's base URL (checked by ``check_probe_url``).
+        run_dir: the run directory (created).
+        insecure: do not check https certificates.
+        progress: called with (operations so far, seconds) while the swarm runs.
+
+    Returns:
+        The summary (also written to ``summary.json``).
+    """
+    from loadtests.runner import SwarmInterrupted, SwarmResult, SwarmSpec, run_swarm
+    from scenarios.run.experiment import SCHEMA, write_summary
+
+    run_dir = Path(run_dir).resolve()
+    run_dir.mkdir(parents=True, exist_ok=True)
+    summary: dict[str, Any] = {
+        "schema": SCHEMA,
+        "experiment": {**dataclasses.asdict(spec), "mode": "probe", "url": url, "app": "",
+                       "store": "", "window": ""},
+        "label": f"{url} · probe",
+        "command": spec.command(probe_url=url),
+        "started_wall": time.time(),
+        "status": "failed",
+        "error": "",
+        "machine": {"cores": os.cpu_count(), "platform": platform.platform()},
+        "server": {"pids": [], "died": False, "exit_codes": [], "logs": [], "python": "",
+                   "implementation": "", "gil": None, "probe": True},
+        "events": [],
+    }
+    swarm = SwarmSpec(urls=(url,), users=spec.swarm_users, requests=spec.requests,
+                      duration=spec.duration, burst=bool(spec.burst),
+                      spawn_rate=spec.spawn_rate, processes=spec.processes,
+                      reconnect=spec.reconnect, tabs=spec.tabs,
+                      operations=spec.operations(), insecure=insecure)
+    result: SwarmResult | None = None
+    final: dict[str, Any] = {"available": False, "per_process": None, "states": [],
+                             "reason": "the probe did not get that far"}
+    try:
+        try:
+            result = run_swarm(swarm, run_dir, progress=progress)
+        except SwarmInterrupted as exc:
+            result = exc.result
+            summary["error"] = f"interrupted by {exc.signal}"
+            raise
+        summary["status"] = "ok" if not result.timed_out else "failed"
+        if result.timed_out:
+            summary["error"] = "the swarm did not finish before its hard timeout"
+        final = read_final(spec, [url], insecure=insecure)
+    except KeyboardInterrupt:
+        summary["error"] = summary["error"] or "interrupted"
+        raise
+    finally:
+        write_summary(run_dir, summary, result, final)
+    return summary

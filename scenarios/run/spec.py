@@ -1,0 +1,318 @@
+"""The one spec of an experiment: every setting, its default, its bounds and its help.
+
+``ExperimentSpec`` is the single source of truth for what an experiment can
+vary. Each field carries a ``Setting`` (in its metadata) from which everything
+else is derived:
+
+- the command line's options (``cli.spec_options`` builds click options from
+  ``SETTINGS``: flag, type, bounds, default, help);
+- the preset keys a TOML file may set (``group``: ``swarm``, ``server`` or
+  ``cell``) and their checks (``Setting.check``);
+- the command that reproduces an experiment (``ExperimentSpec.command``).
+
+Adding a knob is one field here. The lower layers (``ServerConfig``,
+``LaunchSpec``, ``SwarmSpec``) get every value from the spec explicitly, so
+their own defaults never decide an experiment.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+import shlex
+from collections.abc import Mapping
+from typing import Any
+
+from demo_server.basics.errors import ConfigError
+from demo_server.served.config import MODES, STORES, WINDOWS, ServerConfig
+from scenarios.operation import Operation
+from scenarios.registry import SCENARIO_NAMES, get_scenario
+
+__all__ = ["MATRIX_DEFAULTS", "SETTINGS", "ExperimentSpec", "Setting", "spec_from_options",
+           "target_operations"]
+
+
+@dataclasses.dataclass(frozen=True)
+class Setting:
+    """How one experiment setting is offered and checked.
+
+    Attributes:
+        name: the field's name (``work_us``); the flag is ``--work-us``.
+        help: one line for ``--help`` and docs.
+        group: ``cell`` (what is served), ``server`` (how many processes),
+            ``swarm`` (how hard the load), ``target`` (your own app: what to send,
+            what to read), or ``connection`` (where the external stores are:
+            global CLI options, not part of a preset).
+        choices: the allowed names, for a text setting.
+        low, high: inclusive bounds, for a number.
+        kind: ``int``, ``float``, ``str`` or ``list`` (of texts, a repeatable option).
+    """
+
+    name: str
+    help: str
+    group: str
+    kind: str = "int"
+    choices: tuple[str, ...] = ()
+    low: float | None = None
+    high: float | None = None
+
+    @property
+    def flag(self) -> str:
+        return "--" + self.name.replace("_", "-")
+
+    def check(self, value: Any, where: str) -> Any:
+        """The value if it is allowed, else ConfigError naming ``where`` and the bounds."""
+        if self.kind == "list":
+            if not isinstance(value, (tuple, list)) or not all(isinstance(v, str) for v in value):
+                raise ConfigError(f"{where}: {self.name} must be a list of texts")
+            return tuple(value)
+        if self.kind == "str":
+            if not isinstance(value, str) or (self.choices and value not in self.choices):
+                allowed = ", ".join(self.choices) if self.choices else "text"
+                raise ConfigError(f"{where}: {self.name} must be one of: {allowed}")
+            return value
+        number_types = (int,) if self.kind == "int" else (int, float)
+        if isinstance(value, bool) or not isinstance(value, number_types):
+            whole = "whole " if self.kind == "int" else ""
+            raise ConfigError(f"{where}: {self.name} must be a {whole}number, got {value!r}")
+        if not math.isfinite(value) or (self.low is not None and value < self.low) or (
+                self.high is not None and value > self.high):
+            raise ConfigError(f"{where}: {self.name} must be between {_num(self.low)} and "
+                              f"{_num(self.high)}, got {value!r}")
+        return float(value) if self.kind == "float" else value
+
+
+def _num(value: float | None) -> str:
+    if value is None:
+        return "any"
+    return f"{value:,.0f}" if float(value).is_integer() else f"{value:g}"
+
+
+def _setting(default: Any, help: str, group: str, **kw: Any) -> Any:
+    kind = {bool: "int", int: "int", float: "float", str: "str", tuple: "list"}[type(default)]
+    return dataclasses.field(default=default, metadata={"setting": (help, group, kind, kw)})
+
+
+#: The largest request budget racelab accepts (a million rows is ~100 MB of history).
+MAX_REQUESTS = 10_000_000
+#: The longest load racelab accepts, in seconds.
+MAX_DURATION_S = 86_400.0
+
+
+@dataclasses.dataclass(frozen=True)
+class ExperimentSpec:
+    """One (scenario, store, window, mode, swarm) cell; every field is a ``Setting``."""
+
+    scenario: str = _setting("counter", "What the clients do to the shared state.", "cell",
+                             choices=SCENARIO_NAMES)
+    store: str = _setting("global", "Where the state lives.", "cell", choices=STORES)
+    window: str = _setting("none", "What runs between the read and the write.", "cell",
+                           choices=WINDOWS)
+    work_us: int = _setting(50, "CPU time of the 'work' window (µs).", "cell",
+                            low=1, high=1_000_000)
+    mode: str = _setting("threaded", "How the app is served.", "cell", choices=MODES)
+    stock: int = _setting(100, "Seats on sale when a tickets run starts.", "cell",
+                          low=1, high=1_000_000)
+    workers: int = _setting(2, "Worker processes.", "server", low=1, high=64)
+    threads: int = _setting(4, "Threads per gthread worker (and per cluster instance).",
+                            "server", low=1, high=256)
+    instances: int = _setting(2, "Instances in cluster mode (standing in for hosts).",
+                              "server", low=1, high=16)
+    users: int = _setting(16, "Concurrent Locust users.", "swarm", low=1, high=10_000)
+    requests: int = _setting(2000, "Total requests over all users (0: bounded by --duration "
+                             "only).", "swarm", low=0, high=MAX_REQUESTS)
+    duration: float = _setting(0.0, "Seconds of load (0: bounded by --requests only).",
+                               "swarm", low=0, high=MAX_DURATION_S)
+    burst: int = _setting(0, "Burst swarm: this many users released together, round after "
+                          "round (0: a plain swarm; overrides --users).", "swarm",
+                          low=0, high=10_000)
+    spawn_rate: float = _setting(0.0, "Users started per second (0: all at once).", "swarm",
+                                 low=0, high=100_000)
+    processes: int = _setting(1, "Locust processes generating the load.", "swarm",
+                              low=1, high=16)
+    tabs: int = _setting(1, "Consecutive users that share one client's cookie, as one person's "
+                         "browser tabs do (the session scenario's lost updates).", "swarm",
+                         low=1, high=64)
+    history_format: str = _setting("csv", "How the history is kept: csv (opens anywhere) or "
+                                   "parquet (compact, for long runs; history.csv is then "
+                                   "removed).", "swarm", choices=("csv", "parquet"))
+    reconnect: int = _setting(10, "Requests per connection before a user opens a new one, as "
+                              "clients do (0: keep-alive for good; connections may then "
+                              "stick to one worker).", "swarm", low=0, high=MAX_REQUESTS)
+    app: str = _setting("", "Serve your own WSGI app instead of racelab's: path/to/file.py:app, "
+                        "package.module:app or package.module:create_app().", "target")
+    request: tuple[str, ...] = _setting((), "What each client sends to your app: 'METHOD /path', "
+                                        "optionally '*WEIGHT' for mixed traffic and '=NAME' "
+                                        "for the op the checker reads (repeatable; default "
+                                        "'GET /').", "target")
+    body: str = _setting("", "Request body (sent as JSON when it starts with { or [).", "target")
+    header: tuple[str, ...] = _setting((), "Request header 'Name: value' (repeatable).",
+                                       "target")
+    value: str = _setting("text", "How to read each answer's value: text (the body is an "
+                          "integer), json:KEY.PATH, regex:PATTERN (first group) or none.",
+                          "target")
+    check: str = _setting("counter", "The invariant your app must keep (a scenario's checker).",
+                          "target", choices=SCENARIO_NAMES)
+    final: str = _setting("", "'GET /path' read from every worker after the load: the final "
+                          "value, read as --value says (lost updates need it).", "target")
+    redis_url: str = _setting(ServerConfig.redis_url, "Redis of the redis and session stores.",
+                              "connection")
+    postgres_dsn: str = _setting(ServerConfig.postgres_dsn, "PostgreSQL of the postgres store.",
+                                 "connection")
+    memcached: str = _setting(ServerConfig.memcached, "host:port of memcached.", "connection")
+    session_backend: str = _setting("filesystem", "Where the session store keeps sessions.",
+                                    "connection", choices=("filesystem", "redis"))
+    #: Faults injected during the load (``demo_server.control.faults``: ``kill-worker@2s``...).
+    faults: tuple[str, ...] = ()
+
+    def __post_init__(self) -> None:
+        for setting in SETTINGS:
+            setting.check(getattr(self, setting.name), "experiment")
+        from demo_server.control.faults import parse_faults
+
+        object.__setattr__(self, "faults", tuple(str(f) for f in parse_faults(self.faults)))
+        if not self.requests and not self.duration:
+            raise ConfigError("an experiment needs a request budget or a duration (or both)")
+        if (self.request or self.final or self.body or self.header) and not self.app:
+            raise ConfigError("--request, --body, --header and --final describe your own "
+                              "app: give --app (or use racelab probe URL)")
+        if self.app:
+            self.operations()  # a bad request, header or value spec is one clear error
+
+    def operations(self) -> tuple[Operation, ...]:
+        """What each swarm user sends: the scenario's operations, or, for your own app,
+        the ``--request`` / ``--body`` / ``--header`` / ``--value`` ones.
+
+        Raises:
+            ConfigError: a request, header or value that cannot be used.
+        """
+        if not self.app:
+            return get_scenario(self.scenario).operations
+        return target_operations(self.request, self.body, self.header, self.value, self.check)
+
+    @property
+    def target(self) -> str:
+        """What is under test, for people: your app's target, or the scenario and store."""
+        return self.app or f"{self.scenario} on {self.store}"
+
+    @property
+    def swarm_users(self) -> int:
+        return self.burst if self.burst else self.users
+
+    @property
+    def label(self) -> str:
+        if self.app:
+            return f"{self.app} · {self.mode}"
+        return f"{self.store} · {self.mode} · {self.window}"
+
+    def command(self, probe_url: str = "") -> str:
+        """The ``racelab swarm`` (or ``racelab probe URL``) command that reproduces this.
+
+        Mode, store and window are always named for a swarm; every other setting
+        only when it differs from its default. Connection settings other than the
+        session backend are left to the environment they ran in.
+        """
+        argv = ["racelab"]
+        if self.session_backend != _DEFAULTS["session_backend"] and not probe_url:
+            argv += ["--session-backend", self.session_backend]
+        if probe_url:
+            argv += ["probe", probe_url]
+            served = {st.name for st in SETTINGS if st.group in ("cell", "server")} | {"app"}
+        else:
+            argv += ["swarm", "--mode", self.mode, "--store", self.store, "--window",
+                     self.window]
+            served = {"mode", "store", "window"}
+        for setting in SETTINGS:
+            value = getattr(self, setting.name)
+            if (setting.group == "connection" or setting.name in served
+                    or value == _DEFAULTS[setting.name]):
+                continue
+            if isinstance(value, tuple):
+                for item in value:
+                    argv += [setting.flag, item]
+                continue
+            argv += [setting.flag, f"{value:g}" if isinstance(value, float) else str(value)]
+        for fault in self.faults:
+            argv += ["--fault", fault]
+        return shlex.join(argv)
+
+
+def target_operations(requests: tuple[str, ...] | list[str], body: str = "",
+                      headers: tuple[str, ...] | list[str] = (), value: str = "text",
+                      check: str = "counter") -> tuple[Operation, ...]:
+    """Operations for a user's app from ``--request``, ``--body``, ``--header``, ``--value``.
+
+    Each request is ``METHOD /path``, optionally followed by ``*WEIGHT`` and
+    ``=NAME`` (the history's op name, which the checker reads: the counter's
+    checker reads ``incr`` and ``read``). A single request without a name gets
+    the name of the checked scenario's first operation (``incr`` for the counter).
+
+    Raises:
+        ConfigError: a request line, header or value spec that cannot be used.
+    """
+    from scenarios.operation import OperationError, parse_request, parse_value_spec
+
+    pairs = []
+    for header in headers:
+        key, sep, text = header.partition(":")
+        if not sep or not key.strip():
+            raise ConfigError(f"header {header!r}: expected 'Name: value'")
+        pairs.append((key.strip(), text.strip()))
+    lines = list(requests) or ["GET /"]
+    try:
+        spec = parse_value_spec(value)
+        ops = []
+        for line in lines:
+            words = line.split()
+            name: str | None = None
+            if len(words) > 1 and words[-1].startswith("="):
+                name = words.pop()[1:]
+            if name is None and len(lines) == 1:
+                name = get_scenario(check).operations[0].name
+            ops.append(parse_request(" ".join(words), name=name, body=body, headers=pairs,
+                                     value=spec))
+    except OperationError as exc:
+        raise ConfigError(str(exc)) from None
+    names: dict[str, int] = {}
+    unique = []
+    for op in ops:  # two requests to one path stay apart in the history
+        count = names.get(op.name, 0)
+        names[op.name] = count + 1
+        unique.append(op if not count else dataclasses.replace(op, name=f"{op.name}.{count + 1}"))
+    return tuple(unique)
+
+
+def _settings() -> tuple[Setting, ...]:
+    out = []
+    for f in dataclasses.fields(ExperimentSpec):
+        if "setting" not in f.metadata:
+            continue  # not a knob of one value (faults)
+        help_text, group, kind, kw = f.metadata["setting"]
+        out.append(Setting(f.name, help_text, group, kind, **kw))
+    return tuple(out)
+
+
+#: Every setting of ``ExperimentSpec``, in field order.
+SETTINGS = _settings()
+_DEFAULTS = {f.name: f.default for f in dataclasses.fields(ExperimentSpec)}
+#: Where a matrix cell's default differs from a single experiment's: cells are small.
+MATRIX_DEFAULTS: Mapping[str, Any] = {"requests": 400}
+
+
+def spec_from_options(values: Mapping[str, Any], base: ExperimentSpec | None = None
+                      ) -> ExperimentSpec:
+    """An ``ExperimentSpec`` from option values; ``None`` means "not given".
+
+    A duration given without a request budget bounds the load by time alone.
+
+    Raises:
+        ConfigError: a value out of its bounds, or an unknown setting.
+    """
+    base = base or ExperimentSpec()
+    given = {k: v for k, v in values.items() if v is not None}
+    unknown = sorted(set(given) - set(_DEFAULTS))
+    if unknown:
+        raise ConfigError(f"unknown experiment setting {unknown[0]!r}")
+    if given.get("duration") and "requests" not in given:
+        given["requests"] = 0
+    return dataclasses.replace(base, **given)
