@@ -219,7 +219,8 @@ def run_and_print(verb: str, spec: Any, run_dir: Path, assert_safe: bool,
     from rich.console import Console
     from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 
-    from reports.analysis.results import analyse_experiment, verdict_word
+    from reports.analysis.results import analyse_experiment
+    from reports.history.verdict import verdict_word
     from reports.render._check_output import print_experiment
 
     with Progress(TextColumn(f"[bold]{verb}"), BarColumn(), TextColumn("{task.completed} ops"),
@@ -369,7 +370,7 @@ def _run_cells(settings: Settings, cells: Any, run_dir: Path, err: Any, *, prese
     if outcome.interrupted:
         raise SystemExit(128 + (interrupts.first_signal() or signal.SIGINT))
     if assert_safe:
-        from reports.analysis.results import verdict_word
+        from reports.history.verdict import verdict_word
 
         words = {verdict_word(e) for e in result.results["experiments"]} or {"unknown"}
         code = 1 if "race" in words else 2 if "unknown" in words else 0

@@ -7,7 +7,7 @@ value below the ok count), writes it as history.csv, then in this one process:
 
 - times ``read_history`` on the CSV;
 - times the numpy checker (``check_counter``) and the plain-Python checker
-  (``reports._reference``: dicts, sets, one sort per process) on the same
+  (``reference_checker``: dicts, sets, one sort per process) on the same
   history, best of ``--repeat`` runs each;
 - measures each checker's peak memory with ``tracemalloc`` (peak traced bytes
   above the start, numpy buffers included) in a separate run, since tracing
@@ -47,10 +47,13 @@ from typing import Any
 import numpy as np
 
 from loadtests.history import COLUMNS
-from reports._reference import ops_of, reference_counts
-from reports._simulate import Simulated, simulate_counter
-from reports.history.table import OK, OUTCOMES, read_history
+from reports.history.columns import OUTCOMES
+from reports.history.table import OK, read_history
 from scenarios.counter import check_counter
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))  # the oracles
+from reference_checker import ops_of, reference_counts
+from simulate import Simulated, simulate_counter
 
 COMPARED = ("duplicate_values", "duplicate_extra_returns", "skipped_values",
             "skipped_unexplained", "real_time_violations", "lost_updates")

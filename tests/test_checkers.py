@@ -8,17 +8,16 @@ import numpy as np
 import pytest
 from hypothesis import assume, given, settings
 from hypothesis import strategies as st
+from reference_checker import ops_of, reference_counts
+from simulate import Simulated, simulate_counter
 
 from demo_server.basics.errors import ConfigError
-from reports._reference import ops_of, reference_counts
-from reports._simulate import Simulated, simulate_counter
+from reports.analysis.checking import check_history, checkers_for
 from reports.history import checkers
 from reports.history.checkers import (
     CHECKERS,
     SCENARIO_CHECKERS,
-    check_history,
     check_unique_ids,
-    checkers_for,
     register,
 )
 from reports.history.table import INFO, OK, HistoryTable

@@ -7,10 +7,10 @@ import os
 from pathlib import Path
 
 import pytest
+from simulate import simulate_counter
 
 from cli import main
 from loadtests.history import HistoryWriter, to_csv_text
-from reports._simulate import simulate_counter
 
 
 def write_history(path: Path, rows: list[dict]) -> Path:

@@ -9,6 +9,7 @@ import pytest
 from demo_server import ConfigError, ServerConfig, create_app
 from demo_server.served.windows import make_window
 from scenarios.counter.stores import SomeObj, global_obj, make_store
+from scenarios.run.spec import ExperimentSpec
 
 
 def test_some_obj_is_the_original_code() -> None:
@@ -92,13 +93,20 @@ def test_yield_window_loses_updates_across_threads() -> None:
         ({"window": "nope"}, "unknown window"),
         ({"mode": "nope"}, "unknown mode"),
         ({"work_us": 0}, "work_us must be positive"),
-        ({"store": "sqlite", "window": "yield"}, "applies only to the stores"),
     ],
 )
 def test_bad_config_is_one_clear_error(kwargs: dict, message: str) -> None:
     """Unknown names and out-of-range numbers raise ConfigError naming the problem."""
     with pytest.raises(ConfigError, match=message):
         ServerConfig(**kwargs)
+
+
+def test_a_window_on_an_atomic_store_is_refused_at_the_boundary() -> None:
+    """The spec (the one boundary) and the app both refuse a window the store cannot have."""
+    with pytest.raises(ConfigError, match="applies only to the stores"):
+        ExperimentSpec(store="sqlite", window="yield")
+    with pytest.raises(ConfigError, match="applies only to the stores"):
+        create_app(ServerConfig(store="sqlite", window="yield"))
 
 
 def test_config_round_trips_through_the_environment() -> None:

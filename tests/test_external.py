@@ -34,7 +34,7 @@ from demo_server.control.services import PrivateServices
 from demo_server.control.supervisor import Supervisor
 from demo_server.served.config import ServerConfig
 from loadtests.history import HistoryWriter
-from reports.history.checkers import check_history
+from reports.analysis.checking import check_history
 from reports.history.table import HistoryTable
 from reports.history.verdict import Verdict
 from scenarios.counter.stores import store_class

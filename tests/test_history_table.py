@@ -312,7 +312,8 @@ def test_report_reads_a_parquet_run_directory(tmp_path: Path) -> None:
     """A run directory holding history.parquet (no CSV) is collected like its CSV twin."""
     import json as json_module
 
-    from reports._simulate import simulate_counter
+    from simulate import simulate_counter
+
     from reports.analysis.results import collect_experiment
     from reports.history.table import write_parquet
 

@@ -8,10 +8,11 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from simulate import simulate_counter
 
 from cli import main
 from loadtests.history import HistoryWriter
-from reports._simulate import simulate_counter
+from reports.analysis.checking import check_history
 from reports.analysis.jepsen import (
     check_jepsen,
     export_ops,
@@ -22,7 +23,6 @@ from reports.analysis.jepsen import (
     write_jepsen,
 )
 from reports.history._edn import EdnError, read_forms
-from reports.history.checkers import check_history
 from reports.history.table import HistoryTable, MalformedHistory, read_history
 
 # --- Jepsen's test helpers, as in jepsen/test/jepsen/checker_test.clj ------------------

@@ -23,13 +23,12 @@ from loadtests.history import HistoryWriter
 from reports.analysis.results import (
     SCHEMA,
     ResultsError,
-    anomaly_count,
     build_results,
     collect_experiment,
     load_results,
     write_results,
 )
-from reports.history.verdict import Verdict, Witness
+from reports.history.verdict import Verdict, Witness, anomaly_count
 from reports.render.html import answer, explain, render_run
 from reports.render.table import table_text
 

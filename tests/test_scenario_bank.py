@@ -10,11 +10,11 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from scenario_tools import Lanes, SimOp, addresses, drive, scenario_app, state
 
-from demo_server import ServerConfig
 from demo_server.basics.errors import ConfigError
-from reports.history.checkers import check_history
+from reports.analysis.checking import check_history
 from reports.history.table import HistoryTable
 from scenarios.bank import ACCOUNTS, OPERATIONS, SCENARIO, START, TOTAL, check_bank
+from scenarios.run.spec import ExperimentSpec
 
 __all__ = ["addresses", "scenario_app"]  # fixtures
 
@@ -65,7 +65,7 @@ def test_refused_transfer_is_a_409_and_reset_restores(scenario_app: Any) -> None
 def test_memcached_is_not_a_bank_store() -> None:
     """memcached cannot change two keys at once: the combination is refused in one line."""
     with pytest.raises(ConfigError, match="the bank scenario has no 'memcached' store"):
-        ServerConfig(scenario="bank", store="memcached")
+        ExperimentSpec(scenario="bank", store="memcached")
     assert set(SCENARIO.store_sentences) == set(SCENARIO.stores)
 
 

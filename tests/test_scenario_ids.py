@@ -10,7 +10,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from scenario_tools import SAFE_STORES, Lanes, SimOp, addresses, drive, scenario_app, state
 
-from reports.history.checkers import check_history
+from reports.analysis.checking import check_history
 from reports.history.table import HistoryTable
 from scenarios.ids import OPERATIONS, check_ids
 

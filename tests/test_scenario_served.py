@@ -20,7 +20,7 @@ from scenario_tools import Addresses, addresses, drive_http
 from demo_server import ServerConfig
 from demo_server.control.modes import LaunchSpec
 from demo_server.control.supervisor import Supervisor
-from reports.history.checkers import check_history
+from reports.analysis.checking import check_history
 from reports.history.table import HistoryTable
 from scenarios.registry import get_scenario
 

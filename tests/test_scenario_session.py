@@ -10,10 +10,10 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from scenario_tools import Lanes, SimOp, addresses, drive, scenario_app, state
 
-from demo_server import ServerConfig
 from demo_server.basics.errors import ConfigError
-from reports.history.checkers import check_history
+from reports.analysis.checking import check_history
 from reports.history.table import HistoryTable
+from scenarios.run.spec import ExperimentSpec
 from scenarios.session import CLIENT_COOKIE, OPERATIONS, check_session
 
 __all__ = ["addresses", "scenario_app"]  # fixtures
@@ -92,7 +92,7 @@ def test_the_client_cookie_and_reset(scenario_app: Any) -> None:
 def test_memcached_cannot_count_below_zero() -> None:
     """memcached's decr stops at 0: the session scenario refuses it in one line."""
     with pytest.raises(ConfigError, match="the session scenario has no 'memcached' store"):
-        ServerConfig(scenario="session", store="memcached")
+        ExperimentSpec(scenario="session", store="memcached")
 
 
 # --- the checker -----------------------------------------------------------------------

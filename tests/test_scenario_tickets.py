@@ -12,8 +12,9 @@ from scenario_tools import SAFE_STORES, Lanes, SimOp, addresses, drive, scenario
 
 from demo_server import ServerConfig
 from demo_server.basics.errors import ConfigError
-from reports.history.checkers import check_history
+from reports.analysis.checking import check_history
 from reports.history.table import HistoryTable
+from scenarios.run.spec import ExperimentSpec
 from scenarios.tickets import OPERATIONS, SCENARIO, check_tickets
 
 __all__ = ["addresses", "scenario_app"]  # fixtures
@@ -67,9 +68,9 @@ def test_reset_and_stock_answer(scenario_app: Any) -> None:
 def test_combinations_that_make_no_sense_are_refused() -> None:
     """A store the scenario has not, a window on an atomic store, a stock of 0: one line each."""
     with pytest.raises(ConfigError, match="the tickets scenario has no 'g' store"):
-        ServerConfig(scenario="tickets", store="g")
+        ExperimentSpec(scenario="tickets", store="g")
     with pytest.raises(ConfigError, match="applies only to the stores global, lock"):
-        ServerConfig(scenario="tickets", store="postgres", window="yield")
+        ExperimentSpec(scenario="tickets", store="postgres", window="yield")
     with pytest.raises(ConfigError, match="stock must be positive"):
         ServerConfig(scenario="tickets", stock=0)
     assert "manager" not in SCENARIO.stores

@@ -1,7 +1,7 @@
 """The session store, honestly: isolated per client, but it loses a client's concurrent updates.
 
 Both findings come from observed data (histories checked by
-``reports.session_checker``), plus a real browser: two Chromium contexts
+``session_reference``), plus a real browser: two Chromium contexts
 count independently.
 """
 
@@ -20,15 +20,15 @@ from typing import Any
 from urllib.parse import urlsplit
 
 import pytest
+from session_reference import check_sessions
 
 from demo_server.basics.errors import StoreUnavailable
 from demo_server.control.modes import LaunchSpec
 from demo_server.control.supervisor import Supervisor
 from demo_server.served.config import ServerConfig
 from loadtests.history import HistoryWriter
-from reports.history.checkers import check_history
+from reports.analysis.checking import check_history
 from reports.history.table import read_history
-from reports.session_checker import check_sessions
 from scenarios.counter.external import SESSION_COOKIE, SessionStore
 
 REDIS_URL = os.environ.get("RACELAB_REDIS_URL", "redis://127.0.0.1:6379/0")

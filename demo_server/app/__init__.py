@@ -12,6 +12,7 @@ from flask import Flask, Response, jsonify, request
 
 from demo_server.basics.errors import RacelabError
 from demo_server.served.config import ServerConfig
+from scenarios.registry import check_cell, get_scenario
 
 __all__ = ["create_app", "gil_enabled"]
 
@@ -50,8 +51,6 @@ def create_app(config: ServerConfig | None = None) -> Flask:
         The Flask app with the scenario's routes (the counter's ``/`` and
         ``/incr``), and ``/state``, ``/reset`` and ``/healthz``.
     """
-    from scenarios.registry import get_scenario
-
     config = ServerConfig.from_env() if config is None else config
     app = Flask(__name__)
     app.config["RACELAB"] = config
@@ -67,6 +66,7 @@ def create_app(config: ServerConfig | None = None) -> Flask:
         "gil": gil_enabled(),
     }
     app.config["RACELAB_IDENTITY"] = identity
+    check_cell(config.scenario, config.store, config.window)
     side = get_scenario(config.scenario).serve(app, config, served)
 
     @app.errorhandler(RacelabError)

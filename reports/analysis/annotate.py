@@ -1,6 +1,6 @@
 """What a report explains about one experiment, computed once, beside its check.
 
-``annotate(entry, table, exp_dir)`` returns the fields results.json gains per
+``annotate(entry, table, repeats)`` returns the fields results.json gains per
 experiment; ``reports.analysis.results.collect_experiment`` stores them:
 
 - ``failure_modes``: which mistakes an anomalous cell shows (``reports.analysis.failure_modes``);
@@ -13,7 +13,7 @@ experiment; ``reports.analysis.results.collect_experiment`` stores them:
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -37,32 +37,30 @@ def repeat_dirs(exp_dir: Path) -> list[Path]:
     return sorted((p for p in root.iterdir() if p.is_dir()), key=lambda p: (len(p.name), p.name))
 
 
-def _repeats(entry: Mapping[str, Any], exp_dir: Path | None) -> dict[str, Any] | None:
-    if exp_dir is None:
+def _repeats(
+    entry: Mapping[str, Any], others: Sequence[Mapping[str, Any]]
+) -> dict[str, Any] | None:
+    if not others:
         return None
-    dirs = repeat_dirs(exp_dir)
-    if not dirs:
-        return None
-    from reports.analysis.results import collect_experiment
-
-    others = [collect_experiment(d) for d in dirs]
     runs = [entry, *others]
     summary = repeats_summary([str((e.get("verdict") or {}).get("valid")) for e in runs])
     if summary is not None:
         summary["anomalies"] = [e.get("anomalies") for e in runs]
-        summary["dirs"] = [f"{REPEATS_DIR}/{d.name}" for d in dirs]
+        summary["dirs"] = [f"{REPEATS_DIR}/{e['dir']}" for e in others]
     return summary
 
 
 def annotate(
-    entry: Mapping[str, Any], table: HistoryTable | None = None, exp_dir: Path | None = None
+    entry: Mapping[str, Any], table: HistoryTable | None = None,
+    repeats: Sequence[Mapping[str, Any]] = (),
 ) -> dict[str, Any]:
     """The explanatory fields of one checked experiment.
 
     Args:
         entry: the experiment entry with its verdict, config, ops and final state.
         table: its history, when it could be read.
-        exp_dir: its directory (for the repeats of the cell).
+        repeats: the entries of the cell's further runs (``repeat_dirs``), each
+            with its directory's name under ``dir``.
 
     Returns:
         ``{"failure_modes", "safe_bound", "interleaving", "repeats"}``.
@@ -70,5 +68,5 @@ def annotate(
     out: dict[str, Any] = {"failure_modes": failure_modes(entry, table),
                            "safe_bound": safe_bound(entry)}
     out["interleaving"] = interleaving({**entry, **out}, table)
-    out["repeats"] = _repeats(entry, exp_dir)
+    out["repeats"] = _repeats(entry, repeats)
     return out

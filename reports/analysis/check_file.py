@@ -14,8 +14,9 @@ from typing import Any
 
 import numpy as np
 
+from reports.analysis.checking import check_history, checkers_for, columns_for
 from reports.analysis.jepsen import check_jepsen, read_jepsen, sniff_text
-from reports.history.checkers import CHECKER_OPS, check_history, checkers_for, columns_for
+from reports.history.checkers import CHECKER_OPS
 from reports.history.table import HistoryTable, MalformedHistory, read_history, where_of
 from reports.history.verdict import Verdict
 

@@ -27,7 +27,7 @@ from reports.analysis.failure_modes import (
     SEPARATE_COPIES,
     modes_of,
 )
-from reports.analysis.results import verdict_word
+from reports.history.verdict import verdict_word
 
 __all__ = ["CLAIMS", "Claim", "ClaimRule", "check_claims"]
 

@@ -29,7 +29,7 @@ from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
 from demo_server.served.config import PER_PROCESS_STORES
-from reports.analysis.results import verdict_word
+from reports.history.verdict import verdict_word
 
 if TYPE_CHECKING:
     from reports.history.table import HistoryTable

@@ -53,8 +53,8 @@ from typing import IO, Any
 
 import numpy as np
 
+from reports.analysis.checking import check_history
 from reports.history._edn import EdnError, dumps_op, read_forms
-from reports.history.checkers import check_history
 from reports.history.table import (
     FAIL,
     INFO,

@@ -35,6 +35,8 @@ import numpy as np
 
 from demo_server.basics.errors import RacelabError
 from demo_server.served.config import MODES, PER_PROCESS_STORES, STORES, WINDOWS
+from reports.analysis.annotate import annotate, repeat_dirs
+from reports.analysis.checking import check_history
 from reports.history.table import (
     FAIL,
     INFO,
@@ -44,15 +46,13 @@ from reports.history.table import (
     find_history,
     read_history,
 )
-from reports.history.verdict import VERDICT_WORDS, Verdict
+from reports.history.verdict import Verdict, anomaly_count
 
 __all__ = [
-    "ANOMALY_COUNTS",
     "RESULTS_FILE",
     "SCHEMA",
     "ResultsError",
     "analyse_experiment",
-    "anomaly_count",
     "build_results",
     "burst_spreads",
     "cell_key",
@@ -65,22 +65,11 @@ __all__ = [
     "history_metrics",
     "load_results",
     "mode_store_keys",
-    "verdict_word",
     "write_results",
 ]
 
 SCHEMA = "racelab.results/1"
 RESULTS_FILE = "results.json"
-
-# Views of "how many operations went wrong" a checker may count. They overlap (a
-# lost update usually shows as a repeated number too), so the largest is used.
-ANOMALY_COUNTS: tuple[tuple[str, ...], ...] = (
-    ("duplicate_extra_returns",),
-    ("real_time_violations",),
-    ("lost_updates",),
-    ("skipped_unexplained",),
-    ("final_excess",),
-)
 
 # Configuration keys of an experiment, in the order reports show them.
 CONFIG_KEYS = (
@@ -111,39 +100,6 @@ CONFIG_KEYS = (
 
 class ResultsError(RacelabError):
     """results.json is missing, unreadable or of another schema; or a run directory is empty."""
-
-
-def verdict_word(entry: Mapping[str, Any]) -> str:
-    """The one word reports use for an experiment: ``safe``, ``race`` or ``unknown``.
-
-    ``safe`` means no anomaly was seen in this run; it is only ever given for a
-    verdict whose ``valid`` is exactly ``yes``.
-    """
-    valid = (entry.get("verdict") or {}).get("valid")
-    return VERDICT_WORDS.get(str(valid), "unknown")
-
-
-def anomaly_count(verdict: Mapping[str, Any]) -> int | None:
-    """How many operations a verdict found anomalous; ``None`` when it is unknown.
-
-    An ``anomalies`` count is taken as is. Otherwise it is the largest of the
-    views in ``ANOMALY_COUNTS`` (responses that repeated a number; responses out
-    of real-time order; lost updates; numbers skipped without explanation; final
-    excess), never more than the ok responses. A verdict of ``no`` counts at
-    least its witnesses, so a race never shows zero anomalies.
-    """
-    if verdict.get("valid") == "unknown":
-        return None
-    counts = verdict.get("counts") or {}
-    if "anomalies" in counts:
-        return int(counts["anomalies"])
-    total = max(sum(int(counts.get(key) or 0) for key in view) for view in ANOMALY_COUNTS)
-    if counts.get("ok"):
-        # One response can be both a repeat and out of order: never more than were answered.
-        total = min(total, int(counts["ok"]))
-    if verdict.get("valid") == "no":
-        total = max(total, len(verdict.get("witnesses") or ()), 1)
-    return total
 
 
 # -- reading one experiment ---------------------------------------------------------------
@@ -292,8 +248,6 @@ def _run_checker(
     config: Mapping[str, Any],
     server_problem: str | None,
 ) -> Verdict:
-    from reports.history.checkers import check_history
-
     if config.get("app") or config.get("url"):  # your own app: the invariant you named
         if isinstance(final, dict) and final.get("requested") is False:
             final = None  # no final read was asked for: nothing to compare, not a problem
@@ -420,9 +374,8 @@ def collect_experiment(exp_dir: Path | str) -> dict[str, Any]:
         None if entry["anomalies"] is None or not ok
         else round(min(1.0, entry["anomalies"] / ok), 6)
     )
-    from reports.analysis.annotate import annotate  # failure modes, bounds, bytecode, repeats
-
-    entry.update(annotate(entry, table, exp_dir))
+    repeats = [{**collect_experiment(d), "dir": d.name} for d in repeat_dirs(exp_dir)]
+    entry.update(annotate(entry, table, repeats))  # failure modes, bounds, bytecode, repeats
     return entry
 
 

@@ -16,21 +16,20 @@ from typing import Any
 
 import numpy as np
 
-from loadtests.history import OUTCOMES
-from reports.history.table import (
+from reports.history._model import (
     _MASKED_INTS,
     _OUTCOME_CODE,
     _REQUIRED_INTS,
     _TEXTS,
+    OUTCOMES,
     REQUIRED_COLUMNS,
     HistoryTable,
     MalformedHistory,
     _line_of_row,
-    read_history,
     validate,
 )
 
-__all__ = ["Untrusted", "read_csv_columnar", "read_parquet", "to_arrow", "write_parquet"]
+__all__ = ["Untrusted", "read_csv_columnar", "read_parquet", "to_arrow"]
 
 
 # --- the columnar reader (pyarrow) --------------------------------------------------
@@ -320,30 +319,3 @@ def to_arrow(table: HistoryTable) -> Any:
         "status": masked(table.status, table.status_known),
     }
     return pa.table(columns)
-
-
-def write_parquet(csv_path: Path | str, parquet_path: Path | str | None = None) -> Path:
-    """Convert a history CSV into Parquet (zstd), checked on the way like ``read_history``.
-
-    Args:
-        csv_path: the history CSV.
-        parquet_path: where to write; by default beside it, as ``history.parquet``
-            for ``history.csv`` (the suffix replaced).
-
-    Returns:
-        The Parquet file's path; ``read_history`` reads it by its magic bytes.
-
-    Raises:
-        MalformedHistory: the CSV is malformed (nothing is written then).
-    """
-    import pyarrow.parquet as pq
-
-    csv_path = Path(csv_path)
-    out = Path(parquet_path) if parquet_path is not None else csv_path.with_suffix(".parquet")
-    table = read_history(csv_path)
-    partial = out.with_name(out.name + ".partial")
-    pq.write_table(to_arrow(table), partial, compression="zstd")
-    partial.replace(out)
-    return out
-
-

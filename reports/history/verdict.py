@@ -10,10 +10,19 @@ HTML, ``racelab check``'s first line) it is one of ``VERDICT_WORDS``: ``safe``,
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from typing import Any, Literal
 
-__all__ = ["VERDICT_WORDS", "Valid", "Verdict", "Witness", "compose"]
+__all__ = [
+    "ANOMALY_COUNTS",
+    "VERDICT_WORDS",
+    "Valid",
+    "Verdict",
+    "Witness",
+    "anomaly_count",
+    "compose",
+    "verdict_word",
+]
 
 Valid = Literal["yes", "no", "unknown"]
 #: The word a person reads for each ``valid``.
@@ -127,3 +136,47 @@ def compose(verdicts: Iterable[Verdict], checker: str | None = None) -> Verdict:
         witnesses=tuple(w for v in items for w in v.witnesses),
         reason="; ".join(reasons),
     )
+
+
+# Views of "how many operations went wrong" a checker may count. They overlap (a
+# lost update usually shows as a repeated number too), so the largest is used.
+ANOMALY_COUNTS: tuple[tuple[str, ...], ...] = (
+    ("duplicate_extra_returns",),
+    ("real_time_violations",),
+    ("lost_updates",),
+    ("skipped_unexplained",),
+    ("final_excess",),
+)
+
+
+def verdict_word(entry: Mapping[str, Any]) -> str:
+    """The one word reports use for an experiment: ``safe``, ``race`` or ``unknown``.
+
+    ``safe`` means no anomaly was seen in this run; it is only ever given for a
+    verdict whose ``valid`` is exactly ``yes``.
+    """
+    valid = (entry.get("verdict") or {}).get("valid")
+    return VERDICT_WORDS.get(str(valid), "unknown")
+
+
+def anomaly_count(verdict: Mapping[str, Any]) -> int | None:
+    """How many operations a verdict found anomalous; ``None`` when it is unknown.
+
+    An ``anomalies`` count is taken as is. Otherwise it is the largest of the
+    views in ``ANOMALY_COUNTS`` (responses that repeated a number; responses out
+    of real-time order; lost updates; numbers skipped without explanation; final
+    excess), never more than the ok responses. A verdict of ``no`` counts at
+    least its witnesses, so a race never shows zero anomalies.
+    """
+    if verdict.get("valid") == "unknown":
+        return None
+    counts = verdict.get("counts") or {}
+    if "anomalies" in counts:
+        return int(counts["anomalies"])
+    total = max(sum(int(counts.get(key) or 0) for key in view) for view in ANOMALY_COUNTS)
+    if counts.get("ok"):
+        # One response can be both a repeat and out of order: never more than were answered.
+        total = min(total, int(counts["ok"]))
+    if verdict.get("valid") == "no":
+        total = max(total, len(verdict.get("witnesses") or ()), 1)
+    return total

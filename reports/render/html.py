@@ -40,9 +40,9 @@ from reports.analysis.results import (
     experiment_path,
     faults_of,
     load_results,
-    verdict_word,
     write_results,
 )
+from reports.history.verdict import verdict_word
 from reports.render.table import format_rate
 
 __all__ = [

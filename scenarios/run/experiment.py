@@ -11,7 +11,6 @@ and writes the run's one analysis, ``results.json``.
 from __future__ import annotations
 
 import dataclasses
-import json
 import os
 import platform
 import time
@@ -29,11 +28,10 @@ from demo_server.served.config import ServerConfig
 from demo_server.served.stamp import HEALTH_PATH
 from loadtests.runner import SwarmInterrupted, SwarmResult, SwarmSpec, run_swarm
 from scenarios.run.probe import read_final
+from scenarios.run.rundir import SCHEMA, write_summary
 from scenarios.run.spec import ExperimentSpec
 
-__all__ = ["SCHEMA", "ExperimentSpec", "run_experiment", "write_summary"]
-
-SCHEMA = 1
+__all__ = ["ExperimentSpec", "run_experiment"]
 
 
 def _final_state(sup: Supervisor, spec: ExperimentSpec, died: bool) -> dict[str, Any]:
@@ -251,22 +249,3 @@ def _interrupted() -> str:
 
     signum = interrupts.first_signal()
     return f"interrupted by {signal.Signals(signum).name}" if signum else "interrupted"
-
-
-def write_summary(run_dir: Path, summary: dict[str, Any], result: SwarmResult | None,
-                   final: dict[str, Any]) -> None:
-    """Write what happened (``final.json``, ``summary.json``); the analysis reads them."""
-    cut_short = summary["error"] if summary["status"] != "ok" else ""
-    if cut_short:  # so that a check of these files alone knows the history may lack rows
-        final = {**final, "cut_short": cut_short}
-    (run_dir / "final.json").write_text(json.dumps(final, indent=2), encoding="utf-8")
-    summary["swarm"] = {
-        "locust_requests": result.locust_requests if result else 0,
-        "locust_failures": result.locust_failures if result else 0,
-        "rows": result.rows if result else None,
-        "timed_out": bool(result and result.timed_out),
-        "bursts": list(result.bursts) if result else [],
-    }
-    summary["finished_wall"] = time.time()
-    summary["elapsed_s"] = round(summary["finished_wall"] - summary["started_wall"], 3)
-    (run_dir / "summary.json").write_text(json.dumps(summary, indent=2), encoding="utf-8")

@@ -28,6 +28,7 @@ from urllib.parse import urlsplit
 
 from demo_server.basics.errors import ConfigError, TargetError
 from scenarios.operation import parse_value_spec, read_value
+from scenarios.run.rundir import SCHEMA, write_summary
 from scenarios.run.spec import ExperimentSpec
 
 __all__ = ["ProbeError", "check_probe_url", "read_final", "run_probe"]
@@ -167,7 +168,6 @@ def run_probe(spec: ExperimentSpec, url: str, run_dir: Path, *, insecure: bool =
         The summary (also written to ``summary.json``).
     """
     from loadtests.runner import SwarmInterrupted, SwarmResult, SwarmSpec, run_swarm
-    from scenarios.run.experiment import SCHEMA, write_summary
 
     run_dir = Path(run_dir).resolve()
     run_dir.mkdir(parents=True, exist_ok=True)

@@ -26,7 +26,7 @@ from typing import Any
 from demo_server.basics.errors import ConfigError
 from demo_server.served.config import MODES, STORES, WINDOWS, ServerConfig
 from scenarios.operation import Operation
-from scenarios.registry import SCENARIO_NAMES, get_scenario
+from scenarios.registry import SCENARIO_NAMES, check_cell, get_scenario
 
 __all__ = ["MATRIX_DEFAULTS", "SETTINGS", "ExperimentSpec", "Setting", "spec_from_options",
            "target_operations"]
@@ -178,6 +178,8 @@ class ExperimentSpec:
                               "app: give --app (or use racelab probe URL)")
         if self.app:
             self.operations()  # a bad request, header or value spec is one clear error
+        else:
+            check_cell(self.scenario, self.store, self.window)
 
     def operations(self) -> tuple[Operation, ...]:
         """What each swarm user sends: the scenario's operations, or, for your own app,

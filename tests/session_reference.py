@@ -1,4 +1,4 @@
-"""The per-client checker of the ``session`` store: isolation and lost updates.
+"""A reference checker of the ``session`` store, a test oracle: isolation and lost updates.
 
 A server-side session keeps one counter per client (per cookie). Seen from a
 history, each client's ``incr`` results must read 1, 2, ..., n:
