@@ -3,7 +3,7 @@
 The options of every command that configures an experiment derive from
 ``scenarios.run.spec.SETTINGS`` (``spec_options``); ``run_and_print`` and
 ``run_demo_command`` run one experiment or a matrix with progress on stderr and
-print the result, which ``cli`` then turns into the exit code.
+print the result. Every exit code comes from ``demo_server.basics.exits``.
 """
 
 from __future__ import annotations
@@ -19,31 +19,52 @@ from typing import Any
 
 import click
 
-from demo_server.basics import interrupts
-from demo_server.basics.errors import RacelabError, TargetError
+from demo_server.basics import defaults, exits, interrupts
+from demo_server.basics.errors import RacelabError
 from demo_server.control.modes import LaunchSpec
-from demo_server.served.config import ServerConfig
+from demo_server.served.config import Connections, ServerConfig
 
 _STARTED = time.time()
 
 __all__ = [
-    "ASSERT_SAFE_EXIT", "HISTORY_FORMATS", "RacelabGroup", "Settings", "assert_safe_option",
-    "budget_option", "build_server", "command_started", "fault_option", "import_quietly",
-    "make_run_dir", "name_list", "not_negative", "out_option", "positive", "repeat_option",
-    "run_and_print", "run_demo_command", "scenario_of", "server_options", "spec_default",
-    "spec_options", "swarm_and_print",
+    "HISTORY_FORMATS",
+    "Failure",
+    "RacelabGroup",
+    "Settings",
+    "assert_safe_option",
+    "budget_option",
+    "build_server",
+    "command_started",
+    "fault_option",
+    "import_quietly",
+    "make_run_dir",
+    "name_list",
+    "not_negative",
+    "out_option",
+    "positive",
+    "repeat_option",
+    "run_and_print",
+    "run_demo_command",
+    "scenario_of",
+    "server_options",
+    "spec_default",
+    "spec_options",
+    "swarm_and_print",
 ]
 
 
-@dataclasses.dataclass
-class Settings:
-    """Options shared by every command (``ctx.obj``)."""
+@dataclasses.dataclass(frozen=True)
+class Settings(Connections):
+    """Options shared by every command (``ctx.obj``): where the stores are, and whether
+    racelab may start private ones."""
 
-    redis_url: str = ServerConfig.redis_url
-    postgres_dsn: str = ServerConfig.postgres_dsn
-    memcached: str = ServerConfig.memcached
     start_services: bool = False
-    session_backend: str = "filesystem"
+
+
+class Failure(click.ClickException):
+    """One line on stderr: bad input, or a job racelab could not do (never "race")."""
+
+    exit_code = exits.BAD_INPUT
 
 
 class RacelabGroup(click.Group):
@@ -52,13 +73,15 @@ class RacelabGroup(click.Group):
     def invoke(self, ctx: click.Context) -> Any:
         try:
             return super().invoke(ctx)
-        except TargetError as exc:  # a bad app or URL to test: bad input, exit 2
-            click.echo(f"Error: {exc}", err=True)
-            ctx.exit(2)
-        except RacelabError as exc:
-            raise click.ClickException(str(exc)) from None
+        except RacelabError as exc:  # a bad app, URL, value or file; a store out of reach
+            Failure(str(exc)).show()
+            ctx.exit(exits.BAD_INPUT)
+        except click.ClickException as exc:  # usage mistakes too; exit 1 is kept for "race"
+            exc.show()
+            ctx.exit(exits.BAD_INPUT)
         except KeyboardInterrupt as exc:
-            code = getattr(exc, "exit_code", 130)
+            code = getattr(exc, "exit_code", None) or exits.signal_exit(
+                interrupts.first_signal() or signal.SIGINT)
             name = signal.Signals(code - 128).name if code > 128 else "SIGINT"
             click.echo(f"racelab: stopped by {name}; everything it started was stopped",
                        err=True)
@@ -141,10 +164,6 @@ fault_option = click.option(
     "(stopped for 2 s), pause-store@1s+2s. Only stores racelab started can be stopped.")
 
 
-#: ``--assert-safe``'s exit code per verdict word: it gates CI.
-ASSERT_SAFE_EXIT = {"safe": 0, "race": 1, "unknown": 2}
-
-
 assert_safe_option = click.option(
     "--assert-safe", is_flag=True,
     help="Exit 0 if every experiment is safe, 1 if any races, 2 if any is unknown "
@@ -178,26 +197,9 @@ def build_server(settings: Settings, **opts: Any) -> tuple[ServerConfig, LaunchS
 
     spec = spec_from_options({k: opts.get(k) for k in (
         "scenario", "store", "window", "work_us", "mode", "workers", "threads", "instances")})
-    config = ServerConfig(
-        scenario=spec.scenario,
-        store=spec.store,
-        window=spec.window,
-        work_us=spec.work_us,
-        mode=spec.mode,
-        redis_url=settings.redis_url,
-        postgres_dsn=settings.postgres_dsn,
-        memcached=settings.memcached,
-        session_backend=settings.session_backend,
-    )
-    launch = LaunchSpec(
-        mode=spec.mode,
-        workers=spec.workers,
-        threads=spec.threads,
-        instances=spec.instances,
-        host=opts.get("host", "127.0.0.1"),
-        port=opts.get("port", 0) or 0,
-    )
-    return config, launch
+    spec = spec.connected(settings)
+    return spec.server_config(), spec.launch_spec(opts.get("host", defaults.HOST),
+                                                  opts.get("port", 0) or 0)
 
 
 def swarm_and_print(settings: Settings, spec: Any, run_dir: Path, assert_safe: bool) -> None:
@@ -205,8 +207,7 @@ def swarm_and_print(settings: Settings, spec: Any, run_dir: Path, assert_safe: b
     from scenarios.run.experiment import run_experiment
 
     run_and_print("swarm", spec, run_dir, assert_safe, lambda progress: run_experiment(
-        spec, run_dir, redis_url=settings.redis_url, postgres_dsn=settings.postgres_dsn,
-        memcached=settings.memcached, progress=progress))
+        spec.connected(settings), run_dir, progress=progress))
 
 
 def run_and_print(verb: str, spec: Any, run_dir: Path, assert_safe: bool,
@@ -235,10 +236,9 @@ def run_and_print(verb: str, spec: Any, run_dir: Path, assert_safe: bool,
     entry = analyse_experiment(run_dir)
     print_experiment(Console(), entry, summary, run_dir)
     if assert_safe:
-        raise SystemExit(ASSERT_SAFE_EXIT[verdict_word(entry)])
+        raise SystemExit(exits.verdict_exit(verdict_word(entry)))
     if summary["server"]["died"] or summary["status"] != "ok":
-        raise click.ClickException(
-            f"{summary['error'] or f'the {verb} failed'}; see {run_dir}")
+        raise Failure(f"{summary['error'] or f'the {verb} failed'}; see {run_dir}")
 
 
 def not_negative(ctx: click.Context, param: click.Parameter, value: int | None) -> int | None:
@@ -330,9 +330,6 @@ def _run_cells(settings: Settings, cells: Any, run_dir: Path, err: Any, *, prese
     from scenarios.run.demo import run_demo
     from scenarios.run.progress import MatrixConsoleProgress
 
-    config = ServerConfig(redis_url=settings.redis_url, postgres_dsn=settings.postgres_dsn,
-                          memcached=settings.memcached,
-                          session_backend=settings.session_backend)
     def on_skip(store: str, reason: str) -> None:
         err.print(f"skipped {store}: {reason} (see racelab doctor)")
 
@@ -341,7 +338,7 @@ def _run_cells(settings: Settings, cells: Any, run_dir: Path, err: Any, *, prese
 
     progress = MatrixConsoleProgress(err, quiet=as_json)
     try:
-        result = run_demo(cells, run_dir, config, preset=preset, budget_s=budget,
+        result = run_demo(cells, run_dir, settings, preset=preset, budget_s=budget,
                           nominal_budget_s=nominal_budget_s, progress=progress,
                           on_skip=on_skip, on_plan=on_plan, interpreters=interpreters,
                           launchers=launchers, started=started)
@@ -368,15 +365,14 @@ def _run_cells(settings: Settings, cells: Any, run_dir: Path, err: Any, *, prese
 
         webbrowser.open(report.resolve().as_uri())
     if outcome.interrupted:
-        raise SystemExit(128 + (interrupts.first_signal() or signal.SIGINT))
+        raise SystemExit(exits.signal_exit(interrupts.first_signal() or signal.SIGINT))
     if assert_safe:
         from reports.history.verdict import verdict_word
 
-        words = {verdict_word(e) for e in result.results["experiments"]} or {"unknown"}
-        code = 1 if "race" in words else 2 if "unknown" in words else 0
-        raise SystemExit(code)
+        words = (verdict_word(e) for e in result.results["experiments"])
+        raise SystemExit(exits.verdicts_exit(words))
     if failed:
-        raise click.ClickException(
+        raise Failure(
             f"{len(failed)} of {len(outcome.outcomes)} cells could not be run "
             f"(shown as unknown in the report); first: {failed[0].cell.label}: "
             f"{failed[0].error.splitlines()[0] if failed[0].error else ''}"

@@ -1,8 +1,9 @@
 """racelab's command line: thin click commands over the packages.
 
-Errors raised by the packages (``RacelabError``) become one line on stderr and
-exit code 1; usage mistakes exit 2. SIGINT (Ctrl-C), SIGTERM and SIGHUP stop what
-was started, keep what was recorded, and exit 130, 143 and 129.
+Errors raised by the packages (``RacelabError``) and usage mistakes become one
+line on stderr and exit code 2; exit 1 means a race was found. SIGINT (Ctrl-C),
+SIGTERM and SIGHUP stop what was started, keep what was recorded, and exit 130,
+143 and 129. The whole table: ``demo_server.basics.exits``.
 """
 
 from __future__ import annotations
@@ -12,12 +13,13 @@ import json
 import threading
 import time
 from pathlib import Path
-from typing import Any
+from typing import Any, NoReturn
 
 import click
 
 from _cli import (
     HISTORY_FORMATS,
+    Failure,
     RacelabGroup,
     Settings,
     assert_safe_option,
@@ -39,9 +41,10 @@ from _cli import (
     spec_options,
     swarm_and_print,
 )
-from demo_server.basics import interrupts
+from demo_server.basics import exits, interrupts
 from demo_server.basics.errors import RacelabError
-from demo_server.served.config import MODES, STORES, WINDOWS
+from demo_server.served.config import MODES, SESSION_BACKENDS, STORES, WINDOWS
+from reports.history.verdict import VERDICT_WORDS
 
 __all__ = ["main"]
 
@@ -53,8 +56,9 @@ __all__ = ["main"]
               show_default=True, help="PostgreSQL for the postgres store.")
 @click.option("--memcached", envvar="RACELAB_MEMCACHED", default=Settings.memcached,
               show_default=True, help="host:port of memcached.")
-@click.option("--session-backend", type=click.Choice(["filesystem", "redis"]),
-              envvar="RACELAB_SESSION_BACKEND", default="filesystem", show_default=True,
+@click.option("--session-backend", type=click.Choice(SESSION_BACKENDS),
+              envvar="RACELAB_SESSION_BACKEND", default=Settings.session_backend,
+              show_default=True,
               help="Where the session store keeps sessions (redis: at --redis-url).")
 @click.option("--start-services", is_flag=True,
               help="Start private Redis / PostgreSQL / memcached instances when none answer.")
@@ -76,7 +80,8 @@ def main(
     # (or kill -INT) must still stop everything racelab started.
     # SIGINT, SIGTERM and SIGHUP all stop cleanly (demo_server.basics.interrupts).
     interrupts.install()
-    ctx.obj = Settings(redis_url, postgres_dsn, memcached, start_services, session_backend)
+    ctx.obj = Settings(redis_url=redis_url, postgres_dsn=postgres_dsn, memcached=memcached,
+                       session_backend=session_backend, start_services=start_services)
 
 
 @main.command()
@@ -118,8 +123,8 @@ def serve(settings: Settings, run_dir_name: str | None, **opts: Any) -> None:
                     time.sleep(0.2)
             except KeyboardInterrupt:
                 click.echo("stopping", err=True)
-                return
-    raise click.ClickException(f"the server exited on its own; see the logs in {run_dir}")
+                raise
+    raise Failure(f"the server exited on its own; see the logs in {run_dir}")
 
 
 @main.command()
@@ -252,9 +257,8 @@ def check(ctx: click.Context, history: Path, final_value: int | None, final_file
       racelab check history.csv --per-process --json | jq .counts
       racelab check history.json
     """
-    def fail(message: str) -> None:
-        click.echo(f"Error: {message}", err=True)
-        ctx.exit(2)
+    def fail(message: str) -> NoReturn:
+        raise Failure(message)
 
     if final_value is not None and final_file is not None:
         raise click.UsageError("give --final or --final-file, not both")
@@ -276,18 +280,17 @@ def check(ctx: click.Context, history: Path, final_value: int | None, final_file
                                  scenario=scenario, per_process=per_process)
         except RacelabError as exc:
             fail(f"{history}: {exc}")
-            return
         if as_json:
             click.echo(json.dumps(verdict.to_dict(), indent=2))
         else:
             from reports.render._check_output import print_verdict
 
             print_verdict(verdict)
-    except click.exceptions.Exit:
+    except (click.exceptions.Exit, click.ClickException):
         raise
     except Exception as exc:  # a crash is never "anomalies found" (exit 1)
         fail(f"{history}: racelab failed while checking it: {type(exc).__name__}: {exc}")
-    ctx.exit({"yes": 0, "no": 1}.get(verdict.valid, 2))
+    ctx.exit(exits.verdict_exit(VERDICT_WORDS.get(verdict.valid, "unknown")))
 
 
 @main.command()
@@ -324,8 +327,7 @@ def export(ctx: click.Context, source: Path, fmt: str, edn: bool, out: Path | No
     try:
         table = read_history(history)
     except RacelabError as exc:
-        click.echo(f"Error: {history}: {exc}", err=True)
-        ctx.exit(2)
+        raise Failure(f"{history}: {exc}") from None
     if out is None:
         import sys
 
@@ -338,7 +340,7 @@ def export(ctx: click.Context, source: Path, fmt: str, edn: bool, out: Path | No
         partial.replace(out)
     except OSError as exc:
         partial.unlink(missing_ok=True)
-        raise click.ClickException(f"cannot write {out}: {exc.strerror or exc}") from None
+        raise Failure(f"cannot write {out}: {exc.strerror or exc}") from None
     click.echo(f"wrote {count:,} ops ({len(table):,} operations) to {out}", err=True)
 
 

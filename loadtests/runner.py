@@ -41,19 +41,19 @@ import shutil
 import signal
 import subprocess
 import sys
-import threading
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
-from types import FrameType
 from typing import Any
 from urllib.parse import urlsplit
 
+from demo_server.basics import defaults, exits, interrupts
 from demo_server.basics.errors import RacelabError
 from demo_server.basics.procs import ProcessGroup, Zygote, free_port, spawn_to_files, stop_groups
+from loadtests._config import to_env
 from loadtests.framing import MAX_BODY
 from loadtests.history import COLUMNS
-from scenarios.operation import Operation, operations_to_json
+from scenarios.operation import Operation
 
 __all__ = [
     "EXIT_CODES",
@@ -79,10 +79,10 @@ _WRITE_ALLOWANCE = 20.0  # after an interrupt's grace: seconds to stop and ship 
 _SECOND_ALLOWANCE = 8.0  # after a second signal: at most this long before processes are killed
 
 #: the signals ``run_swarm`` turns into a clean stop, and the exit code each calls for
-STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
-EXIT_CODES = {sig.name: 128 + int(sig) for sig in STOP_SIGNALS}  # SIGINT 130, TERM 143, HUP 129
+STOP_SIGNALS = interrupts.SIGNALS
+EXIT_CODES = {sig.name: exits.signal_exit(sig) for sig in STOP_SIGNALS}  # 130, 143, 129
 
-MAX_REQUESTS = 10_000_000  #: largest request budget of one swarm
+MAX_REQUESTS = defaults.MAX_REQUESTS  #: largest request budget of one swarm
 MAX_USERS = 100_000
 MAX_PROCESSES = 64
 MAX_SECONDS = 7 * 24 * 3600.0  #: longest duration (and hard timeout) of one swarm
@@ -129,7 +129,7 @@ class SwarmSpec:
     """
 
     urls: tuple[str, ...]
-    users: int = 16
+    users: int = defaults.USERS
     requests: int = 0
     duration: float = 0.0
     burst: bool = False
@@ -139,13 +139,13 @@ class SwarmSpec:
     expect_workers: int = 0
     master_bind: str = ""
     record: bool = True
-    timeout: float = 10.0
-    reconnect: int = 0
+    timeout: float = defaults.REQUEST_TIMEOUT_S
+    reconnect: int = defaults.RECONNECT
     burst_interval_ms: float = 20.0
     hard_timeout: float = 0.0
     operations: tuple[Operation, ...] = (Operation(),)
     tabs: int = 1
-    grace: float = 2.0
+    grace: float = defaults.GRACE_S
     insecure: bool = False
     max_body: int = MAX_BODY
 
@@ -265,63 +265,10 @@ class SwarmInterrupted(KeyboardInterrupt):
         self.exit_code = EXIT_CODES[self.signal]
 
 
-class _StopSignals:
-    """Catches the stop signals while a swarm runs (main thread only); restores them after.
-
-    A handler installed before (``demo_server.basics.interrupts``'s, Python's default
-    SIGINT handler) is still called, so it keeps its own account of the
-    signals, but what it raises is swallowed: the swarm's own stop runs instead,
-    and ``run_swarm`` raises ``SwarmInterrupted`` once everything is merged.
-    """
-
-    def __init__(self) -> None:
-        self.received: list[str] = []
-        self.handled = 0
-        self._previous: dict[int, Any] = {}
-
-    def __enter__(self) -> _StopSignals:
-        if threading.current_thread() is threading.main_thread():
-            for sig in STOP_SIGNALS:
-                with contextlib.suppress(ValueError, OSError):
-                    self._previous[sig] = signal.signal(sig, self._catch)
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        for sig, previous in self._previous.items():
-            with contextlib.suppress(ValueError, OSError, TypeError):
-                signal.signal(sig, previous)
-
-    def _catch(self, signum: int, frame: FrameType | None) -> None:
-        self.received.append(signal.Signals(signum).name)
-        previous = self._previous.get(signum)
-        if callable(previous):
-            # Let the caller's handler note the signal too (e.g. which came first),
-            # but not raise into the middle of the stop this object runs.
-            with contextlib.suppress(KeyboardInterrupt, SystemExit):
-                previous(signum, frame)
-
-    def note(self, name: str) -> None:
-        self.received.append(name)
-
-    def pending(self) -> bool:
-        return self.handled < len(self.received)
-
-
 def _env(spec: SwarmSpec, history_dir: Path, progress_file: Path) -> dict[str, str]:
     env = {
         **os.environ,
-        "RACELAB_SWARM_URLS": ",".join(spec.urls),
-        "RACELAB_SWARM_REQUESTS": str(spec.requests),
-        "RACELAB_SWARM_DURATION": str(spec.duration),
-        "RACELAB_SWARM_RECORD": "1" if spec.record else "0",
-        "RACELAB_SWARM_TIMEOUT": str(spec.timeout),
-        "RACELAB_SWARM_RECONNECT": str(spec.reconnect),
-        "RACELAB_SWARM_BURST_INTERVAL_MS": str(spec.burst_interval_ms),
-        "RACELAB_SWARM_OPERATIONS": operations_to_json(spec.operations),
-        "RACELAB_SWARM_TABS": str(spec.tabs),
-        "RACELAB_SWARM_GRACE": str(spec.grace),
-        "RACELAB_SWARM_INSECURE": "1" if spec.insecure else "0",
-        "RACELAB_SWARM_MAX_BODY": str(spec.max_body),
+        **to_env({f.name: getattr(spec, f.name) for f in dataclasses.fields(spec)}),
         "RACELAB_SWARM_HISTORY_DIR": str(history_dir),
         "RACELAB_SWARM_SCRATCH_DIR": str(history_dir.parent / "scratch"),
         "RACELAB_SWARM_PROGRESS_FILE": str(progress_file),
@@ -471,7 +418,7 @@ def run_swarm(
     start = time.monotonic()
     phases: dict[str, float] = {}
     timed_out = False
-    with _StopSignals() as stops:
+    with interrupts.deferred() as stops:
         try:
             master = _start(_master_command(spec, user_class, bind_host, port), "locust",
                             stdout_path, log_path, env, run_dir, zygote)
@@ -520,7 +467,7 @@ def run_swarm(
 
 
 def _wait(master: subprocess.Popen[bytes], spec: SwarmSpec, start: float,
-          progress: Progress | None, progress_file: Path, stops: _StopSignals,
+          progress: Progress | None, progress_file: Path, stops: interrupts.Deferred,
           phases: dict[str, float]) -> bool:
     """Wait for the master to end, passing stop signals on; True if it timed out."""
     deadline = start + spec.deadline()

@@ -46,14 +46,14 @@ def test_bad_input_is_one_clear_line(cli_runner, args: list[str], needle: str) -
 
 
 def test_taken_port_is_one_clear_line(cli_runner, tmp_path) -> None:
-    """A port already in use is named in one line, exit 1."""
+    """A port already in use is named in one line, exit 2 (bad input; 1 means race)."""
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         sock.listen()
         port = sock.getsockname()[1]
         result = cli_runner.invoke(main, ["serve", "--port", str(port), "--run-dir",
                                           str(tmp_path)])
-    assert result.exit_code == 1
+    assert result.exit_code == 2
     assert result.output.strip() == f"Error: port {port} on 127.0.0.1 is already in use"
 
 

@@ -45,10 +45,10 @@ def test_quick_preset_answers_from_observed_data(tmp_path) -> None:
 
 
 def test_bad_preset_is_one_line(tmp_path) -> None:
-    """An unknown preset name: one line naming the choices, exit 1, no traceback."""
+    """An unknown preset name: one line naming the choices, exit 2, no traceback."""
     proc = _racelab("demo", "--preset", "nonesuch", "--out", str(tmp_path / "x"))
     _, err = proc.communicate(timeout=60)
-    assert proc.returncode == 1
+    assert proc.returncode == 2
     assert "Traceback" not in err
     assert "classroom" in err
 

@@ -5,7 +5,8 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from demo_server import ServerConfig, ServerNotReady
+from demo_server import ServerNotReady
+from demo_server.served.config import Connections
 from scenarios.run.matrix import reachable_optional_stores, run_matrix, scale_cells
 from scenarios.run.presets import Cell
 
@@ -53,7 +54,7 @@ def test_unreachable_optional_store_is_skipped_with_the_reason() -> None:
     cells = [Cell(store="memcached", window="none", mode="threaded", users=2, requests=10,
                   optional=True),
              Cell(store="global", window="none", mode="threaded", users=2, requests=10)]
-    kept, skipped = reachable_optional_stores(cells, ServerConfig(memcached="127.0.0.1:1"))
+    kept, skipped = reachable_optional_stores(cells, Connections(memcached="127.0.0.1:1"))
     assert [c.store for c in kept] == ["global"]
     assert skipped[0][0] == "memcached" and "127.0.0.1:1" in skipped[0][1]
 

@@ -576,15 +576,15 @@ def test_cli_report_reuses_results_json(tmp_path: Path, cli_runner: Any) -> None
 
 
 def test_cli_report_errors_are_one_line(tmp_path: Path, cli_runner: Any) -> None:
-    """A foreign results.json or an empty directory exits 1 with one line, no traceback."""
+    """A foreign results.json or an empty directory exits 2 with one line, no traceback."""
     (tmp_path / "results.json").write_text('{"schema": "other/9"}')
     result = cli_runner.invoke(main, ["report", str(tmp_path)])
-    assert result.exit_code == 1
+    assert result.exit_code == 2
     assert result.output.strip().count("\n") == 0 and "other/9" in result.output
     empty = tmp_path / "empty"
     empty.mkdir()
     result = cli_runner.invoke(main, ["report", str(empty)])
-    assert result.exit_code == 1 and "holds no experiment" in result.output
+    assert result.exit_code == 2 and "holds no experiment" in result.output
 
 
 # -- a real small run ---------------------------------------------------------------------

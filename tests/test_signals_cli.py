@@ -78,3 +78,27 @@ def _cmd(p: psutil.Process) -> list[str]:
         return []
 
 
+
+
+@pytest.mark.parametrize(("signum", "code"), [(signal.SIGTERM, 143), (signal.SIGHUP, 129),
+                                              (signal.SIGINT, 130)])
+def test_serve_reports_the_signal_that_stopped_it(tmp_path: Path, signum: int,
+                                                  code: int) -> None:
+    """``racelab serve`` stopped by a signal exits 128 + N, not 0, and leaves no server."""
+    proc = racelab("serve", "--mode", "gunicorn-sync", "--run-dir", str(tmp_path / "run"),
+                    cwd=tmp_path)
+    seen: dict[int, psutil.Process] = {}
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        for child in descendants(proc.pid):
+            seen[child.pid] = child
+        if len(seen) >= 2 and (tmp_path / "run").is_dir():
+            break
+        time.sleep(0.1)
+    time.sleep(1.0)  # the server answers: serve is in its wait loop
+    proc.send_signal(signum)
+    out, err = proc.communicate(timeout=60)
+    assert proc.returncode == code, (out + err).decode()
+    assert "Traceback" not in err.decode()
+    time.sleep(0.2)
+    assert not live(seen.values())

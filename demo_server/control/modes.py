@@ -6,6 +6,7 @@ import dataclasses
 import functools
 import sys
 
+from demo_server.basics import defaults
 from demo_server.basics.errors import ConfigError
 from demo_server.served.config import MODES
 
@@ -18,7 +19,7 @@ _GUNICORN_WORKER = {"gunicorn-sync": "sync", "gunicorn-gthread": "gthread", "gev
 
 @dataclasses.dataclass(frozen=True)
 class LaunchSpec:
-    """How to serve: mode and sizes. Defaults suit a 2-core machine.
+    """How to serve: mode and sizes (``ExperimentSpec.launch_spec`` derives it).
 
     Args:
         mode: one of ``MODES``.
@@ -33,11 +34,11 @@ class LaunchSpec:
             racelab's own demo app, ``demo_server:create_app()``.
     """
 
-    mode: str = "threaded"
-    workers: int = 2
-    threads: int = 4
-    instances: int = 2
-    host: str = "127.0.0.1"
+    mode: str = defaults.MODE
+    workers: int = defaults.WORKERS
+    threads: int = defaults.THREADS
+    instances: int = defaults.INSTANCES
+    host: str = defaults.HOST
     port: int = 0
     app: str = ""
 

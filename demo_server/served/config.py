@@ -6,12 +6,15 @@ import dataclasses
 import os
 from collections.abc import Mapping
 
+from demo_server.basics import defaults
 from demo_server.basics.errors import ConfigError
 
 __all__ = [
     "MODES",
+    "SESSION_BACKENDS",
     "STORES",
     "WINDOWS",
+    "Connections",
     "ServerConfig",
 ]
 
@@ -27,6 +30,7 @@ STORES = (
     "session",
 )
 WINDOWS = ("none", "call", "work", "yield", "io")
+SESSION_BACKENDS = ("filesystem", "redis")
 MODES = (
     "single",
     "threaded",
@@ -40,6 +44,23 @@ MODES = (
 PER_PROCESS_STORES = frozenset({"global", "lock", "g"})
 
 _ENV_PREFIX = "RACELAB_"
+
+
+@dataclasses.dataclass(frozen=True)
+class Connections:
+    """Where the shared stores are: one value from the command line to every store.
+
+    Args:
+        redis_url: Redis (``redis`` store, and the ``session`` store's redis backend).
+        postgres_dsn: PostgreSQL (``postgres`` store).
+        memcached: ``host:port`` of memcached.
+        session_backend: ``filesystem`` or ``redis``.
+    """
+
+    redis_url: str = defaults.REDIS_URL
+    postgres_dsn: str = defaults.POSTGRES_DSN
+    memcached: str = defaults.MEMCACHED
+    session_backend: str = defaults.SESSION_BACKEND
 
 
 @dataclasses.dataclass(frozen=True)
@@ -65,22 +86,22 @@ class ServerConfig:
         stock: seats on sale when a ``tickets`` run starts.
     """
 
-    scenario: str = "counter"
-    store: str = "global"
-    window: str = "none"
-    work_us: int = 50
-    mode: str = "single"
+    scenario: str = defaults.SCENARIO
+    store: str = defaults.STORE
+    window: str = defaults.WINDOW
+    work_us: int = defaults.WORK_US
+    mode: str = defaults.MODE
     sqlite_path: str = ""
     manager_address: str = ""
     manager_authkey: str = ""
-    redis_url: str = "redis://127.0.0.1:6379/0"
-    postgres_dsn: str = "postgresql://127.0.0.1:5432/test"
-    memcached: str = "127.0.0.1:11211"
-    namespace: str = "racelab"
+    redis_url: str = defaults.REDIS_URL
+    postgres_dsn: str = defaults.POSTGRES_DSN
+    memcached: str = defaults.MEMCACHED
+    namespace: str = defaults.NAMESPACE
     session_dir: str = ""
-    session_backend: str = "filesystem"
+    session_backend: str = defaults.SESSION_BACKEND
     instance: int = 0
-    stock: int = 100
+    stock: int = defaults.STOCK
 
     def __post_init__(self) -> None:
         self.validate()

@@ -20,7 +20,7 @@ from typing import Any
 
 from demo_server.basics.procs import Zygote
 from demo_server.control.supervisor import ServerZygotes
-from demo_server.served.config import ServerConfig
+from demo_server.served.config import Connections
 from scenarios.run.matrix import (
     MatrixOutcome,
     MatrixProgress,
@@ -112,7 +112,7 @@ def _import_report_modules() -> None:
 
 
 def make_cell_runner(
-    config: ServerConfig, on_swarm: Callable[[int, float], None] | None = None,
+    connections: Connections, on_swarm: Callable[[int, float], None] | None = None,
     zygote: Zygote | None = None,
     server_zygotes: ServerZygotes | None = None,
     before_swarm: Callable[[], None] | None = None,
@@ -120,7 +120,7 @@ def make_cell_runner(
     """A cell runner for ``run_matrix``: one experiment, then its check.
 
     Args:
-        config: connection settings (Redis URL, PostgreSQL DSN, memcached) for every cell.
+        connections: where every cell's stores are.
         on_swarm: progress of the current swarm (requests done, elapsed seconds).
         zygote: starts every cell's Locust processes (``loadtests.runner.locust_zygote``).
         server_zygotes: start every cell's servers (``supervisor.ServerZygotes``).
@@ -135,11 +135,9 @@ def make_cell_runner(
     from scenarios.run.experiment import run_experiment
 
     def run_cell(cell: Cell, cell_dir: Path) -> dict[str, Any]:
-        spec = cell.spec(session_backend=config.session_backend)
+        spec = cell.spec().connected(connections)
         try:
-            run_experiment(spec, cell_dir, redis_url=config.redis_url,
-                           postgres_dsn=config.postgres_dsn, memcached=config.memcached,
-                           progress=on_swarm, zygote=zygote,
+            run_experiment(spec, cell_dir, progress=on_swarm, zygote=zygote,
                            server_zygotes=server_zygotes, before_swarm=before_swarm)
         except RacelabError as exc:
             _failed_summary(cell, cell_dir, str(exc))
@@ -162,7 +160,7 @@ def make_cell_runner(
 def run_demo(
     cells: Sequence[Cell],
     run_dir: Path,
-    config: ServerConfig,
+    connections: Connections,
     *,
     preset: str,
     budget_s: float | None,
@@ -181,7 +179,7 @@ def run_demo(
     Args:
         cells: the matrix; optional cells whose store is unreachable are skipped.
         run_dir: the run directory.
-        config: connection settings for the external stores.
+        connections: where the shared stores are.
         preset: the preset's name (kept in results.json).
         budget_s: seconds the user allows; swarms are scaled to fit.
         nominal_budget_s: seconds the preset's swarm sizes were chosen for.
@@ -208,7 +206,7 @@ def run_demo(
     )
     from reports.render.html import render_run
 
-    kept, skipped = reachable_optional_stores(cells, config)
+    kept, skipped = reachable_optional_stores(cells, connections)
     for store, reason in skipped:
         if on_skip:
             on_skip(store, reason)
@@ -237,7 +235,7 @@ def run_demo(
                 running.servers.wait_ready()
                 warm_up.join()
 
-            base_runner = make_cell_runner(config, zygote=running.locust,
+            base_runner = make_cell_runner(connections, zygote=running.locust,
                                            server_zygotes=running.servers,
                                            before_swarm=before_swarm)
 

@@ -22,11 +22,9 @@ from typing import Any
 from demo_server.basics.errors import RacelabError
 from demo_server.basics.procs import Zygote
 from demo_server.control.faults import FaultScheduler
-from demo_server.control.modes import LaunchSpec
 from demo_server.control.supervisor import ServerZygotes, Supervisor
-from demo_server.served.config import ServerConfig
 from demo_server.served.stamp import HEALTH_PATH
-from loadtests.runner import SwarmInterrupted, SwarmResult, SwarmSpec, run_swarm
+from loadtests.runner import SwarmInterrupted, SwarmResult, run_swarm
 from scenarios.run.probe import read_final
 from scenarios.run.rundir import SCHEMA, write_summary
 from scenarios.run.spec import ExperimentSpec
@@ -55,9 +53,6 @@ def _final_state(sup: Supervisor, spec: ExperimentSpec, died: bool) -> dict[str,
 def run_experiment(
     spec: ExperimentSpec,
     run_dir: Path,
-    redis_url: str | None = None,
-    postgres_dsn: str | None = None,
-    memcached: str | None = None,
     progress: Callable[[int, float], None] | None = None,
     zygote: Zygote | None = None,
     server_zygotes: ServerZygotes | None = None,
@@ -71,11 +66,8 @@ def run_experiment(
     re-raises.
 
     Args:
-        spec: the experiment.
+        spec: the experiment (its stores: ``spec.connected(connections)``).
         run_dir: its directory (created).
-        redis_url: overrides ``spec.redis_url``.
-        postgres_dsn: overrides ``spec.postgres_dsn``.
-        memcached: overrides ``spec.memcached``.
         progress: called with (operations so far, seconds) while the swarm runs.
         zygote: starts the Locust processes (``loadtests.runner.locust_zygote``);
             a matrix keeps one for all its cells.
@@ -91,16 +83,8 @@ def run_experiment(
     """
     run_dir = Path(run_dir).resolve()
     run_dir.mkdir(parents=True, exist_ok=True)
-    spec = dataclasses.replace(spec, redis_url=redis_url or spec.redis_url,
-                               postgres_dsn=postgres_dsn or spec.postgres_dsn,
-                               memcached=memcached or spec.memcached)
-    redis_url, postgres_dsn, memcached = spec.redis_url, spec.postgres_dsn, spec.memcached
-    config = ServerConfig(scenario=spec.scenario, store=spec.store, window=spec.window,
-                          work_us=spec.work_us, mode=spec.mode, redis_url=redis_url,
-                          postgres_dsn=postgres_dsn, memcached=memcached,
-                          session_backend=spec.session_backend, stock=spec.stock)
-    launch = LaunchSpec(mode=spec.mode, workers=spec.workers, threads=spec.threads,
-                        instances=spec.instances, app=spec.app)
+    config = spec.server_config()
+    launch = spec.launch_spec()
     summary: dict[str, Any] = {
         "schema": SCHEMA,
         "experiment": dataclasses.asdict(spec),
@@ -130,11 +114,7 @@ def run_experiment(
                                 timeout=5)
         except (OSError, ValueError):
             identity = {}
-        swarm = SwarmSpec(urls=tuple(sup.urls), users=spec.swarm_users, requests=spec.requests,
-                          duration=spec.duration, burst=bool(spec.burst),
-                          spawn_rate=spec.spawn_rate, processes=spec.processes,
-                          reconnect=spec.reconnect, tabs=spec.tabs,
-                          operations=spec.operations())
+        swarm = spec.swarm_spec(sup.urls)
         # Faults run on the load's timeline, from the swarm's first reported
         # operations (within ~0.25 s of its first request); each is an event in the
         # supervisor's list, which sup.stop() writes to events.json.

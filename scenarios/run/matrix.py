@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any, Protocol
 
 from demo_server.basics.errors import RacelabError
-from demo_server.served.config import ServerConfig
+from demo_server.served.config import Connections, ServerConfig
 from scenarios.counter.stores import store_class
 from scenarios.run.presets import Cell
 
@@ -73,7 +73,7 @@ class MatrixProgress(Protocol):
 
 
 def reachable_optional_stores(
-    cells: Sequence[Cell], config: ServerConfig
+    cells: Sequence[Cell], connections: Connections
 ) -> tuple[list[Cell], list[tuple[str, str]]]:
     """Drop optional cells whose store cannot be reached; say why for each store.
 
@@ -83,7 +83,10 @@ def reachable_optional_stores(
     verdicts: dict[str, str | None] = {}
     for store in dict.fromkeys(c.store for c in cells if c.optional):
         try:
-            store_class(store).prepare(dataclasses.replace(config, store=store))
+            store_class(store).prepare(ServerConfig(
+                store=store, redis_url=connections.redis_url,
+                postgres_dsn=connections.postgres_dsn, memcached=connections.memcached,
+                session_backend=connections.session_backend))
             verdicts[store] = None
         except RacelabError as exc:
             verdicts[store] = str(exc)

@@ -167,7 +167,7 @@ def run_probe(spec: ExperimentSpec, url: str, run_dir: Path, *, insecure: bool =
     Returns:
         The summary (also written to ``summary.json``).
     """
-    from loadtests.runner import SwarmInterrupted, SwarmResult, SwarmSpec, run_swarm
+    from loadtests.runner import SwarmInterrupted, SwarmResult, run_swarm
 
     run_dir = Path(run_dir).resolve()
     run_dir.mkdir(parents=True, exist_ok=True)
@@ -185,11 +185,7 @@ def run_probe(spec: ExperimentSpec, url: str, run_dir: Path, *, insecure: bool =
                    "implementation": "", "gil": None, "probe": True},
         "events": [],
     }
-    swarm = SwarmSpec(urls=(url,), users=spec.swarm_users, requests=spec.requests,
-                      duration=spec.duration, burst=bool(spec.burst),
-                      spawn_rate=spec.spawn_rate, processes=spec.processes,
-                      reconnect=spec.reconnect, tabs=spec.tabs,
-                      operations=spec.operations(), insecure=insecure)
+    swarm = spec.swarm_spec((url,), insecure=insecure)
     result: SwarmResult | None = None
     final: dict[str, Any] = {"available": False, "per_process": None, "states": [],
                              "reason": "the probe did not get that far"}

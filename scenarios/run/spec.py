@@ -20,11 +20,21 @@ from __future__ import annotations
 import dataclasses
 import math
 import shlex
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import Any
 
+from demo_server.basics import defaults
 from demo_server.basics.errors import ConfigError
-from demo_server.served.config import MODES, STORES, WINDOWS, ServerConfig
+from demo_server.control.modes import LaunchSpec
+from demo_server.served.config import (
+    MODES,
+    SESSION_BACKENDS,
+    STORES,
+    WINDOWS,
+    Connections,
+    ServerConfig,
+)
+from loadtests.runner import SwarmSpec
 from scenarios.operation import Operation
 from scenarios.registry import SCENARIO_NAMES, check_cell, get_scenario
 
@@ -93,34 +103,32 @@ def _setting(default: Any, help: str, group: str, **kw: Any) -> Any:
     return dataclasses.field(default=default, metadata={"setting": (help, group, kind, kw)})
 
 
-#: The largest request budget racelab accepts (a million rows is ~100 MB of history).
-MAX_REQUESTS = 10_000_000
-#: The longest load racelab accepts, in seconds.
-MAX_DURATION_S = 86_400.0
+MAX_REQUESTS = defaults.MAX_REQUESTS
+MAX_DURATION_S = defaults.MAX_DURATION_S
 
 
 @dataclasses.dataclass(frozen=True)
 class ExperimentSpec:
     """One (scenario, store, window, mode, swarm) cell; every field is a ``Setting``."""
 
-    scenario: str = _setting("counter", "What the clients do to the shared state.", "cell",
+    scenario: str = _setting(defaults.SCENARIO, "What the clients do to the shared state.", "cell",
                              choices=SCENARIO_NAMES)
-    store: str = _setting("global", "Where the state lives.", "cell", choices=STORES)
-    window: str = _setting("none", "What runs between the read and the write.", "cell",
+    store: str = _setting(defaults.STORE, "Where the state lives.", "cell", choices=STORES)
+    window: str = _setting(defaults.WINDOW, "What runs between the read and the write.", "cell",
                            choices=WINDOWS)
-    work_us: int = _setting(50, "CPU time of the 'work' window (µs).", "cell",
+    work_us: int = _setting(defaults.WORK_US, "CPU time of the 'work' window (µs).", "cell",
                             low=1, high=1_000_000)
-    mode: str = _setting("threaded", "How the app is served.", "cell", choices=MODES)
-    stock: int = _setting(100, "Seats on sale when a tickets run starts.", "cell",
+    mode: str = _setting(defaults.MODE, "How the app is served.", "cell", choices=MODES)
+    stock: int = _setting(defaults.STOCK, "Seats on sale when a tickets run starts.", "cell",
                           low=1, high=1_000_000)
-    workers: int = _setting(2, "Worker processes.", "server", low=1, high=64)
-    threads: int = _setting(4, "Threads per gthread worker (and per cluster instance).",
-                            "server", low=1, high=256)
-    instances: int = _setting(2, "Instances in cluster mode (standing in for hosts).",
-                              "server", low=1, high=16)
-    users: int = _setting(16, "Concurrent Locust users.", "swarm", low=1, high=10_000)
-    requests: int = _setting(2000, "Total requests over all users (0: bounded by --duration "
-                             "only).", "swarm", low=0, high=MAX_REQUESTS)
+    workers: int = _setting(defaults.WORKERS, "Worker processes.", "server", low=1, high=64)
+    threads: int = _setting(defaults.THREADS, "Threads per gthread worker (and per cluster "
+                            "instance).", "server", low=1, high=256)
+    instances: int = _setting(defaults.INSTANCES, "Instances in cluster mode (standing in for "
+                              "hosts).", "server", low=1, high=16)
+    users: int = _setting(defaults.USERS, "Concurrent Locust users.", "swarm", low=1, high=10_000)
+    requests: int = _setting(defaults.REQUESTS, "Total requests over all users (0: bounded by "
+                             "--duration only).", "swarm", low=0, high=MAX_REQUESTS)
     duration: float = _setting(0.0, "Seconds of load (0: bounded by --requests only).",
                                "swarm", low=0, high=MAX_DURATION_S)
     burst: int = _setting(0, "Burst swarm: this many users released together, round after "
@@ -136,9 +144,9 @@ class ExperimentSpec:
     history_format: str = _setting("csv", "How the history is kept: csv (opens anywhere) or "
                                    "parquet (compact, for long runs; history.csv is then "
                                    "removed).", "swarm", choices=("csv", "parquet"))
-    reconnect: int = _setting(10, "Requests per connection before a user opens a new one, as "
-                              "clients do (0: keep-alive for good; connections may then "
-                              "stick to one worker).", "swarm", low=0, high=MAX_REQUESTS)
+    reconnect: int = _setting(defaults.RECONNECT, "Requests per connection before a user opens "
+                              "a new one, as clients do (0: keep-alive for good; connections "
+                              "may then stick to one worker).", "swarm", low=0, high=MAX_REQUESTS)
     app: str = _setting("", "Serve your own WSGI app instead of racelab's: path/to/file.py:app, "
                         "package.module:app or package.module:create_app().", "target")
     request: tuple[str, ...] = _setting((), "What each client sends to your app: 'METHOD /path', "
@@ -155,13 +163,13 @@ class ExperimentSpec:
                           "target", choices=SCENARIO_NAMES)
     final: str = _setting("", "'GET /path' read from every worker after the load: the final "
                           "value, read as --value says (lost updates need it).", "target")
-    redis_url: str = _setting(ServerConfig.redis_url, "Redis of the redis and session stores.",
+    redis_url: str = _setting(defaults.REDIS_URL, "Redis of the redis and session stores.",
                               "connection")
-    postgres_dsn: str = _setting(ServerConfig.postgres_dsn, "PostgreSQL of the postgres store.",
+    postgres_dsn: str = _setting(defaults.POSTGRES_DSN, "PostgreSQL of the postgres store.",
                                  "connection")
-    memcached: str = _setting(ServerConfig.memcached, "host:port of memcached.", "connection")
-    session_backend: str = _setting("filesystem", "Where the session store keeps sessions.",
-                                    "connection", choices=("filesystem", "redis"))
+    memcached: str = _setting(defaults.MEMCACHED, "host:port of memcached.", "connection")
+    session_backend: str = _setting(defaults.SESSION_BACKEND, "Where the session store keeps "
+                                    "sessions.", "connection", choices=SESSION_BACKENDS)
     #: Faults injected during the load (``demo_server.control.faults``: ``kill-worker@2s``...).
     faults: tuple[str, ...] = ()
 
@@ -191,6 +199,32 @@ class ExperimentSpec:
         if not self.app:
             return get_scenario(self.scenario).operations
         return target_operations(self.request, self.body, self.header, self.value, self.check)
+
+    def connected(self, connections: Connections) -> ExperimentSpec:
+        """This experiment against the stores ``connections`` names."""
+        return dataclasses.replace(
+            self, redis_url=connections.redis_url, postgres_dsn=connections.postgres_dsn,
+            memcached=connections.memcached, session_backend=connections.session_backend)
+
+    def server_config(self) -> ServerConfig:
+        """What every server process of this experiment builds its app from."""
+        return ServerConfig(scenario=self.scenario, store=self.store, window=self.window,
+                            work_us=self.work_us, mode=self.mode, stock=self.stock,
+                            redis_url=self.redis_url, postgres_dsn=self.postgres_dsn,
+                            memcached=self.memcached, session_backend=self.session_backend)
+
+    def launch_spec(self, host: str = defaults.HOST, port: int = 0) -> LaunchSpec:
+        """How this experiment's server is launched."""
+        return LaunchSpec(mode=self.mode, workers=self.workers, threads=self.threads,
+                          instances=self.instances, host=host, port=port, app=self.app)
+
+    def swarm_spec(self, urls: Sequence[str], *, insecure: bool = False) -> SwarmSpec:
+        """The swarm this experiment sends at ``urls``."""
+        return SwarmSpec(urls=tuple(urls), users=self.swarm_users, requests=self.requests,
+                         duration=self.duration, burst=bool(self.burst),
+                         spawn_rate=self.spawn_rate, processes=self.processes,
+                         reconnect=self.reconnect, tabs=self.tabs,
+                         operations=self.operations(), insecure=insecure)
 
     @property
     def target(self) -> str:
