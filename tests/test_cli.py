@@ -59,7 +59,7 @@ def test_taken_port_is_one_clear_line(cli_runner, tmp_path) -> None:
 
 @pytest.mark.parametrize("mode", ["processes", "gunicorn-gthread"])
 def test_sigint_to_serve_leaves_no_process(tmp_path, mode: str) -> None:
-    """Ctrl-C (SIGINT) to `racelab serve` stops every process it started."""
+    """Ctrl-C (SIGINT) to `racelab serve` stops every process it started, and exits 130."""
     proc = subprocess.Popen(
         [sys.executable, "-m", "cli", "serve", "--mode", mode, "--run-dir", str(tmp_path)],
         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
@@ -71,7 +71,7 @@ def test_sigint_to_serve_leaves_no_process(tmp_path, mode: str) -> None:
         pgid = os.getpgid(pid)
         get_json(url + "/incr")
         proc.send_signal(signal.SIGINT)
-        assert proc.wait(timeout=30) == 0
+        assert proc.wait(timeout=30) == 130
         deadline = time.monotonic() + 5
         while group_members(pgid) and time.monotonic() < deadline:
             time.sleep(0.05)
