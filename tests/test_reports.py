@@ -288,7 +288,7 @@ def test_results_round_trip_with_relative_paths(tmp_path: Path) -> None:
     path = write_results(results, run)
     loaded = load_results(run)
     assert loaded == json.loads(path.read_text())
-    assert loaded["schema"] == SCHEMA == "racelab.results/1"
+    assert loaded["schema"] == SCHEMA == "racelab.results/2"
     meta = loaded["run"]
     assert meta["partial"] is True and meta["partial_reason"] == "Ctrl-C"
     assert meta["preset"] == "quick" and meta["command"] == "racelab demo"
@@ -373,15 +373,16 @@ def test_render_run_writes_every_plot_and_report(tmp_path: Path) -> None:
     written = render_run(run, formats=("html", "md"))
     assert set(written) == {"results", "html", "md"}
     results = load_results(run)
-    assert results["plots"]["matrix"] == "plots/matrix.png"
+    assert results["plots"]["matrix"] == "plots/matrix"  # the plan; the renderer adds .png
+    assert (run / "plots" / "matrix.png").is_file()
     assert set(results["plots"]["cost"]) == {"threaded", "gunicorn-sync"}
     by_id = {e["id"]: e for e in results["experiments"]}
     assert set(by_id["threaded-global"]["plots"]) == {"requests", "witness", "bursts"}
     assert by_id["threaded-lock"]["plots"] == {}  # safe among several: no plot wanted
     assert by_id["gunicorn-sync-redis"]["plots"] == {}
     for entry in results["experiments"]:
-        for rel in entry["plots"].values():
-            assert (run / rel).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+        for stem in entry["plots"].values():
+            assert (run / f"{stem}.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     html = written["html"].read_text()
     assert 'src="data:image/png;base64,' in html
     assert "plots/" not in re.sub(r"data:[^\"]+", "", html)  # nothing points at a file
@@ -431,8 +432,8 @@ def test_svg_plots_on_request(tmp_path: Path) -> None:
     run = make_experiment(tmp_path / "exp", kind="race")
     written = render_run(run, formats=("html",), svg=True)
     entry = load_results(run)["experiments"][0]
-    assert entry["plots"]["requests"].endswith(".svg")
-    assert (run / entry["plots"]["requests"]).read_text().lstrip().startswith("<?xml")
+    svg = run / f"{entry['plots']['requests']}.svg"
+    assert svg.read_text().lstrip().startswith("<?xml")
     assert "data:image/svg+xml;base64," in written["html"].read_text()
 
 
@@ -670,3 +671,55 @@ def test_real_small_run_renders(tmp_path: Path) -> None:
     html = written["html"].read_text()
     assert "gunicorn-sync x2, global store (real run)" in html
     assert "own copy" in html  # the per-process explanation for this configuration
+
+
+# -- one writer -----------------------------------------------------------------------------
+
+
+def test_a_read_only_results_json_renders_and_stays_as_it_was(
+        tmp_path: Path, cli_runner: Any) -> None:
+    """The analysis writes results.json once; the report, the table and `racelab report`
+    only read it: with the file read-only they all succeed and its bytes never change."""
+    run = make_matrix(tmp_path / "run")
+    render_run(run, formats=("json",))  # the analysis writes results.json, once
+    path = run / "results.json"
+    before = path.read_bytes()
+    mtime = path.stat().st_mtime_ns
+    path.chmod(0o444)
+    try:
+        written = render_run(run, formats=("html", "md"))
+        assert written["html"].is_file() and written["md"].is_file()
+        text = table_text(load_results(run), width=WIDTH)
+        assert "threaded" in text
+        for fmt in ("html", "md", "json"):
+            result = cli_runner.invoke(main, ["report", str(run), "--format", fmt])
+            assert result.exit_code == 0, result.output
+        assert path.read_bytes() == before and path.stat().st_mtime_ns == mtime
+    finally:
+        path.chmod(0o644)
+
+
+def test_an_older_results_json_is_read_through_its_schema(tmp_path: Path, cli_runner: Any) -> None:
+    """A schema-1 results.json (no claims, no plot plan, plots named with their format)
+    renders as it is, unchanged; `report --reanalyse` writes it anew in this schema."""
+    run = make_matrix(tmp_path / "run")
+    render_run(run, formats=("json",))
+    path = run / "results.json"
+    old = json.loads(path.read_text())
+    old["schema"] = "racelab.results/1"
+    old.pop("claims")
+    old["plots"] = {"matrix": "plots/matrix.png", "cost": {}}
+    for entry in old["experiments"]:
+        entry.pop("failure_modes")
+        entry["plots"] = {}
+    path.write_text(json.dumps(old))
+    before = path.read_bytes()
+    written = render_run(run, formats=("html",))
+    html = written["html"].read_text()
+    assert "Is a global safe here?" in html and 'src="data:image/png;base64,' in html
+    assert path.read_bytes() == before
+    result = cli_runner.invoke(main, ["report", str(run), "--reanalyse", "--format", "json"])
+    assert result.exit_code == 0, result.output
+    again = json.loads(path.read_text())
+    assert again["schema"] == SCHEMA and again["claims"]
+    assert again["plots"]["matrix"] == "plots/matrix"

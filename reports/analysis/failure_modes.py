@@ -180,7 +180,8 @@ def failure_modes(entry: Mapping[str, Any], table: HistoryTable | None = None) -
 
 
 def modes_of(entry: Mapping[str, Any]) -> list[str]:
-    """An entry's stored ``failure_modes``, or computed from its verdict when absent."""
+    """An entry's stored ``failure_modes``, or computed from its verdict when absent
+    (results.json always holds them: the analysis stores them for every entry)."""
     stored = entry.get("failure_modes")
     if isinstance(stored, list):
         return [str(m) for m in stored]

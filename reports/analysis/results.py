@@ -36,7 +36,11 @@ import numpy as np
 from demo_server.basics.errors import RacelabError
 from demo_server.served.config import MODES, PER_PROCESS_STORES, STORES, WINDOWS
 from reports.analysis.annotate import annotate, repeat_dirs
+from reports.analysis.bounds import safe_bound
 from reports.analysis.checking import check_history
+from reports.analysis.claims import check_claims
+from reports.analysis.failure_modes import failure_modes
+from reports.analysis.plot_plan import plan_plots
 from reports.history.table import (
     FAIL,
     INFO,
@@ -49,6 +53,7 @@ from reports.history.table import (
 from reports.history.verdict import Verdict, anomaly_count
 
 __all__ = [
+    "OLD_SCHEMAS",
     "RESULTS_FILE",
     "SCHEMA",
     "ResultsError",
@@ -65,10 +70,14 @@ __all__ = [
     "history_metrics",
     "load_results",
     "mode_store_keys",
+    "reanalyse_run",
     "write_results",
 ]
 
-SCHEMA = "racelab.results/1"
+SCHEMA = "racelab.results/2"
+#: Older layouts this racelab still reads (in memory, upgraded by ``load_results``);
+#: ``racelab report --reanalyse`` writes them anew.
+OLD_SCHEMAS = ("racelab.results/1",)
 RESULTS_FILE = "results.json"
 
 # Configuration keys of an experiment, in the order reports show them.
@@ -476,7 +485,8 @@ def build_results(
             ``partial`` (bool) and ``partial_reason``.
 
     Returns:
-        The results.json document (schema ``racelab.results/1``).
+        The results.json document (schema ``SCHEMA``), with the answer's claims
+        checked and the plots the report shows planned: everything a view prints.
     """
     run_dir = Path(run_dir).resolve()
     meta = dict(meta or {})
@@ -503,7 +513,27 @@ def build_results(
     }
     for key, value in meta.items():  # anything else the caller knows (budget, skipped stores)
         run.setdefault(key, value)
-    return {"schema": SCHEMA, "run": run, "experiments": entries, "plots": {}}
+    results = {"schema": SCHEMA, "run": run, "experiments": entries}
+    return _conclude(results)
+
+
+def _conclude(results: dict[str, Any]) -> dict[str, Any]:
+    """Add what is computed from the experiments together: the claims, the plot plan.
+
+    An entry that was not collected here (an older results.json, a test's) gets its
+    failure modes and bound from its verdict first.
+    """
+    for entry in results["experiments"]:
+        if isinstance(entry, dict):
+            entry.setdefault("failure_modes", failure_modes(entry))
+            entry.setdefault("safe_bound", safe_bound(entry))
+    results["claims"] = [c.to_dict() for c in check_claims(results["experiments"])]
+    return plan_plots(results)
+
+
+def _upgrade(data: dict[str, Any]) -> dict[str, Any]:
+    """An older results document with the fields this racelab's views read, in memory."""
+    return _conclude(data)
 
 
 def write_results(results: Mapping[str, Any], run_dir: Path | str) -> Path:
@@ -531,13 +561,33 @@ def load_results(path: Path | str) -> dict[str, Any]:
     except (OSError, ValueError) as exc:
         raise ResultsError(f"{path} is not readable JSON: {exc}") from None
     schema = data.get("schema") if isinstance(data, dict) else None
-    if schema != SCHEMA:
+    if schema != SCHEMA and schema not in OLD_SCHEMAS:
         raise ResultsError(
             f"{path} has schema {schema!r}; this racelab reads {SCHEMA!r}"
         )
     if not isinstance(data.get("experiments"), list) or not isinstance(data.get("run"), dict):
         raise ResultsError(f"{path} lacks its 'run' or 'experiments' section")
-    return data
+    return data if schema == SCHEMA else _upgrade(data)
+
+
+def reanalyse_run(run_dir: Path | str, meta: Mapping[str, Any] | None = None) -> Path:
+    """Check and measure every experiment of a run again and write its results.json.
+
+    The run's metadata (command, preset, label, budget...) and what was measured
+    beside the cells (the interpreter table) are kept from the old results.json.
+
+    Returns:
+        The path of results.json, the analysis's one output.
+    """
+    run_dir = Path(run_dir)
+    path = run_dir / RESULTS_FILE
+    old = load_results(path) if path.exists() else None
+    kept = {} if old is None else {
+        k: v for k, v in old["run"].items() if k not in ("created", "racelab_version")}
+    results = collect_run(run_dir, {**kept, **(meta or {})})
+    if old is not None and "interpreters" in old:
+        results["interpreters"] = old["interpreters"]
+    return write_results(results, run_dir)
 
 
 def collect_run(run_dir: Path | str, meta: Mapping[str, Any] | None = None) -> dict[str, Any]:

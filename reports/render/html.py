@@ -6,8 +6,9 @@ witness sentences) is escaped by Jinja2's autoescape. The answer at the top is
 built from the measured verdicts; the explanations under each experiment are
 conditioned on its configuration and never decide its verdict.
 
-``render_run(run_dir)`` is the one entry point: it loads (or, when missing,
-computes) results.json, draws the plots and writes the requested formats.
+``render_run(run_dir)`` is the one entry point: it reads results.json (the
+analysis writes it, when missing, before), draws the plots the analysis planned
+and writes the requested formats. It computes nothing a person reads.
 """
 
 from __future__ import annotations
@@ -22,8 +23,7 @@ from typing import Any
 import jinja2
 
 from demo_server.served.config import PER_PROCESS_STORES
-from reports.analysis.bounds import bound_sentence, repeat_sentence, safe_bound
-from reports.analysis.claims import check_claims
+from reports.analysis.bounds import bound_sentence, repeat_sentence
 from reports.analysis.failure_modes import (
     FAILURE_MODES,
     PER_REQUEST,
@@ -35,12 +35,11 @@ from reports.analysis.failure_modes import (
 from reports.analysis.results import (
     RESULTS_FILE,
     ResultsError,
-    collect_run,
     describe_fault,
     experiment_path,
     faults_of,
     load_results,
-    write_results,
+    reanalyse_run,
 )
 from reports.history.verdict import verdict_word
 from reports.render.table import format_rate
@@ -346,7 +345,7 @@ def _measured(entry: Mapping[str, Any]) -> str:
                 f"({format_rate(entry.get('anomaly_rate'))}), showing {names}; the witnesses "
                 f"below show them.{again}")
     if word == "safe":
-        bound = bound_sentence(entry.get("safe_bound") or safe_bound(entry))
+        bound = bound_sentence(entry.get("safe_bound"))
         return (f"Measured: {bound or f'no anomaly in {ok:,} ok responses'}. A bound, not a "
                 f"proof: rarer anomalies can still happen.{again}")
     return f"Unknown: {verdict.get('reason') or 'no reason given'}.{again}"
@@ -459,9 +458,7 @@ def _interleaving_view(data: Mapping[str, Any] | None) -> dict[str, Any] | None:
 def _claims_view(
     results: Mapping[str, Any], anchors: Mapping[str, int]
 ) -> list[dict[str, Any]]:
-    stored = results.get("claims")
-    if not isinstance(stored, list):  # results.json written before claims were kept
-        stored = [c.to_dict() for c in check_claims(results.get("experiments") or ())]
+    stored = results.get("claims") or []
     claims = []
     for claim in stored:
         item = dict(claim)
@@ -473,7 +470,8 @@ def _claims_view(
     return claims
 
 
-def _context(results: Mapping[str, Any], results_dir: Path, embed: bool) -> dict[str, Any]:
+def _context(results: Mapping[str, Any], results_dir: Path, drawn: Mapping[str, Any],
+             embed: bool) -> dict[str, Any]:
     def image(rel: str | None) -> str | None:
         if not rel:
             return None
@@ -483,9 +481,10 @@ def _context(results: Mapping[str, Any], results_dir: Path, embed: bool) -> dict
     anchors = {str(e.get("id")): n for n, e in enumerate(entries, 1)}
     experiments = []
     for entry in entries:
+        mine = (drawn.get("experiments") or {}).get(str(entry.get("id"))) or {}
         plots = [
-            {"title": _PLOT_TITLES.get(kind, kind), "src": image(rel), "kind": kind}
-            for kind, rel in (entry.get("plots") or {}).items()
+            {"title": _PLOT_TITLES.get(kind, kind), "src": image(mine.get(kind)), "kind": kind}
+            for kind in (entry.get("plots") or {})
         ]
         verdict = entry.get("verdict") or {}
         witnesses = []
@@ -510,9 +509,9 @@ def _context(results: Mapping[str, Any], results_dir: Path, embed: bool) -> dict
             "repeats": repeat_sentence(entry.get("repeats")),
             "interleaving": _interleaving_view(entry.get("interleaving")),
         })
-    run_plots = results.get("plots") or {}
-    cost = [{"mode": mode, "src": image(rel)}
-            for mode, rel in (run_plots.get("cost") or {}).items()]
+    run_plots = drawn.get("run") or {}
+    cost = [{"mode": mode, "src": image((run_plots.get("cost") or {}).get(mode))}
+            for mode in ((results.get("plots") or {}).get("cost") or {})]
     return {
         "interpreters": _interpreters(results.get("interpreters")),
         "run": results.get("run") or {},
@@ -538,10 +537,14 @@ def _environment() -> jinja2.Environment:
     )
 
 
-def render_html(results: Mapping[str, Any], results_dir: Path, out: Path) -> Path:
-    """Write the self-contained HTML report (images embedded) and return its path."""
+def render_html(results: Mapping[str, Any], results_dir: Path, out: Path,
+                drawn: Mapping[str, Any] | None = None) -> Path:
+    """Write the self-contained HTML report (images embedded) and return its path.
+
+    ``drawn`` is what ``plots.draw_all`` drew; without it the report has no images.
+    """
     text = _environment().get_template("report.html.j2").render(
-        **_context(results, results_dir, embed=True))
+        **_context(results, results_dir, drawn or {}, embed=True))
     out.write_text(text, encoding="utf-8")
     return out
 
@@ -575,9 +578,10 @@ def _markdown_interleaving(il: Mapping[str, Any] | None) -> list[str]:
     return lines
 
 
-def render_markdown(results: Mapping[str, Any], results_dir: Path, out: Path) -> Path:
+def render_markdown(results: Mapping[str, Any], results_dir: Path, out: Path,
+                    drawn: Mapping[str, Any] | None = None) -> Path:
     """Write a Markdown report whose images are the files in ``plots/``; return its path."""
-    ctx = _context(results, results_dir, embed=False)
+    ctx = _context(results, results_dir, drawn or {}, embed=False)
     run = ctx["run"]
     lines = [f"# {_md(ctx['title'])}", ""]
     if run.get("partial"):
@@ -649,11 +653,10 @@ def render_run(
     meta: Mapping[str, Any] | None = None,
     reanalyse: bool = False,
 ) -> dict[str, Path]:
-    """Render a run directory's report from its saved files; run nothing.
+    """Render a run directory's report from its results.json; run nothing, change nothing.
 
-    results.json is recomputed from the experiment directories only when it is
-    missing, or with ``reanalyse`` (keeping the run's metadata); the plots are
-    redrawn and their paths saved into it.
+    results.json is only read. When it is missing, or with ``reanalyse``, the
+    analysis (``reanalyse_run``) writes it first, once; the renderer never does.
 
     Args:
         run_dir: a matrix run (``cells/<id>/``) or one experiment directory.
@@ -663,7 +666,7 @@ def render_run(
         reanalyse: check and measure every experiment again.
 
     Returns:
-        ``{"results": path, "html": path, "md": path}`` for what was written.
+        ``{"results": path, "html": path, "md": path}`` for what was written or read.
 
     Raises:
         ResultsError: no experiment, or an unreadable results.json.
@@ -677,21 +680,15 @@ def render_run(
         raise ResultsError(
             f"unknown report format {unknown[0]!r}; choose from {', '.join(FORMATS)}")
     path = run_dir / RESULTS_FILE
-    if path.exists() and reanalyse:
-        old = load_results(path)
-        kept = {k: v for k, v in old["run"].items() if k not in ("created", "racelab_version")}
-        results = collect_run(run_dir, {**kept, **(meta or {})})
-        for key in ("interpreters",):  # measured beside the cells, not from them
-            if key in old:
-                results[key] = old[key]
-    else:
-        results = load_results(path) if path.exists() else collect_run(run_dir, meta)
-    if "html" in formats or "md" in formats:  # plots only for a report that shows them
-        draw_all(results, run_dir, fmt="svg" if svg else "png")
-    results["claims"] = [c.to_dict() for c in check_claims(results.get("experiments") or ())]
-    written = {"results": write_results(results, run_dir)}
+    if reanalyse or not path.exists():
+        reanalyse_run(run_dir, meta)
+    results = load_results(path)
+    written = {"results": path}
+    if "html" not in formats and "md" not in formats:
+        return written  # plots only for a report that shows them
+    drawn = draw_all(results, run_dir, fmt="svg" if svg else "png")
     if "html" in formats:
-        written["html"] = render_html(results, run_dir, run_dir / "report.html")
+        written["html"] = render_html(results, run_dir, run_dir / "report.html", drawn)
     if "md" in formats:
-        written["md"] = render_markdown(results, run_dir, run_dir / "report.md")
+        written["md"] = render_markdown(results, run_dir, run_dir / "report.md", drawn)
     return written

@@ -18,7 +18,6 @@ from __future__ import annotations
 import contextlib
 import multiprocessing
 import os
-import re
 import sys
 import textwrap
 import threading
@@ -39,14 +38,8 @@ from matplotlib.patches import Patch, Rectangle
 
 from demo_server.served.config import PER_PROCESS_STORES
 from reports.analysis.bounds import runs_raced
-from reports.analysis.failure_modes import (
-    INTERLEAVING,
-    LOST_SESSION_UPDATE,
-    PROCESS_UNKNOWN,
-    mode_names,
-    modes_of,
-    verdict_label,
-)
+from reports.analysis.failure_modes import mode_names, modes_of, verdict_label
+from reports.analysis.plot_plan import PLOTS_DIR, plot_name
 from reports.analysis.results import (
     cell_key,
     experiment_path,
@@ -64,7 +57,6 @@ __all__ = [
     "draw_matrix",
     "draw_requests",
     "draw_witness",
-    "wanted_plots",
 ]
 
 MAX_POINTS = 20_000
@@ -88,10 +80,6 @@ def _save(fig: Figure, path: Path, tight: bool = True) -> Path:
                 bbox_inches="tight" if tight else None, pad_inches=0.08,
                 metadata={"Software": None} if path.suffix == ".png" else None)
     return path
-
-
-def _safe_name(text: str) -> str:
-    return re.sub(r"[^A-Za-z0-9._-]+", "-", text).strip("-") or "x"
 
 
 # -- matrix -------------------------------------------------------------------------------
@@ -480,30 +468,6 @@ def draw_bursts(entry: Mapping[str, Any], path: Path) -> Path | None:
 PLOTS_VERSION = 4
 
 
-def wanted_plots(entry: Mapping[str, Any], several: bool) -> list[str]:
-    """The per-experiment plots a report shows for this entry.
-
-    A plot nobody asked for is not drawn: in a run of several experiments a safe
-    one's values form one rising line (its bound says more), so it gets no
-    requests plot. The witness time line shows requests overlapping, which is the
-    cause only where requests interleave (threads, greenlets, one client's tabs,
-    or an unknown process); separate copies show in the requests plot's one line
-    per process, and a per-request cell's witness only repeats that every request
-    got the same value. Bursts are drawn only for burst swarms.
-    """
-    word = verdict_label(entry)
-    kinds = []
-    if not (several and word == "safe"):
-        kinds.append("requests")
-    timing_matters = {INTERLEAVING, PROCESS_UNKNOWN, LOST_SESSION_UPDATE}
-    if ((entry.get("verdict") or {}).get("witnesses") and word != "per-request"
-            and timing_matters & set(modes_of(entry))):
-        kinds.append("witness")
-    if entry.get("burst_spreads"):
-        kinds.append("bursts")
-    return kinds
-
-
 def _plots_key(entry: Mapping[str, Any], history: Path | None, fmt: str, kinds: list[str]) -> str:
     """What the plots of an experiment are drawn from, as one digest."""
     import hashlib
@@ -534,27 +498,30 @@ def _saved_plots(key_file: Path, key: str, results_dir: Path) -> dict[str, str] 
 
 
 def _draw_experiment(
-    entry: Mapping[str, Any], results_dir: Path, fmt: str, several: bool = False
+    entry: Mapping[str, Any], results_dir: Path, fmt: str
 ) -> dict[str, str]:
-    """Draw one experiment's wanted plots; return their paths relative to ``results_dir``.
+    """Draw the plots the analysis planned for one experiment (``entry["plots"]``).
 
-    Plots drawn before from the same entry, history and format are kept as they are.
+    Returns:
+        The files drawn, by kind, relative to ``results_dir``. Plots drawn before
+        from the same entry, history and format are kept as they are.
     """
     import json
 
-    plots_dir = results_dir / "plots"
-    name = _safe_name(str(entry.get("id")))
-
-    def target(kind: str) -> Path:
-        return plots_dir / f"{name}-{kind}.{fmt}"
-
-    kinds = wanted_plots(entry, several)
+    planned = {str(k): str(v) for k, v in (entry.get("plots") or {}).items()}
+    if not planned:
+        return {}
+    kinds = list(planned)
     history = experiment_path(results_dir, (entry.get("files") or {}).get("history"))
     key = _plots_key(entry, history, fmt, kinds)
-    key_file = plots_dir / f".{name}.{fmt}.key"
+    key_file = results_dir / PLOTS_DIR / f".{plot_name(str(entry.get('id')))}.{fmt}.key"
     saved = _saved_plots(key_file, key, results_dir)
     if saved is not None:
         return saved
+
+    def target(kind: str) -> Path:
+        return results_dir / f"{planned[kind]}.{fmt}"
+
     drawn: dict[str, Path | None] = {}
     hist: HistoryTable | None = None
     if ("requests" in kinds or "witness" in kinds) and history is not None \
@@ -594,34 +561,33 @@ def _start_pool(count: int) -> ProcessPoolExecutor | None:
         return None
 
 
-def draw_all(results: dict[str, Any], results_dir: Path, fmt: str = "png") -> dict[str, Any]:
-    """Draw every plot of a run into ``results_dir/plots`` and record their paths.
+def draw_all(results: Mapping[str, Any], results_dir: Path, fmt: str = "png") -> dict[str, Any]:
+    """Draw every plot the analysis planned (``plot_plan``) into ``results_dir/plots``.
 
     Args:
-        results: a results document; its ``plots`` fields are updated in place
-            with paths relative to ``results_dir``.
+        results: a results document; it is only read.
         results_dir: the directory holding results.json.
         fmt: ``png`` or ``svg``.
 
     Returns:
-        The same document.
+        What was drawn: ``{"run": {"matrix": rel | None, "cost": {mode: rel}},
+        "experiments": {id: {kind: rel}}}``, paths relative to ``results_dir``.
     """
     if fmt not in ("png", "svg"):
         raise ValueError(f"plots are png or svg, not {fmt!r}")
     results_dir = Path(results_dir)
-    plots_dir = results_dir / "plots"
-    plots_dir.mkdir(parents=True, exist_ok=True)
+    (results_dir / PLOTS_DIR).mkdir(parents=True, exist_ok=True)
     entries = results.get("experiments") or []
-    several = len(entries) > 1
-    drawing = [i for i, e in enumerate(entries) if wanted_plots(e, several)]
+    drawing = [i for i, e in enumerate(entries) if e.get("plots")]
     pool = _start_pool(len(drawing))
+    drawn: dict[str, Any] = {"experiments": {}}
     try:
         futures = {}
         if pool is not None:
-            futures = {i: pool.submit(_draw_experiment, entries[i], results_dir, fmt, several)
+            futures = {i: pool.submit(_draw_experiment, entries[i], results_dir, fmt)
                        for i in drawing}
-        results["plots"] = _draw_run_plots(results, results_dir, fmt)
-        for index, entry in enumerate(entries):
+        drawn["run"] = _draw_run_plots(results, results_dir, fmt)
+        for index in drawing:
             plots = None
             future = futures.get(index)
             if future is not None:
@@ -630,25 +596,25 @@ def draw_all(results: dict[str, Any], results_dir: Path, fmt: str = "png") -> di
                 except (OSError, BrokenProcessPool):
                     futures.clear()  # the pool broke: draw the rest here
             if plots is None:
-                plots = _draw_experiment(entry, results_dir, fmt, several)
-            entry["plots"] = plots
+                plots = _draw_experiment(entries[index], results_dir, fmt)
+            drawn["experiments"][str(entries[index].get("id"))] = plots
     finally:
         if pool is not None:
             pool.shutdown(cancel_futures=True)
-    return results
+    return drawn
 
 
 def _draw_run_plots(results: Mapping[str, Any], results_dir: Path, fmt: str) -> dict[str, Any]:
-    """The matrix and the cost-of-safety plots of a run with several experiments."""
-    plots_dir = results_dir / "plots"
+    """The matrix and the cost-of-safety plots the plan names."""
+    planned = results.get("plots") or {}
     entries = results.get("experiments") or []
     run_plots: dict[str, Any] = {"matrix": None, "cost": {}}
-    if len(entries) < 2:
-        return run_plots
-    matrix = draw_matrix(results, plots_dir / f"matrix.{fmt}")
-    run_plots["matrix"] = None if matrix is None else matrix.relative_to(results_dir).as_posix()
-    for mode in sorted({str((e.get("config") or {}).get("mode")) for e in entries}):
-        drawn = draw_cost(entries, mode, plots_dir / f"cost-{_safe_name(mode)}.{fmt}")
+    if planned.get("matrix"):
+        matrix = draw_matrix(results, results_dir / f"{planned['matrix']}.{fmt}")
+        run_plots["matrix"] = (None if matrix is None
+                               else matrix.relative_to(results_dir).as_posix())
+    for mode, stem in (planned.get("cost") or {}).items():
+        drawn = draw_cost(entries, mode, results_dir / f"{stem}.{fmt}")
         if drawn is not None:
             run_plots["cost"][mode] = drawn.relative_to(results_dir).as_posix()
     return run_plots

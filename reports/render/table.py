@@ -16,7 +16,7 @@ from rich.console import Console
 from rich.table import Table
 from rich.text import Text
 
-from reports.analysis.bounds import bound_short, runs_raced, safe_bound
+from reports.analysis.bounds import bound_short, runs_raced
 from reports.analysis.failure_modes import mode_names, modes_of, verdict_label
 from reports.analysis.results import cell_key, mode_store_keys
 
@@ -55,7 +55,7 @@ def _modes(entry: Mapping[str, Any]) -> str:
 
 def _bound(entry: Mapping[str, Any]) -> str:
     """A safe cell's bound on its anomaly rate (``<0.75% at 95%``); empty for others."""
-    return bound_short(entry.get("safe_bound") or safe_bound(entry))
+    return bound_short(entry.get("safe_bound"))
 
 
 def _caption(entries: Sequence[Mapping[str, Any]]) -> str | None:

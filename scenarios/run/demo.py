@@ -14,10 +14,11 @@ import shlex
 import sys
 import threading
 import time
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
+from demo_server.basics import interrupts
 from demo_server.basics.procs import Zygote
 from demo_server.control.supervisor import ServerZygotes
 from demo_server.served.config import Connections
@@ -43,8 +44,6 @@ class DemoResult:
 
 def _signal_name() -> str:
     import signal
-
-    from demo_server.basics import interrupts
 
     return signal.Signals(interrupts.first_signal() or signal.SIGINT).name
 
@@ -198,12 +197,8 @@ def run_demo(
     Returns:
         The matrix outcome, results.json's content and the written files.
     """
-    from reports.analysis.results import (
-        build_results,
-        collect_experiment,
-        load_results,
-        write_results,
-    )
+    # The report's modules are imported while the zygotes start (_import_report_modules).
+    from reports.analysis.results import load_results, write_results
     from reports.render.html import render_run
 
     kept, skipped = reachable_optional_stores(cells, connections)
@@ -246,27 +241,11 @@ def run_demo(
             return found
 
         outcome = run_matrix(kept, run_dir, run_cell, progress, skipped, meta)
-    entries = []
-    for cell_outcome in outcome.outcomes:
-        if cell_outcome.status == "not run" and not cell_outcome.dir.exists():
-            continue
-        entry = checked.get(cell_outcome.dir)
-        entries.append(entry if entry is not None else collect_experiment(cell_outcome.dir))
-    partial_reason = ""
-    if outcome.interrupted:
-        finished = sum(o.status != "not run" for o in outcome.outcomes)
-        partial_reason = (f"interrupted ({_signal_name()}) during cell {finished + 1} of "
-                          f"{len(outcome.outcomes)}; {finished} finished, the interrupted "
-                          "cell keeps what it recorded")
-    results = build_results(run_dir, entries, {
-        **meta,
-        "label": f"racelab {preset}",
-        "partial": outcome.partial,
-        "partial_reason": partial_reason,
-        "skipped": [{"store": s, "reason": r} for s, r in skipped],
-    })
+    with interrupts.deferred() as gathering:  # a signal now must not lose the cells
+        results = _gather(run_dir, outcome, checked, meta, skipped, preset)
+    late = bool(gathering.received)
     cells_done = time.time()
-    if interpreters and not outcome.interrupted:
+    if interpreters and not outcome.interrupted and not late:
         from scenarios.run.interpreters import find_interpreters, run_interpreters
 
         try:
@@ -281,12 +260,47 @@ def run_demo(
                 f"interrupted ({_signal_name()}) while racing the original code under each "
                 "interpreter; every cell finished, the interpreter table is missing"))
     load_s = sum(float(e.get("span_s") or 0) for e in results["experiments"])
-    results["run"]["timing"] = {"load_s": round(load_s, 3), "cells": len(entries),
-                                "cells_s": round(cells_done - meta["started"], 3),
-                                "before_report_s": round(time.time() - meta["started"], 3)}
-    write_results(results, run_dir)
-    written = render_run(run_dir, formats)
-    results = load_results(written["results"])  # with the plots render_run drew
-    results["run"]["timing"]["wall_s"] = round(time.time() - meta["started"], 3)
-    write_results(results, run_dir)  # the wall time includes rendering the report
-    return DemoResult(outcome, results, written, list(skipped))
+    # From here on a signal stops nothing half way: results.json is written once
+    # and the report rendered from it; the command then exits as the signal asks.
+    with interrupts.deferred() as stops:
+        results["run"]["timing"] = {"load_s": round(load_s, 3),
+                                    "cells": len(results["experiments"]),
+                                    "cells_s": round(cells_done - meta["started"], 3),
+                                    "wall_s": round(time.time() - meta["started"], 3)}
+        if (late or stops.received) and not outcome.interrupted:
+            outcome.interrupted = True
+            results["run"].update(partial=True, partial_reason=(
+                f"interrupted ({_signal_name()}) after the last cell; every cell finished"))
+        path = write_results(results, run_dir)
+        written = render_run(run_dir, formats)
+        if stops.received:
+            outcome.interrupted = True
+    return DemoResult(outcome, load_results(path), written, list(skipped))
+
+
+def _gather(run_dir: Path, outcome: MatrixOutcome, checked: Mapping[Path, dict[str, Any]],
+            meta: Mapping[str, Any], skipped: Sequence[tuple[str, str]],
+            preset: str) -> dict[str, Any]:
+    """The run's results document: every cell's entry, checked once, and the run's facts."""
+    from reports.analysis.results import build_results, collect_experiment
+
+    entries = []
+    for cell_outcome in outcome.outcomes:
+        if cell_outcome.status == "not run" and not cell_outcome.dir.exists():
+            continue
+        entry = checked.get(cell_outcome.dir)
+        entries.append(entry if entry is not None else collect_experiment(cell_outcome.dir))
+    partial_reason = ""
+    if outcome.interrupted:
+        finished = sum(o.status != "not run" for o in outcome.outcomes)
+        partial_reason = (f"interrupted ({_signal_name()}) during cell {finished + 1} of "
+                          f"{len(outcome.outcomes)}; {finished} finished, the interrupted "
+                          "cell keeps what it recorded")
+    return build_results(run_dir, entries, {
+        **meta,
+        "label": f"racelab {preset}",
+        "partial": outcome.partial,
+        "partial_reason": partial_reason,
+        "skipped": [{"store": s, "reason": r} for s, r in skipped],
+    })
+
