@@ -4,6 +4,10 @@ The options of every command that configures an experiment derive from
 ``scenarios.run.spec.SETTINGS`` (``spec_options``); ``run_and_print`` and
 ``run_demo_command`` run one experiment or a matrix with progress on stderr and
 print the result. Every exit code comes from ``demo_server.basics.exits``.
+
+The packages' heavier modules (the runners, the analysis, the renderers, pyarrow
+and matplotlib behind them) are imported inside the commands that use them, so
+that ``racelab --help`` and ``racelab check`` start in a fraction of a second.
 """
 
 from __future__ import annotations

@@ -4,6 +4,9 @@ Errors raised by the packages (``RacelabError``) and usage mistakes become one
 line on stderr and exit code 2; exit 1 means a race was found. SIGINT (Ctrl-C),
 SIGTERM and SIGHUP stop what was started, keep what was recorded, and exit 130,
 143 and 129. The whole table: ``demo_server.basics.exits``.
+
+Each command imports the modules it runs inside its body (see ``_cli``): a
+command pays only for what it uses.
 """
 
 from __future__ import annotations

@@ -28,7 +28,17 @@ from collections.abc import Callable, Iterator
 from typing import TYPE_CHECKING, Any
 
 from demo_server.basics.errors import ConfigError, StoreUnavailable
-from scenarios.counter.stores import _PerProcess
+from scenarios._clients import (
+    POOL_SIZE,
+    PerProcess,
+    memcached_client,
+    memcached_ping,
+    one_line,
+    psycopg_waits_cooperatively,
+    redis_client,
+    redis_ping,
+    sqlite_connect,
+)
 
 if TYPE_CHECKING:
     from flask import Flask, Response
@@ -81,10 +91,6 @@ def table_name(kind: str, namespace: str) -> str:
     return f"racelab_{kind}_{safe}"[:63]
 
 
-def _one_line(exc: BaseException) -> str:
-    return " ".join(str(exc).split()) or type(exc).__name__
-
-
 # --- SQLite --------------------------------------------------------------------------
 
 
@@ -110,11 +116,9 @@ class Sqlite:
                 f"cannot open the SQLite database {config.sqlite_path}: {exc}") from None
 
     def conn(self) -> sqlite3.Connection:
-        from scenarios.counter.stores import _sqlite_connect
-
         conn: sqlite3.Connection | None = getattr(self._local, "conn", None)
         if conn is None or getattr(self._local, "pid", None) != os.getpid():
-            conn = _sqlite_connect(self.path)
+            conn = sqlite_connect(self.path)
             conn.executescript(self.schema)
             self._local.conn, self._local.pid = conn, os.getpid()
         return conn
@@ -137,7 +141,7 @@ class Sqlite:
         try:
             yield
         except sqlite3.Error as exc:
-            raise StoreUnavailable(f"SQLite {self.path}: {_one_line(exc)}") from exc
+            raise StoreUnavailable(f"SQLite {self.path}: {one_line(exc)}") from exc
 
 
 # --- PostgreSQL ----------------------------------------------------------------------
@@ -149,12 +153,10 @@ class Postgres:
     def __init__(self, config: ServerConfig, schema: Callable[[Any], None]) -> None:
         self.dsn = config.postgres_dsn
         self.schema = schema
-        self._pool = _PerProcess(self._open)
+        self._pool = PerProcess(self._open)
 
     def _open(self) -> Any:
         from psycopg_pool import ConnectionPool
-
-        from scenarios.counter.external import POOL_SIZE, psycopg_waits_cooperatively
 
         if psycopg_waits_cooperatively() is False:
             from psycopg import waiting
@@ -168,7 +170,7 @@ class Postgres:
             with pool.connection() as conn:
                 self.schema(conn)
         except Exception as exc:  # one line; retried on the next request
-            raise StoreUnavailable(f"PostgreSQL at {self.dsn}: {_one_line(exc)}") from exc
+            raise StoreUnavailable(f"PostgreSQL at {self.dsn}: {one_line(exc)}") from exc
         return pool
 
     @staticmethod
@@ -180,7 +182,7 @@ class Postgres:
                 schema(conn)
         except psycopg.Error as exc:
             raise StoreUnavailable(
-                f"PostgreSQL at {config.postgres_dsn} is not usable ({_one_line(exc)}); "
+                f"PostgreSQL at {config.postgres_dsn} is not usable ({one_line(exc)}); "
                 "set --postgres-dsn or RACELAB_POSTGRES_DSN, or pass --start-services") from None
 
     @contextlib.contextmanager
@@ -193,7 +195,7 @@ class Postgres:
             with pool.connection() as conn, conn.transaction():
                 yield conn
         except (psycopg.Error, psycopg_pool.PoolTimeout) as exc:
-            raise StoreUnavailable(f"PostgreSQL at {self.dsn}: {_one_line(exc)}") from exc
+            raise StoreUnavailable(f"PostgreSQL at {self.dsn}: {one_line(exc)}") from exc
 
 
 def drop_tables(config: ServerConfig, *tables: str) -> None:
@@ -213,16 +215,12 @@ class Redis:
     """A redis-py client per process (a blocking pool, no retries)."""
 
     def __init__(self, config: ServerConfig) -> None:
-        from scenarios.counter.external import _redis_client
-
         self.url = config.redis_url
-        self._client = _PerProcess(lambda: _redis_client(self.url))
+        self._client = PerProcess(lambda: redis_client(self.url))
 
     @staticmethod
     def prepare(config: ServerConfig) -> None:
-        from scenarios.counter.external import _redis_ping
-
-        _redis_ping(config.redis_url)
+        redis_ping(config.redis_url)
 
     @property
     def client(self) -> Any:
@@ -235,14 +233,12 @@ class Redis:
         try:
             return fn(self.client)
         except redis.RedisError as exc:
-            raise StoreUnavailable(f"Redis at {self.url}: {_one_line(exc)}") from exc
+            raise StoreUnavailable(f"Redis at {self.url}: {one_line(exc)}") from exc
 
 
 def delete_keys(config: ServerConfig, pattern: str) -> None:
     """Delete this run's Redis keys matching ``pattern`` (after its server stopped)."""
-    from scenarios.counter.external import _redis_client
-
-    client = _redis_client(config.redis_url)
+    client = redis_client(config.redis_url)
     try:
         keys = list(client.scan_iter(match=pattern, count=1000))
         for start in range(0, len(keys), 1000):
@@ -258,16 +254,12 @@ class Memcached:
     """A pymemcache pooled client per process."""
 
     def __init__(self, config: ServerConfig) -> None:
-        from scenarios.counter.external import _memcached_client
-
         self.address = config.memcached
-        self._client = _PerProcess(lambda: _memcached_client(self.address))
+        self._client = PerProcess(lambda: memcached_client(self.address))
 
     @staticmethod
     def prepare(config: ServerConfig) -> None:
-        from scenarios.counter.external import MemcachedStore
-
-        MemcachedStore.prepare(config)
+        memcached_ping(config.memcached)
 
     def call(self, fn: Callable[[Any], Any]) -> Any:
         from pymemcache.exceptions import MemcacheError  # type: ignore[import-untyped]
@@ -275,7 +267,7 @@ class Memcached:
         try:
             return fn(self._client.get())
         except (MemcacheError, OSError) as exc:
-            raise StoreUnavailable(f"memcached at {self.address}: {_one_line(exc)}") from exc
+            raise StoreUnavailable(f"memcached at {self.address}: {one_line(exc)}") from exc
 
 
 def pg_create(conn: Any, table: str, columns: str, fill: str, args: tuple[Any, ...]) -> None:

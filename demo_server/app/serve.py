@@ -33,6 +33,7 @@ def main(argv: list[str] | None = None) -> None:
     args = parser.parse_args(argv)
     signal.signal(signal.SIGTERM, _exit_on_term)
     if args.app_from_env:
+        # A server imports only the app it serves: the user's, or racelab's (Flask, scenarios).
         from demo_server.served.target import stamped_app_from_env
 
         try:

@@ -69,10 +69,10 @@ print(json.dumps({"version": platform.python_version(),
 def racy_method(window: str | None) -> tuple[str, str, str]:
     """(qualified name, source, file name) of the method that races for a window.
 
-    The source is the classes' own text from ``demo_server/stores.py``, padded
+    The source is the classes' own text from ``scenarios/counter/stores.py``, padded
     with blank lines so that line numbers match the file.
     """
-    from scenarios.counter import stores
+    from scenarios.counter import stores  # imports Flask: only when a race is explained
 
     classes = [stores.SomeObj] if (window or "none") == "none" else [stores.SomeObj,
                                                                        stores.WindowedObj]

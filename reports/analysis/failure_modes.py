@@ -28,7 +28,10 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
+import numpy as np
+
 from demo_server.served.config import PER_PROCESS_STORES
+from reports.history.table import OK
 from reports.history.verdict import verdict_word
 
 if TYPE_CHECKING:
@@ -88,8 +91,6 @@ def _per_process(entry: Mapping[str, Any]) -> bool:
 
 def _history_facts(table: HistoryTable) -> tuple[bool, bool, int]:
     """(every ok op has a server pid, every ok value equals the first, ok values)."""
-    from reports.history.table import OK
-
     ok = (table.outcome == OK) & table.value_known
     values = table.value[ok]
     pids_known = bool(table.server_pid_known[ok].all()) if ok.any() else False
@@ -98,10 +99,6 @@ def _history_facts(table: HistoryTable) -> tuple[bool, bool, int]:
 
 
 def _several_pids(table: HistoryTable) -> bool:
-    import numpy as np
-
-    from reports.history.table import OK
-
     ok = (table.outcome == OK) & table.server_pid_known
     return len(np.unique(table.server_pid[ok])) > 1
 

@@ -14,6 +14,7 @@ from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
+from reports.analysis.failure_modes import mode_names, modes_of, verdict_label
 from reports.history.verdict import VERDICT_WORDS, Verdict
 
 __all__ = ["print_experiment", "print_verdict"]
@@ -51,8 +52,6 @@ def print_experiment(console: Console, entry: Mapping[str, Any], summary: Mappin
     Every number comes from ``entry``, the stored analysis, so the terminal, the
     JSON and the report agree.
     """
-    from reports.analysis.failure_modes import mode_names, modes_of, verdict_label
-
     ops = entry.get("ops") or {}
     counts = (entry.get("verdict") or {}).get("counts") or {}
     table = Table(title=escape(str(entry.get("label") or run_dir.name)), show_header=False)

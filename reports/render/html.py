@@ -43,6 +43,7 @@ from reports.analysis.results import (
 )
 from reports.history.verdict import verdict_word
 from reports.render.table import format_rate
+from scenarios.registry import SCENARIO_NAMES, get_scenario
 
 __all__ = [
     "FORMATS",
@@ -282,8 +283,6 @@ def explain(entry: Mapping[str, Any]) -> list[str]:
 
 def _store_sentences(scenario: str, store: str) -> list[str]:
     """The scenario's own sentence for its store (``Scenario.store_sentences``)."""
-    from scenarios.registry import SCENARIO_NAMES, get_scenario
-
     if scenario not in SCENARIO_NAMES:
         return []
     return get_scenario(scenario).explain_store(store)
@@ -671,7 +670,7 @@ def render_run(
     Raises:
         ResultsError: no experiment, or an unreadable results.json.
     """
-    from reports.render.plots import draw_all
+    from reports.render.plots import draw_all  # matplotlib: only for a report with plots
 
     run_dir = Path(run_dir)
     formats = list(formats)

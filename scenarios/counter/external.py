@@ -8,7 +8,7 @@ one counter *per client* on the server side, loaded when a request starts and
 saved when it ends, so clients never see each other's numbers but two
 concurrent requests of one client overwrite each other (the last write wins).
 
-Every connection is built lazily, once per process (``_PerProcess``), so that
+Every connection is built lazily, once per process (``PerProcess``), so that
 nothing opened before a fork is shared by the forked workers. All clients
 work under gunicorn's gevent worker:
 
@@ -38,7 +38,6 @@ import functools
 import re
 import shutil
 import socket
-import sys
 import tempfile
 import time
 from pathlib import Path
@@ -46,7 +45,21 @@ from typing import TYPE_CHECKING, Any
 
 from demo_server.basics.errors import StoreUnavailable
 from demo_server.served.config import ServerConfig
-from scenarios.counter.stores import Store, _PerProcess
+from scenarios._clients import (
+    CONNECT_TIMEOUT,
+    FAIL_FAST_S,
+    IO_TIMEOUT,
+    POOL_SIZE,
+    POSTGRES_HINT,
+    PerProcess,
+    memcached_client,
+    memcached_ping,
+    one_line,
+    psycopg_waits_cooperatively,
+    redis_client,
+    redis_ping,
+)
+from scenarios.counter.stores import Store
 
 if TYPE_CHECKING:
     from flask import Flask
@@ -60,54 +73,7 @@ __all__ = [
     "psycopg_waits_cooperatively",
 ]
 
-#: Connections one worker process may hold to a store (a gevent worker runs many greenlets).
-POOL_SIZE = 32
-_CONNECT_TIMEOUT = 3.0
-_IO_TIMEOUT = 10.0
-#: Seconds after a connection failure during which a refused TCP probe fails a request at once.
-_FAIL_FAST_S = 2.0
-
-_REDIS_HINT = "set --redis-url or RACELAB_REDIS_URL, or pass --start-services"
-_POSTGRES_HINT = "set --postgres-dsn or RACELAB_POSTGRES_DSN, or pass --start-services"
-_MEMCACHED_HINT = "set --memcached or RACELAB_MEMCACHED, or pass --start-services"
-
-
-def _one_line(exc: BaseException) -> str:
-    text = " ".join(str(exc).split())
-    return text or type(exc).__name__
-
-
 # -- Redis ------------------------------------------------------------------------------
-def _redis_client(url: str) -> Any:
-    import redis
-    from redis.backoff import NoBackoff
-    from redis.retry import Retry
-
-    pool = redis.BlockingConnectionPool.from_url(
-        url,
-        max_connections=POOL_SIZE,
-        timeout=_IO_TIMEOUT,
-        socket_connect_timeout=_CONNECT_TIMEOUT,
-        socket_timeout=_IO_TIMEOUT,
-        # No retry: an INCR that reached the server and is sent again counts twice.
-        retry=Retry(NoBackoff(), 0),
-    )
-    return redis.Redis(connection_pool=pool)
-
-
-def _redis_ping(url: str) -> None:
-    try:
-        client = _redis_client(url)
-        try:
-            client.ping()
-        finally:
-            client.close()
-    except Exception as exc:  # any failure means "not usable"
-        raise StoreUnavailable(
-            f"Redis at {url} is not reachable ({_one_line(exc)}); {_REDIS_HINT}"
-        ) from None
-
-
 class RedisStore(Store):
     """A Redis key incremented with ``INCR``: one atomic command on a shared server."""
 
@@ -117,15 +83,15 @@ class RedisStore(Store):
     def __init__(self, config: ServerConfig) -> None:
         self.url = config.redis_url
         self.key = f"{config.namespace}:counter"
-        self._client = _PerProcess(lambda: _redis_client(self.url))
+        self._client = PerProcess(lambda: redis_client(self.url))
 
     @classmethod
     def prepare(cls, config: ServerConfig) -> None:
-        _redis_ping(config.redis_url)
+        redis_ping(config.redis_url)
 
     @classmethod
     def cleanup(cls, config: ServerConfig) -> None:
-        client = _redis_client(config.redis_url)
+        client = redis_client(config.redis_url)
         try:
             client.delete(f"{config.namespace}:counter")
         finally:
@@ -137,7 +103,7 @@ class RedisStore(Store):
         try:
             return getattr(self._client.get(), method)(*args)
         except redis.RedisError as exc:
-            raise StoreUnavailable(f"Redis at {self.url}: {_one_line(exc)}") from exc
+            raise StoreUnavailable(f"Redis at {self.url}: {one_line(exc)}") from exc
 
     def incr(self) -> int:
         return int(self._call("incr", self.key))
@@ -154,21 +120,6 @@ def postgres_table(namespace: str) -> str:
     """The table that holds the counter of run ``namespace`` (a valid identifier)."""
     safe = re.sub(r"[^a-z0-9_]", "_", namespace.lower())
     return f"racelab_counter_{safe}"[:63]
-
-
-def psycopg_waits_cooperatively() -> bool | None:
-    """Whether psycopg waits for libpq in a way gevent can switch greenlets around.
-
-    Returns:
-        ``None`` when gevent has not patched this process (nothing to cooperate
-        with), otherwise True unless psycopg picked its blocking C wait function.
-    """
-    monkey = sys.modules.get("gevent.monkey")
-    if monkey is None or not monkey.is_module_patched("select"):
-        return None
-    from psycopg import waiting
-
-    return waiting.wait is not getattr(waiting, "wait_c", None)
 
 
 def _postgres_address(dsn: str) -> tuple[str, int] | None:
@@ -188,7 +139,7 @@ def _postgres_address(dsn: str) -> tuple[str, int] | None:
 
 def _tcp_answers(host: str, port: int) -> bool:
     try:
-        with socket.create_connection((host, port), timeout=_CONNECT_TIMEOUT):
+        with socket.create_connection((host, port), timeout=CONNECT_TIMEOUT):
             return True
     except OSError:
         return False
@@ -208,11 +159,11 @@ def _postgres_pool(dsn: str, table: str) -> Any:
         min_size=1,
         max_size=POOL_SIZE,
         open=False,
-        timeout=_IO_TIMEOUT,
-        kwargs={"autocommit": True, "connect_timeout": int(_CONNECT_TIMEOUT)},
+        timeout=IO_TIMEOUT,
+        kwargs={"autocommit": True, "connect_timeout": int(CONNECT_TIMEOUT)},
         name="racelab",
     )
-    pool.open(wait=True, timeout=_IO_TIMEOUT)
+    pool.open(wait=True, timeout=IO_TIMEOUT)
     with pool.connection() as conn:
         _create_table(conn, table)
     return pool
@@ -249,7 +200,7 @@ class PostgresStore(Store):
         )
         self._value = sql.SQL("SELECT value FROM {} WHERE id = 1").format(ident)
         self._reset = sql.SQL("UPDATE {} SET value = 0 WHERE id = 1").format(ident)
-        self._pool = _PerProcess(self._open_pool)
+        self._pool = PerProcess(self._open_pool)
         self._address = _postgres_address(self.dsn)
         #: monotonic time of the last connection failure (0: none recently)
         self._failed_at = 0.0
@@ -258,7 +209,7 @@ class PostgresStore(Store):
         try:
             return _postgres_pool(self.dsn, self.table)
         except Exception as exc:  # one line; retried next request
-            raise StoreUnavailable(f"PostgreSQL at {self.dsn}: {_one_line(exc)}") from exc
+            raise StoreUnavailable(f"PostgreSQL at {self.dsn}: {one_line(exc)}") from exc
 
     @classmethod
     def prepare(cls, config: ServerConfig) -> None:
@@ -266,13 +217,13 @@ class PostgresStore(Store):
 
         try:
             with psycopg.connect(
-                config.postgres_dsn, autocommit=True, connect_timeout=int(_CONNECT_TIMEOUT)
+                config.postgres_dsn, autocommit=True, connect_timeout=int(CONNECT_TIMEOUT)
             ) as conn:
                 _create_table(conn, postgres_table(config.namespace))
         except psycopg.Error as exc:
             raise StoreUnavailable(
-                f"PostgreSQL at {config.postgres_dsn} is not usable ({_one_line(exc)}); "
-                f"{_POSTGRES_HINT}"
+                f"PostgreSQL at {config.postgres_dsn} is not usable ({one_line(exc)}); "
+                f"{POSTGRES_HINT}"
             ) from None
 
     @classmethod
@@ -281,7 +232,7 @@ class PostgresStore(Store):
         from psycopg import sql
 
         with psycopg.connect(
-            config.postgres_dsn, autocommit=True, connect_timeout=int(_CONNECT_TIMEOUT)
+            config.postgres_dsn, autocommit=True, connect_timeout=int(CONNECT_TIMEOUT)
         ) as conn:
             conn.execute(
                 sql.SQL("DROP TABLE IF EXISTS {}").format(
@@ -293,7 +244,7 @@ class PostgresStore(Store):
         # After a connection failure the pool reconnects in the background and
         # a request would wait its whole timeout for a connection; while the
         # server refuses connections, answer at once instead.
-        if not self._failed_at or time.monotonic() - self._failed_at > _FAIL_FAST_S:
+        if not self._failed_at or time.monotonic() - self._failed_at > FAIL_FAST_S:
             return
         if self._address is not None and not _tcp_answers(*self._address):
             self._failed_at = time.monotonic()
@@ -305,7 +256,7 @@ class PostgresStore(Store):
         # fail now rather than at the end of the pool timeout.
         import psycopg_pool
 
-        deadline = time.monotonic() + _IO_TIMEOUT
+        deadline = time.monotonic() + IO_TIMEOUT
         while True:
             try:
                 return pool.getconn(timeout=min(0.5, max(deadline - time.monotonic(), 0.01)))
@@ -330,9 +281,9 @@ class PostgresStore(Store):
                 pool.putconn(conn)  # a broken connection is discarded, not reused
         except (psycopg.OperationalError, psycopg_pool.PoolTimeout) as exc:
             self._failed_at = time.monotonic()
-            raise StoreUnavailable(f"PostgreSQL at {self.dsn}: {_one_line(exc)}") from exc
+            raise StoreUnavailable(f"PostgreSQL at {self.dsn}: {one_line(exc)}") from exc
         except psycopg.Error as exc:
-            raise StoreUnavailable(f"PostgreSQL at {self.dsn}: {_one_line(exc)}") from exc
+            raise StoreUnavailable(f"PostgreSQL at {self.dsn}: {one_line(exc)}") from exc
         return None if row is None else int(row[0])
 
     def incr(self) -> int:
@@ -353,29 +304,6 @@ class PostgresStore(Store):
 
 
 # -- memcached --------------------------------------------------------------------------
-def _memcached_address(address: str) -> tuple[str, int]:
-    host, _, port = address.rpartition(":")
-    try:
-        return host or "127.0.0.1", int(port)
-    except ValueError:
-        raise StoreUnavailable(
-            f"memcached address {address!r} is not host:port; {_MEMCACHED_HINT}"
-        ) from None
-
-
-def _memcached_client(address: str, pool_size: int = POOL_SIZE) -> Any:
-    from pymemcache.client.base import PooledClient  # type: ignore[import-untyped]
-
-    return PooledClient(
-        _memcached_address(address),
-        connect_timeout=_CONNECT_TIMEOUT,
-        timeout=_IO_TIMEOUT,
-        no_delay=True,
-        max_pool_size=pool_size,
-        default_noreply=False,
-    )
-
-
 class MemcachedStore(Store):
     """A memcached key incremented with ``incr`` (atomic in the server)."""
 
@@ -385,24 +313,15 @@ class MemcachedStore(Store):
     def __init__(self, config: ServerConfig) -> None:
         self.address = config.memcached
         self.key = f"{config.namespace}:counter"
-        self._client = _PerProcess(lambda: _memcached_client(self.address))
+        self._client = PerProcess(lambda: memcached_client(self.address))
 
     @classmethod
     def prepare(cls, config: ServerConfig) -> None:
-        client = _memcached_client(config.memcached, pool_size=1)
-        try:
-            client.version()
-        except Exception as exc:  # any failure means "not usable"
-            raise StoreUnavailable(
-                f"memcached at {config.memcached} is not reachable ({_one_line(exc)}); "
-                f"{_MEMCACHED_HINT}"
-            ) from None
-        finally:
-            client.close()
+        memcached_ping(config.memcached)
 
     @classmethod
     def cleanup(cls, config: ServerConfig) -> None:
-        client = _memcached_client(config.memcached, pool_size=1)
+        client = memcached_client(config.memcached, pool_size=1)
         try:
             client.delete(f"{config.namespace}:counter")
         finally:
@@ -414,7 +333,7 @@ class MemcachedStore(Store):
         try:
             return getattr(self._client.get(), method)(*args)
         except (MemcacheError, OSError) as exc:
-            raise StoreUnavailable(f"memcached at {self.address}: {_one_line(exc)}") from exc
+            raise StoreUnavailable(f"memcached at {self.address}: {one_line(exc)}") from exc
 
     def incr(self) -> int:
         value = self._call("incr", self.key, 1)
@@ -479,7 +398,7 @@ class SessionStore(Store):
     @classmethod
     def prepare(cls, config: ServerConfig) -> None:
         if config.session_backend == "redis":
-            _redis_ping(config.redis_url)
+            redis_ping(config.redis_url)
             return
         try:
             _session_dir(config).mkdir(parents=True, exist_ok=True)
@@ -491,7 +410,7 @@ class SessionStore(Store):
     @classmethod
     def cleanup(cls, config: ServerConfig) -> None:
         if config.session_backend == "redis":
-            client = _redis_client(config.redis_url)
+            client = redis_client(config.redis_url)
             try:
                 keys = list(client.scan_iter(match=f"{config.namespace}:session:*", count=1000))
                 if keys:
@@ -517,8 +436,8 @@ class SessionStore(Store):
                 SESSION_TYPE="redis",
                 SESSION_REDIS=redis.Redis.from_url(
                     config.redis_url,
-                    socket_connect_timeout=_CONNECT_TIMEOUT,
-                    socket_timeout=_IO_TIMEOUT,
+                    socket_connect_timeout=CONNECT_TIMEOUT,
+                    socket_timeout=IO_TIMEOUT,
                 ),
             )
         else:

@@ -22,6 +22,7 @@ from demo_server.basics.errors import ConfigError, StoreUnavailable
 from demo_server.served._manager import CounterManager
 from demo_server.served.config import ServerConfig
 from demo_server.served.windows import make_window
+from scenarios._clients import PerProcess, sqlite_connect
 
 if TYPE_CHECKING:
     from flask import Flask
@@ -162,28 +163,7 @@ class GStore(Store):
         g.pop("racelab_counter", None)
 
 
-class _PerProcess:
-    """A value built lazily once per process (connections must not cross a fork)."""
 
-    def __init__(self, build: Callable[[], object]) -> None:
-        self._build = build
-        self._pid = -1
-        self._value: object = None
-        self._lock = threading.Lock()
-
-    def get(self) -> object:
-        pid = os.getpid()
-        if self._pid != pid:
-            with self._lock:
-                if self._pid != pid:
-                    self._value = self._build()
-                    self._pid = pid
-        return self._value
-
-    def reset(self) -> None:
-        """Build a fresh value on the next ``get`` (its connection was lost)."""
-        with self._lock:
-            self._pid = -1
 
 
 class ManagerStore(Store):
@@ -198,7 +178,7 @@ class ManagerStore(Store):
         host, _, port = config.manager_address.rpartition(":")
         self.address = (host, int(port))
         self.authkey = bytes.fromhex(config.manager_authkey)
-        self._proxy = _PerProcess(self._connect)
+        self._proxy = PerProcess(self._connect)
 
     def _connect(self) -> object:
         manager = CounterManager(
@@ -233,16 +213,6 @@ class ManagerStore(Store):
         self._call("reset")
 
 
-def _sqlite_connect(path: str) -> sqlite3.Connection:
-    """An autocommit connection that waits up to 30 s for locks, on a file in WAL mode."""
-    conn = sqlite3.connect(path, timeout=30, isolation_level=None)
-    conn.execute("PRAGMA busy_timeout=30000")
-    # Switching to WAL needs the file to itself; a file already in WAL needs nothing.
-    if conn.execute("PRAGMA journal_mode").fetchone()[0].lower() != "wal":
-        conn.execute("PRAGMA journal_mode=WAL")
-    return conn
-
-
 def _create_counter(conn: sqlite3.Connection) -> None:
     conn.execute("CREATE TABLE IF NOT EXISTS counter (id INTEGER PRIMARY KEY, value INTEGER)")
     conn.execute("INSERT OR IGNORE INTO counter (id, value) VALUES (1, 0)")
@@ -272,7 +242,7 @@ class SqliteStore(Store):
         if not config.sqlite_path:
             return
         try:
-            conn = _sqlite_connect(config.sqlite_path)
+            conn = sqlite_connect(config.sqlite_path)
             try:
                 _create_counter(conn)
             finally:
@@ -285,7 +255,7 @@ class SqliteStore(Store):
     def _conn(self) -> sqlite3.Connection:
         conn: sqlite3.Connection | None = getattr(self._local, "conn", None)
         if conn is None or getattr(self._local, "pid", None) != os.getpid():
-            conn = _sqlite_connect(self.path)
+            conn = sqlite_connect(self.path)
             self._local.conn = conn
             self._local.pid = os.getpid()
         return conn

@@ -19,12 +19,15 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from demo_server.basics import interrupts
+from demo_server.basics.client import get_json
 from demo_server.basics.errors import RacelabError
 from demo_server.basics.procs import Zygote
 from demo_server.control.faults import FaultScheduler
 from demo_server.control.supervisor import ServerZygotes, Supervisor
 from demo_server.served.stamp import HEALTH_PATH
 from loadtests.runner import SwarmInterrupted, SwarmResult, run_swarm
+from reports.history.table import MalformedHistory, write_parquet
 from scenarios.run.probe import read_final
 from scenarios.run.rundir import SCHEMA, write_summary
 from scenarios.run.spec import ExperimentSpec
@@ -108,8 +111,6 @@ def run_experiment(
         sup.start()
         clock.mark("server_started")
         try:
-            from demo_server.basics.client import get_json
-
             identity = get_json(f"{sup.url}{HEALTH_PATH if spec.app else '/healthz'}",
                                 timeout=5)
         except (OSError, ValueError):
@@ -210,8 +211,6 @@ class _Phases:
 
 def _to_parquet(run_dir: Path) -> None:
     """Keep the history as history.parquet only (the analysis reads either)."""
-    from reports.history.table import MalformedHistory, write_parquet
-
     csv_path = run_dir / "history.csv"
     if not csv_path.exists():
         return
@@ -224,8 +223,6 @@ def _to_parquet(run_dir: Path) -> None:
 
 def _interrupted() -> str:
     import signal
-
-    from demo_server.basics import interrupts
 
     signum = interrupts.first_signal()
     return f"interrupted by {signal.Signals(signum).name}" if signum else "interrupted"

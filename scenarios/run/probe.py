@@ -26,7 +26,10 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
+import requests
+
 from demo_server.basics.errors import ConfigError, TargetError
+from loadtests.runner import SwarmInterrupted, SwarmResult, run_swarm
 from scenarios.operation import parse_value_spec, read_value
 from scenarios.run.rundir import SCHEMA, write_summary
 from scenarios.run.spec import ExperimentSpec
@@ -107,8 +110,6 @@ def read_final(spec: ExperimentSpec, urls: Sequence[str],
         ``per_process`` is None: racelab does not know how a foreign app keeps
         its state.
     """
-    import requests
-
     if not spec.final:
         return {"available": False, "requested": False, "per_process": None, "states": [],
                 "reason": "no --final read was given, so lost updates were not counted"}
@@ -167,8 +168,6 @@ def run_probe(spec: ExperimentSpec, url: str, run_dir: Path, *, insecure: bool =
     Returns:
         The summary (also written to ``summary.json``).
     """
-    from loadtests.runner import SwarmInterrupted, SwarmResult, run_swarm
-
     run_dir = Path(run_dir).resolve()
     run_dir.mkdir(parents=True, exist_ok=True)
     summary: dict[str, Any] = {

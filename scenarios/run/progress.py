@@ -6,6 +6,8 @@ from typing import Any
 
 from rich.console import Console
 
+from reports.analysis.bounds import bound_short
+from reports.analysis.failure_modes import label_of, mode_names
 from scenarios.run.matrix import CellOutcome
 from scenarios.run.presets import Cell
 
@@ -48,9 +50,6 @@ class MatrixConsoleProgress:
                       anomalous_cells: int) -> None:
         if self.quiet:
             return
-        from reports.analysis.bounds import bound_short
-        from reports.analysis.failure_modes import label_of, mode_names
-
         verdict = label_of(outcome.valid, outcome.failure_modes)
         style = {"safe": "green", "race": "red bold", "unknown": "yellow",
                  "per-request": "magenta bold"}.get(verdict, "")

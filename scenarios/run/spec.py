@@ -25,6 +25,7 @@ from typing import Any
 
 from demo_server.basics import defaults
 from demo_server.basics.errors import ConfigError
+from demo_server.control.faults import parse_faults
 from demo_server.control.modes import LaunchSpec
 from demo_server.served.config import (
     MODES,
@@ -35,7 +36,7 @@ from demo_server.served.config import (
     ServerConfig,
 )
 from loadtests.runner import SwarmSpec
-from scenarios.operation import Operation
+from scenarios.operation import Operation, OperationError, parse_request, parse_value_spec
 from scenarios.registry import SCENARIO_NAMES, check_cell, get_scenario
 
 __all__ = ["MATRIX_DEFAULTS", "SETTINGS", "ExperimentSpec", "Setting", "spec_from_options",
@@ -176,8 +177,6 @@ class ExperimentSpec:
     def __post_init__(self) -> None:
         for setting in SETTINGS:
             setting.check(getattr(self, setting.name), "experiment")
-        from demo_server.control.faults import parse_faults
-
         object.__setattr__(self, "faults", tuple(str(f) for f in parse_faults(self.faults)))
         if not self.requests and not self.duration:
             raise ConfigError("an experiment needs a request budget or a duration (or both)")
@@ -286,8 +285,6 @@ def target_operations(requests: tuple[str, ...] | list[str], body: str = "",
     Raises:
         ConfigError: a request line, header or value spec that cannot be used.
     """
-    from scenarios.operation import OperationError, parse_request, parse_value_spec
-
     pairs = []
     for header in headers:
         key, sep, text = header.partition(":")
