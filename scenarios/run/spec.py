@@ -21,12 +21,11 @@ import dataclasses
 import math
 import shlex
 from collections.abc import Mapping, Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from demo_server.basics import defaults
 from demo_server.basics.errors import ConfigError
 from demo_server.control.faults import parse_faults
-from demo_server.control.modes import LaunchSpec
 from demo_server.served.config import (
     MODES,
     SESSION_BACKENDS,
@@ -35,9 +34,12 @@ from demo_server.served.config import (
     Connections,
     ServerConfig,
 )
-from loadtests.runner import SwarmSpec
 from scenarios.operation import Operation, OperationError, parse_request, parse_value_spec
 from scenarios.registry import SCENARIO_NAMES, check_cell, get_scenario
+
+if TYPE_CHECKING:  # imported where used: every command builds its options from this module
+    from demo_server.control.modes import LaunchSpec
+    from loadtests.runner import SwarmSpec
 
 __all__ = ["MATRIX_DEFAULTS", "SETTINGS", "ExperimentSpec", "Setting", "spec_from_options",
            "target_operations"]
@@ -214,11 +216,15 @@ class ExperimentSpec:
 
     def launch_spec(self, host: str = defaults.HOST, port: int = 0) -> LaunchSpec:
         """How this experiment's server is launched."""
+        from demo_server.control.modes import LaunchSpec
+
         return LaunchSpec(mode=self.mode, workers=self.workers, threads=self.threads,
                           instances=self.instances, host=host, port=port, app=self.app)
 
     def swarm_spec(self, urls: Sequence[str], *, insecure: bool = False) -> SwarmSpec:
         """The swarm this experiment sends at ``urls``."""
+        from loadtests.runner import SwarmSpec
+
         return SwarmSpec(urls=tuple(urls), users=self.swarm_users, requests=self.requests,
                          duration=self.duration, burst=bool(self.burst),
                          spawn_rate=self.spawn_rate, processes=self.processes,
