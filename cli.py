@@ -34,6 +34,7 @@ from _cli import (
     name_list,
     not_negative,
     out_option,
+    overwrite_option,
     positive,
     repeat_option,
     run_and_print,
@@ -94,8 +95,9 @@ def main(
               help="Port (default: a free one).")
 @click.option("--run-dir", "run_dir_name", type=click.Path(file_okay=False), default=None,
               help="Where server logs go (default: runs/serve-TIMESTAMP).")
+@overwrite_option
 @click.pass_obj
-def serve(settings: Settings, run_dir_name: str | None, **opts: Any) -> None:
+def serve(settings: Settings, run_dir_name: str | None, overwrite: bool, **opts: Any) -> None:
     """Run one demo server in the foreground until Ctrl-C.
 
     \b
@@ -108,7 +110,7 @@ def serve(settings: Settings, run_dir_name: str | None, **opts: Any) -> None:
     from demo_server.control.services import services_for
     from demo_server.control.supervisor import Supervisor
 
-    run_dir = make_run_dir(run_dir_name, "serve", "--run-dir")
+    run_dir = make_run_dir(run_dir_name, "serve", "--run-dir", overwrite=overwrite)
     build_server(settings, **opts)  # validates the options before anything starts
     store = opts["store"] or spec_default("store")
     with services_for(settings, [store], settings.session_backend) as settings:
@@ -161,10 +163,12 @@ def doctor(settings: Settings, as_json: bool) -> None:
 @spec_options("cell", "server", "swarm", "target")
 @fault_option
 @click.option("--out", type=click.Path(file_okay=False), default=None,
-              help="Run directory (default: runs/swarm-TIMESTAMP).")
+              help="Run directory, new or empty (default: runs/swarm-TIMESTAMP).")
+@overwrite_option
 @assert_safe_option
 @click.pass_obj
-def swarm(settings: Settings, out: str | None, assert_safe: bool, **opts: Any) -> None:
+def swarm(settings: Settings, out: str | None, overwrite: bool, assert_safe: bool,
+          **opts: Any) -> None:
     """Run one experiment: start a server, swarm it, record every operation.
 
     Writes history.csv, final.json, summary.json and results.json (the one
@@ -177,6 +181,7 @@ def swarm(settings: Settings, out: str | None, assert_safe: bool, **opts: Any) -
       racelab swarm --mode cluster --store redis --duration 10 --processes 2
       racelab swarm --mode gunicorn-sync --store postgres --assert-safe   # a CI gate
       racelab swarm --mode gunicorn-sync --store sqlite --fault kill-worker@1s
+      racelab swarm --mode threaded --store lock --out runs/lock --overwrite  # again
       racelab swarm --app app.py:app --mode gunicorn-sync --workers 3 --assert-safe
       racelab swarm --app shop:create_app() --request 'POST /buy' --value json:seat \\
           --check tickets --mode gunicorn-gthread
@@ -186,7 +191,7 @@ def swarm(settings: Settings, out: str | None, assert_safe: bool, **opts: Any) -
 
     spec = spec_from_options({**opts, "session_backend": settings.session_backend})
     build_server(settings, **opts)  # validates the server options before anything starts
-    run_dir = make_run_dir(out, "swarm")
+    run_dir = make_run_dir(out, "swarm", overwrite=overwrite)
     with services_for(settings, [spec.store], settings.session_backend) as started:
         swarm_and_print(started, spec, run_dir, assert_safe)
 
@@ -201,10 +206,11 @@ def swarm(settings: Settings, out: str | None, assert_safe: bool, **opts: Any) -
 @click.option("--allow-remote", is_flag=True,
               help="Allow a host other than this machine. Only probe what you own.")
 @click.option("--out", type=click.Path(file_okay=False), default=None,
-              help="Run directory (default: runs/probe-TIMESTAMP).")
+              help="Run directory, new or empty (default: runs/probe-TIMESTAMP).")
+@overwrite_option
 @assert_safe_option
-def probe(url: str, insecure: bool, allow_remote: bool, out: str | None, assert_safe: bool,
-          **opts: Any) -> None:
+def probe(url: str, insecure: bool, allow_remote: bool, out: str | None, overwrite: bool,
+          assert_safe: bool, **opts: Any) -> None:
     """Swarm an endpoint that is already running, record every answer, check the history.
 
     Loopback only unless --allow-remote: probe only servers you own. racelab
@@ -224,7 +230,7 @@ def probe(url: str, insecure: bool, allow_remote: bool, out: str | None, assert_
     base = check_probe_url(url, allow_remote=allow_remote)
     values = {k: v for k, v in opts.items() if v not in (None, ())}
     spec = spec_from_options({**values, "app": base})  # the target: the URL, not a launch
-    run_dir = make_run_dir(out, "probe")
+    run_dir = make_run_dir(out, "probe", overwrite=overwrite)
     run_and_print("probe", spec, run_dir, assert_safe, lambda progress: run_probe(
         spec, base, run_dir, insecure=insecure, progress=progress))
 
@@ -351,13 +357,14 @@ def export(ctx: click.Context, source: Path, fmt: str, edn: bool, out: Path | No
 @click.option("--preset", default="classroom", show_default=True, metavar="NAME|FILE",
               help="classroom, quick, full, or a TOML file of your own.")
 @out_option
+@overwrite_option
 @click.option("--open", "open_report", is_flag=True, help="Open the HTML report when done.")
 @budget_option
 @repeat_option
 @click.option("--json", "as_json", is_flag=True, help="Print results.json instead of the table.")
 @assert_safe_option
 @click.pass_obj
-def demo(settings: Settings, preset: str, out: str | None, open_report: bool,
+def demo(settings: Settings, preset: str, out: str | None, overwrite: bool, open_report: bool,
          budget: float | None, as_json: bool, assert_safe: bool,
          repeat: int | None) -> None:
     """The whole answer in one command: run a preset matrix and write the HTML report.
@@ -372,6 +379,7 @@ def demo(settings: Settings, preset: str, out: str | None, open_report: bool,
       racelab demo --preset quick --open   # about five seconds, then open the report
       racelab demo --preset my-grid.toml --budget 300
       racelab demo --preset quick --repeat 5  # how often each cell races, k of 5
+      racelab demo --preset quick --out runs/quick --overwrite  # replace an earlier run
     """
     from scenarios.run.presets import load_preset
 
@@ -379,7 +387,7 @@ def demo(settings: Settings, preset: str, out: str | None, open_report: bool,
     run_demo_command(settings, loaded.cells, preset=loaded.name,
                      nominal_budget_s=loaded.budget_s, budget=budget, out=out,
                      open_report=open_report, as_json=as_json, assert_safe=assert_safe,
-                     repeat=repeat, interpreters=loaded.interpreters)
+                     repeat=repeat, interpreters=loaded.interpreters, overwrite=overwrite)
 
 
 @main.command()
@@ -393,6 +401,7 @@ def demo(settings: Settings, preset: str, out: str | None, open_report: bool,
 @spec_options(only=("scenario", "work_us", "stock"))
 @fault_option
 @out_option
+@overwrite_option
 @click.option("--open", "open_report", is_flag=True, help="Open the HTML report when done.")
 @budget_option
 @repeat_option
@@ -400,8 +409,8 @@ def demo(settings: Settings, preset: str, out: str | None, open_report: bool,
 @assert_safe_option
 @click.pass_obj
 def matrix(settings: Settings, modes: list[str], stores: list[str], windows: list[str],
-           out: str | None, open_report: bool, budget: float | None, as_json: bool,
-           assert_safe: bool, repeat: int | None, **sizes: Any) -> None:
+           out: str | None, overwrite: bool, open_report: bool, budget: float | None,
+           as_json: bool, assert_safe: bool, repeat: int | None, **sizes: Any) -> None:
     """Run your own grid of modes x stores x windows and write the report.
 
     Windows apply to the global and lock stores; other stores run once per mode.
@@ -425,7 +434,7 @@ def matrix(settings: Settings, modes: list[str], stores: list[str], windows: lis
     nominal = 3 + sum(0.4 + cell.requests / 1200 for cell in cells)
     run_demo_command(settings, cells, preset="matrix", nominal_budget_s=nominal,
                       budget=budget, out=out, open_report=open_report, as_json=as_json,
-                      assert_safe=assert_safe, repeat=repeat)
+                      assert_safe=assert_safe, repeat=repeat, overwrite=overwrite)
 
 
 @main.command()

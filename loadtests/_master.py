@@ -24,6 +24,7 @@ from typing import Any
 
 import gevent
 
+from demo_server.basics.files import fresh_dir, open_new
 from loadtests._config import SwarmConfig
 from loadtests._process import INTERRUPT_SIGNAL, PROGRESS_EVERY, write_progress
 
@@ -129,8 +130,8 @@ class MasterSwarm:
         if msg.data["first"] or name not in self.files:
             if name in self.files:
                 self.files[name].close()
-            self.history_dir.mkdir(parents=True, exist_ok=True)
-            self.files[name] = (self.history_dir / name).open("w", encoding="utf-8", newline="")
+            fresh_dir(self.history_dir)
+            self.files[name] = open_new(self.history_dir / name, newline="")
         self.files[name].write(msg.data["data"])
 
     def _on_done(self, environment: Any, msg: Any, **_kw: Any) -> None:

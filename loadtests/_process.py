@@ -24,6 +24,7 @@ from typing import Any
 
 import gevent
 
+from demo_server.basics.files import write_text
 from loadtests._budget import Budget
 from loadtests._config import SwarmConfig
 from loadtests._connection import Connection
@@ -43,11 +44,8 @@ _JOIN_WAIT_S = 0.05  # after spawning: how long round 0 waits for users still co
 
 def write_progress(path: str, rows: int, stats: Any) -> None:
     """Write the progress file the runner polls (atomically)."""
-    tmp = f"{path}.tmp"
-    with open(tmp, "w", encoding="utf-8") as out:
-        out.write(f'{{"rows": {rows}, "locust_requests": {stats.num_requests}, '
-                  f'"locust_failures": {stats.num_failures}}}')
-    os.replace(tmp, path)
+    write_text(path, f'{{"rows": {rows}, "locust_requests": {stats.num_requests}, '
+                     f'"locust_failures": {stats.num_failures}}}')
 
 
 class LoadProcess:

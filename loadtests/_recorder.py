@@ -23,6 +23,7 @@ import json
 from pathlib import Path
 from typing import Any
 
+from demo_server.basics.files import write_text
 from loadtests._config import HOLD
 from loadtests.framing import header_value
 from loadtests.history import COLUMNS, HistoryWriter
@@ -225,11 +226,11 @@ class Recorder:
         if not sent or self.path is None:
             return None
         path = self.path.parent / f"bursts-{process}.csv"
-        with path.open("w", encoding="utf-8") as out:
-            out.write(",".join(BURST_COLUMNS) + "\n")
-            for burst in sorted(sent):
-                count, first, last = sent[burst]
-                out.write(f"{burst},{process},{count},{first},{last}\n")
+        lines = [",".join(BURST_COLUMNS)]
+        for burst in sorted(sent):
+            count, first, last = sent[burst]
+            lines.append(f"{burst},{process},{count},{first},{last}")
+        write_text(path, "\n".join(lines) + "\n")
         return path
 
 

@@ -49,6 +49,7 @@ from urllib.parse import urlsplit
 
 from demo_server.basics import defaults, exits, interrupts
 from demo_server.basics.errors import RacelabError
+from demo_server.basics.files import new_dir, open_new, write_text
 from demo_server.basics.procs import ProcessGroup, Zygote, free_port, spawn_to_files, stop_groups
 from loadtests._config import to_env
 from loadtests.framing import MAX_BODY
@@ -396,15 +397,9 @@ def run_swarm(
             its ``result`` is complete.
     """
     run_dir = Path(run_dir).resolve()  # Locust runs with this as its working directory
-    locust_dir = run_dir / "locust"
-    locust_dir.mkdir(parents=True, exist_ok=True)
-    parts_dir, scratch_dir = locust_dir / "parts", locust_dir / "scratch"
-    for directory in (parts_dir, scratch_dir):
-        if directory.exists():
-            shutil.rmtree(directory)
-    parts_dir.mkdir()
+    locust_dir = new_dir(run_dir / "locust")  # this swarm's files alone, never through a link
+    parts_dir, scratch_dir = new_dir(locust_dir / "parts"), locust_dir / "scratch"
     progress_file = locust_dir / "progress.json"
-    progress_file.unlink(missing_ok=True)
     burst = spec.burst if burst_user is None else burst_user
     user_class = "BurstUser" if burst else "IncrUser"
     bind_host, _, bind_port = spec.master_bind.rpartition(":")
@@ -542,7 +537,7 @@ def merge_histories(parts: list[Path], out: Path) -> int:
     """
     loaded = [sorted(_rows(p), key=lambda item: item[0]) for p in parts]
     count = 0
-    with out.open("w", encoding="utf-8", newline="") as handle:
+    with open_new(out, newline="") as handle:
         writer = csv.writer(handle, lineterminator="\n")
         writer.writerow(COLUMNS)
         for _, row in heapq.merge(*loaded, key=lambda item: item[0]):
@@ -575,7 +570,7 @@ def merge_bursts(parts: list[Path], out: Path) -> list[dict[str, int]]:
                 entry[2] = max(entry[2], last)
     if not parts:
         return []
-    out.write_text(header + "".join(f"{line}\n" for line in lines), encoding="utf-8")
+    write_text(out, header + "".join(f"{line}\n" for line in lines))
     return [
         {"round": burst, "requests": entry[0], "client_ns": entry[2] - entry[1]}
         for burst, entry in sorted(rounds.items())

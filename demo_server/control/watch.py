@@ -31,6 +31,7 @@ from typing import Any
 
 import psutil
 
+from demo_server.basics.files import write_text
 from demo_server.basics.procs import ProcessGroup, live, reachable
 
 __all__ = ["EVENTS_SCHEMA", "EventLog", "ServerWatch", "ServiceWatch", "Watcher"]
@@ -64,7 +65,7 @@ class EventLog:
         """Write ``{"schema", "origin_ns", "origin_wall", "events"}`` as JSON to ``path``."""
         doc = {"schema": EVENTS_SCHEMA, "origin_ns": self.origin_ns,
                "origin_wall": self.origin_wall, "events": self.events()}
-        path.write_text(json.dumps(doc, indent=2), encoding="utf-8")
+        write_text(path, json.dumps(doc, indent=2))
 
 
 @dataclass

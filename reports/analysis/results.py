@@ -34,6 +34,7 @@ from typing import Any
 import numpy as np
 
 from demo_server.basics.errors import RacelabError
+from demo_server.basics.files import write_text
 from demo_server.served.config import MODES, PER_PROCESS_STORES, STORES, WINDOWS
 from reports.analysis.annotate import annotate, repeat_dirs
 from reports.analysis.bounds import safe_bound
@@ -539,10 +540,7 @@ def _upgrade(data: dict[str, Any]) -> dict[str, Any]:
 def write_results(results: Mapping[str, Any], run_dir: Path | str) -> Path:
     """Write results.json into ``run_dir`` (atomically) and return its path."""
     path = Path(run_dir) / RESULTS_FILE
-    tmp = path.with_suffix(".json.tmp")
-    tmp.write_text(json.dumps(results, indent=2, sort_keys=False) + "\n", encoding="utf-8")
-    tmp.replace(path)
-    return path
+    return write_text(path, json.dumps(results, indent=2, sort_keys=False) + "\n")
 
 
 def load_results(path: Path | str) -> dict[str, Any]:
@@ -574,14 +572,20 @@ def reanalyse_run(run_dir: Path | str, meta: Mapping[str, Any] | None = None) ->
     """Check and measure every experiment of a run again and write its results.json.
 
     The run's metadata (command, preset, label, budget...) and what was measured
-    beside the cells (the interpreter table) are kept from the old results.json.
+    beside the cells (the interpreter table) are kept from the old results.json,
+    when it is a readable file of the run's own.
 
     Returns:
         The path of results.json, the analysis's one output.
     """
     run_dir = Path(run_dir)
     path = run_dir / RESULTS_FILE
-    old = load_results(path) if path.exists() else None
+    old = None
+    if path.exists() and not path.is_symlink():  # a link is replaced, never read from
+        try:
+            old = load_results(path)
+        except ResultsError:
+            old = None  # unreadable: written anew all the same
     kept = {} if old is None else {
         k: v for k, v in old["run"].items() if k not in ("created", "racelab_version")}
     results = collect_run(run_dir, {**kept, **(meta or {})})

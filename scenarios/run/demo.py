@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from demo_server.basics import interrupts
+from demo_server.basics.files import fresh_dir, write_text
 from demo_server.basics.procs import Zygote
 from demo_server.control.supervisor import ServerZygotes
 from demo_server.served.config import Connections
@@ -52,7 +53,7 @@ def _failed_summary(cell: Cell, cell_dir: Path, reason: str) -> None:
     """Leave a summary.json for a cell that failed before its runner wrote one."""
     if (cell_dir / "summary.json").exists():
         return
-    cell_dir.mkdir(parents=True, exist_ok=True)
+    fresh_dir(cell_dir)
     summary = {
         "schema": 1,
         "experiment": {
@@ -63,7 +64,7 @@ def _failed_summary(cell: Cell, cell_dir: Path, reason: str) -> None:
         "status": "failed",
         "error": reason,
     }
-    (cell_dir / "summary.json").write_text(json.dumps(summary, indent=2))
+    write_text(cell_dir / "summary.json", json.dumps(summary, indent=2))
 
 
 @dataclasses.dataclass

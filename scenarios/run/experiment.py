@@ -22,6 +22,7 @@ from typing import Any
 from demo_server.basics import interrupts
 from demo_server.basics.client import get_json
 from demo_server.basics.errors import RacelabError
+from demo_server.basics.files import write_text
 from demo_server.basics.procs import Zygote
 from demo_server.control.faults import FaultScheduler
 from demo_server.control.supervisor import ServerZygotes, Supervisor
@@ -162,7 +163,7 @@ def run_experiment(
         raise
     except Exception as exc:
         summary["error"] = f"{type(exc).__name__}: {exc}"
-        (run_dir / "error.txt").write_text(traceback.format_exc(), encoding="utf-8")
+        write_text(run_dir / "error.txt", traceback.format_exc())
         raise
     finally:
         exit_codes = sup.exit_codes()

@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any, Protocol
 
 from demo_server.basics.errors import RacelabError
+from demo_server.basics.files import write_text
 from demo_server.served.config import Connections, ServerConfig
 from scenarios.counter.stores import store_class
 from scenarios.run.presets import Cell
@@ -207,5 +208,5 @@ def write_matrix_json(result: MatrixOutcome, meta: dict[str, Any]) -> Path:
             for o in result.outcomes
         ],
     }
-    path.write_text(json.dumps(data, indent=2))
+    write_text(path, json.dumps(data, indent=2))
     return path

@@ -11,6 +11,8 @@ import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from demo_server.basics.files import write_text
+
 if TYPE_CHECKING:
     from loadtests.runner import SwarmResult
 
@@ -26,7 +28,7 @@ def write_summary(run_dir: Path, summary: dict[str, Any], result: SwarmResult | 
     cut_short = summary["error"] if summary["status"] != "ok" else ""
     if cut_short:  # so that a check of these files alone knows the history may lack rows
         final = {**final, "cut_short": cut_short}
-    (run_dir / "final.json").write_text(json.dumps(final, indent=2), encoding="utf-8")
+    write_text(run_dir / "final.json", json.dumps(final, indent=2))
     summary["swarm"] = {
         "locust_requests": result.locust_requests if result else 0,
         "locust_failures": result.locust_failures if result else 0,
@@ -36,4 +38,4 @@ def write_summary(run_dir: Path, summary: dict[str, Any], result: SwarmResult | 
     }
     summary["finished_wall"] = time.time()
     summary["elapsed_s"] = round(summary["finished_wall"] - summary["started_wall"], 3)
-    (run_dir / "summary.json").write_text(json.dumps(summary, indent=2), encoding="utf-8")
+    write_text(run_dir / "summary.json", json.dumps(summary, indent=2))
