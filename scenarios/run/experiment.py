@@ -140,6 +140,9 @@ def run_experiment(
             if faults is not None:
                 faults.stop()
             clock.mark("swarm_done")
+        for gone in result.lost if result is not None else ():  # a fault like any other
+            sup.record("load-generator-died", str(gone["detail"]),
+                       t_ns=gone.get("t_ns") or time.monotonic_ns())
         died = not sup.alive()
         if spec.app:
             final = read_final(spec, sup.urls, expected=lambda i: set(sup.workers(i))) if (
