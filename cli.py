@@ -243,18 +243,25 @@ def probe(url: str, insecure: bool, allow_remote: bool, out: str | None, overwri
               help="final.json written by an experiment (per-process states, served counts).")
 @click.option("--per-process", is_flag=True,
               help="Each server process keeps its own counter (unless final.json says).")
-@click.option("--scenario", default="counter", show_default=True,
-              help="Which checkers run on a racelab history (counter, ids, ...).")
+@click.option("--scenario", default=None,
+              help="Which checkers run on a racelab history (counter, ids, ...); default: "
+                   "the run's (its summary.json), else counter.")
 @click.option("--format", "fmt", type=click.Choice(HISTORY_FORMATS), default="auto",
               show_default=True, help="The history's format (auto: from its content).")
 @click.option("--json", "as_json", is_flag=True, help="Print the verdict as JSON.")
 @click.pass_context
 def check(ctx: click.Context, history: Path, final_value: int | None, final_file: Path | None,
-          per_process: bool, scenario: str, fmt: str, as_json: bool) -> None:
+          per_process: bool, scenario: str | None, fmt: str, as_json: bool) -> None:
     """Check a history for duplicates, skips, lost updates and real-time order.
 
     HISTORY is racelab's history.csv or history.parquet, or a Jepsen history
     (JSON or EDN), whose :f values (add/read, generate) choose the checkers.
+
+    A history in its run directory (beside summary.json or events.json; else
+    beside --final-file's) is read as the run's analysis read it: its scenario,
+    its final.json, and what the run met (faults, a dead worker or load
+    generator, a stop before the end) make it unknown, never safe, as racelab
+    said when it ran. A Jepsen history's nemesis ops do the same.
 
     Exit code 0: valid; 1: anomalies found; 2: undecidable, malformed input,
     or a failure of the reader or a checker.
@@ -273,6 +280,7 @@ def check(ctx: click.Context, history: Path, final_value: int | None, final_file
         raise click.UsageError("give --final or --final-file, not both")
     try:
         from reports.analysis.check_file import check_file
+        from reports.analysis.results import history_context
         from reports.history.final import UnreadableFinal, read_final_file
 
         final: Any = final_value
@@ -281,12 +289,24 @@ def check(ctx: click.Context, history: Path, final_value: int | None, final_file
                 final = read_final_file(final_file)
             except UnreadableFinal as exc:
                 fail(f"{final_file}: cannot read the final state: {exc}")
+        run = history_context(history, final_file)
+        problems = [run.problem] if run is not None and run.problem else []
+        if run is not None:
+            if final_value is None and final_file is None:  # the run's own final state
+                final = run.final
+                problems += [run.final_problem] if run.final_problem else []
+            click.echo(f"read as its run's analysis read it: {', '.join(run.files)} "
+                       f"in {run.directory}", err=True)
         if not as_json:  # import the printer while pyarrow parses (it lets go of the GIL)
             threading.Thread(target=import_quietly, args=("reports.render._check_output",),
                              daemon=True).start()
         try:
-            verdict = check_file(history, None if fmt == "auto" else fmt, final=final,
-                                 scenario=scenario, per_process=per_process)
+            verdict = check_file(
+                history, None if fmt == "auto" else fmt, final=final,
+                scenario=scenario or (run.scenario if run is not None else "counter"),
+                per_process=per_process or (run is not None and run.per_process),
+                server_problem="; ".join(problems) or None,
+                reset=run.reset if run is not None else None)
         except RacelabError as exc:
             fail(f"{history}: {exc}")
         if as_json:
@@ -319,7 +339,9 @@ def export(ctx: click.Context, source: Path, fmt: str, edn: bool, out: Path | No
 
     One invocation and one completion per operation; incr is :add of 1 (the
     number returned rides as :new-value), read is :read, the ids scenario's ops
-    are :generate. Times in ns from the first invocation, :index dense.
+    are :generate. Times in ns from the first invocation, :index dense. The
+    run's faults (its events.json) are :nemesis ops, so that a check of the
+    export is unknown, naming them, as the run's own verdict was.
 
     \b
     Examples:
@@ -328,9 +350,11 @@ def export(ctx: click.Context, source: Path, fmt: str, edn: bool, out: Path | No
       racelab check history.json
     """
     from reports.analysis.jepsen import write_jepsen
+    from reports.analysis.results import run_faults
     from reports.history.table import find_history, read_history
 
     history = find_history(source)
+    faults = run_faults(history.parent)  # the run's faults travel as nemesis ops
     if scenario is None:
         scenario = scenario_of(source if source.is_dir() else history.parent)
     try:
@@ -340,12 +364,12 @@ def export(ctx: click.Context, source: Path, fmt: str, edn: bool, out: Path | No
     if out is None:
         import sys
 
-        write_jepsen(table, sys.stdout, edn=edn, scenario=scenario)
+        write_jepsen(table, sys.stdout, edn=edn, scenario=scenario, faults=faults)
         return
     partial = out.with_name(out.name + ".partial")
     try:
         with partial.open("w", encoding="utf-8") as handle:
-            count = write_jepsen(table, handle, edn=edn, scenario=scenario)
+            count = write_jepsen(table, handle, edn=edn, scenario=scenario, faults=faults)
         partial.replace(out)
     except OSError as exc:
         partial.unlink(missing_ok=True)

@@ -59,6 +59,8 @@ class OwnedService(Protocol):
 
     name: str
     group: ProcessGroup
+    #: True when a restart finds the store's data again; False when it starts empty
+    keeps_state: bool
 
     def alive(self) -> bool: ...
 
@@ -71,6 +73,7 @@ class _Manager:
     """The ``manager`` store's counter manager process (``demo_server.served._manager``)."""
 
     name = "manager"
+    keeps_state = False  # a restarted manager holds a fresh, empty counter
 
     def __init__(self, run_dir: Path) -> None:
         self.authkey = secrets.token_hex(16)
