@@ -14,6 +14,8 @@ import psutil
 import pytest
 from cli_tools import descendants, racelab
 
+from demo_server.basics.procs import live
+
 
 def _rows_so_far(run: Path) -> int:
     try:
@@ -35,10 +37,10 @@ def _locusts(pid: int) -> list[psutil.Process]:
 
 def kill_a_load_generator(tmp_path: Path, run: Path, processes: int, *, after_rows: int = 800,
                           args: tuple[str, ...] = (), wait: float = 60.0,
-                          ) -> tuple[int, str, int, float]:
+                          ) -> tuple[int, str, int, list[psutil.Process]]:
     """Start a swarm, SIGKILL one Locust worker (or the one Locust process) once
     ``after_rows`` rows are in its files; return (exit code, output, rows reported
-    before the kill, seconds from the kill to racelab's exit).
+    before the kill, the processes of the run still alive after it exited).
 
     Raises:
         subprocess.TimeoutExpired: racelab did not exit within ``wait`` seconds of the
@@ -46,9 +48,11 @@ def kill_a_load_generator(tmp_path: Path, run: Path, processes: int, *, after_ro
     """
     proc = racelab("swarm", "--mode", "threaded", "--store", "lock", "--requests", "20000",
                    "--processes", str(processes), "--out", str(run), *args, cwd=tmp_path)
+    seen: dict[int, psutil.Process] = {}
     try:
         deadline = time.monotonic() + 60
         while _rows_so_far(run) < after_rows and time.monotonic() < deadline:
+            seen.update({p.pid: p for p in descendants(proc.pid)})
             time.sleep(0.02)
         assert _rows_so_far(run) >= after_rows, "the swarm never got going"
         locusts = _locusts(proc.pid)
@@ -56,11 +60,12 @@ def kill_a_load_generator(tmp_path: Path, run: Path, processes: int, *, after_ro
             victim = next(p for p in locusts if p.ppid() in {q.pid for q in locusts})
         else:
             (victim,) = locusts
+        seen.update({p.pid: p for p in descendants(proc.pid)})
         before = _rows_so_far(run)
         victim.kill()
-        killed = time.monotonic()
         out, err = proc.communicate(timeout=wait)
-        return proc.returncode, (out + err).decode(), before, time.monotonic() - killed
+        time.sleep(0.2)
+        return proc.returncode, (out + err).decode(), before, live(seen.values())
     finally:
         if proc.poll() is None:
             os.killpg(proc.pid, signal.SIGKILL)
@@ -77,11 +82,13 @@ def test_a_killed_load_generator_is_named_and_its_rows_kept(tmp_path: Path,
                                                            processes: int) -> None:
     """SIGKILL to a Locust worker (--processes 2) or to the one Locust process: racelab
     stops within the wait (not the 430 s hard timeout), exits 2 naming the load
-    generator, the verdict is unknown with that reason, the event is recorded, and
-    every row the processes had reported written before the kill is in history.csv."""
+    generator, the verdict is unknown with that reason, the event is recorded, no
+    process is left, and every row the processes had reported written before the kill
+    is in history.csv."""
     run = tmp_path / "run"
-    code, text, before, _ = kill_a_load_generator(tmp_path, run, processes)
+    code, text, before, left = kill_a_load_generator(tmp_path, run, processes)
     assert code == 2, text
+    assert not left, left
     assert "load generator died" in text, text
     assert "Traceback" not in text
     entry = json.loads((run / "results.json").read_text())["experiments"][0]
