@@ -14,8 +14,9 @@ An event is a plain dict::
 ``t_ns`` is ``time.monotonic_ns()`` (the clock of the history's invoke and
 complete times, on the same machine), ``wall`` is ``time.time()``. Kinds:
 ``worker-died``, ``worker-replaced``, ``server-exited``, ``instance-unreachable``,
-``info:instance-reachable``, ``service-died``, ``watch-error``, and ``fault:<name>``
-for injected faults. A kind starting with ``info:`` is not a fault (the report and
+``info:instance-reachable``, ``service-died``, ``watch-error``, ``fault:<name>``
+for injected faults, and ``load-generator-died`` (recorded by the experiment when a
+Locust process died during the swarm). A kind starting with ``info:`` is not a fault (the report and
 the verdict leave those out).
 """
 
