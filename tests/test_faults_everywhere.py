@@ -7,13 +7,13 @@ from __future__ import annotations
 import json
 import shutil
 import signal
-import socket
 import time
 from pathlib import Path
 
 import pytest
 from cli_tools import racelab
 
+from demo_server.basics.procs import reachable
 from reports.analysis.checking import check_history
 from reports.analysis.results import reset_problem
 from reports.history.table import read_history
@@ -27,14 +27,6 @@ def _run(*args: str, cwd: Path, timeout: float = 180) -> tuple[int, str]:
 
 def _entry(run: Path) -> dict:
     return json.loads((run / "results.json").read_text())["experiments"][0]
-
-
-def _reachable(port: int) -> bool:
-    try:
-        socket.create_connection(("127.0.0.1", port), timeout=0.5).close()
-        return True
-    except OSError:
-        return False
 
 
 # -- a store that restarts empty ----------------------------------------------------------
@@ -146,7 +138,7 @@ def test_report_reanalyse_and_export_keep_the_fault(killed_worker_run: Path,
 def test_check_of_a_session_run_uses_its_scenario(tmp_path: Path) -> None:
     """A safe --store session run (one counter per client) checks safe, as the run said:
     check takes the session scenario from the run, not the shared counter's."""
-    if not _reachable(6379):
+    if not reachable("127.0.0.1", 6379):
         pytest.skip("no Redis on 127.0.0.1:6379")
     run = tmp_path / "run"
     code, text = _run("--session-backend", "redis", "swarm", "--mode", "gunicorn-gthread",

@@ -18,7 +18,7 @@ from pathlib import Path
 
 import psutil
 import pytest
-from cli_tools import descendants, racelab
+from cli_tools import racelab, watch
 from test_load_generator_death import kill_a_load_generator
 
 from demo_server.basics.procs import live
@@ -93,10 +93,7 @@ def test_signals_in_a_reused_run_directory_never_give_a_false_verdict(tmp_path: 
                     "6000", "--processes", str(rng.choice((1, 2)))]
         proc = racelab(*args, "--out", str(run), "--overwrite", cwd=tmp_path)
         seen: dict[int, psutil.Process] = {}
-        deadline = time.monotonic() + rng.uniform(0.05, 4.0)
-        while time.monotonic() < deadline and proc.poll() is None:
-            seen.update({c.pid: c for c in descendants(proc.pid)})
-            time.sleep(0.02)
+        watch(proc, rng.uniform(0.05, 4.0), seen)
         proc.send_signal(signum)
         label = (attempt, args[0], mode, store, signal.Signals(signum).name)
         try:
