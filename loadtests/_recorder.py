@@ -147,12 +147,6 @@ class Recorder:
     def recording(self) -> bool:
         return self.writer is not None
 
-    @property
-    def recorded(self) -> int:
-        """Operations recorded so far (written or still held)."""
-        writer = self.writer
-        return 0 if writer is None else writer.count + len(self.held)
-
     def open(self, path: Path, hold: int) -> None:
         path.parent.mkdir(parents=True, exist_ok=True)
         self.writer = RowWriter(path, flush_every=4096)
