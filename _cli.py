@@ -45,6 +45,7 @@ __all__ = [
     "name_list",
     "not_negative",
     "out_option",
+    "overwrite_option",
     "positive",
     "repeat_option",
     "run_and_print",
@@ -137,29 +138,32 @@ def spec_options(*groups: str, only: tuple[str, ...] = (), skip: tuple[str, ...]
 
 
 def make_run_dir(out: str | Path | None, name: str, hint: str = "--out",
-                 empty: bool = False) -> Path:
-    """The run directory: ``out``, or ``runs/NAME-TIMESTAMP``; created, writable, absolute.
+                 overwrite: bool = False) -> Path:
+    """The run directory: ``out``, or ``runs/NAME-TIMESTAMP``; new or empty, absolute.
+
+    A run directory holds one run: one that already holds files is refused, or
+    emptied first with ``overwrite`` (``demo_server.basics.files.prepare_run_dir``).
 
     Raises:
-        click.BadParameter: an empty name, a path that cannot be a directory, one
-            that is not writable, or (``empty``) one that already holds files.
+        Failure: an empty name, a path that cannot be a directory, one that is not
+            writable, or one that holds files (one line, exit 2).
     """
+    from demo_server.basics.files import RunDirError, prepare_run_dir
+
     if out is not None and not str(out).strip():
-        raise click.BadParameter("give a directory name", param_hint=hint)
-    safe = "".join(c if c.isalnum() or c in "._-" else "-" for c in name).strip(".") or "run"
-    run_dir = Path(out) if out is not None else (
-        Path("runs") / time.strftime(f"{safe}-%Y%m%d-%H%M%S"))
+        raise Failure(f"{hint}: give a directory name")
     try:
-        if empty and run_dir.is_dir() and any(run_dir.iterdir()):
-            raise click.BadParameter(f"{run_dir} exists and is not empty", param_hint=hint)
-        run_dir.mkdir(parents=True, exist_ok=True)
-        probe = run_dir / ".racelab-write-test"
-        probe.write_bytes(b"")
-        probe.unlink()
-    except OSError as exc:
-        raise click.BadParameter(f"cannot use {run_dir} as a run directory: "
-                                 f"{exc.strerror or exc}", param_hint=hint) from None
-    return run_dir.resolve()
+        return prepare_run_dir(out, name, overwrite=overwrite)
+    except RunDirError as exc:
+        raise Failure(f"{hint}: {exc}") from None
+
+
+def overwrite_option(func: Any) -> Any:
+    """``--overwrite``: empty a run directory that holds an earlier run before this one."""
+    return click.option(
+        "--overwrite", is_flag=True,
+        help="Empty the run directory first if it holds an earlier run (without it, a "
+             "directory that holds files is refused).")(func)
 
 
 fault_option = click.option(
@@ -290,13 +294,14 @@ def run_demo_command(
     assert_safe: bool = False,
     repeat: int | None = None,
     interpreters: bool = True,
+    overwrite: bool = False,
 ) -> None:
     """Shared body of ``demo`` and ``matrix``: run, print the table, say where the report is.
 
     The run's wall time counts from this process's start.
     """
     started = command_started()
-    run_dir = make_run_dir(out, preset, empty=True)
+    run_dir = make_run_dir(out, preset, overwrite=overwrite)
     from scenarios.run.demo import start_launchers
 
     # The zygotes import Locust and the servers while this process imports the rest.

@@ -34,6 +34,7 @@ from _cli import (
     name_list,
     not_negative,
     out_option,
+    overwrite_option,
     positive,
     repeat_option,
     run_and_print,
@@ -94,8 +95,9 @@ def main(
               help="Port (default: a free one).")
 @click.option("--run-dir", "run_dir_name", type=click.Path(file_okay=False), default=None,
               help="Where server logs go (default: runs/serve-TIMESTAMP).")
+@overwrite_option
 @click.pass_obj
-def serve(settings: Settings, run_dir_name: str | None, **opts: Any) -> None:
+def serve(settings: Settings, run_dir_name: str | None, overwrite: bool, **opts: Any) -> None:
     """Run one demo server in the foreground until Ctrl-C.
 
     \b
@@ -108,7 +110,7 @@ def serve(settings: Settings, run_dir_name: str | None, **opts: Any) -> None:
     from demo_server.control.services import services_for
     from demo_server.control.supervisor import Supervisor
 
-    run_dir = make_run_dir(run_dir_name, "serve", "--run-dir")
+    run_dir = make_run_dir(run_dir_name, "serve", "--run-dir", overwrite=overwrite)
     build_server(settings, **opts)  # validates the options before anything starts
     store = opts["store"] or spec_default("store")
     with services_for(settings, [store], settings.session_backend) as settings:
@@ -161,10 +163,12 @@ def doctor(settings: Settings, as_json: bool) -> None:
 @spec_options("cell", "server", "swarm", "target")
 @fault_option
 @click.option("--out", type=click.Path(file_okay=False), default=None,
-              help="Run directory (default: runs/swarm-TIMESTAMP).")
+              help="Run directory, new or empty (default: runs/swarm-TIMESTAMP).")
+@overwrite_option
 @assert_safe_option
 @click.pass_obj
-def swarm(settings: Settings, out: str | None, assert_safe: bool, **opts: Any) -> None:
+def swarm(settings: Settings, out: str | None, overwrite: bool, assert_safe: bool,
+          **opts: Any) -> None:
     """Run one experiment: start a server, swarm it, record every operation.
 
     Writes history.csv, final.json, summary.json and results.json (the one
@@ -177,6 +181,7 @@ def swarm(settings: Settings, out: str | None, assert_safe: bool, **opts: Any) -
       racelab swarm --mode cluster --store redis --duration 10 --processes 2
       racelab swarm --mode gunicorn-sync --store postgres --assert-safe   # a CI gate
       racelab swarm --mode gunicorn-sync --store sqlite --fault kill-worker@1s
+      racelab swarm --mode threaded --store lock --out runs/lock --overwrite  # again
       racelab swarm --app app.py:app --mode gunicorn-sync --workers 3 --assert-safe
       racelab swarm --app shop:create_app() --request 'POST /buy' --value json:seat \\
           --check tickets --mode gunicorn-gthread
@@ -186,7 +191,7 @@ def swarm(settings: Settings, out: str | None, assert_safe: bool, **opts: Any) -
 
     spec = spec_from_options({**opts, "session_backend": settings.session_backend})
     build_server(settings, **opts)  # validates the server options before anything starts
-    run_dir = make_run_dir(out, "swarm")
+    run_dir = make_run_dir(out, "swarm", overwrite=overwrite)
     with services_for(settings, [spec.store], settings.session_backend) as started:
         swarm_and_print(started, spec, run_dir, assert_safe)
 
@@ -201,10 +206,11 @@ def swarm(settings: Settings, out: str | None, assert_safe: bool, **opts: Any) -
 @click.option("--allow-remote", is_flag=True,
               help="Allow a host other than this machine. Only probe what you own.")
 @click.option("--out", type=click.Path(file_okay=False), default=None,
-              help="Run directory (default: runs/probe-TIMESTAMP).")
+              help="Run directory, new or empty (default: runs/probe-TIMESTAMP).")
+@overwrite_option
 @assert_safe_option
-def probe(url: str, insecure: bool, allow_remote: bool, out: str | None, assert_safe: bool,
-          **opts: Any) -> None:
+def probe(url: str, insecure: bool, allow_remote: bool, out: str | None, overwrite: bool,
+          assert_safe: bool, **opts: Any) -> None:
     """Swarm an endpoint that is already running, record every answer, check the history.
 
     Loopback only unless --allow-remote: probe only servers you own. racelab
@@ -224,7 +230,7 @@ def probe(url: str, insecure: bool, allow_remote: bool, out: str | None, assert_
     base = check_probe_url(url, allow_remote=allow_remote)
     values = {k: v for k, v in opts.items() if v not in (None, ())}
     spec = spec_from_options({**values, "app": base})  # the target: the URL, not a launch
-    run_dir = make_run_dir(out, "probe")
+    run_dir = make_run_dir(out, "probe", overwrite=overwrite)
     run_and_print("probe", spec, run_dir, assert_safe, lambda progress: run_probe(
         spec, base, run_dir, insecure=insecure, progress=progress))
 
@@ -237,18 +243,25 @@ def probe(url: str, insecure: bool, allow_remote: bool, out: str | None, assert_
               help="final.json written by an experiment (per-process states, served counts).")
 @click.option("--per-process", is_flag=True,
               help="Each server process keeps its own counter (unless final.json says).")
-@click.option("--scenario", default="counter", show_default=True,
-              help="Which checkers run on a racelab history (counter, ids, ...).")
+@click.option("--scenario", default=None,
+              help="Which checkers run on a racelab history (counter, ids, ...); default: "
+                   "the run's (its summary.json), else counter.")
 @click.option("--format", "fmt", type=click.Choice(HISTORY_FORMATS), default="auto",
               show_default=True, help="The history's format (auto: from its content).")
 @click.option("--json", "as_json", is_flag=True, help="Print the verdict as JSON.")
 @click.pass_context
 def check(ctx: click.Context, history: Path, final_value: int | None, final_file: Path | None,
-          per_process: bool, scenario: str, fmt: str, as_json: bool) -> None:
+          per_process: bool, scenario: str | None, fmt: str, as_json: bool) -> None:
     """Check a history for duplicates, skips, lost updates and real-time order.
 
     HISTORY is racelab's history.csv or history.parquet, or a Jepsen history
     (JSON or EDN), whose :f values (add/read, generate) choose the checkers.
+
+    A history in its run directory (beside summary.json or events.json; else
+    beside --final-file's) is read as the run's analysis read it: its scenario,
+    its final.json, and what the run met (faults, a dead worker or load
+    generator, a stop before the end) make it unknown, never safe, as racelab
+    said when it ran. A Jepsen history's nemesis ops do the same.
 
     Exit code 0: valid; 1: anomalies found; 2: undecidable, malformed input,
     or a failure of the reader or a checker.
@@ -267,6 +280,7 @@ def check(ctx: click.Context, history: Path, final_value: int | None, final_file
         raise click.UsageError("give --final or --final-file, not both")
     try:
         from reports.analysis.check_file import check_file
+        from reports.analysis.results import history_context
         from reports.history.final import UnreadableFinal, read_final_file
 
         final: Any = final_value
@@ -275,12 +289,24 @@ def check(ctx: click.Context, history: Path, final_value: int | None, final_file
                 final = read_final_file(final_file)
             except UnreadableFinal as exc:
                 fail(f"{final_file}: cannot read the final state: {exc}")
+        run = history_context(history, final_file)
+        problems = [run.problem] if run is not None and run.problem else []
+        if run is not None:
+            if final_value is None and final_file is None:  # the run's own final state
+                final = run.final
+                problems += [run.final_problem] if run.final_problem else []
+            click.echo(f"read as its run's analysis read it: {', '.join(run.files)} "
+                       f"in {run.directory}", err=True)
         if not as_json:  # import the printer while pyarrow parses (it lets go of the GIL)
             threading.Thread(target=import_quietly, args=("reports.render._check_output",),
                              daemon=True).start()
         try:
-            verdict = check_file(history, None if fmt == "auto" else fmt, final=final,
-                                 scenario=scenario, per_process=per_process)
+            verdict = check_file(
+                history, None if fmt == "auto" else fmt, final=final,
+                scenario=scenario or (run.scenario if run is not None else "counter"),
+                per_process=per_process or (run is not None and run.per_process),
+                server_problem="; ".join(problems) or None,
+                reset=run.reset if run is not None else None)
         except RacelabError as exc:
             fail(f"{history}: {exc}")
         if as_json:
@@ -313,7 +339,9 @@ def export(ctx: click.Context, source: Path, fmt: str, edn: bool, out: Path | No
 
     One invocation and one completion per operation; incr is :add of 1 (the
     number returned rides as :new-value), read is :read, the ids scenario's ops
-    are :generate. Times in ns from the first invocation, :index dense.
+    are :generate. Times in ns from the first invocation, :index dense. The
+    run's faults (its events.json) are :nemesis ops, so that a check of the
+    export is unknown, naming them, as the run's own verdict was.
 
     \b
     Examples:
@@ -322,9 +350,11 @@ def export(ctx: click.Context, source: Path, fmt: str, edn: bool, out: Path | No
       racelab check history.json
     """
     from reports.analysis.jepsen import write_jepsen
+    from reports.analysis.results import run_faults
     from reports.history.table import find_history, read_history
 
     history = find_history(source)
+    faults = run_faults(history.parent)  # the run's faults travel as nemesis ops
     if scenario is None:
         scenario = scenario_of(source if source.is_dir() else history.parent)
     try:
@@ -334,12 +364,12 @@ def export(ctx: click.Context, source: Path, fmt: str, edn: bool, out: Path | No
     if out is None:
         import sys
 
-        write_jepsen(table, sys.stdout, edn=edn, scenario=scenario)
+        write_jepsen(table, sys.stdout, edn=edn, scenario=scenario, faults=faults)
         return
     partial = out.with_name(out.name + ".partial")
     try:
         with partial.open("w", encoding="utf-8") as handle:
-            count = write_jepsen(table, handle, edn=edn, scenario=scenario)
+            count = write_jepsen(table, handle, edn=edn, scenario=scenario, faults=faults)
         partial.replace(out)
     except OSError as exc:
         partial.unlink(missing_ok=True)
@@ -351,13 +381,14 @@ def export(ctx: click.Context, source: Path, fmt: str, edn: bool, out: Path | No
 @click.option("--preset", default="classroom", show_default=True, metavar="NAME|FILE",
               help="classroom, quick, full, or a TOML file of your own.")
 @out_option
+@overwrite_option
 @click.option("--open", "open_report", is_flag=True, help="Open the HTML report when done.")
 @budget_option
 @repeat_option
 @click.option("--json", "as_json", is_flag=True, help="Print results.json instead of the table.")
 @assert_safe_option
 @click.pass_obj
-def demo(settings: Settings, preset: str, out: str | None, open_report: bool,
+def demo(settings: Settings, preset: str, out: str | None, overwrite: bool, open_report: bool,
          budget: float | None, as_json: bool, assert_safe: bool,
          repeat: int | None) -> None:
     """The whole answer in one command: run a preset matrix and write the HTML report.
@@ -372,6 +403,7 @@ def demo(settings: Settings, preset: str, out: str | None, open_report: bool,
       racelab demo --preset quick --open   # about five seconds, then open the report
       racelab demo --preset my-grid.toml --budget 300
       racelab demo --preset quick --repeat 5  # how often each cell races, k of 5
+      racelab demo --preset quick --out runs/quick --overwrite  # replace an earlier run
     """
     from scenarios.run.presets import load_preset
 
@@ -379,7 +411,7 @@ def demo(settings: Settings, preset: str, out: str | None, open_report: bool,
     run_demo_command(settings, loaded.cells, preset=loaded.name,
                      nominal_budget_s=loaded.budget_s, budget=budget, out=out,
                      open_report=open_report, as_json=as_json, assert_safe=assert_safe,
-                     repeat=repeat, interpreters=loaded.interpreters)
+                     repeat=repeat, interpreters=loaded.interpreters, overwrite=overwrite)
 
 
 @main.command()
@@ -393,6 +425,7 @@ def demo(settings: Settings, preset: str, out: str | None, open_report: bool,
 @spec_options(only=("scenario", "work_us", "stock"))
 @fault_option
 @out_option
+@overwrite_option
 @click.option("--open", "open_report", is_flag=True, help="Open the HTML report when done.")
 @budget_option
 @repeat_option
@@ -400,8 +433,8 @@ def demo(settings: Settings, preset: str, out: str | None, open_report: bool,
 @assert_safe_option
 @click.pass_obj
 def matrix(settings: Settings, modes: list[str], stores: list[str], windows: list[str],
-           out: str | None, open_report: bool, budget: float | None, as_json: bool,
-           assert_safe: bool, repeat: int | None, **sizes: Any) -> None:
+           out: str | None, overwrite: bool, open_report: bool, budget: float | None,
+           as_json: bool, assert_safe: bool, repeat: int | None, **sizes: Any) -> None:
     """Run your own grid of modes x stores x windows and write the report.
 
     Windows apply to the global and lock stores; other stores run once per mode.
@@ -425,7 +458,7 @@ def matrix(settings: Settings, modes: list[str], stores: list[str], windows: lis
     nominal = 3 + sum(0.4 + cell.requests / 1200 for cell in cells)
     run_demo_command(settings, cells, preset="matrix", nominal_budget_s=nominal,
                       budget=budget, out=out, open_report=open_report, as_json=as_json,
-                      assert_safe=assert_safe, repeat=repeat)
+                      assert_safe=assert_safe, repeat=repeat, overwrite=overwrite)
 
 
 @main.command()

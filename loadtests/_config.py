@@ -53,7 +53,7 @@ OPTIONS = (
             "of sticking to the first to accept."),
     _Option("hold", int, HOLD,
             "Operations held in memory (about 500 bytes each) before the oldest are written "
-            "to the history; the rest are written when the test stops."),
+            "to the history; every quarter second, and at the stop, all are written."),
     _Option("operations", str, "",
             "The operations as JSON (scenarios.operation); default: GET /incr, json:value."),
     _Option("tabs", int, 1,

@@ -15,15 +15,18 @@ recorded as ``info`` "interrupted"; a second interrupt ends them at once.
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import shutil
 import signal
+import socket
 import time
 from pathlib import Path
 from typing import Any
 
 import gevent
 
+from demo_server.basics.files import write_text
 from loadtests._budget import Budget
 from loadtests._config import SwarmConfig
 from loadtests._connection import Connection
@@ -41,13 +44,21 @@ _QUIT_RECORD_S = 1.0  # at quitting: how long ended requests get to be recorded
 _JOIN_WAIT_S = 0.05  # after spawning: how long round 0 waits for users still connecting
 
 
-def write_progress(path: str, rows: int, stats: Any) -> None:
-    """Write the progress file the runner polls (atomically)."""
-    tmp = f"{path}.tmp"
-    with open(tmp, "w", encoding="utf-8") as out:
-        out.write(f'{{"rows": {rows}, "locust_requests": {stats.num_requests}, '
-                  f'"locust_failures": {stats.num_failures}}}')
-    os.replace(tmp, path)
+def write_progress(path: str, rows: int, stats: Any,
+                   lost: list[dict[str, Any]] | None = None) -> None:
+    """Write the progress file the runner polls (atomically).
+
+    Args:
+        path: the file.
+        rows: operations in the history files so far (not merely held in memory).
+        stats: Locust's total statistics.
+        lost: load generators that died (``{"t_ns", "detail", "rows"}``), if any.
+    """
+    doc = {"rows": rows, "locust_requests": stats.num_requests,
+           "locust_failures": stats.num_failures}
+    if lost:
+        doc["lost"] = lost
+    write_text(path, json.dumps(doc))
 
 
 class LoadProcess:
@@ -267,12 +278,15 @@ class LoadProcess:
         if not path:
             return
         while True:
-            write_progress(path, self.recorder.recorded, self.environment.runner.stats.total)
+            write_progress(path, self.recorder.persist(), self.environment.runner.stats.total)
             gevent.sleep(PROGRESS_EVERY)
 
     def _progress_to_master(self) -> None:
+        """Tell the master, four times a second, the rows in this worker's file and who it is
+        (host and pid: a master on the same host sees at once if this process dies)."""
+        me = {"host": socket.gethostname(), "pid": os.getpid()}
         while self.recorder.recording:
-            self._send("racelab_progress", {"rows": self.recorder.recorded})
+            self._send("racelab_progress", {"rows": self.recorder.persist(), **me})
             gevent.sleep(PROGRESS_EVERY)
 
     def _watchdog(self) -> None:

@@ -5,10 +5,13 @@ While the load runs, a swarm user only appends each operation to
 about 500 bytes). ``settle`` turns held operations into history rows:
 it reads the value (``scenarios.operation.read_value``), the server's facts
 (response headers, else the JSON body), and maps the status to an outcome.
-That happens when the test stops, or 8,192 at a time once ``hold`` operations
-are held, the way Jepsen keeps its history in memory. An answer that turns out
-unusable is then counted as a Locust failure, before Locust reports its final
-statistics, so the history and Locust's counts agree.
+That happens every quarter of a second (``persist``, called by the process's
+progress loop, which reports only rows already in the file), when the test
+stops, or 8,192 at a time once ``hold`` operations are held. What ``persist``
+wrote is in the file, where it outlives a load generator killed outright
+(SIGKILL): the runner merges it. An answer that turns out unusable is counted
+as a Locust failure, before Locust reports its final statistics, so the
+history and Locust's counts agree.
 
 Held entries are tuples ``(connection, operation index, invoke ns, complete
 ns, status, head, body, burst)``; for an operation without an answer, status
@@ -23,6 +26,7 @@ import json
 from pathlib import Path
 from typing import Any
 
+from demo_server.basics.files import write_text
 from loadtests._config import HOLD
 from loadtests.framing import header_value
 from loadtests.history import COLUMNS, HistoryWriter
@@ -143,18 +147,25 @@ class Recorder:
     def recording(self) -> bool:
         return self.writer is not None
 
-    @property
-    def recorded(self) -> int:
-        """Operations recorded so far (written or still held)."""
-        writer = self.writer
-        return 0 if writer is None else writer.count + len(self.held)
-
     def open(self, path: Path, hold: int) -> None:
         path.parent.mkdir(parents=True, exist_ok=True)
         self.writer = RowWriter(path, flush_every=4096)
         self.path = path
         self.held = []
         self.hold = max(1, hold)
+
+    def persist(self) -> int:
+        """Write every held operation and hand the file its rows; the rows written so far.
+
+        Rows handed to the file survive this process being killed outright: the
+        runner merges them (``loadtests.runner``).
+        """
+        writer = self.writer
+        if writer is None:
+            return self.rows
+        self.settle(len(self.held))
+        writer.flush()
+        return writer.count
 
     def add(self, entry: tuple[Any, ...]) -> None:
         """Hold one operation (see the module docstring); write the oldest past the hold."""
@@ -225,11 +236,11 @@ class Recorder:
         if not sent or self.path is None:
             return None
         path = self.path.parent / f"bursts-{process}.csv"
-        with path.open("w", encoding="utf-8") as out:
-            out.write(",".join(BURST_COLUMNS) + "\n")
-            for burst in sorted(sent):
-                count, first, last = sent[burst]
-                out.write(f"{burst},{process},{count},{first},{last}\n")
+        lines = [",".join(BURST_COLUMNS)]
+        for burst in sorted(sent):
+            count, first, last = sent[burst]
+            lines.append(f"{burst},{process},{count},{first},{last}")
+        write_text(path, "\n".join(lines) + "\n")
         return path
 
 

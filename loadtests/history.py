@@ -8,6 +8,7 @@ from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any
 
+from demo_server.basics.files import open_new
 from reports.history.columns import COLUMNS
 
 __all__ = ["COLUMNS", "HistoryWriter"]
@@ -23,7 +24,7 @@ class HistoryWriter:
 
     def __init__(self, path: Path | str, flush_every: int = 2048) -> None:
         self.path = Path(path)
-        self._file = self.path.open("w", encoding="utf-8", newline="")
+        self._file = open_new(self.path, newline="")
         self._writer = csv.writer(self._file, lineterminator="\n")
         self._writer.writerow(COLUMNS)
         self._rows: list[tuple[Any, ...]] = []

@@ -26,6 +26,14 @@ the files; it never skips merging what was recorded. Then ``run_swarm`` raises
 ``SwarmInterrupted`` (a ``KeyboardInterrupt`` carrying the complete
 ``SwarmResult`` and the exit code 128 + signal number: 130, 143, 129), or with
 ``raise_on_signal=False`` returns that result with ``interrupted`` set.
+
+A load generator that dies (a Locust worker, or the one Locust process, killed
+or crashed) is noticed within a fraction of a second on this host: the master
+stops the others as on an interrupt, and the rows every process had written to
+its history file, the dead one's included, are merged. ``SwarmResult.lost``
+names each; the swarm is then incomplete, never "ok". Each process hands its
+rows to its file every quarter second, so what a killed process loses is its
+last fraction of a second and its requests in flight.
 """
 
 from __future__ import annotations
@@ -49,6 +57,7 @@ from urllib.parse import urlsplit
 
 from demo_server.basics import defaults, exits, interrupts
 from demo_server.basics.errors import RacelabError
+from demo_server.basics.files import new_dir, open_new, write_text
 from demo_server.basics.procs import ProcessGroup, Zygote, free_port, spawn_to_files, stop_groups
 from loadtests._config import to_env
 from loadtests.framing import MAX_BODY
@@ -226,6 +235,9 @@ class SwarmResult:
         phases: seconds from the start to each step: ``load`` (Locust's first
             progress report), ``exited`` (the master ended), ``stopped`` (every
             process gone), ``merged`` (the history written).
+        lost: the load generators that died during the swarm, each
+            ``{"t_ns", "detail"}`` (``t_ns`` on the history's monotonic clock);
+            the history then lacks their last rows and their requests in flight.
     """
 
     history: Path
@@ -240,6 +252,7 @@ class SwarmResult:
     interrupted: str | None = None
     signals: tuple[str, ...] = ()
     phases: dict[str, float] = dataclasses.field(default_factory=dict)
+    lost: tuple[dict[str, Any], ...] = ()
 
     @property
     def signal_exit_code(self) -> int | None:
@@ -396,15 +409,9 @@ def run_swarm(
             its ``result`` is complete.
     """
     run_dir = Path(run_dir).resolve()  # Locust runs with this as its working directory
-    locust_dir = run_dir / "locust"
-    locust_dir.mkdir(parents=True, exist_ok=True)
-    parts_dir, scratch_dir = locust_dir / "parts", locust_dir / "scratch"
-    for directory in (parts_dir, scratch_dir):
-        if directory.exists():
-            shutil.rmtree(directory)
-    parts_dir.mkdir()
+    locust_dir = new_dir(run_dir / "locust")  # this swarm's files alone, never through a link
+    parts_dir, scratch_dir = new_dir(locust_dir / "parts"), locust_dir / "scratch"
     progress_file = locust_dir / "progress.json"
-    progress_file.unlink(missing_ok=True)
     burst = spec.burst if burst_user is None else burst_user
     user_class = "BurstUser" if burst else "IncrUser"
     bind_host, _, bind_port = spec.master_bind.rpartition(":")
@@ -431,6 +438,7 @@ def run_swarm(
             timed_out = _wait(master.popen, spec, start, progress, progress_file, stops,
                               phases)
             phases["exited"] = time.monotonic() - start
+            lost = _lost(master.popen, progress_file, timed_out)
         finally:
             # Always: on success (stragglers), timeout, error or signal.
             # Each Locust process's whole tree: SIGTERM first (Locust then saves
@@ -438,7 +446,7 @@ def run_swarm(
             stop_groups(procs, grace=5.0, raise_leftovers=False)
         elapsed = phases["stopped"] = time.monotonic() - start
         parts = _parts(parts_dir, scratch_dir)
-        if not parts and not (timed_out or stops.received):
+        if not parts and not (timed_out or stops.received or lost):
             tail = "\n".join(log_path.read_text(errors="replace").splitlines()[-15:])
             raise SwarmError(f"Locust recorded nothing (exit code {master.popen.returncode}); "
                              f"last lines of {log_path}:\n{tail}")
@@ -460,6 +468,7 @@ def run_swarm(
         interrupted=stops.received[0] if stops.received else None,
         signals=tuple(stops.received),
         phases={k: round(v, 3) for k, v in phases.items()},
+        lost=tuple(lost),
     )
     if result.interrupted is not None and raise_on_signal:
         raise SwarmInterrupted(result)
@@ -501,6 +510,29 @@ def _wait(master: subprocess.Popen[bytes], spec: SwarmSpec, start: float,
     return False
 
 
+def _lost(master: subprocess.Popen[bytes], progress_file: Path,
+          timed_out: bool) -> list[dict[str, Any]]:
+    """The load generators that died: those the master named, and the master itself when a
+    signal it was not sent ended it (the runner only ever sends it ``_INTERRUPT_SIGNAL``)."""
+    lost: list[dict[str, Any]] = []
+    try:
+        named = json.loads(progress_file.read_text(encoding="utf-8")).get("lost")
+    except (OSError, ValueError, AttributeError):
+        named = None
+    if isinstance(named, list):
+        lost += [e for e in named if isinstance(e, dict) and isinstance(e.get("detail"), str)]
+    code = master.returncode
+    if code is not None and code < 0 and not timed_out:
+        try:
+            name = signal.Signals(-code).name
+        except ValueError:
+            name = f"signal {-code}"
+        lost.append({"t_ns": time.monotonic_ns(),
+                     "detail": f"the Locust process {master.pid} was killed by {name} "
+                               "during the swarm"})
+    return lost
+
+
 def _parts(parts_dir: Path, scratch_dir: Path) -> list[Path]:
     """The per-process files to merge: the master's, else what a worker left in scratch.
 
@@ -516,9 +548,17 @@ def _parts(parts_dir: Path, scratch_dir: Path) -> list[Path]:
     return list(found.values())
 
 
+def _whole_lines(handle: Iterator[str]) -> Iterator[str]:
+    """The lines of a file that end in a newline: a process killed while it wrote leaves a
+    last line without one, which is dropped rather than read as a row."""
+    for line in handle:
+        if line.endswith("\n"):
+            yield line
+
+
 def _rows(path: Path) -> Iterator[tuple[int, list[str]]]:
     with path.open(encoding="utf-8", newline="") as handle:
-        reader = csv.reader(handle)
+        reader = csv.reader(_whole_lines(handle))
         header = next(reader, None)
         if header is None:
             return
@@ -542,7 +582,7 @@ def merge_histories(parts: list[Path], out: Path) -> int:
     """
     loaded = [sorted(_rows(p), key=lambda item: item[0]) for p in parts]
     count = 0
-    with out.open("w", encoding="utf-8", newline="") as handle:
+    with open_new(out, newline="") as handle:
         writer = csv.writer(handle, lineterminator="\n")
         writer.writerow(COLUMNS)
         for _, row in heapq.merge(*loaded, key=lambda item: item[0]):
@@ -575,7 +615,7 @@ def merge_bursts(parts: list[Path], out: Path) -> list[dict[str, int]]:
                 entry[2] = max(entry[2], last)
     if not parts:
         return []
-    out.write_text(header + "".join(f"{line}\n" for line in lines), encoding="utf-8")
+    write_text(out, header + "".join(f"{line}\n" for line in lines))
     return [
         {"round": burst, "requests": entry[0], "client_ns": entry[2] - entry[1]}
         for burst, entry in sorted(rounds.items())

@@ -6,6 +6,7 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import psutil
@@ -25,3 +26,12 @@ def racelab(*args: str, cwd: Path) -> subprocess.Popen[bytes]:
 def descendants(pid: int) -> list[psutil.Process]:
     """The live processes ``pid`` started, at any depth (``pid`` itself left out)."""
     return [p for p in tree(pid) if p.pid != pid]
+
+
+def watch(proc: subprocess.Popen[bytes], seconds: float,
+          seen: dict[int, psutil.Process]) -> None:
+    """Note in ``seen`` every process ``proc`` starts, for ``seconds`` or until it ends."""
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline and proc.poll() is None:
+        seen.update({c.pid: c for c in descendants(proc.pid)})
+        time.sleep(0.02)

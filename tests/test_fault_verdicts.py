@@ -17,7 +17,7 @@ from pathlib import Path
 
 import psutil
 import pytest
-from cli_tools import descendants, racelab
+from cli_tools import racelab, watch
 
 from demo_server.basics.procs import live
 
@@ -97,10 +97,7 @@ def test_fifty_random_interrupts_leave_nothing_and_no_false_verdict(tmp_path: Pa
                         "--duration", "20", "--processes", str(rng.choice((1, 2))),
                         "--out", str(run), cwd=tmp_path)
         seen: dict[int, psutil.Process] = {}
-        deadline = time.monotonic() + rng.uniform(0.5, 5.0)
-        while time.monotonic() < deadline and proc.poll() is None:
-            seen.update({c.pid: c for c in descendants(proc.pid)})
-            time.sleep(0.05)
+        watch(proc, rng.uniform(0.5, 5.0), seen)
         proc.send_signal(signum)
         out, err = proc.communicate(timeout=120)
         label = (attempt, mode, signal.Signals(signum).name)

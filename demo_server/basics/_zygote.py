@@ -54,7 +54,8 @@ def _fork_and_wait() -> tuple[Callable[[], int], Callable[[int, int], tuple[int,
 
 def _redirect(fd: int, target: Any) -> None:
     path, mode = target
-    flags = os.O_WRONLY | os.O_CREAT | (os.O_APPEND if mode == "a" else os.O_TRUNC)
+    flags = (os.O_WRONLY | os.O_CREAT | getattr(os, "O_NOFOLLOW", 0)  # never through a link
+             | (os.O_APPEND if mode == "a" else os.O_TRUNC))
     opened = os.open(path, flags, 0o644)
     os.dup2(opened, fd)
     os.close(opened)

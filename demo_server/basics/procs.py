@@ -33,6 +33,7 @@ from typing import IO, Any
 import psutil
 
 from demo_server.basics.errors import BadHost, LeftoverProcesses, PortInUse
+from demo_server.basics.files import open_new
 
 __all__ = [
     "ProcessGroup",
@@ -259,7 +260,7 @@ def spawn(
         argv: the command.
         name: a short name for messages.
         log_path: append stdout and stderr to this file (unless ``stdout`` is given,
-            then only stderr goes there).
+            then only stderr goes there); a link there is replaced, never followed.
         env: the whole environment (default: this process's).
         cwd: working directory.
         stdout: where stdout goes instead (e.g. ``subprocess.PIPE``).
@@ -268,7 +269,7 @@ def spawn(
     Returns:
         The started group.
     """
-    log = log_path.open("ab") if log_path is not None else None
+    log = open_new(log_path, "wb", append=True) if log_path is not None else None
     out: int | IO[bytes] | None = stdout if stdout is not None else (
         log if log is not None else subprocess.DEVNULL)
     err: int | IO[bytes] | None = (
@@ -386,10 +387,10 @@ def spawn_to_files(
         cwd: its working directory.
         append: append to those files instead of truncating them.
     """
-    mode = "ab" if append else "wb"
     with contextlib.ExitStack() as files:
-        out = files.enter_context(Path(stdout).open(mode))
-        err = None if stderr is None else files.enter_context(Path(stderr).open(mode))
+        out = files.enter_context(open_new(stdout, "wb", append=append))
+        err = None if stderr is None else files.enter_context(
+            open_new(stderr, "wb", append=append))
         proc = subprocess.Popen(
             list(argv), stdout=out, stderr=subprocess.STDOUT if err is None else err,
             stdin=subprocess.DEVNULL, env=dict(env) if env is not None else None,

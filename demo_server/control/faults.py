@@ -16,7 +16,11 @@ store's manager, or a private Redis / PostgreSQL / memcached of
 stopped after it; every fault it performs is an event in the supervisor's list
 (kinds ``fault:kill-worker``, ``fault:stop-store``, ``fault:restart-store``,
 ``fault:pause-store``, ``fault:resume-store``; ``info:fault-skipped`` for one that
-never came due, ``fault-error`` for one that could not be performed). Stopping
+never came due, ``fault-error`` for one that could not be performed). A
+``fault:restart-store`` says whether the store came back empty (``"state":
+"lost"``: the manager, a private Redis or memcached) or with its data
+(``"kept"``: PostgreSQL): numbers handed out again after an empty restart are the
+restart's doing, so the analysis never calls them a race. Stopping
 it early undoes what is still in effect: a paused store is resumed, a stopped
 one restarted.
 """
@@ -261,9 +265,12 @@ class FaultScheduler(StartStop["FaultScheduler"]):
             service.restart()
         finally:
             self.supervisor.expect_up(service.name)
+        state = "kept" if service.keeps_state else "lost"
+        emptied = "" if service.keeps_state else " with none of its earlier state"
         self._record("fault:restart-store", fault,
-                     f"the {service.name} process runs again (pid {service.group.pid}){when}",
-                     service=service.name, pid=service.group.pid)
+                     f"the {service.name} process runs again (pid {service.group.pid})"
+                     f"{emptied}{when}", service=service.name, pid=service.group.pid,
+                     state=state)
 
     def _kill_worker(self, fault: FaultSpec) -> None:
         workers = self.supervisor.workers(0)

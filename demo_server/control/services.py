@@ -116,6 +116,9 @@ class Service:
     argv: tuple[str, ...] = ()
     user: str | None = None
     ready_timeout: float = 30.0
+    #: whether a restart finds the data again (PostgreSQL's files) or starts empty
+    #: (Redis without persistence, memcached)
+    keeps_state: bool = False
 
     @property
     def popen(self) -> subprocess.Popen[bytes]:
@@ -231,11 +234,12 @@ class PrivateServices(StartStop[Any]):
     def _spawn(
         self, name: str, argv: list[str], directory: Path, port: int, address: str,
         user: str | None = None, stop_signal: int = signal.SIGTERM,
+        keeps_state: bool = False,
     ) -> Service:
         log_path = directory / f"{name}.log"
         group = spawn(argv, name, log_path=log_path, cwd=directory, **_as_user(user))
         service = Service(name, address, port, directory, group, log_path, stop_signal,
-                          tuple(argv), user, self.ready_timeout)
+                          tuple(argv), user, self.ready_timeout, keeps_state)
         _wait_started(service)
         _RUNNING[("127.0.0.1", port)] = service
         return service
@@ -305,7 +309,7 @@ class PrivateServices(StartStop[Any]):
         return self._spawn(
             "postgres", argv, directory, port,
             f"postgresql://postgres@127.0.0.1:{port}/postgres", user=user,
-            stop_signal=signal.SIGINT,
+            stop_signal=signal.SIGINT, keeps_state=True,
         )
 
 

@@ -17,6 +17,7 @@ from typing import Any, Protocol
 from demo_server.basics._context import StartStop
 from demo_server.basics.client import get_json, probe_until
 from demo_server.basics.errors import ServerNotReady, TargetError
+from demo_server.basics.files import fresh_file
 from demo_server.basics.procs import (
     ProcessGroup,
     Zygote,
@@ -58,6 +59,8 @@ class OwnedService(Protocol):
 
     name: str
     group: ProcessGroup
+    #: True when a restart finds the store's data again; False when it starts empty
+    keeps_state: bool
 
     def alive(self) -> bool: ...
 
@@ -70,10 +73,11 @@ class _Manager:
     """The ``manager`` store's counter manager process (``demo_server.served._manager``)."""
 
     name = "manager"
+    keeps_state = False  # a restarted manager holds a fresh, empty counter
 
     def __init__(self, run_dir: Path) -> None:
         self.authkey = secrets.token_hex(16)
-        self.log_path = run_dir / "manager.log"
+        self.log_path = fresh_file(run_dir / "manager.log")  # a restart appends to it
         self.port = 0
         self.group: ProcessGroup = self._spawn()
 
@@ -444,7 +448,7 @@ class Supervisor(StartStop["Supervisor"]):
         env["PYTHONPATH"] = os.pathsep.join(
             p for p in (*paths, env.get("PYTHONPATH", "")) if p
         )
-        log_path = self.run_dir / f"{name}.log"
+        log_path = fresh_file(self.run_dir / f"{name}.log")  # this run's log alone
         if self.zygotes is not None and self.target is None:
             zygote = self.zygotes.for_mode(self.spec.instance_spec().mode)
             return zygote.spawn(argv, name, log_path, env=env, append=True)

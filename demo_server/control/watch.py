@@ -14,8 +14,9 @@ An event is a plain dict::
 ``t_ns`` is ``time.monotonic_ns()`` (the clock of the history's invoke and
 complete times, on the same machine), ``wall`` is ``time.time()``. Kinds:
 ``worker-died``, ``worker-replaced``, ``server-exited``, ``instance-unreachable``,
-``info:instance-reachable``, ``service-died``, ``watch-error``, and ``fault:<name>``
-for injected faults. A kind starting with ``info:`` is not a fault (the report and
+``info:instance-reachable``, ``service-died``, ``watch-error``, ``fault:<name>``
+for injected faults, and ``load-generator-died`` (recorded by the experiment when a
+Locust process died during the swarm). A kind starting with ``info:`` is not a fault (the report and
 the verdict leave those out).
 """
 
@@ -31,6 +32,7 @@ from typing import Any
 
 import psutil
 
+from demo_server.basics.files import write_text
 from demo_server.basics.procs import ProcessGroup, live, reachable
 
 __all__ = ["EVENTS_SCHEMA", "EventLog", "ServerWatch", "ServiceWatch", "Watcher"]
@@ -64,7 +66,7 @@ class EventLog:
         """Write ``{"schema", "origin_ns", "origin_wall", "events"}`` as JSON to ``path``."""
         doc = {"schema": EVENTS_SCHEMA, "origin_ns": self.origin_ns,
                "origin_wall": self.origin_wall, "events": self.events()}
-        path.write_text(json.dumps(doc, indent=2), encoding="utf-8")
+        write_text(path, json.dumps(doc, indent=2))
 
 
 @dataclass

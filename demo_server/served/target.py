@@ -26,6 +26,7 @@ from pathlib import Path
 from typing import Any
 
 from demo_server.basics.errors import TargetError
+from demo_server.basics.files import write_text
 from demo_server.served.stamp import StampMiddleware, WSGIApp
 
 __all__ = [
@@ -200,7 +201,7 @@ def stamped_app_from_env() -> WSGIApp:
     except TargetError as exc:
         errors = os.environ.get(ENV_ERRORS)
         if errors:
-            Path(errors).write_text(str(exc) + "\n", encoding="utf-8")
+            write_text(errors, str(exc) + "\n")
         raise
     identity = {"target": parse_target(text).label, "mode": os.environ.get("RACELAB_MODE", "")}
     return StampMiddleware(app, identity)

@@ -71,7 +71,8 @@ def refuse_unknown_ops(table: HistoryTable, scenario: str) -> None:
 
 
 def check_file(path: Path | str, fmt: str | None = None, *, final: Any = None,
-               scenario: str = "counter", per_process: bool = False) -> Verdict:
+               scenario: str = "counter", per_process: bool = False,
+               server_problem: str | None = None, reset: str | None = None) -> Verdict:
     """Read a history file in any format and check it.
 
     Args:
@@ -81,6 +82,9 @@ def check_file(path: Path | str, fmt: str | None = None, *, final: Any = None,
         scenario: which checkers run on racelab histories; a Jepsen history's
             ``:f`` values choose its checkers.
         per_process: each server process keeps its own state, unless ``final`` says.
+        server_problem: what makes the run at best unknown (its faults, a cut-short
+            run; ``reports.analysis.results.run_context``), or None.
+        reset: what emptied the store during the run, or None (see ``check_history``).
 
     Returns:
         The verdict.
@@ -95,8 +99,10 @@ def check_file(path: Path | str, fmt: str | None = None, *, final: Any = None,
     fmt = fmt or found
     if fmt.startswith("jepsen-"):
         ops = read_jepsen(path, fmt.removeprefix("jepsen-"))
-        return check_jepsen(ops, final, per_process=per_process)
+        return check_jepsen(ops, final, per_process=per_process,
+                            server_problem=server_problem, reset=reset)
     # Only what the checkers read is kept in memory; every column is still checked.
     table = read_history(path, columns_for(scenario))
     refuse_unknown_ops(table, scenario)
-    return check_history(table, final=final, scenario=scenario, per_process=per_process)
+    return check_history(table, final=final, scenario=scenario, per_process=per_process,
+                         server_problem=server_problem, reset=reset)

@@ -10,6 +10,7 @@ checkers (``reports.history.checkers.register``) the first time it is checked.
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Mapping
 from typing import Any
 
@@ -83,6 +84,7 @@ def check_history(
     server_problem: str | None = None,
     *,
     per_process: bool = False,
+    reset: str | None = None,
 ) -> Verdict:
     """Run the scenario's checkers and compose their verdicts (no > unknown > yes).
 
@@ -93,6 +95,9 @@ def check_history(
         server_problem: what went wrong with the server during the swarm (e.g. it
             died); the verdict is then at best unknown, with this as reason.
         per_process: each server process keeps its own state, unless ``final`` says.
+        reset: what emptied the store during the run (a restart of a store that keeps
+            nothing); repeated values are then no evidence, and a verdict that would
+            be a race is unknown with this as reason, its witnesses kept.
 
     Returns:
         The composed verdict, named after the checkers joined with ``+``.
@@ -119,5 +124,8 @@ def check_history(
             f"{unknown:,} of {len(table):,} operations ({100 * unknown / len(table):.1f}%) "
             f"have an unknown outcome, more than the {100 * MAX_UNKNOWN_SHARE:.0f}% a safe "
             "verdict allows: what they did cannot be checked")))
-    return compose(verdicts, checker="+".join(names))
+    verdict = compose(verdicts, checker="+".join(names))
+    if reset and verdict.valid == "no":
+        return dataclasses.replace(verdict, valid="unknown", reason=f"server: {reset}")
+    return verdict
 

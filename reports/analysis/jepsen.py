@@ -23,6 +23,12 @@ or when its next row starts before its last one completed. The ``:f`` mapping:
   the id handed out (Jepsen's unique-ids workload).
 - any other op keeps its name as ``:f``, its completion's ``:value`` the value.
 
+The run's faults (its ``events.json``: a worker killed, a store stopped or
+restarted, a load generator dead) become ``:nemesis`` ops, ``:type :info``,
+``:f`` the fault's kind (``:kill-worker``, ``:restart-store``...), ``:value`` what
+happened, at their time among the client ops; a store restart says whether the
+store came back empty (``:state :lost``) or not (``:kept``).
+
 Completions carry what racelab knows besides: ``:op-id``, ``:server-pid``,
 ``:server-tid``, ``:server-arrival-ns`` and ``:server-departure-ns`` (on the
 same time scale as ``:time``), ``:node`` (the URL), ``:burst``, ``:status``,
@@ -34,7 +40,10 @@ values, as elle-cli reads) or EDN (one op map per line, or a vector). Ops of a
 process that is not an integer (the nemesis) are skipped. An invocation never
 completed is indeterminate, like ``:info``.
 
-**Checks** (``check_jepsen``): ``:generate`` ops go to the ``ids`` scenario's
+**Checks** (``check_jepsen``): a history with nemesis ops met faults, as Jepsen
+marks it wherever it is analysed: its verdict is at best unknown, naming them,
+and after a ``:restart-store`` that did not keep the store (``:state`` other
+than ``:kept``) repeated values are no race. ``:generate`` ops go to the ``ids`` scenario's
 checkers, with Jepsen's unique-ids counts beside (attempted, acknowledged,
 duplicated, range); ``:add`` and
 ``:read`` go to the counter checker: racelab's own (duplicates, skips, lost
@@ -47,7 +56,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import IO, Any
 
@@ -67,11 +76,13 @@ from reports.history.verdict import Verdict, Witness, compose
 
 __all__ = [
     "JEPSEN_F",
+    "NEMESIS",
     "Pair",
     "check_jepsen",
     "export_ops",
     "jepsen_counter",
     "jepsen_unique_ids",
+    "nemesis_problems",
     "pair_ops",
     "read_jepsen",
     "table_from_pairs",
@@ -82,7 +93,8 @@ __all__ = [
 JEPSEN_F = {"incr": "add", "read": "read"}
 _TYPES = ("ok", "fail", "info")  # outcome codes OK, FAIL, INFO
 _COMPLETIONS = frozenset(_TYPES)
-_KEYWORDS = frozenset({"type", "f"})
+_KEYWORDS = frozenset({"type", "f", "process", "state"})
+NEMESIS = "nemesis"  #: the ``:process`` of fault ops
 _DUPLICATES_SHOWN = 48  # Jepsen's unique-ids shows at most this many duplicated ids
 WITNESSES = 3
 
@@ -123,18 +135,39 @@ def _processes(table: HistoryTable, end: int) -> np.ndarray:
     return process
 
 
-def export_ops(table: HistoryTable, scenario: str = "counter") -> Iterator[list[tuple[str, Any]]]:
+def _nemesis_ops(faults: Sequence[Mapping[str, Any]], start: int
+                 ) -> list[tuple[int, list[tuple[str, Any]]]]:
+    """The run's faults as nemesis ops (without ``index``), each with its time."""
+    ops = []
+    for event in faults:
+        t_ns = event.get("t_ns")
+        time_ns = max(0, int(t_ns) - start) if isinstance(t_ns, int) else 0
+        kind = str(event.get("kind") or "fault").removeprefix("fault:")
+        op: list[tuple[str, Any]] = [("time", time_ns), ("type", "info"),
+                                     ("process", NEMESIS), ("f", kind),
+                                     ("value", str(event.get("detail") or ""))]
+        if kind == "restart-store":
+            op.append(("state", str(event.get("state") or "lost")))
+        ops.append((time_ns, op))
+    return sorted(ops, key=lambda item: item[0])
+
+
+def export_ops(table: HistoryTable, scenario: str = "counter",
+               faults: Sequence[Mapping[str, Any]] = ()) -> Iterator[list[tuple[str, Any]]]:
     """The history as Jepsen ops, in index order; each op is a list of (key, value) pairs.
 
     Args:
         table: a racelab history.
         scenario: ``ids`` maps every op to ``:generate``; others map by op name.
+        faults: the run's fault events (``t_ns``, ``kind``, ``detail``), as nemesis ops.
 
     Yields:
-        Two ops per row (invocation, completion), ``index`` dense from 0.
+        Two ops per row (invocation, completion) and one per fault, ``index`` dense from 0.
     """
     n = len(table)
     if n == 0:
+        for index, (_, fault) in enumerate(_nemesis_ops(faults, 0)):
+            yield [("index", index), *fault]
         return
     start = int(table.invoke_ns.min())
     end = int(max(table.invoke_ns.max(), table.complete_ns[table.complete_known].max()
@@ -165,7 +198,13 @@ def export_ops(table: HistoryTable, scenario: str = "counter") -> Iterator[list[
     assert table.status is not None and table.status_known is not None
     status, status_known = table.status.tolist(), table.status_known.tolist()
     time_list, kind_list, row_list = times.tolist(), kinds.tolist(), rows.tolist()
-    for index, e in enumerate(events.tolist()):
+    nemesis = _nemesis_ops(faults, start)
+    index = -1
+    for e in events.tolist():
+        while nemesis and nemesis[0][0] <= time_list[e]:
+            index += 1
+            yield [("index", index), *nemesis.pop(0)[1]]
+        index += 1
         i = row_list[e]
         f = fs[columns["op"][i]]
         add = f == "add"
@@ -199,10 +238,13 @@ def export_ops(table: HistoryTable, scenario: str = "counter") -> Iterator[list[
         if not columns["known"][i]:
             op.append(("time-unknown", True))
         yield op
+    for _, rest in nemesis:
+        index += 1
+        yield [("index", index), *rest]
 
 
 def write_jepsen(table: HistoryTable, out: IO[str], *, edn: bool = False,
-                 scenario: str = "counter") -> int:
+                 scenario: str = "counter", faults: Sequence[Mapping[str, Any]] = ()) -> int:
     """Write the history as a Jepsen history: a JSON array, or EDN one op per line.
 
     Args:
@@ -210,14 +252,15 @@ def write_jepsen(table: HistoryTable, out: IO[str], *, edn: bool = False,
         out: a text stream.
         edn: EDN (Jepsen's ``history.edn`` layout) instead of JSON.
         scenario: see ``export_ops``.
+        faults: the run's fault events, written as nemesis ops (see ``export_ops``).
 
     Returns:
-        The number of ops written (twice the rows).
+        The number of ops written (twice the rows, and one per fault).
     """
     count = 0
     if not edn:
         out.write("[")
-    for op in export_ops(table, scenario):
+    for op in export_ops(table, scenario, faults):
         if edn:
             out.write(dumps_op(op, _KEYWORDS) + "\n")
         else:
@@ -578,14 +621,39 @@ def _unique_ids_verdict(pairs: list[Pair], final: Any, per_process: bool) -> Ver
     return dataclasses.replace(verdict, counts=counts)
 
 
+def nemesis_problems(ops: Sequence[Mapping[str, Any]]) -> tuple[str | None, str | None]:
+    """What a history's nemesis ops (a ``:process`` that is not an integer) say: the faults
+    it met, and the restarts that emptied the store; each one sentence, or None."""
+    faults = [op for op in ops if not isinstance(op.get("process"), int)
+              or isinstance(op.get("process"), bool)]
+    faults = [op for op in faults if op.get("type") != "invoke"] or faults
+    if not faults:
+        return None, None
+    names = [f"{op.get('f')}" + (f" ({op.get('value')})" if op.get("value") not in (None, "")
+                                 else "") for op in faults[:5]]
+    more = f" and {len(faults) - 5} more" if len(faults) > 5 else ""
+    problem = f"the history met {len(faults)} fault(s) (nemesis ops): {'; '.join(names)}{more}"
+    resets = [op for op in faults if op.get("f") == "restart-store"
+              and op.get("state") != "kept"]
+    reset = None if not resets else (
+        f"the store restarted empty ({len(resets)} nemesis restart-store op(s)): numbers it "
+        "handed out before came again, so repeats are no evidence of a race")
+    return problem, reset
+
+
 def check_jepsen(ops: list[dict[str, Any]], final: Any = None, *,
-                 per_process: bool = False) -> Verdict:
+                 per_process: bool = False, server_problem: str | None = None,
+                 reset: str | None = None) -> Verdict:
     """Check a Jepsen history with the checkers its ``:f`` values call for.
+
+    Nemesis ops make the verdict at best unknown, naming them (see the module docstring).
 
     Args:
         ops: the history (``read_jepsen``'s result).
         final: the counter's final state, for racelab's counter (see ``check_history``).
         per_process: each server process keeps its own counter.
+        server_problem: what else makes the run at best unknown (its run directory's).
+        reset: what else emptied the store during the run.
 
     Returns:
         The composed verdict (no > unknown > yes).
@@ -594,6 +662,9 @@ def check_jepsen(ops: list[dict[str, Any]], final: Any = None, *,
         MalformedHistory: the ops do not pair up, or an ``:f`` no checker reads.
     """
     pairs, _ = pair_ops(ops)
+    met, emptied = nemesis_problems(ops)
+    server_problem = "; ".join(p for p in (server_problem, met) if p) or None
+    reset = "; ".join(p for p in (reset, emptied) if p) or None
     fs = {p.invoke.get("f") for p in pairs}
     unknown = sorted(str(f) for f in fs - {"add", "read", "generate"})
     if unknown:
@@ -611,12 +682,17 @@ def check_jepsen(ops: list[dict[str, Any]], final: Any = None, *,
         if acked and all("new-value" in done for done in acked):
             table = table_from_pairs(counter)
             verdicts.append(check_history(table, final=final, scenario="counter",
-                                          per_process=per_process))
+                                          per_process=per_process,
+                                          server_problem=server_problem))
         else:
             verdicts.append(_counter_verdict(counter))
     if not verdicts:
         return Verdict("jepsen", "unknown", {"ops": len(ops)},
                        reason="the history has no client operations")
-    if len(verdicts) == 1:
-        return verdicts[0]
-    return compose(verdicts, checker="+".join(v.checker for v in verdicts))
+    checker = "+".join(v.checker for v in verdicts)
+    if server_problem:
+        verdicts.append(Verdict("faults", "unknown", reason=server_problem))
+    verdict = verdicts[0] if len(verdicts) == 1 else compose(verdicts, checker=checker)
+    if reset and verdict.valid == "no":
+        return dataclasses.replace(verdict, valid="unknown", reason=f"faults: {reset}")
+    return verdict

@@ -22,6 +22,7 @@ Schema ``racelab.results/1`` (see docs/reports.md for every field)::
 
 from __future__ import annotations
 
+import dataclasses
 import datetime
 import json
 import os
@@ -34,6 +35,7 @@ from typing import Any
 import numpy as np
 
 from demo_server.basics.errors import RacelabError
+from demo_server.basics.files import write_text
 from demo_server.served.config import MODES, PER_PROCESS_STORES, STORES, WINDOWS
 from reports.analysis.annotate import annotate, repeat_dirs
 from reports.analysis.bounds import safe_bound
@@ -57,6 +59,7 @@ __all__ = [
     "RESULTS_FILE",
     "SCHEMA",
     "ResultsError",
+    "RunContext",
     "analyse_experiment",
     "build_results",
     "burst_spreads",
@@ -67,10 +70,14 @@ __all__ = [
     "discover_experiments",
     "experiment_path",
     "faults_of",
+    "history_context",
     "history_metrics",
     "load_results",
     "mode_store_keys",
     "reanalyse_run",
+    "reset_problem",
+    "run_context",
+    "run_faults",
     "write_results",
 ]
 
@@ -238,6 +245,21 @@ def _fault_problem(events: Sequence[Mapping[str, Any]]) -> str | None:
     return f"the run met {len(faults)} fault(s): {'; '.join(names)}{more}"
 
 
+def reset_problem(events: Sequence[Mapping[str, Any]]) -> str | None:
+    """One sentence naming each restart that emptied the store; ``None`` if none did.
+
+    A store that comes back empty hands out numbers it handed out before: repeats
+    across such a restart are the fault's doing, not a race. A restart that does
+    not say it kept the store's data (``"state": "kept"``) counts as emptying it.
+    """
+    resets = [e for e in events if e.get("kind") == "fault:restart-store"
+              and e.get("state") != "kept"]
+    if not resets:
+        return None
+    return (f"the store restarted empty ({'; '.join(describe_fault(e) for e in resets[:3])}): "
+            "numbers it handed out before came again, so repeats are no evidence of a race")
+
+
 def _server_problem(summary: Mapping[str, Any]) -> str | None:
     server = summary.get("server") or {}
     died = server.get("died")
@@ -251,22 +273,101 @@ def _server_problem(summary: Mapping[str, Any]) -> str | None:
     return None
 
 
+def _checking(config: Mapping[str, Any], final: Any) -> tuple[str, bool, Any]:
+    """How an experiment's history is checked: (scenario, per process, final state)."""
+    if config.get("app") or config.get("url"):  # your own app: the invariant you named
+        if isinstance(final, dict) and final.get("requested") is False:
+            final = None  # no final read was asked for: nothing to compare, not a problem
+        return str(config.get("check") or "counter"), False, final
+    # Per-client state is judged per client: every client must count 1, 2, 3, ...
+    scenario = ("session" if config.get("store") == "session"
+                else str(config.get("scenario") or "counter"))
+    return scenario, config.get("store") in PER_PROCESS_STORES, final
+
+
+def _problems(summary: Mapping[str, Any], events: Sequence[Mapping[str, Any]],
+              final: Any, final_problem: str) -> str | None:
+    """Everything that makes a run's verdict at best unknown, in one sentence (or None)."""
+    parts = [_server_problem(summary), _fault_problem(events),
+             final_problem if final is None else None]
+    return "; ".join(p for p in parts if p) or None
+
+
 def _run_checker(
     table: HistoryTable,
     final: dict[str, Any] | None,
     config: Mapping[str, Any],
     server_problem: str | None,
+    reset: str | None = None,
 ) -> Verdict:
-    if config.get("app") or config.get("url"):  # your own app: the invariant you named
-        if isinstance(final, dict) and final.get("requested") is False:
-            final = None  # no final read was asked for: nothing to compare, not a problem
-        return check_history(table, final=final, scenario=str(config.get("check") or "counter"),
-                             server_problem=server_problem, per_process=False)
-    # Per-client state is judged per client: every client must count 1, 2, 3, ...
-    scenario = "session" if config.get("store") == "session" else str(config["scenario"])
-    return check_history(table, final=final, scenario=scenario,
-                         server_problem=server_problem,
-                         per_process=config.get("store") in PER_PROCESS_STORES)
+    scenario, per_process, final = _checking(config, final)
+    return check_history(table, final=final, scenario=scenario, server_problem=server_problem,
+                         per_process=per_process, reset=reset)
+
+
+@dataclasses.dataclass(frozen=True)
+class RunContext:
+    """What a run directory says about reading its history, as its analysis reads it.
+
+    Attributes:
+        directory: the experiment directory.
+        scenario: the checkers its history calls for (``session`` for the session store).
+        per_process: each server process kept its own state.
+        final: its ``final.json`` as the analysis uses it (None when absent or not asked for).
+        final_problem: why ``final`` is None when the analysis needed it ("" otherwise).
+        problem: why its verdict is at best unknown (a failed or interrupted run, a
+            fault, a dead load generator), or None; ``final_problem`` aside.
+        reset: the restarts that emptied its store, or None.
+        files: the files of the run that were read.
+    """
+
+    directory: Path
+    scenario: str
+    per_process: bool
+    final: Any
+    final_problem: str
+    problem: str | None
+    reset: str | None
+    files: tuple[str, ...]
+
+
+def run_context(exp_dir: Path | str) -> RunContext | None:
+    """How the analysis reads the history of the experiment in ``exp_dir``; None when the
+    directory holds neither ``summary.json`` nor ``events.json`` (a history alone).
+
+    ``racelab check`` uses it, so that a history checked where its run left it gets
+    the verdict the run's own analysis gave: same scenario, same faults, same final.
+    """
+    exp_dir = Path(exp_dir)
+    names = [n for n in ("summary.json", "events.json", "final.json") if (exp_dir / n).is_file()]
+    if "summary.json" not in names and "events.json" not in names:
+        return None
+    summary, summary_problem = _read_json(exp_dir / "summary.json")
+    final, final_problem = _read_json(exp_dir / "final.json")
+    events, events_problem = _read_events(exp_dir / "events.json")
+    experiment = (summary or {}).get("experiment") or {}
+    config = {key: experiment.get(key) for key in CONFIG_KEYS}
+    scenario, per_process, final = _checking(config, final)
+    problem = "; ".join(p for p in (summary_problem, events_problem,
+                                    _problems(summary or {}, events, final, "")) if p)
+    return RunContext(exp_dir, scenario, bool(per_process), final,
+                      final_problem if final is None else "", problem or None,
+                      reset_problem(events), tuple(names))
+
+
+def history_context(history: Path | str, final_file: Path | str | None = None
+                    ) -> RunContext | None:
+    """The run a history belongs to: its own directory's, else that of ``final_file``."""
+    for directory in (Path(history).parent, Path(final_file).parent if final_file else None):
+        context = run_context(directory) if directory is not None else None
+        if context is not None:
+            return context
+    return None
+
+
+def run_faults(exp_dir: Path | str) -> list[Mapping[str, Any]]:
+    """The faults an experiment met (its ``events.json``, ``info:`` events left out)."""
+    return faults_of(_read_events(Path(exp_dir) / "events.json")[0])
 
 
 def _reproduce_command(config: Mapping[str, Any]) -> str:
@@ -363,14 +464,10 @@ def collect_experiment(exp_dir: Path | str) -> dict[str, Any]:
     if problems or table is None:
         verdict = Verdict("history", "unknown", reason="; ".join(problems))
     else:
-        server_problem = _server_problem(summary)
-        fault = _fault_problem(entry["events"])
-        if fault:
-            server_problem = "; ".join(p for p in (server_problem, fault) if p)
-        if final is None and final_problem:
-            server_problem = "; ".join(p for p in (server_problem, final_problem) if p)
+        server_problem = _problems(summary, entry["events"], final, final_problem)
         try:
-            verdict = _run_checker(table, final, config, server_problem)
+            verdict = _run_checker(table, final, config, server_problem,
+                                   reset_problem(entry["events"]))
         except RacelabError as exc:
             verdict = Verdict("history", "unknown", reason=str(exc))
         except Exception as exc:  # a checker that crashes gives unknown, never a crash
@@ -539,10 +636,7 @@ def _upgrade(data: dict[str, Any]) -> dict[str, Any]:
 def write_results(results: Mapping[str, Any], run_dir: Path | str) -> Path:
     """Write results.json into ``run_dir`` (atomically) and return its path."""
     path = Path(run_dir) / RESULTS_FILE
-    tmp = path.with_suffix(".json.tmp")
-    tmp.write_text(json.dumps(results, indent=2, sort_keys=False) + "\n", encoding="utf-8")
-    tmp.replace(path)
-    return path
+    return write_text(path, json.dumps(results, indent=2, sort_keys=False) + "\n")
 
 
 def load_results(path: Path | str) -> dict[str, Any]:
@@ -574,14 +668,20 @@ def reanalyse_run(run_dir: Path | str, meta: Mapping[str, Any] | None = None) ->
     """Check and measure every experiment of a run again and write its results.json.
 
     The run's metadata (command, preset, label, budget...) and what was measured
-    beside the cells (the interpreter table) are kept from the old results.json.
+    beside the cells (the interpreter table) are kept from the old results.json,
+    when it is a readable file of the run's own.
 
     Returns:
         The path of results.json, the analysis's one output.
     """
     run_dir = Path(run_dir)
     path = run_dir / RESULTS_FILE
-    old = load_results(path) if path.exists() else None
+    old = None
+    if path.exists() and not path.is_symlink():  # a link is replaced, never read from
+        try:
+            old = load_results(path)
+        except ResultsError:
+            old = None  # unreadable: written anew all the same
     kept = {} if old is None else {
         k: v for k, v in old["run"].items() if k not in ("created", "racelab_version")}
     results = collect_run(run_dir, {**kept, **(meta or {})})

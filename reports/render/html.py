@@ -22,6 +22,7 @@ from typing import Any
 
 import jinja2
 
+from demo_server.basics.files import write_text
 from demo_server.served.config import PER_PROCESS_STORES
 from reports.analysis.bounds import bound_sentence, repeat_sentence
 from reports.analysis.failure_modes import (
@@ -544,7 +545,7 @@ def render_html(results: Mapping[str, Any], results_dir: Path, out: Path,
     """
     text = _environment().get_template("report.html.j2").render(
         **_context(results, results_dir, drawn or {}, embed=True))
-    out.write_text(text, encoding="utf-8")
+    write_text(out, text)  # a link at ``out`` is replaced, never written through
     return out
 
 
@@ -638,7 +639,7 @@ def render_markdown(results: Mapping[str, Any], results_dir: Path, out: Path,
                   "```", ""]
     lines += [f"racelab {_md(run.get('racelab_version'))}, {_md(run.get('created'))}, "
               f"schema {_md(ctx['schema'])}", ""]
-    out.write_text("\n".join(lines), encoding="utf-8")
+    write_text(out, "\n".join(lines))
     return out
 
 

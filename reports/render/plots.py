@@ -16,6 +16,7 @@ PNG by default, SVG on request. Scatter plots keep at most ``MAX_POINTS`` points
 from __future__ import annotations
 
 import contextlib
+import io
 import multiprocessing
 import os
 import sys
@@ -36,6 +37,7 @@ from matplotlib.axes import Axes
 from matplotlib.figure import Figure
 from matplotlib.patches import Patch, Rectangle
 
+from demo_server.basics.files import fresh_dir, write_bytes, write_text
 from demo_server.served.config import PER_PROCESS_STORES
 from reports.analysis.bounds import runs_raced
 from reports.analysis.failure_modes import mode_names, modes_of, verdict_label
@@ -75,11 +77,12 @@ _PID_COLOURS = ("#1565c0", "#ef6c00", "#6a1b9a", "#00838f", "#558b2f", "#ad1457"
 def _save(fig: Figure, path: Path, tight: bool = True) -> Path:
     """Write the figure; ``tight`` crops it to what it draws, at the cost of drawing it
     twice (a figure whose layout is fixed by hand can skip that)."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=DPI, format=path.suffix.lstrip(".") or "png",
+    fresh_dir(path.parent)
+    image = io.BytesIO()
+    fig.savefig(image, dpi=DPI, format=path.suffix.lstrip(".") or "png",
                 bbox_inches="tight" if tight else None, pad_inches=0.08,
                 metadata={"Software": None} if path.suffix == ".png" else None)
-    return path
+    return write_bytes(path, image.getvalue())  # replaces a link there, never follows it
 
 
 # -- matrix -------------------------------------------------------------------------------
@@ -492,7 +495,8 @@ def _saved_plots(key_file: Path, key: str, results_dir: Path) -> dict[str, str] 
     plots = saved.get("plots") if isinstance(saved, dict) else None
     if saved.get("key") != key or not isinstance(plots, dict):
         return None
-    if not all((results_dir / str(rel)).is_file() for rel in plots.values()):
+    if not all((results_dir / str(rel)).is_file() and not (results_dir / str(rel)).is_symlink()
+               for rel in plots.values()):
         return None
     return {str(k): str(v) for k, v in plots.items()}
 
@@ -539,7 +543,7 @@ def _draw_experiment(
         drawn["bursts"] = draw_bursts(entry, target("bursts"))
     plots = {k: v.relative_to(results_dir).as_posix() for k, v in drawn.items() if v is not None}
     with contextlib.suppress(OSError):  # only a cache
-        key_file.write_text(json.dumps({"key": key, "plots": plots}), encoding="utf-8")
+        write_text(key_file, json.dumps({"key": key, "plots": plots}))
     return plots
 
 
@@ -576,7 +580,7 @@ def draw_all(results: Mapping[str, Any], results_dir: Path, fmt: str = "png") ->
     if fmt not in ("png", "svg"):
         raise ValueError(f"plots are png or svg, not {fmt!r}")
     results_dir = Path(results_dir)
-    (results_dir / PLOTS_DIR).mkdir(parents=True, exist_ok=True)
+    fresh_dir(results_dir / PLOTS_DIR)  # a link there is replaced by a folder of its own
     entries = results.get("experiments") or []
     drawing = [i for i, e in enumerate(entries) if e.get("plots")]
     pool = _start_pool(len(drawing))

@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from demo_server.basics import interrupts
+from demo_server.basics.files import fresh_dir, write_text
 from demo_server.basics.procs import Zygote
 from demo_server.control.supervisor import ServerZygotes
 from demo_server.served.config import Connections
@@ -52,7 +53,7 @@ def _failed_summary(cell: Cell, cell_dir: Path, reason: str) -> None:
     """Leave a summary.json for a cell that failed before its runner wrote one."""
     if (cell_dir / "summary.json").exists():
         return
-    cell_dir.mkdir(parents=True, exist_ok=True)
+    fresh_dir(cell_dir)
     summary = {
         "schema": 1,
         "experiment": {
@@ -63,7 +64,7 @@ def _failed_summary(cell: Cell, cell_dir: Path, reason: str) -> None:
         "status": "failed",
         "error": reason,
     }
-    (cell_dir / "summary.json").write_text(json.dumps(summary, indent=2))
+    write_text(cell_dir / "summary.json", json.dumps(summary, indent=2))
 
 
 @dataclasses.dataclass
@@ -213,56 +214,69 @@ def run_demo(
     meta: dict[str, Any] = {"preset": preset, "command": command, "budget_s": budget_s,
                             "started": time.time() if started is None else started}
     checked: dict[Path, dict[str, Any]] = {}  # each cell's results entry, checked once
-    with contextlib.ExitStack() as stack:
-        if launchers is not None:
-            stack.enter_context(launchers)  # closed here, whoever runs the cells
-        base_runner = cell_runner
-        if base_runner is None:
-            # Zygotes for the whole matrix: each cell's Locust process and server are
-            # forked from a process that imported Locust (or gunicorn and Flask) once.
-            running = stack.enter_context(launchers or start_launchers(kept))
-            # While the zygotes import Locust and every server family, this process
-            # imports the report's modules; the first swarm waits for all of them.
-            warm_up = threading.Thread(target=_import_report_modules, daemon=True)
-            warm_up.start()
+    # From the end of the last cell until results.json is written, a signal is counted,
+    # not raised: closing the zygotes and gathering the cells must not be cut short.
+    with contextlib.ExitStack() as after_cells:
+        with contextlib.ExitStack() as stack:
+            if launchers is not None:
+                stack.enter_context(launchers)  # closed here, whoever runs the cells
+            base_runner = cell_runner
+            if base_runner is None:
+                # Zygotes for the whole matrix: each cell's Locust process and server are
+                # forked from a process that imported Locust (or gunicorn and Flask) once.
+                running = stack.enter_context(launchers or start_launchers(kept))
+                # While the zygotes import Locust and every server family, this process
+                # imports the report's modules; the first swarm waits for all of them.
+                warm_up = threading.Thread(target=_import_report_modules, daemon=True)
+                warm_up.start()
 
-            def before_swarm() -> None:
-                running.servers.wait_ready()
-                warm_up.join()
+                def before_swarm() -> None:
+                    running.servers.wait_ready()
+                    warm_up.join()
 
-            base_runner = make_cell_runner(connections, zygote=running.locust,
-                                           server_zygotes=running.servers,
-                                           before_swarm=before_swarm)
+                base_runner = make_cell_runner(connections, zygote=running.locust,
+                                               server_zygotes=running.servers,
+                                               before_swarm=before_swarm)
 
-        def run_cell(cell: Cell, cell_dir: Path) -> dict[str, Any]:
-            found = base_runner(cell, cell_dir)
-            if "entry" in found:
-                checked[cell_dir] = found["entry"]
-            return found
+            def run_cell(cell: Cell, cell_dir: Path) -> dict[str, Any]:
+                found = base_runner(cell, cell_dir)
+                if "entry" in found:
+                    checked[cell_dir] = found["entry"]
+                return found
 
-        outcome = run_matrix(kept, run_dir, run_cell, progress, skipped, meta)
-    with interrupts.deferred() as gathering:  # a signal now must not lose the cells
+            outcome = run_matrix(kept, run_dir, run_cell, progress, skipped, meta,
+                                 after=after_cells)
+        # The zygotes are closed; the signals still only counted.
         results = _gather(run_dir, outcome, checked, meta, skipped, preset)
-    late = bool(gathering.received)
+    late = bool(outcome.after_cells and outcome.after_cells.received)
     cells_done = time.time()
-    if interpreters and not outcome.interrupted and not late:
-        from scenarios.run.interpreters import find_interpreters, run_interpreters
+    # From the end of the interpreter table on, a signal stops nothing half way:
+    # results.json is written once and the report rendered from it; the command then
+    # exits as the signal asks.
+    writing = contextlib.ExitStack()
+    racing = False
+    try:
+        if interpreters and not outcome.interrupted and not late:
+            racing = True
+            from scenarios.run.interpreters import find_interpreters, run_interpreters
 
-        try:
             results["interpreters"] = [
                 {**r.to_dict(), "threads": 8}
                 for r in run_interpreters(find_interpreters(), threads=8, increments=100_000,
                                           jobs=min(2, os.cpu_count() or 1))
             ]
-        except KeyboardInterrupt:  # every cell is done: keep them, say what is missing
-            outcome.interrupted = True
-            results["run"].update(partial=True, partial_reason=(
-                f"interrupted ({_signal_name()}) while racing the original code under each "
-                "interpreter; every cell finished, the interpreter table is missing"))
+            racing = False
+        stops = writing.enter_context(interrupts.deferred())
+    except KeyboardInterrupt:  # every cell is done: keep them, say what is missing
+        outcome.interrupted = True
+        missing = ("while racing the original code under each interpreter; every cell "
+                   "finished, the interpreter table is missing") if racing else (
+                   "after the last cell; every cell finished")
+        results["run"].update(partial=True, partial_reason=(
+            f"interrupted ({_signal_name()}) {missing}"))
+        stops = writing.enter_context(interrupts.deferred())  # a later signal raises nothing
     load_s = sum(float(e.get("span_s") or 0) for e in results["experiments"])
-    # From here on a signal stops nothing half way: results.json is written once
-    # and the report rendered from it; the command then exits as the signal asks.
-    with interrupts.deferred() as stops:
+    with writing:
         results["run"]["timing"] = {"load_s": round(load_s, 3),
                                     "cells": len(results["experiments"]),
                                     "cells_s": round(cells_done - meta["started"], 3),
@@ -293,9 +307,12 @@ def _gather(run_dir: Path, outcome: MatrixOutcome, checked: Mapping[Path, dict[s
     partial_reason = ""
     if outcome.interrupted:
         finished = sum(o.status != "not run" for o in outcome.outcomes)
-        partial_reason = (f"interrupted ({_signal_name()}) during cell {finished + 1} of "
-                          f"{len(outcome.outcomes)}; {finished} finished, the interrupted "
-                          "cell keeps what it recorded")
+        partial_reason = (
+            f"interrupted ({_signal_name()}) after the last cell; every cell finished"
+            if finished == len(outcome.outcomes) else
+            f"interrupted ({_signal_name()}) during cell {finished + 1} of "
+            f"{len(outcome.outcomes)}; {finished} finished, the interrupted cell keeps what "
+            "it recorded")
     return build_results(run_dir, entries, {
         **meta,
         "label": f"racelab {preset}",

@@ -22,6 +22,7 @@ from typing import Any
 from demo_server.basics import interrupts
 from demo_server.basics.client import get_json
 from demo_server.basics.errors import RacelabError
+from demo_server.basics.files import write_text
 from demo_server.basics.procs import Zygote
 from demo_server.control.faults import FaultScheduler
 from demo_server.control.supervisor import ServerZygotes, Supervisor
@@ -139,6 +140,9 @@ def run_experiment(
             if faults is not None:
                 faults.stop()
             clock.mark("swarm_done")
+        for gone in result.lost if result is not None else ():  # a fault like any other
+            sup.record("load-generator-died", str(gone["detail"]),
+                       t_ns=gone.get("t_ns") or time.monotonic_ns())
         died = not sup.alive()
         if spec.app:
             final = read_final(spec, sup.urls, expected=lambda i: set(sup.workers(i))) if (
@@ -162,7 +166,7 @@ def run_experiment(
         raise
     except Exception as exc:
         summary["error"] = f"{type(exc).__name__}: {exc}"
-        (run_dir / "error.txt").write_text(traceback.format_exc(), encoding="utf-8")
+        write_text(run_dir / "error.txt", traceback.format_exc())
         raise
     finally:
         exit_codes = sup.exit_codes()

@@ -16,7 +16,9 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any, Protocol
 
+from demo_server.basics import interrupts
 from demo_server.basics.errors import RacelabError
+from demo_server.basics.files import write_text
 from demo_server.served.config import Connections, ServerConfig
 from scenarios.counter.stores import store_class
 from scenarios.run.presets import Cell
@@ -58,6 +60,8 @@ class MatrixOutcome:
     skipped: list[tuple[str, str]]  # (store, reason)
     interrupted: bool
     elapsed_s: float
+    #: the signals counted, not raised, since the last cell ended (``run_matrix``'s ``after``)
+    after_cells: interrupts.Deferred | None = None
 
     @property
     def partial(self) -> bool:
@@ -125,6 +129,7 @@ def run_matrix(
     progress: MatrixProgress | None = None,
     skipped: Sequence[tuple[str, str]] = (),
     meta: dict[str, Any] | None = None,
+    after: contextlib.ExitStack | None = None,
 ) -> MatrixOutcome:
     """Run every cell into ``run_dir/cells/<nn>-<id>/`` and record the plan in ``matrix.json``.
 
@@ -136,6 +141,10 @@ def run_matrix(
         progress: told when each cell starts and ends.
         skipped: stores left out before the run, with the reason.
         meta: anything to keep in ``matrix.json`` (preset, command, budget).
+        after: from the moment the last cell ends, INT, TERM and HUP are counted, not
+            raised (``interrupts.deferred()``, entered into this stack, which the caller
+            closes once the run's results are written): a signal then cannot lose the
+            finished cells. ``MatrixOutcome.after_cells`` holds what came.
 
     Returns:
         What became of every cell; cells not reached after Ctrl-C are "not run".
@@ -149,6 +158,7 @@ def run_matrix(
     ]
     interrupted = False
     anomalous = 0
+    tail: interrupts.Deferred | None = None
     try:
         for index, outcome in enumerate(outcomes, 1):
             elapsed = time.monotonic() - start
@@ -171,13 +181,17 @@ def run_matrix(
             anomalous += outcome.valid == "no"
             if progress:
                 progress.cell_finished(index, len(outcomes), outcome, anomalous)
+        if after is not None:  # inside the try: a signal before this line is an interrupt
+            tail = after.enter_context(interrupts.deferred())
     except KeyboardInterrupt:
         interrupted = True
         for outcome in outcomes:
             if outcome.status == "not run" and outcome.dir.exists():
                 outcome.error = "interrupted while this cell was running"
+    if after is not None and tail is None:  # interrupted: later signals raise nothing anyway
+        tail = after.enter_context(interrupts.deferred())
     outcome_all = MatrixOutcome(run_dir, outcomes, list(skipped), interrupted,
-                                time.monotonic() - start)
+                                time.monotonic() - start, tail)
     write_matrix_json(outcome_all, meta or {})
     return outcome_all
 
@@ -207,5 +221,5 @@ def write_matrix_json(result: MatrixOutcome, meta: dict[str, Any]) -> Path:
             for o in result.outcomes
         ],
     }
-    path.write_text(json.dumps(data, indent=2))
+    write_text(path, json.dumps(data, indent=2))
     return path

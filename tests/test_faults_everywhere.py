@@ -1,0 +1,200 @@
+"""Faults are part of a history's meaning wherever it is read: the swarm, check, report
+--reanalyse and export give one verdict; a store that restarts empty is never a race;
+a demo or matrix stopped after its last cell still leaves its report, marked partial."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import signal
+import time
+from pathlib import Path
+
+import pytest
+from cli_tools import racelab
+
+from demo_server.basics.procs import reachable
+from reports.analysis.checking import check_history
+from reports.analysis.results import reset_problem
+from reports.history.table import read_history
+
+
+def _run(*args: str, cwd: Path, timeout: float = 180) -> tuple[int, str]:
+    proc = racelab(*args, cwd=cwd)
+    out, err = proc.communicate(timeout=timeout)
+    return proc.returncode, (out + err).decode()
+
+
+def _entry(run: Path) -> dict:
+    return json.loads((run / "results.json").read_text())["experiments"][0]
+
+
+# -- a store that restarts empty ----------------------------------------------------------
+
+
+def _restart_events(state: str) -> list[dict]:
+    return [{"t_ns": 1, "kind": "fault:stop-store", "detail": "stopping the manager"},
+            {"t_ns": 2, "kind": "fault:restart-store", "detail": "the manager runs again",
+             "state": state}]
+
+
+def test_repeats_after_an_empty_restart_are_unknown_not_race(tmp_path: Path) -> None:
+    """A history whose numbers start over after the store restarted empty: unknown, naming
+    the restart, witnesses kept; the same history without the restart is a race; a
+    restart that kept the data leaves the evidence as it is."""
+    history = tmp_path / "history.csv"
+    rows = ["op_id,client,op,outcome,value,invoke_ns,complete_ns,server_pid,server_tid,"
+            "server_arrival_ns,server_departure_ns,url,burst,error,status"]
+    for i, value in enumerate([1, 2, 3, 1, 2, 3]):  # 1..3, a restart, 1..3 again
+        rows.append(f"{i},c{i % 2},incr,ok,{value},{10 * i},{10 * i + 5},7,1,{10 * i + 1},"
+                    f"{10 * i + 2},http://127.0.0.1:1,,,200")
+    history.write_text("\n".join(rows) + "\n")
+    table = read_history(history)
+    assert check_history(table).valid == "no"
+    emptied = check_history(table, reset=reset_problem(_restart_events("lost")))
+    assert emptied.valid == "unknown"
+    assert "restarted empty" in emptied.reason and emptied.witnesses
+    assert reset_problem(_restart_events("kept")) is None
+    assert reset_problem([_restart_events("lost")[1] | {"state": None}]) is not None
+
+
+STORE_RESTARTS = [
+    pytest.param(("swarm", "--store", "manager"), id="manager"),
+    pytest.param(("--start-services", "--redis-url", "redis://127.0.0.1:1/0", "swarm",
+                  "--store", "redis"), id="private-redis"),
+]
+
+
+@pytest.mark.parametrize("head", STORE_RESTARTS)
+def test_a_store_restarted_empty_is_a_named_fault_never_a_race(tmp_path: Path,
+                                                               head: tuple[str, ...]) -> None:
+    """stop-store on the manager, or on a private Redis: the counter starts over, and the
+    run is unknown naming the empty restart (exit 2 under --assert-safe), never a race."""
+    if "redis" in head and shutil.which("redis-server") is None:
+        pytest.skip("redis-server is not installed")
+    run = tmp_path / "run"
+    code, text = _run(*head, "--mode", "gunicorn-sync", "--users", "8", "--duration", "4",
+                      "--fault", "stop-store@1s+1s", "--out", str(run), "--assert-safe",
+                      cwd=tmp_path)
+    entry = _entry(run)
+    assert "fault:restart-store" in {e["kind"] for e in entry["events"]}, entry["events"]
+    assert entry["verdict"]["valid"] == "unknown", entry["verdict"]
+    assert code == 2, text
+    reason = entry["verdict"]["reason"]
+    assert "restart" in reason and "race" not in entry.get("failure_modes", []), reason
+    # check, report --reanalyse and export agree with the run.
+    check_code, check_text = _run("check", str(run / "history.csv"), cwd=tmp_path)
+    assert check_code == 2, check_text
+    assert _run("report", str(run), "--reanalyse", "--format", "json", cwd=tmp_path)[0] == 0
+    assert _entry(run)["verdict"]["valid"] == "unknown"
+
+
+# -- check reads the run's faults, scenario and state ---------------------------------------
+
+
+@pytest.fixture(scope="module")
+def killed_worker_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A safe store (sqlite) on gunicorn-sync with a worker killed mid-run: unknown."""
+    base = tmp_path_factory.mktemp("kill")
+    run = base / "run"
+    code, text = _run("swarm", "--mode", "gunicorn-sync", "--store", "sqlite", "--users", "8",
+                      "--duration", "3", "--fault", "kill-worker@0.5s", "--out", str(run),
+                      "--assert-safe", cwd=base)
+    assert code == 2, text
+    assert _entry(run)["verdict"]["valid"] == "unknown"
+    return run
+
+
+def test_check_of_a_faulted_run_is_unknown_like_the_run(killed_worker_run: Path,
+                                                        tmp_path: Path) -> None:
+    """check HISTORY --final-file FINAL of a run with a worker killed: exit 2 naming the
+    kill (the run said unknown), with and without --final-file, and as --json."""
+    run = killed_worker_run
+    for extra in (["--final-file", str(run / "final.json")], [], ["--json"]):
+        code, text = _run("check", str(run / "history.csv"), *extra, cwd=tmp_path)
+        assert code == 2, (extra, text)
+        assert "kill-worker" in text, (extra, text)
+
+
+def test_report_reanalyse_and_export_keep_the_fault(killed_worker_run: Path,
+                                                    tmp_path: Path) -> None:
+    """report --reanalyse gives the run's verdict again; export carries the kill as a
+    :nemesis op, so a check of the Jepsen history is unknown naming it."""
+    run = tmp_path / "copy"
+    shutil.copytree(killed_worker_run, run)
+    assert _run("report", str(run), "--reanalyse", "--format", "json", cwd=tmp_path)[0] == 0
+    assert _entry(run)["verdict"]["valid"] == "unknown"
+    exported = tmp_path / "history.json"
+    code, text = _run("export", str(run), "--out", str(exported), cwd=tmp_path)
+    assert code == 0, text
+    ops = json.loads(exported.read_text())
+    nemesis = [op["f"] for op in ops if op["process"] == "nemesis"]
+    assert "kill-worker" in nemesis and "worker-died" in nemesis, nemesis
+    assert [op["index"] for op in ops] == list(range(len(ops)))
+    code, text = _run("check", str(exported), cwd=tmp_path)
+    assert code == 2 and "kill-worker" in text, text
+
+
+def test_check_of_a_session_run_uses_its_scenario(tmp_path: Path) -> None:
+    """A safe --store session run (one counter per client) checks safe, as the run said:
+    check takes the session scenario from the run, not the shared counter's."""
+    if not reachable("127.0.0.1", 6379):
+        pytest.skip("no Redis on 127.0.0.1:6379")
+    run = tmp_path / "run"
+    code, text = _run("--session-backend", "redis", "swarm", "--mode", "gunicorn-gthread",
+                      "--store", "session", "--users", "4", "--requests", "300", "--out",
+                      str(run), "--assert-safe", cwd=tmp_path)
+    assert code == 0, text
+    code, text = _run("check", str(run / "history.csv"), "--final-file",
+                      str(run / "final.json"), cwd=tmp_path)
+    assert code == 0, text
+
+
+def test_check_of_an_interrupted_safe_run_is_unknown(tmp_path: Path) -> None:
+    """A safe run stopped by SIGINT (exit 130): check of its history without --final-file
+    is unknown (exit 2), never safe: the run's files say it was cut short."""
+    run = tmp_path / "run"
+    proc = racelab("swarm", "--mode", "threaded", "--store", "lock", "--requests", "200000",
+                   "--out", str(run), cwd=tmp_path)
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        try:
+            if json.loads((run / "locust" / "progress.json").read_text())["rows"] > 500:
+                break
+        except (OSError, ValueError, KeyError):
+            pass
+        time.sleep(0.05)
+    proc.send_signal(signal.SIGINT)
+    out, err = proc.communicate(timeout=120)
+    assert proc.returncode == 130, (out + err).decode()
+    code, text = _run("check", str(run / "history.csv"), cwd=tmp_path)
+    assert code == 2, text
+    assert "interrupted" in text, text
+
+
+# -- a demo or matrix stopped after its last cell -------------------------------------------
+
+
+@pytest.mark.parametrize("delay", [0.0, 0.15, 0.4])
+@pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM])
+def test_a_matrix_signalled_after_its_last_cell_leaves_a_partial_report(
+        tmp_path: Path, delay: float, signum: int) -> None:
+    """A signal as (or just after) the last cell ends: exit 128+N, results.json marked
+    partial with its reason, and the HTML report rendered from it."""
+    run = tmp_path / "run"
+    proc = racelab("matrix", "--modes", "threaded", "--stores", "lock,sqlite", "--requests",
+                   "300", "--out", str(run), cwd=tmp_path)
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline and proc.poll() is None:
+        if len(list(run.glob("cells/*/summary.json"))) >= 2:
+            break
+        time.sleep(0.005)
+    time.sleep(delay)
+    proc.send_signal(signum)
+    out, err = proc.communicate(timeout=120)
+    text = (out + err).decode()
+    assert proc.returncode == 128 + signum, text
+    results = json.loads((run / "results.json").read_text())
+    assert results["run"]["partial"] is True, results["run"]
+    assert "interrupted" in results["run"]["partial_reason"], results["run"]
+    assert "partial" in (run / "report.html").read_text().lower()
