@@ -286,7 +286,7 @@ def test_swarm_command_prints_one_screen(cli_runner, tmp_path: Path) -> None:
     assert f"verdict: {word} " in printed
     checked = cli_runner.invoke(main, ["check", str(out / "history.csv"), "--final-file",
                                        str(out / "final.json")])
-    assert checked.output.startswith(f"{word}: ")
+    assert checked.stdout.startswith(f"{word}: ")  # stderr names the run files it read
 
 
 def test_interrupted_swarm_keeps_its_records(tmp_path: Path) -> None:
