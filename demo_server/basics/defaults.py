@@ -23,6 +23,7 @@ __all__ = [
     "REQUESTS",
     "REQUEST_TIMEOUT_S",
     "SCENARIO",
+    "SERVER_MIN_PYTHON",
     "SESSION_BACKEND",
     "STOCK",
     "STORE",
@@ -46,6 +47,7 @@ WORKERS = 2
 THREADS = 4
 INSTANCES = 2
 HOST = "127.0.0.1"  #: every listener binds loopback unless the user says otherwise
+SERVER_MIN_PYTHON = (3, 10)  #: the oldest Python racelab's server (and --app's launcher) runs on
 
 # The swarm.
 USERS = 16
