@@ -166,12 +166,12 @@ def describe(path: str | os.PathLike[str], source: str = "given") -> Interpreter
     Raises:
         ConfigError: ``path`` cannot be run, or is not a Python interpreter.
     """
-    path = os.path.abspath(os.path.expanduser(os.fspath(path)))
+    where = os.path.abspath(os.path.expanduser(os.fspath(path)))
     try:
-        stat = os.stat(path)
+        stat = os.stat(where)
     except OSError as exc:
-        raise ConfigError(f"no interpreter at {path} ({exc.strerror or exc})") from None
-    found = _describe(path, (stat.st_ino, int(stat.st_mtime_ns)))
+        raise ConfigError(f"no interpreter at {where} ({exc.strerror or exc})") from None
+    found = _describe(where, (stat.st_ino, int(stat.st_mtime_ns)))
     if isinstance(found, str):
         raise ConfigError(found)
     return dataclasses.replace(found, source=source)
@@ -272,11 +272,11 @@ def resolve(text: str) -> Interpreter:
 
 def _resolve(text: str) -> Interpreter:
     if text == FREE_THREADED:
-        free = [i for i in discover() if i.free_threaded]
-        if not free:
+        builds = [i for i in discover() if i.free_threaded]
+        if not builds:
             raise ConfigError(f"--python {text}: no free-threaded Python found on this "
                               f"machine; {GET_ONE}")
-        return _newest(free)
+        return _newest(builds)
     looks_like_path = os.sep in text or text.startswith(("~", "."))
     if looks_like_path:
         path = Path(text).expanduser()
