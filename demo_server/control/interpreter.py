@@ -186,13 +186,13 @@ def _candidates() -> list[tuple[str, str]]:
     """(path, source) of every interpreter worth asking, racelab's own first."""
     found: list[tuple[str, str]] = [(sys.executable, "racelab")]
     cache = cache_dir()
-    for folder in sorted(cache.glob("python*/bin")):  # ./run free-threaded's builds
-        found += [(str(p), "cache") for p in _pythons_in(folder)[:1]]
+    for build in sorted(cache.glob("python*/bin")):  # ./run free-threaded's builds
+        found += [(str(p), "cache") for p in _pythons_in(build)[:1]]
     pyenv_root = Path(os.environ.get("PYENV_ROOT") or Path.home() / ".pyenv")
     shims = str(pyenv_root / "shims")
-    for folder in os.environ.get("PATH", "").split(os.pathsep):
-        if folder and os.path.realpath(folder) != os.path.realpath(shims):
-            found += [(str(p), "PATH") for p in _pythons_in(Path(folder))]
+    for entry in os.environ.get("PATH", "").split(os.pathsep):
+        if entry and os.path.realpath(entry) != os.path.realpath(shims):
+            found += [(str(p), "PATH") for p in _pythons_in(Path(entry))]
     if (pyenv_root / "versions").is_dir():
         for version in sorted((pyenv_root / "versions").iterdir()):
             found += [(str(p), "pyenv") for p in _pythons_in(version / "bin")[:1]]
