@@ -104,6 +104,7 @@ def serve(settings: Settings, run_dir_name: str | None, overwrite: bool, **opts:
     Examples:
       racelab serve --mode gunicorn-sync --workers 2
       racelab serve --mode threaded --window yield --port 8000
+      racelab serve --mode gunicorn-gthread --python 3.13t   # a free-threaded server
       curl http://127.0.0.1:8000/        # the counter, as text
       racelab --start-services serve --store redis   # a private Redis if none answers
     """
@@ -185,6 +186,8 @@ def swarm(settings: Settings, out: str | None, overwrite: bool, assert_safe: boo
       racelab swarm --app app.py:app --mode gunicorn-sync --workers 3 --assert-safe
       racelab swarm --app shop:create_app() --request 'POST /buy' --value json:seat \\
           --check tickets --mode gunicorn-gthread
+      racelab swarm --python 3.13t --mode gunicorn-gthread --store global   # no GIL
+      racelab swarm --app app.py:app --python 3.14t --mode gunicorn-gthread --assert-safe
     """
     from demo_server.control.services import services_for
     from scenarios.run.spec import spec_from_options
@@ -385,12 +388,13 @@ def export(ctx: click.Context, source: Path, fmt: str, edn: bool, out: Path | No
 @click.option("--open", "open_report", is_flag=True, help="Open the HTML report when done.")
 @budget_option
 @repeat_option
+@spec_options(only=("python",))
 @click.option("--json", "as_json", is_flag=True, help="Print results.json instead of the table.")
 @assert_safe_option
 @click.pass_obj
 def demo(settings: Settings, preset: str, out: str | None, overwrite: bool, open_report: bool,
          budget: float | None, as_json: bool, assert_safe: bool,
-         repeat: int | None) -> None:
+         repeat: int | None, python: str | None) -> None:
     """The whole answer in one command: run a preset matrix and write the HTML report.
 
     Runs every cell (server up, Locust swarm, final state, server down, check),
@@ -404,11 +408,13 @@ def demo(settings: Settings, preset: str, out: str | None, overwrite: bool, open
       racelab demo --preset my-grid.toml --budget 300
       racelab demo --preset quick --repeat 5  # how often each cell races, k of 5
       racelab demo --preset quick --out runs/quick --overwrite  # replace an earlier run
+      racelab demo --preset quick --python 3.13t   # every cell served by a free-threaded 3.13
     """
-    from scenarios.run.presets import load_preset
+    from scenarios.run.presets import load_preset, on_python
 
     loaded = load_preset(preset)
-    run_demo_command(settings, loaded.cells, preset=loaded.name,
+    cells = loaded.cells if python is None else on_python(loaded.cells, python)
+    run_demo_command(settings, cells, preset=loaded.name,
                      nominal_budget_s=loaded.budget_s, budget=budget, out=out,
                      open_report=open_report, as_json=as_json, assert_safe=assert_safe,
                      repeat=repeat, interpreters=loaded.interpreters, overwrite=overwrite)
@@ -444,6 +450,7 @@ def matrix(settings: Settings, modes: list[str], stores: list[str], windows: lis
       racelab matrix --modes threaded,gevent --stores global,lock --windows none,yield
       racelab matrix --modes gunicorn-sync,cluster --stores redis,postgres --requests 2000
       racelab matrix --app app.py:app --modes threaded,gunicorn-sync,gevent --assert-safe
+      racelab matrix --python 3.13t --modes threaded,gunicorn-gthread --stores global,lock
     """
     from scenarios.run.presets import expand
 

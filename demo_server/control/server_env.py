@@ -163,6 +163,18 @@ def server_python(text: str, mode: str, store: str = "", session_backend: str = 
         EnvironmentUnavailable: a package that cannot be installed for it (one
             line naming the package and pip's reason).
     """
+    key = (text, mode, store, session_backend, app)
+    if key not in _READY:
+        _READY[key] = _server_python(text, mode, store, session_backend, app, progress or _say)
+    return _READY[key]
+
+
+#: What ``server_python`` found ready, in this process: a matrix asks once per cell.
+_READY: dict[tuple[str, str, str, str, bool], ServerPython] = {}
+
+
+def _server_python(text: str, mode: str, store: str, session_backend: str, app: bool,
+                   progress: Progress) -> ServerPython:
     interpreter = resolve(text)
     if interpreter.is_own:
         return ServerPython(interpreter, sys.executable)
@@ -180,7 +192,7 @@ def server_python(text: str, mode: str, store: str = "", session_backend: str = 
             f"--python {text}: {interpreter.path} is a virtual environment without "
             f"{', '.join(missing)}: install them there (pip install {' '.join(missing)}), or "
             "give its base interpreter and racelab prepares an environment of its own")
-    env = prepared_env(interpreter, need, progress or _say)
+    env = prepared_env(interpreter, need, progress)
     return ServerPython(interpreter, str(_env_python(env)), str(env))
 
 

@@ -449,7 +449,9 @@ class Supervisor(StartStop["Supervisor"]):
             p for p in (*paths, env.get("PYTHONPATH", "")) if p
         )
         log_path = fresh_file(self.run_dir / f"{name}.log")  # this run's log alone
-        if self.zygotes is not None and self.target is None:
+        # racelab's zygotes imported Flask and gunicorn under racelab's own interpreter:
+        # a server on another one starts afresh.
+        if self.zygotes is not None and self.target is None and self.spec.own_python:
             zygote = self.zygotes.for_mode(self.spec.instance_spec().mode)
             return zygote.spawn(argv, name, log_path, env=env, append=True)
         return spawn(argv, name, log_path=log_path, env=env)
