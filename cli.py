@@ -111,8 +111,8 @@ def serve(settings: Settings, run_dir_name: str | None, overwrite: bool, **opts:
     from demo_server.control.services import services_for
     from demo_server.control.supervisor import Supervisor
 
-    run_dir = make_run_dir(run_dir_name, "serve", "--run-dir", overwrite=overwrite)
     build_server(settings, **opts)  # validates the options before anything starts
+    run_dir = make_run_dir(run_dir_name, "serve", "--run-dir", overwrite=overwrite)
     store = opts["store"] or spec_default("store")
     with services_for(settings, [store], settings.session_backend) as settings:
         config, spec = build_server(settings, **opts)
@@ -513,8 +513,9 @@ def report(run_dir: Path, fmt: str, open_report: bool, svg: bool, width: int | N
 
 
 @main.command()
-@click.option("--python", "pythons", multiple=True, metavar="PATH",
-              help="Also this interpreter (repeatable); pyenv's versions are found by themselves.")
+@click.option("--python", "pythons", multiple=True, metavar="PYTHON",
+              help="Also this interpreter: a path, a command or a version (repeatable); those "
+              "on PATH, pyenv's, uv's and racelab's cache are found by themselves.")
 @click.option("--threads", type=int, default=8, show_default=True, callback=positive)
 @click.option("--increments", type=int, default=200_000, show_default=True, callback=positive,
               help="Increments per thread (the yield window runs a hundredth).")
@@ -525,33 +526,44 @@ def interpreters(pythons: tuple[str, ...], threads: int, increments: int, as_jso
     No server: threads call the question's query() in a tight loop, with window
     none (the literal code), call and yield. How many increments are lost shows
     where each interpreter lets another thread in between the read and the write.
+    A free-threaded build is also checked as a server runs it: does its GIL stay
+    off once Flask and the server are imported?
 
     \b
     Examples:
       racelab interpreters
-      racelab interpreters --python /usr/bin/python3.13t --threads 4
+      racelab interpreters --python 3.13t --threads 4
+      racelab interpreters --python ~/.local/bin/python3.14t --json
     """
     from rich.console import Console
     from rich.table import Table
 
     from scenarios.run.interpreters import find_interpreters, run_interpreters
 
-    results = run_interpreters(find_interpreters(pythons), threads, increments)
+    results = run_interpreters(find_interpreters(pythons), threads, increments,
+                               check_server=True)
     if as_json:
         click.echo(json.dumps([r.to_dict() for r in results], indent=2))
         return
-    table = Table("python", "GIL", "none (the original)", "call", "yield",
-                  title=f"Increments lost by {threads} threads, per window")
+    table = Table("python", "build", "GIL", "GIL with the server", "none (the original)",
+                  "call", "yield", title=f"Increments lost by {threads} threads, per window")
     for r in results:
         if r.error:
-            table.add_row(r.python, "", f"could not run: {r.error}", "", "")
+            table.add_row(r.python, "", "", "", f"could not run: {r.error}", "", "")
             continue
         cells = []
         for window in ("none", "call", "yield"):
             lost, expected = r.lost(window) or (0, 0)
             style = "red" if lost else "green"
             cells.append(f"[{style}]{lost / expected:.0%}[/] ({lost:,})" if expected else "")
-        table.add_row(f"{r.implementation} {r.version}", "on" if r.gil else "off", *cells)
+        server = r.server or {}
+        with_server = "-" if not server else (
+            f"not checked: {server.get('reason')}" if not server.get("checked") else
+            ("on" + (f" ({', '.join(server['gil_enabled_by'])})"
+                     if server.get("gil_enabled_by") else "")) if server.get("gil") else "off")
+        table.add_row(f"{r.implementation} {r.version}",
+                      "free-threaded" if r.build == "free-threaded" else "GIL",
+                      "on" if r.gil else "off", with_server, *cells)
     Console().print(table)
 
 

@@ -247,12 +247,16 @@ def _newest(found: list[Interpreter]) -> Interpreter:
     return max(reversed(found), key=lambda i: i.version_info)
 
 
-def resolve(text: str) -> Interpreter:
+def resolve(text: str, serve: bool = True) -> Interpreter:
     """The interpreter ``--python`` names (see the module's docstring); ``""``: racelab's own.
 
+    Args:
+        text: a path, a command, a version or ``free-threaded``.
+        serve: it will serve the app, so it must be recent enough for racelab's server.
+
     Raises:
-        ConfigError: nothing by that name, a file that is not a Python, or a
-            Python too old to run racelab's server (one line, saying what to do).
+        ConfigError: nothing by that name, a file that is not a Python, or (``serve``)
+            a Python too old to run racelab's server (one line, saying what to do).
     """
     text = text.strip()
     if not text:
@@ -263,7 +267,7 @@ def resolve(text: str) -> Interpreter:
         message = str(exc)
         raise ConfigError(message if message.startswith("--python") else
                           f"--python {text}: {message}") from None
-    if found.version_info[:2] < defaults.SERVER_MIN_PYTHON:
+    if serve and found.version_info[:2] < defaults.SERVER_MIN_PYTHON:
         need = ".".join(str(p) for p in defaults.SERVER_MIN_PYTHON)
         raise ConfigError(f"--python {text}: {found.label} is too old to serve the app "
                           f"(racelab's server needs Python {need} or newer)")
