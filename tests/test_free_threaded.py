@@ -225,3 +225,44 @@ def test_a_store_whose_client_cannot_be_installed_is_one_line(
     assert [c.store for c in kept] == ["global"] and kept[0].python == free_threaded.short
     ((name, reason),) = skipped
     assert name == f"session on python {free_threaded.short}" and "msgspec" in reason
+
+
+def _free_threaded_groups() -> list[dict[str, Any]]:
+    """The classroom preset's free-threaded cell groups, as the TOML file has them."""
+    from scenarios.run.presets import PRESETS_DIR, tomllib
+
+    data = tomllib.loads((PRESETS_DIR / "classroom.toml").read_text(encoding="utf-8"))
+    return [g for g in data["cells"] if g.get("python")]
+
+
+def test_classroom_runs_its_free_threaded_cells_and_the_threads_claim_cites_them(
+        tmp_path: Path, free_threaded: Interpreter) -> None:
+    """With a free-threaded build on the machine, the classroom's free-threaded cells run
+    on it (named by its version: ``3.13t``), each records its GIL off, and the threads
+    claim names them beside the default interpreter's cells. The cells are the classroom
+    preset's own groups, beside one cell on racelab's interpreter."""
+    groups = _free_threaded_groups()
+    assert groups and all(g["optional"] and g["python"] == FREE_THREADED for g in groups)
+    lines = ['name = "ft"', "interpreters = false", "", "[[cells]]", 'stores = ["global"]',
+             'windows = ["none"]', 'modes = ["gunicorn-gthread"]', "requests = 400"]
+    for group in groups:
+        lines += ["", "[[cells]]"] + [f"{k} = {json.dumps(v)}" for k, v in group.items()]
+    preset = tmp_path / "ft.toml"
+    preset.write_text("\n".join(lines) + "\n")
+    run = tmp_path / "run"
+    proc = racelab("demo", "--preset", str(preset), "--out", str(run), cwd=tmp_path)
+    out, err = proc.communicate(timeout=600)
+    assert proc.returncode == 0, (out + err).decode()
+    results = json.loads((run / "results.json").read_text())
+    free = {e["id"].split("-", 1)[1]: e for e in results["experiments"]
+            if e["interpreter"]["requested"]}
+    short = free_threaded.short
+    assert set(free) == {f"{s}-none-{m}-py{short}" for s in ("global", "lock")
+                         for m in ("threaded", "gunicorn-gthread")}
+    assert all(e["interpreter"]["label"] == f"{short}, GIL off" for e in free.values())
+    assert all(e["verdict"]["valid"] == "yes" for k, e in free.items() if k.startswith("lock"))
+    (threads,) = [c for c in results["claims"] if c["key"] == "threads"]
+    cited = set(threads["supporting"]) | set(threads["against"])
+    assert {e["id"] for k, e in free.items() if k.startswith("global")} <= cited
+    assert f"On the free-threaded build ({short}, GIL off)" in threads["why"]
+    assert f"gunicorn-gthread ({short})" in out.decode()  # the table names the interpreter
