@@ -3,16 +3,13 @@ the doctor's list, the environment racelab prepares for another one, and --pytho
 
 from __future__ import annotations
 
-import contextlib
 import json
 import os
 import sys
-import time
 from pathlib import Path
 
-import psutil
 import pytest
-from cli_tools import racelab
+from cli_tools import refused
 
 from cli import main
 from demo_server.basics.errors import ConfigError
@@ -171,16 +168,5 @@ def test_bad_python_is_one_line_exit_2(tmp_path: Path, command: list[str], pytho
     elif python == "not-python":
         python = _not_python(tmp_path)
     out_flag = ["--run-dir"] if command == ["serve"] else ["--out"]
-    proc = racelab(*command, "--python", python, *out_flag, str(tmp_path / "run"), cwd=tmp_path)
-    seen: set[int] = set()
-    while proc.poll() is None:
-        with contextlib.suppress(psutil.NoSuchProcess):
-            seen |= {c.pid for c in psutil.Process(proc.pid).children(recursive=True)}
-        time.sleep(0.05)
-    out, err = proc.communicate(timeout=120)
-    text = err.decode()
-    assert proc.returncode == 2, (out + err).decode()
-    assert needle in text and "Traceback" not in text
-    assert len([line for line in text.splitlines() if line.strip()]) == 1, text
-    assert not [p for p in seen if psutil.pid_exists(p)
-                and psutil.Process(p).status() != psutil.STATUS_ZOMBIE]
+    refused(*command, "--python", python, *out_flag, str(tmp_path / "run"), cwd=tmp_path,
+            needle=needle)
