@@ -809,7 +809,7 @@ def cell_key(entry: Mapping[str, Any], multi_window: bool) -> tuple[str, str]:
     row = str(config.get("mode") or "?")
     interpreter = entry.get("interpreter") or {}
     if interpreter.get("requested"):  # served by another interpreter: a row of its own
-        row += f" ({interpreter.get('short') or interpreter['requested']})"
+        row += f" ({interpreter.get('label') or interpreter['requested']})"
     target = config.get("app") or config.get("url")
     if target:  # your own app: named by its file or URL, not by a store
         return row, str(target).rsplit("/", 1)[-1]
