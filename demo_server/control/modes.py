@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import dataclasses
 import functools
-import subprocess
 import sys
 
 from demo_server.basics import defaults
@@ -91,6 +90,8 @@ def gunicorn_has_control_socket(python: str = "") -> bool:
     """True when the gunicorn ``python`` (default: this one) imports has the control socket
     settings (gunicorn 25.1 and later)."""
     if python and python != sys.executable:
+        import subprocess  # only for another interpreter: racelab --help stays light
+
         try:
             done = subprocess.run([python, "-c", _CONTROL_SOCKET], capture_output=True,
                                   text=True, timeout=30, stdin=subprocess.DEVNULL)

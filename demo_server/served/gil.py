@@ -22,7 +22,6 @@ import os
 import platform
 import re
 import sys
-import sysconfig
 import warnings
 from typing import Any
 
@@ -64,6 +63,8 @@ def watch() -> None:
 
 def state() -> dict[str, Any]:
     """This process's interpreter and its GIL, now (see the module's docstring)."""
+    import sysconfig  # asked when a server reports itself, not when racelab starts
+
     free_threaded = bool(sysconfig.get_config_var("Py_GIL_DISABLED"))
     return {
         "python": platform.python_version(),
