@@ -196,18 +196,25 @@ def spec_default(name: str) -> Any:
 
 # Options shared by every command that launches a server.
 server_options = spec_options(only=("mode", "store", "window", "work_us", "workers", "threads",
-                                    "instances", "scenario"))
+                                    "instances", "python", "scenario"))
 
 
 def build_server(settings: Settings, **opts: Any) -> tuple[ServerConfig, LaunchSpec]:
-    """Turn the shared server options into a config and a launch spec."""
+    """Turn the shared server options into a config and a launch spec.
+
+    The interpreter ``--python`` names is found, and made ready, here: a name that
+    finds nothing, or one that cannot serve this mode or store, is one line and exit
+    2 before anything starts.
+    """
     from scenarios.run.spec import spec_from_options
 
     spec = spec_from_options({k: opts.get(k) for k in (
-        "scenario", "store", "window", "work_us", "mode", "workers", "threads", "instances")})
+        "scenario", "store", "window", "work_us", "mode", "workers", "threads", "instances",
+        "python", "app")})
     spec = spec.connected(settings)
     return spec.server_config(), spec.launch_spec(opts.get("host", defaults.HOST),
-                                                  opts.get("port", 0) or 0)
+                                                  opts.get("port", 0) or 0,
+                                                  python=spec.server_python())
 
 
 def swarm_and_print(settings: Settings, spec: Any, run_dir: Path, assert_safe: bool) -> None:
@@ -301,6 +308,12 @@ def run_demo_command(
     The run's wall time counts from this process's start.
     """
     started = command_started()
+    from demo_server.control.interpreter import resolve
+
+    # An interpreter that cannot be found is bad input, before anything starts; an
+    # optional cell's (the classroom's free-threaded ones) is skipped by the run instead.
+    for python in sorted({cell.python for cell in cells if cell.python and not cell.optional}):
+        resolve(python)
     run_dir = make_run_dir(out, preset, overwrite=overwrite)
     from scenarios.run.demo import start_launchers
 

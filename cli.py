@@ -104,14 +104,15 @@ def serve(settings: Settings, run_dir_name: str | None, overwrite: bool, **opts:
     Examples:
       racelab serve --mode gunicorn-sync --workers 2
       racelab serve --mode threaded --window yield --port 8000
+      racelab serve --mode gunicorn-gthread --python 3.13t   # a free-threaded server
       curl http://127.0.0.1:8000/        # the counter, as text
       racelab --start-services serve --store redis   # a private Redis if none answers
     """
     from demo_server.control.services import services_for
     from demo_server.control.supervisor import Supervisor
 
-    run_dir = make_run_dir(run_dir_name, "serve", "--run-dir", overwrite=overwrite)
     build_server(settings, **opts)  # validates the options before anything starts
+    run_dir = make_run_dir(run_dir_name, "serve", "--run-dir", overwrite=overwrite)
     store = opts["store"] or spec_default("store")
     with services_for(settings, [store], settings.session_backend) as settings:
         config, spec = build_server(settings, **opts)
@@ -185,6 +186,8 @@ def swarm(settings: Settings, out: str | None, overwrite: bool, assert_safe: boo
       racelab swarm --app app.py:app --mode gunicorn-sync --workers 3 --assert-safe
       racelab swarm --app shop:create_app() --request 'POST /buy' --value json:seat \\
           --check tickets --mode gunicorn-gthread
+      racelab swarm --python 3.13t --mode gunicorn-gthread --store global   # no GIL
+      racelab swarm --app app.py:app --python 3.14t --mode gunicorn-gthread --assert-safe
     """
     from demo_server.control.services import services_for
     from scenarios.run.spec import spec_from_options
@@ -385,12 +388,13 @@ def export(ctx: click.Context, source: Path, fmt: str, edn: bool, out: Path | No
 @click.option("--open", "open_report", is_flag=True, help="Open the HTML report when done.")
 @budget_option
 @repeat_option
+@spec_options(only=("python",))
 @click.option("--json", "as_json", is_flag=True, help="Print results.json instead of the table.")
 @assert_safe_option
 @click.pass_obj
 def demo(settings: Settings, preset: str, out: str | None, overwrite: bool, open_report: bool,
          budget: float | None, as_json: bool, assert_safe: bool,
-         repeat: int | None) -> None:
+         repeat: int | None, python: str | None) -> None:
     """The whole answer in one command: run a preset matrix and write the HTML report.
 
     Runs every cell (server up, Locust swarm, final state, server down, check),
@@ -404,11 +408,13 @@ def demo(settings: Settings, preset: str, out: str | None, overwrite: bool, open
       racelab demo --preset my-grid.toml --budget 300
       racelab demo --preset quick --repeat 5  # how often each cell races, k of 5
       racelab demo --preset quick --out runs/quick --overwrite  # replace an earlier run
+      racelab demo --preset quick --python 3.13t   # every cell served by a free-threaded 3.13
     """
-    from scenarios.run.presets import load_preset
+    from scenarios.run.presets import load_preset, on_python
 
     loaded = load_preset(preset)
-    run_demo_command(settings, loaded.cells, preset=loaded.name,
+    cells = loaded.cells if python is None else on_python(loaded.cells, python)
+    run_demo_command(settings, cells, preset=loaded.name,
                      nominal_budget_s=loaded.budget_s, budget=budget, out=out,
                      open_report=open_report, as_json=as_json, assert_safe=assert_safe,
                      repeat=repeat, interpreters=loaded.interpreters, overwrite=overwrite)
@@ -444,6 +450,7 @@ def matrix(settings: Settings, modes: list[str], stores: list[str], windows: lis
       racelab matrix --modes threaded,gevent --stores global,lock --windows none,yield
       racelab matrix --modes gunicorn-sync,cluster --stores redis,postgres --requests 2000
       racelab matrix --app app.py:app --modes threaded,gunicorn-sync,gevent --assert-safe
+      racelab matrix --python 3.13t --modes threaded,gunicorn-gthread --stores global,lock
     """
     from scenarios.run.presets import expand
 
@@ -506,8 +513,9 @@ def report(run_dir: Path, fmt: str, open_report: bool, svg: bool, width: int | N
 
 
 @main.command()
-@click.option("--python", "pythons", multiple=True, metavar="PATH",
-              help="Also this interpreter (repeatable); pyenv's versions are found by themselves.")
+@click.option("--python", "pythons", multiple=True, metavar="PYTHON",
+              help="Also this interpreter: a path, a command or a version (repeatable); those "
+              "on PATH, pyenv's, uv's and racelab's cache are found by themselves.")
 @click.option("--threads", type=int, default=8, show_default=True, callback=positive)
 @click.option("--increments", type=int, default=200_000, show_default=True, callback=positive,
               help="Increments per thread (the yield window runs a hundredth).")
@@ -518,33 +526,44 @@ def interpreters(pythons: tuple[str, ...], threads: int, increments: int, as_jso
     No server: threads call the question's query() in a tight loop, with window
     none (the literal code), call and yield. How many increments are lost shows
     where each interpreter lets another thread in between the read and the write.
+    A free-threaded build is also checked as a server runs it: does its GIL stay
+    off once Flask and the server are imported?
 
     \b
     Examples:
       racelab interpreters
-      racelab interpreters --python /usr/bin/python3.13t --threads 4
+      racelab interpreters --python 3.13t --threads 4
+      racelab interpreters --python ~/.local/bin/python3.14t --json
     """
     from rich.console import Console
     from rich.table import Table
 
     from scenarios.run.interpreters import find_interpreters, run_interpreters
 
-    results = run_interpreters(find_interpreters(pythons), threads, increments)
+    results = run_interpreters(find_interpreters(pythons), threads, increments,
+                               check_server=True)
     if as_json:
         click.echo(json.dumps([r.to_dict() for r in results], indent=2))
         return
-    table = Table("python", "GIL", "none (the original)", "call", "yield",
-                  title=f"Increments lost by {threads} threads, per window")
+    table = Table("python", "build", "GIL", "GIL with the server", "none (the original)",
+                  "call", "yield", title=f"Increments lost by {threads} threads, per window")
     for r in results:
         if r.error:
-            table.add_row(r.python, "", f"could not run: {r.error}", "", "")
+            table.add_row(r.python, "", "", "", f"could not run: {r.error}", "", "")
             continue
         cells = []
         for window in ("none", "call", "yield"):
             lost, expected = r.lost(window) or (0, 0)
             style = "red" if lost else "green"
             cells.append(f"[{style}]{lost / expected:.0%}[/] ({lost:,})" if expected else "")
-        table.add_row(f"{r.implementation} {r.version}", "on" if r.gil else "off", *cells)
+        server = r.server or {}
+        with_server = "-" if not server else (
+            f"not checked: {server.get('reason')}" if not server.get("checked") else
+            ("on" + (f" ({', '.join(server['gil_enabled_by'])})"
+                     if server.get("gil_enabled_by") else "")) if server.get("gil") else "off")
+        table.add_row(f"{r.implementation} {r.version}",
+                      "free-threaded" if r.build == "free-threaded" else "GIL",
+                      "on" if r.gil else "off", with_server, *cells)
     Console().print(table)
 
 

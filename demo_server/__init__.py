@@ -4,6 +4,10 @@
 
 ``create_app`` and ``gil_enabled`` are imported on first use: Flask costs a
 command that only reads histories (``racelab check``) a fifth of a second.
+
+Every server process imports this package before Flask, gunicorn's workers and
+the app: it starts watching, from here on, for a module that turns a
+free-threaded interpreter's GIL back on (``demo_server.served.gil``).
 """
 
 from __future__ import annotations
@@ -18,7 +22,10 @@ from demo_server.basics.errors import (
     ServerNotReady,
     StoreUnavailable,
 )
+from demo_server.served import gil as _gil
 from demo_server.served.config import MODES, STORES, WINDOWS, ServerConfig
+
+_gil.watch()
 
 if TYPE_CHECKING:
     from demo_server.app import create_app, gil_enabled

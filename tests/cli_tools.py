@@ -35,3 +35,18 @@ def watch(proc: subprocess.Popen[bytes], seconds: float,
     while time.monotonic() < deadline and proc.poll() is None:
         seen.update({c.pid: c for c in descendants(proc.pid)})
         time.sleep(0.02)
+
+
+def refused(*args: str, cwd: Path, needle: str) -> None:
+    """``racelab ARGS`` is bad input: one line naming ``needle`` on stderr, exit 2, no
+    traceback, and no process it started left running."""
+    proc = racelab(*args, cwd=cwd)
+    seen: dict[int, psutil.Process] = {}
+    watch(proc, 120, seen)
+    out, err = proc.communicate(timeout=120)
+    text = err.decode()
+    assert proc.returncode == 2, (out + err).decode()
+    assert needle in text and "Traceback" not in text
+    assert len([line for line in text.splitlines() if line.strip()]) == 1, text
+    assert not [p for p in seen.values() if p.is_running()
+                and p.status() != psutil.STATUS_ZOMBIE]

@@ -145,3 +145,40 @@ def test_claims_serialise() -> None:
     assert data == {"key": "g", "text": "flask.g holds data for one request only.",
                     "verdict": "true", "why": data["why"], "supporting": ["a"], "against": [],
                     "unjudged": []}
+
+
+def _on(entry: dict[str, Any], label: str, gil: bool, build: str = "free-threaded") -> dict:
+    """The entry as served by another interpreter (what results.json's ``interpreter`` says)."""
+    return {**entry, "interpreter": {"requested": label.split(",")[0], "build": build,
+                                     "gil": gil, "label": label}}
+
+
+def test_threads_claim_says_no_free_threaded_build_was_tested() -> None:
+    """Without a free-threaded cell the threads claim says it was not tested on one and how
+    to get one, whatever the other cells showed."""
+    for entries in ([cell("a", "global", "threaded", "safe")], []):
+        why = claim(entries, "threads").why
+        assert "Not tested on a free-threaded build" in why
+        assert "./run free-threaded" in why and "uv python install 3.14t" in why
+
+
+def test_threads_claim_cites_the_free_threaded_cells() -> None:
+    """Free-threaded cells (GIL off) join the claim's cells and are named apart: the ones
+    that raced, and the ones that showed nothing (no proof of safety without the GIL)."""
+    entries = [cell("a", "global", "threaded", "safe"),
+               _on(cell("b", "global", "gunicorn-gthread", "race", "interleaving"),
+                   "3.13t, GIL off", gil=False),
+               _on(cell("c", "global", "threaded", "safe"), "3.13t, GIL off", gil=False)]
+    c = claim(entries, "threads")
+    assert c.verdict == "depends"
+    assert c.supporting == ("b",) and c.against == ("a", "c")
+    assert "On the free-threaded build (3.13t, GIL off): global under gunicorn-gthread " \
+           "repeated or lost numbers; global under threaded showed none" in c.why
+    assert "Not tested" not in c.why
+
+
+def test_a_free_threaded_build_whose_gil_came_back_is_not_cited_as_one() -> None:
+    """A free-threaded build that ran with the GIL on (an extension turned it on) does not
+    count as tested without the GIL."""
+    entries = [_on(cell("a", "global", "threaded", "safe"), "3.13t, GIL on", gil=True)]
+    assert "Not tested on a free-threaded build" in claim(entries, "threads").why

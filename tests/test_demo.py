@@ -184,6 +184,21 @@ def test_classroom_shows_every_claim_from_observed_data(tmp_path) -> None:
     assert 'id="claims"' in html
     assert platform.python_version() in html
     assert "GIL" in html
+    # On a free-threaded build, when one is found: the lock holds, the threads claim cites it.
+    from demo_server.basics.errors import ConfigError
+    from demo_server.control.interpreter import FREE_THREADED, resolve
+
+    results = json.loads((run_dir / "results.json").read_text())
+    (threads,) = [c for c in results["claims"] if c["key"] == "threads"]
+    try:
+        short = resolve(FREE_THREADED).short
+    except ConfigError:
+        assert "Not tested on a free-threaded build" in threads["why"]
+        return
+    for mode in ("threaded", "gunicorn-gthread"):
+        assert v[f"lock-none-{mode}-py{short}"] == "yes", mode
+        assert f"global-none-{mode}-py{short}" in v, mode
+    assert f"On the free-threaded build ({short}, GIL off)" in threads["why"]
 
 
 def test_default_relative_run_directory_records_real_results(tmp_path) -> None:

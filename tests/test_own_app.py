@@ -17,9 +17,8 @@ import sys
 import time
 from pathlib import Path
 
-import psutil
 import pytest
-from cli_tools import racelab
+from cli_tools import racelab, refused
 
 APPS = Path(__file__).resolve().parent / "apps"
 
@@ -166,18 +165,5 @@ def test_demo_app_as_a_target_gives_the_built_in_verdicts(tmp_path: Path) -> Non
 ])
 def test_bad_targets_are_one_line_exit_2(tmp_path: Path, args: list[str], needle: str) -> None:
     """Bad targets: one line naming the problem, exit 2, nothing left running."""
-    proc = racelab(*args, "--requests", "50", "--out", str(tmp_path / "run"), cwd=tmp_path)
-    seen: set[int] = set()
-    while proc.poll() is None:
-        try:
-            seen |= {c.pid for c in psutil.Process(proc.pid).children(recursive=True)}
-        except psutil.NoSuchProcess:
-            break
-        time.sleep(0.05)
-    out, err = proc.communicate(timeout=120)
-    text = err.decode()
-    assert proc.returncode == 2, (out + err).decode()
-    assert needle in text and "Traceback" not in text
-    assert len([line for line in text.splitlines() if line.strip()]) == 1, text
-    assert not [p for p in seen if psutil.pid_exists(p)
-                and psutil.Process(p).status() != psutil.STATUS_ZOMBIE]
+    refused(*args, "--requests", "50", "--out", str(tmp_path / "run"), cwd=tmp_path,
+            needle=needle)

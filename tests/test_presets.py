@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import contextlib
+
 import pytest
 
 from demo_server import ConfigError
@@ -22,7 +24,9 @@ def test_classroom_covers_every_mode_and_embedded_store() -> None:
                                        "gunicorn-gthread", "gevent", "cluster"}
     assert {"global", "lock", "manager", "sqlite", "g"} <= {c.store for c in cells}
     assert {c.window for c in cells} == {"none", "yield"}
-    assert {c.store for c in cells if c.optional} == {"redis", "postgres", "memcached", "session"}
+    assert {c.store for c in cells if c.optional and not c.python} == {
+        "redis", "postgres", "memcached", "session"}
+    assert all(c.optional for c in cells if c.python)  # free-threaded: only where one is found
 
 
 def test_windows_apply_only_to_windowed_stores(tmp_path) -> None:
@@ -68,3 +72,30 @@ def test_quick_leaves_the_interpreter_table_to_classroom() -> None:
     """quick races no interpreters (its seconds go to the cells); classroom does."""
     assert load_preset("quick").interpreters is False
     assert load_preset("classroom").interpreters is True
+
+
+def test_classroom_free_threaded_cells_are_left_out_where_there_is_none(
+        tmp_path, monkeypatch) -> None:
+    """The classroom's free-threaded cells are optional: where no free-threaded Python is
+    found they are skipped, saying how to get one, and every other cell stays."""
+    from demo_server.control.interpreter import FREE_THREADED, resolve
+    from demo_server.served.config import Connections
+    from scenarios.run.matrix import ready_interpreters
+
+    monkeypatch.setenv("RACELAB_CACHE", str(tmp_path))  # not the cache ./run free-threaded fills
+    with contextlib.suppress(ConfigError):
+        found = resolve(FREE_THREADED)
+        pytest.skip(f"a free-threaded Python outside racelab's cache: {found.path}")
+    cells = load_preset("classroom").cells
+    free = [c for c in cells if c.python]
+    assert {(c.store, c.mode) for c in free} == {(s, m) for s in ("global", "lock")
+                                                 for m in ("threaded", "gunicorn-gthread")}
+    kept, skipped = ready_interpreters(cells, Connections())
+    assert kept == [c for c in cells if not c.python]
+    ((name, reason),) = skipped
+    assert name == "python free-threaded" and "./run free-threaded" in reason
+
+
+def test_quick_names_no_interpreter() -> None:
+    """quick stays as fast as it was: none of its cells asks for another interpreter."""
+    assert not [c for c in load_preset("quick").cells if c.python]

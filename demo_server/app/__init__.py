@@ -4,23 +4,20 @@ from __future__ import annotations
 
 import os
 import platform
-import sys
 import threading
 import time
 
 from flask import Flask, Response, jsonify, request
 
 from demo_server.basics.errors import RacelabError
+from demo_server.served import gil
 from demo_server.served.config import ServerConfig
 from scenarios.registry import check_cell, get_scenario
 
 __all__ = ["create_app", "gil_enabled"]
 
 
-def gil_enabled() -> bool:
-    """True unless this is a free-threaded build running without the GIL."""
-    is_enabled = getattr(sys, "_is_gil_enabled", None)
-    return True if is_enabled is None else bool(is_enabled())
+gil_enabled = gil.gil_enabled
 
 
 class _Served:
@@ -88,7 +85,7 @@ def create_app(config: ServerConfig | None = None) -> Flask:
             served=served.value,
             pid=os.getpid(),
             per_process=config.per_process,
-            **identity,
+            **{**identity, **gil.state()},
         )
 
     @app.post("/reset")
@@ -100,6 +97,7 @@ def create_app(config: ServerConfig | None = None) -> Flask:
     @app.get("/healthz")
     def healthz() -> Response:
         hold()
-        return jsonify(ok=True, pid=os.getpid(), executable=sys.executable, **identity)
+        # The interpreter and its GIL as they are now, after the app and its imports.
+        return jsonify(ok=True, pid=os.getpid(), **{**identity, **gil.state()})
 
     return app

@@ -18,11 +18,13 @@ __all__ = [
     "MODE",
     "NAMESPACE",
     "POSTGRES_DSN",
+    "PYTHON",
     "RECONNECT",
     "REDIS_URL",
     "REQUESTS",
     "REQUEST_TIMEOUT_S",
     "SCENARIO",
+    "SERVER_MIN_PYTHON",
     "SESSION_BACKEND",
     "STOCK",
     "STORE",
@@ -45,7 +47,9 @@ STOCK = 100  #: seats on sale when a ``tickets`` run starts
 WORKERS = 2
 THREADS = 4
 INSTANCES = 2
+PYTHON = ""  #: the interpreter that serves the app: racelab's own
 HOST = "127.0.0.1"  #: every listener binds loopback unless the user says otherwise
+SERVER_MIN_PYTHON = (3, 10)  #: the oldest Python racelab's server (and --app's launcher) runs on
 
 # The swarm.
 USERS = 16

@@ -36,6 +36,7 @@ from demo_server.basics.errors import BadHost, LeftoverProcesses, PortInUse
 from demo_server.basics.files import open_new
 
 __all__ = [
+    "SOURCE_ROOT",
     "ProcessGroup",
     "Zygote",
     "check_host",
@@ -399,7 +400,9 @@ def spawn_to_files(
 
 
 # -- a pre-warmed launcher -----------------------------------------------------------------
-_PACKAGE_ROOT = str(Path(__file__).resolve().parent.parent)
+#: The folder that holds racelab's packages: on ``PYTHONPATH``, a process racelab starts
+#: imports them under any interpreter, racelab installed there or not.
+SOURCE_ROOT = str(Path(__file__).resolve().parents[2])
 
 
 class ZygoteChild:
@@ -466,7 +469,7 @@ class Zygote:
         if env is None:
             base = dict(os.environ)
             base["PYTHONPATH"] = os.pathsep.join(
-                p for p in (_PACKAGE_ROOT, base.get("PYTHONPATH", "")) if p)
+                p for p in (SOURCE_ROOT, base.get("PYTHONPATH", "")) if p)
             base["PYTHONUNBUFFERED"] = "1"
             env = base
         self._group: ProcessGroup | None = ProcessGroup(subprocess.Popen(

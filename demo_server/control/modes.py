@@ -32,6 +32,9 @@ class LaunchSpec:
         app: the WSGI app to serve, as ``path/to/file.py:app``, ``package.module:app``
             or ``package.module:create_app()`` (see ``demo_server.served.target``); empty:
             racelab's own demo app, ``demo_server:create_app()``.
+        python: the interpreter file the server runs on, ready to serve
+            (``demo_server.control.server_env.server_python`` gives it); empty:
+            racelab's own.
     """
 
     mode: str = defaults.MODE
@@ -41,6 +44,7 @@ class LaunchSpec:
     host: str = defaults.HOST
     port: int = 0
     app: str = ""
+    python: str = ""
 
     def __post_init__(self) -> None:
         if self.mode not in MODES:
@@ -50,6 +54,16 @@ class LaunchSpec:
                 raise ConfigError(f"{name} must be at least 1, got {getattr(self, name)}")
         if not 0 <= self.port <= 65535:
             raise ConfigError(f"port must be between 0 and 65535, got {self.port}")
+
+    @property
+    def executable(self) -> str:
+        """The interpreter the server is started with."""
+        return self.python or sys.executable
+
+    @property
+    def own_python(self) -> bool:
+        """The server runs on racelab's own interpreter (it may fork from racelab's zygotes)."""
+        return self.executable == sys.executable
 
     @property
     def expected_workers(self) -> int:
@@ -67,9 +81,23 @@ class LaunchSpec:
         return dataclasses.replace(self, mode="gunicorn-gthread", workers=1, instances=1)
 
 
+_CONTROL_SOCKET = ("from gunicorn.config import KNOWN_SETTINGS\n"
+                   "print(any(getattr(s, 'name', '') == 'control_socket' for s in KNOWN_SETTINGS))")
+
+
 @functools.cache
-def gunicorn_has_control_socket() -> bool:
-    """True when this gunicorn has the control socket settings (gunicorn 25.1 and later)."""
+def gunicorn_has_control_socket(python: str = "") -> bool:
+    """True when the gunicorn ``python`` (default: this one) imports has the control socket
+    settings (gunicorn 25.1 and later)."""
+    if python and python != sys.executable:
+        import subprocess  # only for another interpreter: racelab --help stays light
+
+        try:
+            done = subprocess.run([python, "-c", _CONTROL_SOCKET], capture_output=True,
+                                  text=True, timeout=30, stdin=subprocess.DEVNULL)
+        except (OSError, subprocess.SubprocessError):
+            return False
+        return done.stdout.strip() == "True"
     try:
         from gunicorn.config import KNOWN_SETTINGS
     except ImportError:
@@ -91,13 +119,13 @@ def server_command(spec: LaunchSpec, port: int, control_socket: str = "") -> lis
             directory); empty: none. Never gunicorn's shared default in ``$HOME``.
 
     Returns:
-        The argument vector, starting with this interpreter.
+        The argument vector, starting with the interpreter (``spec.executable``).
     """
     if spec.mode == "cluster":
         raise ConfigError("a cluster is launched one instance at a time")
     if spec.mode in _GUNICORN_WORKER:
         argv = [
-            sys.executable, "-m", "gunicorn",
+            spec.executable, "-m", "gunicorn",
             "--bind", f"{spec.host}:{port}",
             "--workers", str(spec.workers),
             "--worker-class", _GUNICORN_WORKER[spec.mode],
@@ -111,14 +139,14 @@ def server_command(spec: LaunchSpec, port: int, control_socket: str = "") -> lis
             argv += ["--threads", str(spec.threads)]
         if spec.mode == "gevent":
             argv += ["--worker-connections", "2000"]
-        if gunicorn_has_control_socket():
+        if gunicorn_has_control_socket(spec.python):
             argv += ["--control-socket", control_socket] if control_socket else [
                 "--no-control-socket"]
         app = "demo_server.served.target:stamped_app_from_env()" if spec.app else (
             "demo_server:create_app()")
         return [*argv, app]
     argv = [
-        sys.executable, "-m", "demo_server.app.serve",
+        spec.executable, "-m", "demo_server.app.serve",
         "--mode", spec.mode,
         "--host", spec.host,
         "--port", str(port),

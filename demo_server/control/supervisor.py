@@ -19,6 +19,7 @@ from demo_server.basics.client import get_json, probe_until
 from demo_server.basics.errors import ServerNotReady, TargetError
 from demo_server.basics.files import fresh_file
 from demo_server.basics.procs import (
+    SOURCE_ROOT,
     ProcessGroup,
     Zygote,
     check_host,
@@ -39,7 +40,6 @@ from scenarios.registry import get_scenario
 
 __all__ = ["OwnedService", "ServerZygotes", "Supervisor", "free_port", "group_members"]
 
-_PACKAGE_ROOT = str(Path(__file__).resolve().parent.parent)
 #: Unix socket paths longer than this do not fit in ``sockaddr_un`` everywhere.
 _MAX_SOCKET_PATH = 100
 
@@ -86,7 +86,7 @@ class _Manager:
         if self.port:
             argv.append(str(self.port))
         group = spawn(argv, "manager", log_path=self.log_path, stdout=subprocess.PIPE,
-                      env={**os.environ, "PYTHONPATH": _PACKAGE_ROOT})
+                      env={**os.environ, "PYTHONPATH": SOURCE_ROOT})
         assert group.popen.stdout is not None
         line = group.popen.stdout.readline().decode().strip()
         if not line.startswith("PORT "):
@@ -437,7 +437,7 @@ class Supervisor(StartStop["Supervisor"]):
 
     def _spawn(self, argv: list[str], env_extra: dict[str, str], name: str) -> ProcessGroup:
         env = {**os.environ, **env_extra, "PYTHONUNBUFFERED": "1"}
-        paths = [_PACKAGE_ROOT]
+        paths = [SOURCE_ROOT]
         if self.target is not None:
             env[ENV_TARGET] = str(self.target)
             error_file = self.run_dir / f"{name}.target-error"
@@ -449,7 +449,9 @@ class Supervisor(StartStop["Supervisor"]):
             p for p in (*paths, env.get("PYTHONPATH", "")) if p
         )
         log_path = fresh_file(self.run_dir / f"{name}.log")  # this run's log alone
-        if self.zygotes is not None and self.target is None:
+        # racelab's zygotes imported Flask and gunicorn under racelab's own interpreter:
+        # a server on another one starts afresh.
+        if self.zygotes is not None and self.target is None and self.spec.own_python:
             zygote = self.zygotes.for_mode(self.spec.instance_spec().mode)
             return zygote.spawn(argv, name, log_path, env=env, append=True)
         return spawn(argv, name, log_path=log_path, env=env)

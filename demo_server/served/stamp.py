@@ -13,7 +13,8 @@ iterable's ``close`` is the app's own). Two additions that no app path can
 collide with in practice:
 
 - ``GET /__racelab__/healthz[?hold_ms=N]`` is answered by the middleware itself
-  with ``{"ok": true, "pid": ..., "tid": ...}``: readiness for any app.
+  with ``{"ok": true, "pid": ..., "tid": ...}`` and the interpreter the app runs
+  on, its GIL measured then (``demo_server.served.gil.state``): readiness for any app.
 - a request header ``X-Racelab-Hold-Ms: N`` (at most 500) makes the worker wait
   N ms before the app sees the request, so that concurrent probes reach every
   worker of a pool.
@@ -28,6 +29,8 @@ import time
 from collections.abc import Callable, Iterable
 from typing import Any
 from urllib.parse import parse_qs
+
+from demo_server.served import gil
 
 __all__ = ["HEADERS", "HEALTH_PATH", "HOLD_HEADER", "RESERVED_PREFIX", "StampMiddleware"]
 
@@ -96,7 +99,8 @@ class StampMiddleware:
         hold = _hold_ms((query.get("hold_ms") or [None])[0])
         if hold:
             time.sleep(hold / 1000)
-        body = json.dumps({"ok": True, "pid": pid, "tid": tid, **self.identity}).encode()
+        body = json.dumps({"ok": True, "pid": pid, "tid": tid, **self.identity,
+                           **gil.state()}).encode()
         start_response("200 OK", [
             ("Content-Type", "application/json"),
             ("Content-Length", str(len(body))),

@@ -19,6 +19,7 @@ import dataclasses
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
+from demo_server.control.interpreter import GET_ONE
 from reports.analysis.failure_modes import (
     INTERLEAVING,
     ISOLATION_BREACH,
@@ -182,17 +183,46 @@ CLAIMS: tuple[ClaimRule, ...] = (
 )
 
 
-def _where(entry: Entry) -> str:
+def _where(entry: Entry, interpreter: bool = True) -> str:
     config = _config(entry)
     text = f"{config.get('store') or '?'} under {config.get('mode') or '?'}"
     window = config.get("window")
     if window and window != "none":
         text += f" (window {window})"
+    served = entry.get("interpreter") or {}
+    if interpreter and served.get("requested"):
+        text += f" on {served.get('label') or served['requested']}"
     return text
 
 
-def _list(entries: Sequence[Entry], limit: int = 2) -> str:
-    names = list(dict.fromkeys(_where(e) for e in entries))
+def _free_threaded(entry: Entry) -> bool:
+    """The experiment was served by a free-threaded build that kept its GIL off."""
+    interpreter = entry.get("interpreter") or {}
+    return interpreter.get("build") == "free-threaded" and interpreter.get("gil") is False
+
+
+def _free_threaded_why(judged: Sequence[Entry], rule: ClaimRule) -> str:
+    """What the free-threaded cells of the threads claim showed, or that there were none."""
+    free = [e for e in judged if _free_threaded(e)]
+    if not free:
+        return (" Not tested on a free-threaded build, where threads run Python code truly in "
+                "parallel and the original code races with nothing between read and write: "
+                f"{GET_ONE}.")
+    labels = " and ".join(dict.fromkeys(str((e.get("interpreter") or {}).get("label"))
+                                        for e in free))
+    raced = [e for e in free if rule.holds(e)]
+    calm = [e for e in free if not rule.holds(e)]
+    parts = []
+    if raced:
+        parts.append(f"{_list(raced, 4, interpreter=False)} repeated or lost numbers")
+    if calm:
+        parts.append(f"{_list(calm, 4, interpreter=False)} showed none (without the GIL the "
+                     "window is a few instructions wide: a longer run may show it)")
+    return f" On the free-threaded build ({labels}): {'; '.join(parts)}."
+
+
+def _list(entries: Sequence[Entry], limit: int = 2, interpreter: bool = True) -> str:
+    names = list(dict.fromkeys(_where(e, interpreter) for e in entries))
     shown = ", ".join(names[:limit])
     return shown + (f" and {len(names) - limit} more" if len(names) > limit else "")
 
@@ -221,7 +251,10 @@ def _judge(rule: ClaimRule, entries: Sequence[Entry]) -> Claim:
     if not judged:
         why = (f"{len(unjudged)} cell(s) it names could not be judged" if unjudged
                else rule.missing) + "."
-        return Claim(rule.key, rule.text, NOT_TESTED, why[0].upper() + why[1:], (), (), unjudged)
+        why = why[0].upper() + why[1:]
+        if rule.key == "threads":
+            why += _free_threaded_why(judged, rule)
+        return Claim(rule.key, rule.text, NOT_TESTED, why, (), (), unjudged)
     supporting = [e for e in judged if rule.holds(e)]
     against = [e for e in judged if not rule.holds(e)]
     if rule.key == "dev-threaded":
@@ -250,6 +283,8 @@ def _judge(rule: ClaimRule, entries: Sequence[Entry]) -> Claim:
         why = f"With {_list(supporting)}, {rule.yes}; with {_list(against)}, {rule.no}."
         if rule.key == "sessions":
             why = f"With {_list(supporting)}, {rule.yes}; " + _session_why(against) + "."
+    if rule.key == "threads":
+        why += _free_threaded_why(judged, rule)
     return Claim(rule.key, rule.text, verdict, why,
                  tuple(str(e.get("id")) for e in supporting),
                  tuple(str(e.get("id")) for e in against), unjudged)

@@ -6,7 +6,7 @@ checks one experiment's history and measures it; ``build_results`` gathers the
 experiments with the run's metadata; ``write_results`` / ``load_results`` save
 and read the file. Paths inside results.json are relative to its directory.
 
-Schema ``racelab.results/1`` (see docs/reports.md for every field)::
+Schema ``racelab.results/2`` (see docs/reports.md for every field)::
 
     {"schema": "racelab.results/1",
      "run": {"created", "racelab_version", "command", "preset", "label",
@@ -15,7 +15,7 @@ Schema ``racelab.results/1`` (see docs/reports.md for every field)::
      "experiments": [{"id", "label", "dir", "files", "status", "error",
                       "config", "ops", "throughput_rps", "latency_ms",
                       "verdict", "anomalies", "anomaly_rate", "final",
-                      "burst_spreads", "server", "command", "plots",
+                      "burst_spreads", "server", "interpreter", "command", "plots",
                       "failure_modes", "safe_bound", "interleaving", "repeats"}, ...],
      "plots": {"matrix": ..., "cost": {mode: path}}}
 """
@@ -72,6 +72,7 @@ __all__ = [
     "faults_of",
     "history_context",
     "history_metrics",
+    "interpreter_facts",
     "load_results",
     "mode_store_keys",
     "reanalyse_run",
@@ -370,6 +371,57 @@ def run_faults(exp_dir: Path | str) -> list[Mapping[str, Any]]:
     return faults_of(_read_events(Path(exp_dir) / "events.json")[0])
 
 
+def interpreter_facts(server: Mapping[str, Any], requested: Any = "") -> dict[str, Any]:
+    """What served an experiment, as the terminal, the report and the claims print it.
+
+    Args:
+        server: summary.json's ``server``: what the server process said of itself
+            after the app was imported (and again after the load).
+        requested: what ``--python`` asked for (``""``: racelab's own).
+
+    Returns:
+        ``{"requested", "python", "implementation", "build", "gil", "gil_enabled_by",
+        "python_gil", "executable", "interpreter", "environment", "short", "label",
+        "note"}``: ``short`` is ``3.13t`` or ``3.11``, ``label`` ``3.13t, GIL off``;
+        ``note`` says why a free-threaded build ran with the GIL on (the module Python
+        named, or ``PYTHON_GIL=1``), and is empty otherwise.
+    """
+    version = str(server.get("python") or "")
+    gil = server.get("gil")
+    build = str(server.get("build") or ("free-threaded" if gil is False else ""))
+    numbers = re.findall(r"\d+", version)[:2]
+    short = ".".join(numbers) + ("t" if build == "free-threaded" else "") if numbers else ""
+    enabled_by = [str(m) for m in server.get("gil_enabled_by") or ()]
+    forced = str(server.get("python_gil") or "")
+    note = ""
+    if build == "free-threaded" and gil:
+        if enabled_by:
+            names = ", ".join(f"'{m}'" for m in enabled_by)
+            note = (f"the GIL came back on: Python enabled it to load module {names}, which "
+                    "does not declare that it runs without the GIL")
+        elif forced == "1":
+            note = "the GIL was on: PYTHON_GIL=1 in the environment forces it on"
+        else:
+            note = "the GIL came back on; Python did not name the module that turned it on"
+    state = {True: "on", False: "off"}.get(gil) if isinstance(gil, bool) else None
+    label = short + (f", GIL {state}" if state else "") if short else ""
+    return {
+        "requested": str(requested or ""),
+        "python": version,
+        "implementation": str(server.get("implementation") or ""),
+        "build": build,
+        "gil": gil,
+        "gil_enabled_by": enabled_by,
+        "python_gil": forced,
+        "executable": str(server.get("executable") or ""),
+        "interpreter": str(server.get("interpreter") or ""),
+        "environment": str(server.get("environment") or ""),
+        "short": short,
+        "label": label,
+        "note": note,
+    }
+
+
 def _reproduce_command(config: Mapping[str, Any]) -> str:
     parts = ["racelab", "swarm"]
     for key in ("scenario", "store", "window", "mode", "workers", "threads", "instances",
@@ -437,6 +489,7 @@ def collect_experiment(exp_dir: Path | str) -> dict[str, Any]:
         "final": final,
         "burst_spreads": list(swarm.get("burst_spreads") or ()),  # written before 0.2
         "server": {k: server.get(k) for k in ("pids", "died", "exit_codes")},
+        "interpreter": interpreter_facts(server, experiment.get("python")),
         "command": str(summary.get("command")
                        or (_reproduce_command(config) if config.get("mode") else "")),
         "plots": {},
@@ -736,7 +789,7 @@ def mode_store_keys(entries: Sequence[Mapping[str, Any]]) -> tuple[list[str], li
             cols.append(col)
         unique = unique and (row, col) not in pairs
         pairs.add((row, col))
-    rows.sort(key=lambda m: (_order(MODES, m), m))
+    rows.sort(key=lambda m: (_order(MODES, m.split(" (")[0]), m))
     cols.sort(key=_column_order)
     return rows, cols, unique and (len(rows) > 1 or len(cols) > 1)
 
@@ -753,10 +806,14 @@ def _order(names: Sequence[str], name: str) -> int:
 def cell_key(entry: Mapping[str, Any], multi_window: bool) -> tuple[str, str]:
     """(mode, store or store/window) of an experiment."""
     config = entry.get("config") or {}
+    row = str(config.get("mode") or "?")
+    interpreter = entry.get("interpreter") or {}
+    if interpreter.get("requested"):  # served by another interpreter: a row of its own
+        row += f" ({interpreter.get('label') or interpreter['requested']})"
     target = config.get("app") or config.get("url")
     if target:  # your own app: named by its file or URL, not by a store
-        return str(config.get("mode") or "?"), str(target).rsplit("/", 1)[-1]
+        return row, str(target).rsplit("/", 1)[-1]
     col = str(config.get("store") or "?")
     if multi_window:
         col = f"{col}/{config.get('window') or '?'}"
-    return str(config.get("mode") or "?"), col
+    return row, col

@@ -60,6 +60,11 @@ def print_experiment(console: Console, entry: Mapping[str, Any], summary: Mappin
                   + (f" (locust: {locust:,})" if locust is not None else ""))
     rate = entry.get("throughput_rps")
     table.add_row("throughput", "-" if rate is None else f"{rate:,.0f} req/s")
+    interpreter = entry.get("interpreter") or {}
+    if interpreter.get("label"):
+        table.add_row("interpreter", escape(f"{interpreter.get('implementation') or 'Python'} "
+                                            f"{interpreter.get('python')} "
+                                            f"({interpreter['label']})"))
     table.add_row("outcomes", f"ok {ops.get('ok', 0):,}, fail {ops.get('fail', 0):,}, "
                   f"unknown (info) {ops.get('info', 0):,}")
     latency = entry.get("latency_ms")
@@ -76,6 +81,8 @@ def print_experiment(console: Console, entry: Mapping[str, Any], summary: Mappin
     if spreads:
         table.add_row("burst spread (client, median)", f"{spreads[len(spreads) // 2] / 1e6:.2f} ms")
     console.print(table)
+    if interpreter.get("note"):
+        console.print(f"[bold yellow]{escape(interpreter['note'])}[/]", soft_wrap=True)
     server = entry.get("server") or {}
     if server.get("died"):
         console.print(f"[bold red]THE SERVER DIED during the swarm (exit codes "

@@ -215,8 +215,12 @@ def explain(entry: Mapping[str, Any]) -> list[str]:
     threads = config.get("threads") or 1
     instances = config.get("instances") or 1
     out: list[str] = []
+    note = (entry.get("interpreter") or {}).get("note")
     if python:
-        if gil is False:
+        if note:  # a free-threaded build whose GIL came back on
+            out.append(f"The server ran on {implementation} {python}, a free-threaded build, "
+                       f"but {note}: one thread ran Python code at a time.")
+        elif gil is False:
             out.append(
                 f"The server ran on {implementation} {python} without the GIL (a free-threaded "
                 "build): threads run Python code truly in parallel, so any read-modify-write "
@@ -368,8 +372,12 @@ _PLOT_TITLES = {
 }
 
 
-def _settings(config: Mapping[str, Any]) -> list[tuple[str, Any]]:
-    """The configuration that mattered for this experiment, in reading order."""
+def _settings(config: Mapping[str, Any], interpreter: Mapping[str, Any] | None = None
+              ) -> list[tuple[str, Any]]:
+    """The configuration that mattered for this experiment, in reading order.
+
+    The interpreter is its label (``3.13t, GIL off``) when the analysis made one.
+    """
     mode = config.get("mode")
     applies = {
         "workers": mode in ("gunicorn-sync", "gunicorn-gthread", "gevent", "processes"),
@@ -388,6 +396,11 @@ def _settings(config: Mapping[str, Any]) -> list[tuple[str, Any]]:
             continue
         if key == "gil":
             value = "enabled" if value else "disabled"
+        label = (interpreter or {}).get("label")
+        if key in ("python", "gil") and label:
+            if key == "python":
+                shown.append(("interpreter", label))
+            continue
         shown.append((key, value))
     return shown
 
@@ -505,7 +518,7 @@ def _context(results: Mapping[str, Any], results_dir: Path, drawn: Mapping[str, 
                 f"Fault: {describe_fault(e)}." for e in faults_of(entry.get("events") or ())],
             "measured": _measured(entry),
             "counts": verdict.get("counts") or {},
-            "settings": _settings(entry.get("config") or {}),
+            "settings": _settings(entry.get("config") or {}, entry.get("interpreter")),
             "repeats": repeat_sentence(entry.get("repeats")),
             "interleaving": _interleaving_view(entry.get("interleaving")),
         })

@@ -118,7 +118,7 @@ def _rows_table(
     for entry in entries:
         config = entry.get("config") or {}
         latency = entry.get("latency_ms") or {}
-        mode = config.get("mode")
+        mode = cell_key(entry, False)[0] if config.get("mode") else None  # and its interpreter
         window = str(config.get("window") or "?")
         if config.get("burst"):
             window += f" burst {config['burst']}"

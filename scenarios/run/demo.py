@@ -27,6 +27,7 @@ from scenarios.run.matrix import (
     MatrixOutcome,
     MatrixProgress,
     reachable_optional_stores,
+    ready_interpreters,
     run_matrix,
     scale_cells,
 )
@@ -100,7 +101,7 @@ def start_launchers(cells: Iterable[Cell]) -> Launchers:
 
     servers = ServerZygotes()
     launchers = Launchers(locust_zygote(), servers)
-    servers.prepare(cell.mode for cell in cells if not cell.app)
+    servers.prepare(cell.mode for cell in cells if not cell.app and not cell.python)
     return launchers
 
 
@@ -203,6 +204,8 @@ def run_demo(
     from reports.render.html import render_run
 
     kept, skipped = reachable_optional_stores(cells, connections)
+    kept, elsewhere = ready_interpreters(kept, connections)  # may install, once, with progress
+    skipped += elsewhere
     for store, reason in skipped:
         if on_skip:
             on_skip(store, reason)

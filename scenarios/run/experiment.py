@@ -88,7 +88,8 @@ def run_experiment(
     run_dir = Path(run_dir).resolve()
     run_dir.mkdir(parents=True, exist_ok=True)
     config = spec.server_config()
-    launch = spec.launch_spec()
+    served_by = spec.server_python()  # found, and prepared, before anything starts
+    launch = spec.launch_spec(python=served_by)
     summary: dict[str, Any] = {
         "schema": SCHEMA,
         "experiment": dataclasses.asdict(spec),
@@ -111,11 +112,7 @@ def run_experiment(
     try:
         sup.start()
         clock.mark("server_started")
-        try:
-            identity = get_json(f"{sup.url}{HEALTH_PATH if spec.app else '/healthz'}",
-                                timeout=5)
-        except (OSError, ValueError):
-            identity = {}
+        identity = _identity(sup, spec)
         swarm = spec.swarm_spec(sup.urls)
         # Faults run on the load's timeline, from the swarm's first reported
         # operations (within ~0.25 s of its first request); each is an event in the
@@ -144,6 +141,8 @@ def run_experiment(
             sup.record("load-generator-died", str(gone["detail"]),
                        t_ns=gone.get("t_ns") or time.monotonic_ns())
         died = not sup.alive()
+        if not died:  # the GIL as the load left it: an import on the way may turn it on
+            identity = _identity(sup, spec) or identity
         if spec.app:
             final = read_final(spec, sup.urls, expected=lambda i: set(sup.workers(i))) if (
                 not died) else {"available": False, "per_process": None, "states": [],
@@ -188,6 +187,13 @@ def run_experiment(
                 "implementation": identity.get("implementation", ""),
                 "gil": identity.get("gil"),
                 "executable": identity.get("executable", ""),
+                # What --python asked for, what it found, and what the server process said.
+                "requested": spec.python,
+                "interpreter": served_by.interpreter.path if served_by else "",
+                "environment": served_by.environment if served_by else "",
+                "build": identity.get("build", ""),
+                "gil_enabled_by": identity.get("gil_enabled_by") or [],
+                "python_gil": identity.get("python_gil", ""),
                 "pids": pids,
                 "died": died,
                 "exit_codes": exit_codes,
@@ -200,6 +206,14 @@ def run_experiment(
     if interrupted is not None:
         raise interrupted
     return summary
+
+
+def _identity(sup: Supervisor, spec: ExperimentSpec) -> dict[str, Any]:
+    """What the server says of itself, its interpreter and GIL included; {} if it does not."""
+    try:
+        return get_json(f"{sup.url}{HEALTH_PATH if spec.app else '/healthz'}", timeout=5)
+    except (OSError, ValueError):
+        return {}
 
 
 class _Phases:

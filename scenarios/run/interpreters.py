@@ -4,8 +4,11 @@ The original ``SomeObj.query`` (``self.param += 1; return self.param``), the
 same with a function call, and the same with ``time.sleep(0)`` between read and
 write, run by threads in a tight loop. Each interpreter runs a small
 stdlib-only script (the class's source is copied verbatim), so an interpreter
-without Flask still answers. Interpreters come from ``--python`` and, where
-pyenv is installed, from its versions; none is required.
+without Flask still answers. Interpreters come from ``--python`` and from
+discovery (``demo_server.control.interpreter.discover``: racelab's own, its
+cache, ``PATH``, pyenv and uv); none is required. A free-threaded build is
+also checked as a server would run it (``server_gil``): does its GIL stay off
+once Flask and the server are imported?
 """
 
 from __future__ import annotations
@@ -18,10 +21,11 @@ import subprocess
 import sys
 import textwrap
 from collections.abc import Sequence
-from pathlib import Path
 from typing import Any
 
 from demo_server.basics.errors import ConfigError
+from demo_server.control.interpreter import describe, discover, resolve
+from demo_server.control.server_env import server_gil
 from scenarios.counter.stores import SomeObj
 
 __all__ = ["InterpreterResult", "find_interpreters", "race_script", "run_interpreters"]
@@ -64,8 +68,14 @@ def race(obj, threads, increments):
 
 threads, increments = int(sys.argv[1]), int(sys.argv[2])
 gil = getattr(sys, "_is_gil_enabled", lambda: True)()
+try:
+    import sysconfig
+    free = bool(sysconfig.get_config_var("Py_GIL_DISABLED"))
+except Exception:
+    free = False
 out = {{"version": platform.python_version(), "implementation": platform.python_implementation(),
-       "gil": bool(gil), "threads": threads, "windows": {{}}}}
+       "gil": bool(gil), "build": "free-threaded" if free else "default", "threads": threads,
+       "windows": {{}}}}
 for name, obj, n in (("none", SomeObj(), increments), ("call", Windowed(noop), increments),
                      ("yield", Windowed(sleep0), max(1, increments // 100))):
     start = time.perf_counter()
@@ -91,6 +101,10 @@ class InterpreterResult:
     gil: bool | None = None
     windows: dict[str, dict[str, Any]] = dataclasses.field(default_factory=dict)
     error: str = ""
+    #: ``free-threaded`` or ``default``
+    build: str = ""
+    #: a free-threaded build's GIL with Flask and the server imported (``server_gil``)
+    server: dict[str, Any] | None = None
 
     def lost(self, window: str) -> tuple[int, int] | None:
         """(lost increments, expected increments) for a window, if it ran."""
@@ -104,17 +118,18 @@ class InterpreterResult:
 
 
 def find_interpreters(extra: Sequence[str] = ()) -> list[str]:
-    """This interpreter, ``extra`` paths, and pyenv's versions when pyenv is there."""
-    found = [sys.executable, *extra]
-    root = os.environ.get("PYENV_ROOT") or str(Path.home() / ".pyenv")
-    versions = Path(root) / "versions"
-    if versions.is_dir():
-        for version in sorted(versions.iterdir()):
-            for name in ("python3", "python"):
-                candidate = version / "bin" / name
-                if candidate.exists():
-                    found.append(str(candidate))
-                    break
+    """This interpreter, ``extra`` ones, and every interpreter discovery finds.
+
+    ``extra`` may name an interpreter as ``--python`` does (a path, a command, a
+    version); a path is kept as given, to be reported if it cannot run.
+
+    Raises:
+        ConfigError: a command or version that names nothing.
+    """
+    found = [sys.executable]
+    for text in extra:
+        found.append(text if os.sep in text else resolve(text, serve=False).path)
+    found += [i.path for i in discover()]
     unique: dict[str, str] = {}
     for path in found:
         unique.setdefault(os.path.realpath(path), path)
@@ -140,12 +155,12 @@ def _run_one(python: str, script: str, threads: int, increments: int,
     except (ValueError, IndexError):
         return InterpreterResult(python, error=f"unreadable output: {proc.stdout[:200]!r}")
     return InterpreterResult(python, data["version"], data["implementation"], data["gil"],
-                             data["windows"])
+                             data["windows"], build=str(data.get("build") or ""))
 
 
 def run_interpreters(
     pythons: Sequence[str], threads: int = 8, increments: int = 200_000, timeout: float = 120,
-    jobs: int = 1,
+    jobs: int = 1, check_server: bool = False,
 ) -> list[InterpreterResult]:
     """Run the race under each interpreter, ``jobs`` interpreters at a time.
 
@@ -160,6 +175,8 @@ def run_interpreters(
             3.11 on, and nearly every such increment is lost).
         timeout: seconds one interpreter may take.
         jobs: interpreters racing at once (processes).
+        check_server: also check each free-threaded build's GIL once Flask and the
+            server are imported (``server``; nothing is installed for it).
 
     Returns:
         One result per interpreter, sorted by version; failures carry their error.
@@ -177,6 +194,10 @@ def run_interpreters(
                                     pythons))
     else:
         results = [_run_one(p, script, threads, increments, timeout) for p in pythons]
+
+    if check_server:
+        results = [dataclasses.replace(r, server=server_gil(describe(r.python)))
+                   if r.build == "free-threaded" else r for r in results]
 
     def key(r: InterpreterResult) -> tuple[int, ...]:
         parts = [int(x) for x in r.version.split(".")[:3] if x.isdigit()]

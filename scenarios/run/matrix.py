@@ -17,8 +17,9 @@ from pathlib import Path
 from typing import Any, Protocol
 
 from demo_server.basics import interrupts
-from demo_server.basics.errors import RacelabError
+from demo_server.basics.errors import ConfigError, RacelabError
 from demo_server.basics.files import write_text
+from demo_server.control.interpreter import resolve
 from demo_server.served.config import Connections, ServerConfig
 from scenarios.counter.stores import store_class
 from scenarios.run.presets import Cell
@@ -28,6 +29,7 @@ __all__ = [
     "MatrixOutcome",
     "MatrixProgress",
     "reachable_optional_stores",
+    "ready_interpreters",
     "run_cell_repeated",
     "run_matrix",
     "scale_cells",
@@ -97,6 +99,61 @@ def reachable_optional_stores(
     kept = [c for c in cells if not c.optional or verdicts.get(c.store) is None]
     skipped = [(s, r) for s, r in verdicts.items() if r is not None]
     return kept, skipped
+
+
+def ready_interpreters(
+    cells: Sequence[Cell], connections: Connections,
+    progress: Callable[[str], None] | None = None,
+) -> tuple[list[Cell], list[tuple[str, str]]]:
+    """Find, and prepare, the interpreter of every cell that names one (``python``).
+
+    Each cell's ``python`` becomes the short name of what it found (``3.13t``, or
+    the path when no version names it alone), so that ids, labels and the
+    reproduce command say which interpreter served it; racelab's own becomes ``""``.
+
+    A cell whose interpreter cannot serve it is left out, with the reason: an
+    optional cell whose interpreter is not on this machine (the classroom's
+    free-threaded cells), and any cell whose packages cannot be had there (a
+    store's client without a wheel for that build) or whose mode it cannot run
+    (gevent on a free-threaded build).
+
+    Raises:
+        ConfigError: a cell that is not optional names an interpreter that cannot
+            be found or used at all (no such file, not a Python, too old).
+    """
+    kept: list[Cell] = []
+    skipped: dict[tuple[str, str], None] = {}
+    for cell in cells:
+        if not cell.python:
+            kept.append(cell)
+            continue
+        try:
+            found = resolve(cell.python)
+        except ConfigError as exc:
+            if not cell.optional:
+                raise
+            skipped[(f"python {cell.python}", str(exc))] = None
+            continue
+        name = "" if found.is_own else found.short
+        if name and _resolves_elsewhere(name, found.path):
+            name = found.path
+        cell = dataclasses.replace(cell, python=name)
+        try:
+            cell.spec().connected(connections).server_python(progress)
+        except RacelabError as exc:
+            what = cell.store if "cannot be installed" in str(exc) else cell.mode
+            skipped[(f"{what} on python {name}", str(exc))] = None
+            continue
+        kept.append(cell)
+    unique = {cell.id: cell for cell in reversed(kept)}  # a cell named twice runs once
+    return [c for c in kept if unique.get(c.id) is c], list(skipped)
+
+
+def _resolves_elsewhere(name: str, path: str) -> bool:
+    try:
+        return resolve(name).path != path
+    except ConfigError:
+        return True
 
 
 def scale_cells(cells: Sequence[Cell], factor: float, minimum: int = 60) -> list[Cell]:

@@ -14,6 +14,7 @@ Windows apply only to the stores that have a read and a write to pull apart
 from __future__ import annotations
 
 import dataclasses
+import re
 import sys
 from pathlib import Path
 from typing import Any
@@ -27,7 +28,8 @@ if sys.version_info >= (3, 11):
 else:  # pragma: no cover - Python 3.10
     import tomli as tomllib
 
-__all__ = ["PRESETS_DIR", "Cell", "Preset", "expand", "load_preset", "preset_names"]
+__all__ = ["PRESETS_DIR", "Cell", "Preset", "expand", "load_preset", "on_python",
+           "preset_names"]
 
 PRESETS_DIR = Path(__file__).resolve().parent / "presets"
 
@@ -46,21 +48,25 @@ class Cell(ExperimentSpec):
 
     @property
     def id(self) -> str:
+        python = "-py" + re.sub(r"[^A-Za-z0-9.]+", "-", self.python).strip("-") if (
+            self.python) else ""
         if self.app:
-            return f"app-{self.mode}" + (f"-burst{self.burst}" if self.burst else "")
+            return f"app-{self.mode}" + (f"-burst{self.burst}" if self.burst else "") + python
         scenario = "" if self.scenario == "counter" else f"{self.scenario}-"
         burst = f"-burst{self.burst}" if self.burst else ""
         tabs = f"-tabs{self.tabs}" if self.tabs > 1 else ""
-        return f"{scenario}{self.store}-{self.window}-{self.mode}{burst}{tabs}"
+        return f"{scenario}{self.store}-{self.window}-{self.mode}{burst}{tabs}{python}"
 
     @property
     def label(self) -> str:
+        python = f" · python {self.python}" if self.python else ""
         if self.app:
-            return f"{self.app} · {self.mode}" + (f" · burst {self.burst}" if self.burst else "")
+            return (f"{self.app} · {self.mode}" + (f" · burst {self.burst}" if self.burst else "")
+                    + python)
         scenario = "" if self.scenario == "counter" else f"{self.scenario} · "
         burst = f" · burst {self.burst}" if self.burst else ""
         tabs = f" · {self.tabs} tabs" if self.tabs > 1 else ""
-        return f"{scenario}{self.store} · {self.window} · {self.mode}{burst}{tabs}"
+        return f"{scenario}{self.store} · {self.window} · {self.mode}{burst}{tabs}{python}"
 
     def spec(self, **changes: Any) -> ExperimentSpec:
         """The experiment this cell runs (with ``changes`` applied)."""
@@ -163,6 +169,19 @@ def expand(
     if not cells:
         raise ConfigError(f"{where}: no cells")
     return tuple(cells.values())
+
+
+def on_python(cells: tuple[Cell, ...], python: str) -> tuple[Cell, ...]:
+    """Every cell served by ``python`` (``racelab demo --python``); a cell named twice runs once.
+
+    Cells that already named an interpreter (the classroom's free-threaded ones)
+    are now the same as the others, so they fall together.
+    """
+    found: dict[str, Cell] = {}
+    for cell in cells:
+        moved = dataclasses.replace(cell, python=python)
+        found.setdefault(moved.id, moved)
+    return tuple(found.values())
 
 
 def load_preset(name_or_path: str) -> Preset:

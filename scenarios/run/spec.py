@@ -20,7 +20,7 @@ from __future__ import annotations
 import dataclasses
 import math
 import shlex
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
 from demo_server.basics import defaults
@@ -39,6 +39,7 @@ from scenarios.registry import SCENARIO_NAMES, check_cell, get_scenario
 
 if TYPE_CHECKING:  # imported where used: every command builds its options from this module
     from demo_server.control.modes import LaunchSpec
+    from demo_server.control.server_env import ServerPython
     from loadtests.runner import SwarmSpec
 
 __all__ = ["MATRIX_DEFAULTS", "SETTINGS", "ExperimentSpec", "Setting", "spec_from_options",
@@ -129,6 +130,10 @@ class ExperimentSpec:
                             "instance).", "server", low=1, high=256)
     instances: int = _setting(defaults.INSTANCES, "Instances in cluster mode (standing in for "
                               "hosts).", "server", low=1, high=16)
+    python: str = _setting(defaults.PYTHON, "The interpreter that serves the app (Locust stays "
+                           "on racelab's): a path, a command on PATH (python3.14t) or a version "
+                           "racelab finds (3.13t, 3.14, free-threaded); racelab prepares what "
+                           "the server needs under it.", "server")
     users: int = _setting(defaults.USERS, "Concurrent Locust users.", "swarm", low=1, high=10_000)
     requests: int = _setting(defaults.REQUESTS, "Total requests over all users (0: bounded by "
                              "--duration only).", "swarm", low=0, high=MAX_REQUESTS)
@@ -214,12 +219,34 @@ class ExperimentSpec:
                             redis_url=self.redis_url, postgres_dsn=self.postgres_dsn,
                             memcached=self.memcached, session_backend=self.session_backend)
 
-    def launch_spec(self, host: str = defaults.HOST, port: int = 0) -> LaunchSpec:
-        """How this experiment's server is launched."""
+    def launch_spec(self, host: str = defaults.HOST, port: int = 0,
+                    python: ServerPython | None = None) -> LaunchSpec:
+        """How this experiment's server is launched (on ``python``: ``server_python()``)."""
         from demo_server.control.modes import LaunchSpec
 
+        executable = "" if python is None or python.own else python.executable
         return LaunchSpec(mode=self.mode, workers=self.workers, threads=self.threads,
-                          instances=self.instances, host=host, port=port, app=self.app)
+                          instances=self.instances, host=host, port=port, app=self.app,
+                          python=executable)
+
+    def server_python(self, progress: Callable[[str], None] | None = None
+                      ) -> ServerPython | None:
+        """The interpreter ``python`` names, ready for this mode and store; None: racelab's own.
+
+        The first call for an interpreter may install the server's packages into an
+        environment racelab keeps for it (``demo_server.control.server_env``), with
+        ``progress`` told what it does; later ones find it ready.
+
+        Raises:
+            ConfigError: no such interpreter, not a Python, too old, a mode it cannot
+                run (gevent on a free-threaded build) or a package it cannot get.
+        """
+        if not self.python:
+            return None
+        from demo_server.control.server_env import server_python
+
+        return server_python(self.python, self.mode, self.store, self.session_backend,
+                             app=bool(self.app), progress=progress)
 
     def swarm_spec(self, urls: Sequence[str], *, insecure: bool = False) -> SwarmSpec:
         """The swarm this experiment sends at ``urls``."""
@@ -242,9 +269,10 @@ class ExperimentSpec:
 
     @property
     def label(self) -> str:
+        python = f" · python {self.python}" if self.python else ""
         if self.app:
-            return f"{self.app} · {self.mode}"
-        return f"{self.store} · {self.mode} · {self.window}"
+            return f"{self.app} · {self.mode}{python}"
+        return f"{self.store} · {self.mode} · {self.window}{python}"
 
     def command(self, probe_url: str = "") -> str:
         """The ``racelab swarm`` (or ``racelab probe URL``) command that reproduces this.
