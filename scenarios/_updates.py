@@ -1,0 +1,150 @@
+"""How a shared store is changed when the change is not one step: what the updates share.
+
+Every shared store of a scenario can change its state in up to four ways (the
+``update`` of an experiment, ``demo_server.served.config.UPDATES``):
+
+- ``atomic``: one step in the store (``INCR``, ``UPDATE ... RETURNING``, a Lua
+  script); nothing here is needed;
+- ``read-write``: what people write first once the state is out of the process:
+  read it, run the window, write back what was read plus one. Two requests can
+  read the same value, and one write is lost;
+- ``locked``: the same read and write under a lock the store holds
+  (``SELECT ... FOR UPDATE``, SQLite's ``BEGIN IMMEDIATE``, redis-py's ``Lock``);
+- ``optimistic``: the same read and write, applied only if nobody wrote since
+  the read (``WATCH``/``MULTI``/``EXEC``, ``REPEATABLE READ``, ``gets``/``cas``,
+  ``UPDATE ... WHERE value = :read``), tried again when somebody did.
+
+This module holds what those forms share: ``UpdateStats``, each worker's count of
+retried conflicts and abandoned updates (``/state`` reports them: the price of
+the fix); ``retrying``, the bounded retry loop (``defaults.UPDATE_ATTEMPTS``
+tries within ``IO_TIMEOUT`` seconds, then the request fails with
+``StoreUnavailable``, an HTTP 503 whose effect is unknown to the client, and one
+``abort`` is counted); ``Conflict``, what an attempt raises when its write did not
+apply; and ``redis_lock``, the lock redis-py offers (``SET key token NX PX``,
+released by a Lua script that deletes only its own token).
+
+A failure of the store itself (refused connection, timeout) is never a conflict:
+it ends the loop at once, so a store that dies mid-run cannot make a request spin.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import random
+import threading
+import time
+from collections.abc import Callable, Iterator
+from typing import Any, TypeVar
+
+from demo_server.basics import defaults
+from demo_server.basics.errors import StoreUnavailable
+from scenarios._clients import IO_TIMEOUT
+
+__all__ = [
+    "LOCK_TTL_S",
+    "PG_ISOLATION",
+    "Conflict",
+    "UpdateStats",
+    "redis_lock",
+    "retrying",
+]
+
+T = TypeVar("T")
+
+#: Seconds a Redis lock lives if its holder dies without releasing it.
+LOCK_TTL_S = 10.0
+#: The isolation of PostgreSQL's optimistic update: a transaction that writes a row another
+#: committed since it began fails with a serialization failure (every transaction here
+#: writes each row it reads, so this level is enough: no write skew is possible).
+PG_ISOLATION = "REPEATABLE READ"
+_BACKOFF_FIRST_S = 0.0001
+_BACKOFF_MAX_S = 0.01
+
+
+class Conflict(Exception):
+    """An optimistic attempt whose write did not apply: somebody wrote since its read."""
+
+
+class UpdateStats:
+    """One worker's retried conflicts and abandoned updates (thread- and greenlet-safe)."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self.retries = 0
+        self.aborts = 0
+
+    def retry(self) -> None:
+        with self._lock:
+            self.retries += 1
+
+    def abort(self) -> None:
+        with self._lock:
+            self.aborts += 1
+
+    def reset(self) -> None:
+        with self._lock:
+            self.retries = self.aborts = 0
+
+    def state(self) -> dict[str, int]:
+        """``{"retries", "aborts"}`` for ``/state``."""
+        with self._lock:
+            return {"retries": self.retries, "aborts": self.aborts}
+
+
+def retrying(stats: UpdateStats, store: str, attempt: Callable[[], T], *,
+             attempts: int = defaults.UPDATE_ATTEMPTS, within_s: float = IO_TIMEOUT) -> T:
+    """``attempt()`` until it raises no ``Conflict``: at most ``attempts`` times, ``within_s``.
+
+    Between tries it sleeps a random moment that grows with each conflict (up to
+    10 ms), so that contenders stop meeting in step.
+
+    Raises:
+        StoreUnavailable: the update gave up (one abort counted), or the store failed.
+    """
+    deadline = time.monotonic() + within_s
+    pause = _BACKOFF_FIRST_S
+    for tries in range(1, attempts + 1):
+        try:
+            return attempt()
+        except Conflict:
+            if tries == attempts or time.monotonic() >= deadline:
+                stats.abort()
+                raise StoreUnavailable(
+                    f"{store}: the optimistic update gave up after {tries} conflicting "
+                    "attempts") from None
+            stats.retry()
+            time.sleep(random.uniform(0, pause))
+            pause = min(pause * 2, _BACKOFF_MAX_S)
+    raise AssertionError("unreachable")  # pragma: no cover
+
+
+@contextlib.contextmanager
+def redis_lock(client: Any, name: str, stats: UpdateStats, url: str) -> Iterator[None]:
+    """Hold redis-py's lock ``name`` (waiting at most ``IO_TIMEOUT`` for it).
+
+    Raises:
+        StoreUnavailable: the lock could not be taken in time (one abort counted) or
+            Redis failed; a lock that expired under its holder (its TTL passed) too.
+    """
+    import redis
+    from redis.exceptions import LockError
+
+    lock = client.lock(name, timeout=LOCK_TTL_S, sleep=0.001, blocking_timeout=IO_TIMEOUT)
+    try:
+        taken = lock.acquire()
+    except redis.RedisError as exc:
+        raise StoreUnavailable(f"Redis at {url}: {exc}") from exc
+    if not taken:
+        stats.abort()
+        raise StoreUnavailable(f"Redis at {url}: the lock {name} was not free within "
+                               f"{IO_TIMEOUT:g} s")
+    try:
+        yield
+    finally:
+        try:
+            lock.release()
+        except LockError as exc:  # it expired: another request may have run inside it
+            raise StoreUnavailable(f"Redis at {url}: the lock {name} expired while held: "
+                                   f"{exc}") from exc
+        except redis.RedisError as exc:
+            raise StoreUnavailable(f"Redis at {url}: {exc}") from exc
