@@ -14,7 +14,9 @@ Every shared store of a scenario can change its state in up to four ways (the
   the read (``WATCH``/``MULTI``/``EXEC``, ``REPEATABLE READ``, ``gets``/``cas``,
   ``UPDATE ... WHERE value = :read``), tried again when somebody did.
 
-This module holds what those forms share: ``UpdateStats``, each worker's count of
+This module holds what those forms share: ``UpdateForms``, the mixin a store
+class offering several updates inherits (``update_form`` picks the method of the
+configured one, ``buy`` or ``buy_read_write``...); ``UpdateStats``, each worker's count of
 retried conflicts and abandoned updates (``/state`` reports them: the price of
 the fix); ``retrying``, the bounded retry loop (``defaults.UPDATE_ATTEMPTS``
 tries within ``IO_TIMEOUT`` seconds, then the request fails with
@@ -34,16 +36,21 @@ import random
 import threading
 import time
 from collections.abc import Callable, Iterator
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, ClassVar, TypeVar
 
 from demo_server.basics import defaults
-from demo_server.basics.errors import StoreUnavailable
+from demo_server.basics.errors import ConfigError, StoreUnavailable
+from demo_server.served.windows import make_window
 from scenarios._clients import IO_TIMEOUT
+
+if TYPE_CHECKING:
+    from demo_server.served.config import ServerConfig
 
 __all__ = [
     "LOCK_TTL_S",
     "PG_ISOLATION",
     "Conflict",
+    "UpdateForms",
     "UpdateStats",
     "redis_lock",
     "retrying",
@@ -89,6 +96,59 @@ class UpdateStats:
         """``{"retries", "aborts"}`` for ``/state``."""
         with self._lock:
             return {"retries": self.retries, "aborts": self.aborts}
+
+
+class UpdateForms:
+    """A store that offers several updates: one method per update, picked once per worker.
+
+    A class lists its ``updates``; for an operation ``op`` (``incr``, ``buy``...)
+    the ``atomic`` update is the method ``op`` itself and each other one the method
+    ``op_<update>`` (``buy_read_write``, ``buy_locked``, ``buy_optimistic``).
+    """
+
+    #: The updates this store offers; ``atomic`` (its one-step method) comes first.
+    updates: ClassVar[tuple[str, ...]] = ("atomic",)
+    #: This worker's retries and aborts, once a non-atomic update is chosen.
+    stats: UpdateStats | None = None
+    _window: Callable[[], None] | None = None
+
+    def update_form(self, config: ServerConfig, op: str) -> Callable[..., Any]:
+        """The method of ``op`` for ``config.update``; builds the stats and the window.
+
+        Raises:
+            ConfigError: the store does not offer that update.
+        """
+        if config.update == "atomic":
+            return getattr(self, op)  # type: ignore[no-any-return]
+        if config.update not in self.updates:
+            raise ConfigError(f"{type(self).__name__} has no {config.update!r} update")
+        self.stats = UpdateStats()
+        self._window = (make_window(config.window, config.work_us)
+                        if config.window != "none" else None)
+        return getattr(self, f"{op}_{config.update.replace('-', '_')}")  # type: ignore[no-any-return]
+
+    def wait(self) -> None:
+        """The window between the read and the write (nothing for ``none``)."""
+        if self._window is not None:
+            self._window()
+
+    def update_state(self) -> dict[str, int]:
+        """What ``/state`` adds for a non-atomic update: this worker's retries and aborts."""
+        return self.stats.state() if self.stats is not None else {}
+
+    def reset_stats(self) -> None:
+        if self.stats is not None:
+            self.stats.reset()
+
+    def retry(self, store: str, attempt: Callable[[], T]) -> T:
+        """``retrying(self.stats, store, attempt)``: an optimistic update's bounded loop."""
+        assert self.stats is not None, "retry() belongs to the optimistic update"
+        return retrying(self.stats, store, attempt)
+
+    def locked_by_redis(self, client: Any, name: str, url: str) -> Any:
+        """``redis_lock(client, name, self.stats, url)``: the locked update's Redis lock."""
+        assert self.stats is not None, "the lock belongs to the locked update"
+        return redis_lock(client, name, self.stats, url)
 
 
 def retrying(stats: UpdateStats, store: str, attempt: Callable[[], T], *,

@@ -59,8 +59,7 @@ class _CounterSide:
 
     def reset(self) -> None:
         self.store.reset()
-        if self.store.stats is not None:
-            self.store.stats.reset()
+        self.store.reset_stats()
 
 
 def serve(app: Flask, config: ServerConfig, served: Served) -> ServerSide:
@@ -72,7 +71,7 @@ def serve(app: Flask, config: ServerConfig, served: Served) -> ServerSide:
     store = make_store(config)
     store.init_app(app)
     app.extensions["racelab_store"] = store
-    increment = store.update_form(config)
+    increment = store.update_form(config, "incr")
 
     @app.get("/")
     def index() -> str:

@@ -70,7 +70,7 @@ from scenarios._clients import (
     redis_client,
     redis_ping,
 )
-from scenarios._updates import PG_ISOLATION, Conflict, redis_lock, retrying
+from scenarios._updates import PG_ISOLATION, Conflict
 from scenarios.counter.stores import Store
 
 if TYPE_CHECKING:
@@ -134,20 +134,14 @@ class RedisStore(Store):
         return int(self._with(self._get_set))
 
     def incr_locked(self) -> int:
-        assert self.stats is not None
-        stats = self.stats
-
         def work(client: Any) -> int:
-            with redis_lock(client, f"{self.key}:lock", stats, self.url):
+            with self.locked_by_redis(client, f"{self.key}:lock", self.url):
                 return self._get_set(client)
 
         return int(self._with(work))
 
     def incr_optimistic(self) -> int:
         import redis
-
-        stats = self.stats
-        assert stats is not None
 
         def attempt(client: Any) -> int:
             with client.pipeline() as pipe:
@@ -161,8 +155,8 @@ class RedisStore(Store):
                     raise Conflict from None
             return value
 
-        return int(self._with(lambda client: retrying(stats, f"Redis at {self.url}",
-                                                      lambda: attempt(client))))
+        return int(self._with(lambda client: self.retry(f"Redis at {self.url}",
+                                                        lambda: attempt(client))))
 
     def value(self) -> int:
         return int(self._call("get", self.key) or 0)
@@ -367,7 +361,7 @@ class PostgresStore(Store):
                     return work(conn)
             finally:
                 pool.putconn(conn)
-        except errors.TransactionRollback as exc:  # serialization failure, deadlock
+        except (errors.SerializationFailure, errors.DeadlockDetected) as exc:
             raise Conflict(one_line(exc)) from exc
         except (psycopg.OperationalError, psycopg_pool.PoolTimeout) as exc:
             self._failed_at = time.monotonic()
@@ -397,9 +391,7 @@ class PostgresStore(Store):
         return self._transaction(lambda conn: self._read_then_write(conn, self._value_locked))
 
     def incr_optimistic(self) -> int:
-        stats = self.stats
-        assert stats is not None
-        return retrying(stats, f"PostgreSQL at {self.dsn}", lambda: self._transaction(
+        return self.retry(f"PostgreSQL at {self.dsn}", lambda: self._transaction(
             lambda conn: self._read_then_write(conn, self._value), PG_ISOLATION))
 
     def value(self) -> int:
@@ -472,9 +464,6 @@ class MemcachedStore(Store):
         return value
 
     def incr_optimistic(self) -> int:
-        stats = self.stats
-        assert stats is not None
-
         def attempt() -> int:
             raw, token = self._call("gets", self.key)
             if raw is None:  # not there yet: add() creates it only if still absent
@@ -485,7 +474,7 @@ class MemcachedStore(Store):
                 raise Conflict
             return value
 
-        return retrying(stats, f"memcached at {self.address}", attempt)
+        return self.retry(f"memcached at {self.address}", attempt)
 
 
 # -- Flask-Session ----------------------------------------------------------------------

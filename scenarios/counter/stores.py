@@ -7,8 +7,8 @@ Flask-Session) live in ``scenarios.counter.external`` and are imported only when
 A shared store increments in one step by default (``atomic``); the SQLite,
 Redis, PostgreSQL and memcached stores also offer the other updates
 (``scenarios._updates``): the naive ``read-write`` (read, window, write back),
-``locked`` and ``optimistic``. ``Store.update_form`` picks the method of the
-configured one.
+``locked`` and ``optimistic``. ``Store.update_form(config, "incr")`` picks the
+method of the configured one.
 """
 
 from __future__ import annotations
@@ -29,7 +29,7 @@ from demo_server.served._manager import CounterManager
 from demo_server.served.config import ServerConfig
 from demo_server.served.windows import make_window
 from scenarios._clients import PerProcess, one_line, sqlite_connect
-from scenarios._updates import Conflict, UpdateStats, retrying
+from scenarios._updates import Conflict, UpdateForms
 
 if TYPE_CHECKING:
     from flask import Flask
@@ -76,41 +76,13 @@ class WindowedObj(SomeObj):
         return self.param
 
 
-class Store(abc.ABC):
-    """A counter: ``incr`` adds one and returns the new value."""
+class Store(UpdateForms, abc.ABC):
+    """A counter: ``incr`` adds one and returns the new value (``incr_<update>`` for the
+    other updates a shared store offers: ``scenarios._updates.UpdateForms``)."""
 
     name: ClassVar[str]
     #: True when all processes (and hosts) see one value.
     shared: ClassVar[bool]
-    #: The updates this store offers (``scenarios._updates``); ``atomic`` is its own ``incr``.
-    updates: ClassVar[tuple[str, ...]] = ("atomic",)
-    #: This worker's retries and aborts (optimistic updates, lock waits that gave up).
-    stats: UpdateStats | None = None
-
-    def update_form(self, config: ServerConfig) -> Callable[[], int]:
-        """The increment ``config.update`` names: ``incr_<update>`` (``incr_read_write``...).
-
-        Also builds what the forms need: the stats, and the window between read and write.
-        """
-        if config.update == "atomic":
-            return self.incr
-        if config.update not in self.updates:
-            raise ConfigError(f"the {self.name} counter has no {config.update!r} update")
-        self.stats = UpdateStats()
-        self.window = (make_window(config.window, config.work_us)
-                       if config.window != "none" else None)
-        method: Callable[[], int] = getattr(self, "incr_" + config.update.replace("-", "_"))
-        return method
-
-    def wait(self) -> None:
-        """The window between the read and the write (nothing for ``none``)."""
-        window = getattr(self, "window", None)
-        if window is not None:
-            window()
-
-    def update_state(self) -> dict[str, int]:
-        """What ``/state`` adds for a non-atomic update: this worker's retries and aborts."""
-        return self.stats.state() if self.stats is not None else {}
 
     @classmethod
     def prepare(cls, config: ServerConfig) -> None:
@@ -358,10 +330,7 @@ class SqliteStore(Store):
                 raise Conflict
             return read + 1
 
-        stats = self.stats
-        assert stats is not None
-        return self._errors(lambda conn: retrying(stats, f"SQLite {self.path}",
-                                                  lambda: attempt(conn)))
+        return self._errors(lambda conn: self.retry(f"SQLite {self.path}", lambda: attempt(conn)))
 
 
 _BUILTIN: dict[str, type[Store]] = {
