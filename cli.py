@@ -260,6 +260,9 @@ def check(ctx: click.Context, history: Path, final_value: int | None, final_file
 
     HISTORY is racelab's history.csv or history.parquet, or a Jepsen history
     (JSON or EDN), whose :f values (add/read, generate) choose the checkers.
+    Anomalies name their failure mode, told from the history and the final
+    state: one shared state updated in two steps, a copy per process, or
+    "cannot tell".
 
     A history in its run directory (beside summary.json or events.json; else
     beside --final-file's) is read as the run's analysis read it: its scenario,
@@ -283,7 +286,7 @@ def check(ctx: click.Context, history: Path, final_value: int | None, final_file
     if final_value is not None and final_file is not None:
         raise click.UsageError("give --final or --final-file, not both")
     try:
-        from reports.analysis.check_file import check_file
+        from reports.analysis.check_file import check_file_modes
         from reports.analysis.results import history_context
         from reports.history.final import UnreadableFinal, read_final_file
 
@@ -305,20 +308,21 @@ def check(ctx: click.Context, history: Path, final_value: int | None, final_file
             threading.Thread(target=import_quietly, args=("reports.render._check_output",),
                              daemon=True).start()
         try:
-            verdict = check_file(
+            verdict, modes, evidence = check_file_modes(
                 history, None if fmt == "auto" else fmt, final=final,
                 scenario=scenario or (run.scenario if run is not None else "counter"),
                 per_process=per_process or (run is not None and run.per_process),
                 server_problem="; ".join(problems) or None,
-                reset=run.reset if run is not None else None)
+                reset=run.reset if run is not None else None, stated=per_process)
         except RacelabError as exc:
             fail(f"{history}: {exc}")
         if as_json:
-            click.echo(json.dumps(verdict.to_dict(), indent=2))
+            click.echo(json.dumps({**verdict.to_dict(), "failure_modes": modes,
+                                   "sharing": evidence}, indent=2))
         else:
             from reports.render._check_output import print_verdict
 
-            print_verdict(verdict)
+            print_verdict(verdict, modes=modes, sharing=evidence)
     except (click.exceptions.Exit, click.ClickException):
         raise
     except Exception as exc:  # a crash is never "anomalies found" (exit 1)

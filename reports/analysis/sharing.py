@@ -33,10 +33,12 @@ from reports.history.table import INFO, OK
 if TYPE_CHECKING:
     from reports.history.table import HistoryTable
 
-__all__ = ["SEPARATE", "SEQUENCE_CHECKERS", "SHARED", "sharing", "sharing_state"]
+__all__ = ["GIVEN", "SEPARATE", "SEQUENCE_CHECKERS", "SHARED", "sharing", "sharing_state"]
 
 SHARED = "shared"
 SEPARATE = "separate"
+#: The source of a sharing the user stated (``racelab check --per-process``): it stands.
+GIVEN = "given"
 #: The checkers whose ops' values are a sequence (a counter's numbers, order ids, seats).
 SEQUENCE_CHECKERS = {"counter": ("incr",), "ids": ("order",), "tickets": ("buy",)}
 #: Values a process must have returned before its sequence says anything.
@@ -148,11 +150,13 @@ def sharing(entry: Mapping[str, Any], table: HistoryTable | None = None) -> dict
 
     Returns:
         ``state`` is ``shared``, ``separate`` or None (cannot tell); ``source`` is
-        ``history``, ``final``, ``store`` (racelab's own store, known) or ``""``.
-        With no history, an entry's stored ``sharing`` is returned as it is.
+        ``history``, ``final``, ``store`` (racelab's own store, known), ``given``
+        (the user said so) or ``""``. With no history, an entry's stored ``sharing`` is
+        returned as it is; a given one always is.
     """
-    if table is None and isinstance(entry.get("sharing"), Mapping):
-        return dict(entry["sharing"])
+    stored = entry.get("sharing")
+    if isinstance(stored, Mapping) and (table is None or stored.get("source") == GIVEN):
+        return dict(stored)
     checker = _checker(entry)
     history = None
     if table is not None and checker in SEQUENCE_CHECKERS:
