@@ -78,8 +78,8 @@ def check_cell(scenario: str, store: str, window: str, update: str = "atomic") -
     if window != "none" and store not in windowed and update not in WINDOWED_UPDATES:
         if len(offered) > 1:
             raise ConfigError(
-                f"window {window!r} applies to the read-write and locked updates (and to the "
-                f"stores {', '.join(sorted(windowed))}); the {update} update of {store!r} "
+                f"window {window!r} applies only to the stores {', '.join(sorted(windowed))} "
+                f"and to the read-write and locked updates; the {update} update of {store!r} "
                 + ("changes the state in one step" if update == "atomic"
                    else "retries on conflict, whatever runs in between"))
         raise ConfigError(
