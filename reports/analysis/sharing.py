@@ -92,7 +92,8 @@ def _from_history(table: HistoryTable, ops: tuple[str, ...]) -> dict[str, Any] |
             f"{values_seen:,} values they returned"
             + (f"; {info:,} requests of unknown outcome explain at most that many" if info
                else "") + ")")}
-    if gaps <= info + _SEPARATE_GAPS * values_seen:
+    # Requests of unknown outcome explain a few gaps of a copy per process, never most of them.
+    if gaps <= _SEPARATE_GAPS * values_seen + min(info, _SHARED_GAPS * values_seen):
         return {**facts, "state": SEPARATE, "why": (
             "each process's values run through a sequence of their own ("
             + (f"only {gaps:,} numbers missing" if gaps else "no number missing")
