@@ -272,7 +272,7 @@ def explain(entry: Mapping[str, Any]) -> list[str]:
                "the app sends racelab's X-Racelab headers; it does not know how it is served")
             + ". It does not know what the code runs between its read and its write: its "
             "window is the code's own.")
-        return out
+        return out + _sharing_sentence(entry)
     if store in PER_PROCESS_STORES and multi_process and store != "g":
         out.append(
             f"The {store} store lives inside each process, so every process holds its own "
