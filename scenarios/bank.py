@@ -298,12 +298,16 @@ class _Redis(UpdateForms):
         keys = [self.keys[src], self.keys[dst]]
         return bool(self.db.call(lambda r: self._script(keys=keys, args=[amount], client=r)))
 
-    def _move(self, r: Any, src: int, dst: int, amount: int) -> bool:
+    def _move(self, r: Any, src: int, dst: int, amount: int,
+              before_write: Any = None) -> bool:
+        """Read both balances, check, write both (after ``before_write``: MULTI)."""
         ks, kd = self.keys[src], self.keys[dst]
         src_balance, dst_balance = int(r.get(ks) or 0), int(r.get(kd) or 0)
         if src_balance < amount:
             return False
         self.wait()
+        if before_write is not None:
+            before_write()
         r.set(ks, src_balance - amount)
         r.set(kd, dst_balance + amount)
         return True
@@ -329,13 +333,9 @@ class _Redis(UpdateForms):
         def attempt(r: Any) -> bool:
             with r.pipeline() as pipe:
                 try:
-                    pipe.watch(ks, kd)
-                    src_balance, dst_balance = int(pipe.get(ks) or 0), int(pipe.get(kd) or 0)
-                    if src_balance < amount:
+                    pipe.watch(ks, kd)  # the reads run at once; the writes wait for EXEC
+                    if not self._move(pipe, src, dst, amount, before_write=pipe.multi):
                         return False
-                    pipe.multi()
-                    pipe.set(ks, src_balance - amount)
-                    pipe.set(kd, dst_balance + amount)
                     pipe.execute()
                 except redis.WatchError:
                     raise Conflict from None

@@ -23,6 +23,8 @@ import psutil
 import pytest
 from cli_tools import racelab
 
+from demo_server.basics.procs import reachable
+
 APPS = Path(__file__).resolve().parent / "apps"
 
 # app file, request options, racy?
@@ -192,9 +194,7 @@ def test_bad_targets_are_one_line_exit_2(tmp_path: Path, args: list[str], needle
 
 
 def _store_up(port: int) -> None:
-    try:
-        socket.create_connection(("127.0.0.1", port), timeout=0.5).close()
-    except OSError:
+    if not reachable("127.0.0.1", port):
         pytest.skip(f"nothing answers on 127.0.0.1:{port}")
 
 

@@ -11,7 +11,6 @@ from __future__ import annotations
 import json
 import os
 import shutil
-import socket
 import threading
 from pathlib import Path
 from typing import Any
@@ -20,6 +19,7 @@ import pytest
 from cli_tools import racelab
 
 from demo_server.basics.errors import ConfigError, StoreUnavailable
+from demo_server.basics.procs import reachable
 from demo_server.served.config import UPDATES
 from reports.analysis.claims import check_claims
 from reports.analysis.plot_plan import update_groups
@@ -30,11 +30,7 @@ from scenarios.run.spec import ExperimentSpec
 
 
 def _reachable(port: int) -> bool:
-    try:
-        socket.create_connection(("127.0.0.1", port), timeout=0.5).close()
-        return True
-    except OSError:
-        return False
+    return reachable("127.0.0.1", port)
 
 
 def _need(store: str) -> None:
