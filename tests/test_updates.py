@@ -359,6 +359,9 @@ def test_a_matrix_of_updates_links_the_database_claim_and_draws_the_price(tmp_pa
     html = next(run.glob("*.html")).read_text(encoding="utf-8")
     claims = html.split('id="claims"')[1].split("</section>")[0]
     assert "necessary, not sufficient" in claims
+    answer = html.split('class="answer">')[1].split("</p>")[0]
+    assert "redis (read-write) store under gunicorn-sync" in answer
+    assert "necessary, not sufficient" in answer
     assert claims.count('href="#exp-') >= 6  # every cell it names is linked
     assert "The price of each update" in html
     assert os.path.getsize(run / "plots" / "updates-counter-redis-gunicorn-sync.png") > 0

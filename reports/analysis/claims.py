@@ -188,7 +188,7 @@ def _where(entry: Entry) -> str:
     text = f"{config.get('store') or '?'}" + (
         f" ({update})" if update and update != "atomic" else "")
     scenario = config.get("scenario")
-    if scenario and scenario != "counter":
+    if scenario and scenario not in ("counter", config.get("store")):
         text = f"{scenario} on {text}"
     text += f" under {config.get('mode') or '?'}"
     window = config.get("window")

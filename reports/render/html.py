@@ -88,7 +88,7 @@ def _where(entry: Mapping[str, Any], with_store: bool = False) -> str:
     config = entry.get("config") or {}
     text = str(config.get("mode") or "?")
     if with_store:
-        text = f"{config.get('store') or '?'} store under {text}"
+        text = f"{_store_update(config)} store under {text}"
     window = config.get("window")
     if window and window != "none":
         text += f" (window {window})"
@@ -102,6 +102,10 @@ _WHY_STORE_RACES = {
     "g": "flask.g lives for one request, so every request starts again from zero",
     "session": "requests of one client overlapped and the last session saved won",
 }
+#: Why a shared store updated in two steps races, for the answer paragraph.
+_WHY_READ_WRITE = ("read, then written back: every process shares the store, yet two requests "
+                   "read the same value; moving the state out of the process is necessary, not "
+                   "sufficient, the update must be one step in the store")
 
 
 def answer(results: Mapping[str, Any]) -> str:
@@ -130,6 +134,8 @@ def answer(results: Mapping[str, Any]) -> str:
             f"No. In {len(races)} of {_count(len(focus), 'experiment')} with {subject}, "
             f"clients got wrong answers: {'; '.join(listed)}{more}."
         )
+        if any((e.get("config") or {}).get("update") == "read-write" for e in races):
+            parts.append(f"The read-then-write updates raced: {_WHY_READ_WRITE}.")
     if safes:
         ops = sum((e.get("ops") or {}).get("ok", 0) for e in safes)
         modes = _join(sorted({_where(e, with_store) for e in safes}))
@@ -149,7 +155,7 @@ def answer(results: Mapping[str, Any]) -> str:
     if others:
         by_store: dict[str, list[str]] = {}
         for entry in others:
-            by_store.setdefault(str((entry.get("config") or {}).get("store")), []).append(
+            by_store.setdefault(_store_update(entry.get("config") or {}), []).append(
                 verdict_label(entry))
         clean = sorted(s for s, words in by_store.items() if set(words) == {"safe"})
         raced = sorted(s for s, words in by_store.items() if "race" in words)
@@ -165,9 +171,12 @@ def answer(results: Mapping[str, Any]) -> str:
             detail = []
             for store in raced:
                 racing = sorted({str((e.get("config") or {}).get("mode")) for e in others
-                                 if (e.get("config") or {}).get("store") == store
+                                 if _store_update(e.get("config") or {}) == store
                                  and verdict_label(e) == "race"})
-                why = _WHY_STORE_RACES.get(store)
+                naive = [r for r in raced if r.endswith("(read-write)")]
+                # The read-then-write's reason once, after the last store that shows it.
+                why = (_WHY_READ_WRITE if naive and store == naive[-1] else
+                       None if store in naive else _WHY_STORE_RACES.get(store))
                 detail.append(f"{store} under {_join(racing)}" + (f" ({why})" if why else ""))
             parts.append(f"Anomalies also appeared with {'; '.join(detail)}.")
     return " ".join(parts)

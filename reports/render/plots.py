@@ -144,7 +144,9 @@ def draw_matrix(results: Mapping[str, Any], path: Path) -> Path | None:
                                        edgecolor="white"))
                 ax.text(j + 0.5, y + 0.64, f"race {_percent(rate)}", ha="center", va="center",
                         fontsize=12, fontweight="bold", color="white" if dark else "black")
-                names = "\n".join(mode_names(modes_of(entry))) or "?"
+                # A long name ("lost update in the shared store") on two lines of a cell.
+                names = "\n".join(textwrap.fill(n, 17) for n in mode_names(modes_of(entry)))
+                names = names or "?"
                 ax.text(j + 0.5, y + 0.3, names + runs, ha="center", va="center",
                         fontsize=10, linespacing=1.0, color="white" if dark else "black")
             else:
