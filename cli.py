@@ -104,6 +104,7 @@ def serve(settings: Settings, run_dir_name: str | None, overwrite: bool, **opts:
     Examples:
       racelab serve --mode gunicorn-sync --workers 2
       racelab serve --mode threaded --window yield --port 8000
+      racelab serve --mode gunicorn-sync --store redis --update read-write   # GET, then SET
       curl http://127.0.0.1:8000/        # the counter, as text
       racelab --start-services serve --store redis   # a private Redis if none answers
     """
