@@ -195,8 +195,8 @@ def spec_default(name: str) -> Any:
 
 
 # Options shared by every command that launches a server.
-server_options = spec_options(only=("mode", "store", "window", "work_us", "workers", "threads",
-                                    "instances", "python", "scenario"))
+server_options = spec_options(only=("mode", "store", "window", "update", "work_us", "workers",
+                                    "threads", "instances", "python", "scenario"))
 
 
 def build_server(settings: Settings, **opts: Any) -> tuple[ServerConfig, LaunchSpec]:
@@ -209,8 +209,8 @@ def build_server(settings: Settings, **opts: Any) -> tuple[ServerConfig, LaunchS
     from scenarios.run.spec import spec_from_options
 
     spec = spec_from_options({k: opts.get(k) for k in (
-        "scenario", "store", "window", "work_us", "mode", "workers", "threads", "instances",
-        "python", "app")})
+        "scenario", "store", "window", "update", "work_us", "mode", "workers", "threads",
+        "instances", "python", "app")})
     spec = spec.connected(settings)
     return spec.server_config(), spec.launch_spec(opts.get("host", defaults.HOST),
                                                   opts.get("port", 0) or 0,

@@ -47,7 +47,7 @@ from _cli import (
 )
 from demo_server.basics import exits, interrupts
 from demo_server.basics.errors import RacelabError
-from demo_server.served.config import MODES, SESSION_BACKENDS, STORES, WINDOWS
+from demo_server.served.config import MODES, SESSION_BACKENDS, STORES, UPDATES, WINDOWS
 from reports.history.verdict import VERDICT_WORDS
 
 __all__ = ["main"]
@@ -105,6 +105,7 @@ def serve(settings: Settings, run_dir_name: str | None, overwrite: bool, **opts:
       racelab serve --mode gunicorn-sync --workers 2
       racelab serve --mode threaded --window yield --port 8000
       racelab serve --mode gunicorn-gthread --python 3.13t   # a free-threaded server
+      racelab serve --mode gunicorn-sync --store redis --update read-write   # GET, then SET
       curl http://127.0.0.1:8000/        # the counter, as text
       racelab --start-services serve --store redis   # a private Redis if none answers
     """
@@ -120,7 +121,9 @@ def serve(settings: Settings, run_dir_name: str | None, overwrite: bool, **opts:
             for url in sup.urls:
                 click.echo(url)
             click.echo(
-                f"serving {config.store} store, window {config.window}, mode {spec.mode}; "
+                f"serving {config.store} store"
+                + (f" ({config.update} update)" if config.update != "atomic" else "")
+                + f", window {config.window}, mode {spec.mode}; "
                 f"logs in {run_dir}; Ctrl-C stops",
                 err=True,
             )
@@ -180,6 +183,8 @@ def swarm(settings: Settings, out: str | None, overwrite: bool, assert_safe: boo
       racelab swarm --mode gunicorn-sync --store global --users 32 --requests 5000
       racelab swarm --mode threaded --window yield --burst 50 --requests 2000
       racelab swarm --mode cluster --store redis --duration 10 --processes 2
+      racelab swarm --mode gunicorn-sync --store redis --update read-write   # GET, then SET
+      racelab swarm --mode gunicorn-gthread --store postgres --update locked --window io
       racelab swarm --mode gunicorn-sync --store postgres --assert-safe   # a CI gate
       racelab swarm --mode gunicorn-sync --store sqlite --fault kill-worker@1s
       racelab swarm --mode threaded --store lock --out runs/lock --overwrite  # again
@@ -259,6 +264,9 @@ def check(ctx: click.Context, history: Path, final_value: int | None, final_file
 
     HISTORY is racelab's history.csv or history.parquet, or a Jepsen history
     (JSON or EDN), whose :f values (add/read, generate) choose the checkers.
+    Anomalies name their failure mode, told from the history and the final
+    state: one shared state updated in two steps, a copy per process, or
+    "cannot tell".
 
     A history in its run directory (beside summary.json or events.json; else
     beside --final-file's) is read as the run's analysis read it: its scenario,
@@ -282,7 +290,7 @@ def check(ctx: click.Context, history: Path, final_value: int | None, final_file
     if final_value is not None and final_file is not None:
         raise click.UsageError("give --final or --final-file, not both")
     try:
-        from reports.analysis.check_file import check_file
+        from reports.analysis.check_file import check_file_modes
         from reports.analysis.results import history_context
         from reports.history.final import UnreadableFinal, read_final_file
 
@@ -304,20 +312,21 @@ def check(ctx: click.Context, history: Path, final_value: int | None, final_file
             threading.Thread(target=import_quietly, args=("reports.render._check_output",),
                              daemon=True).start()
         try:
-            verdict = check_file(
+            verdict, modes, evidence = check_file_modes(
                 history, None if fmt == "auto" else fmt, final=final,
                 scenario=scenario or (run.scenario if run is not None else "counter"),
                 per_process=per_process or (run is not None and run.per_process),
                 server_problem="; ".join(problems) or None,
-                reset=run.reset if run is not None else None)
+                reset=run.reset if run is not None else None, stated=per_process)
         except RacelabError as exc:
             fail(f"{history}: {exc}")
         if as_json:
-            click.echo(json.dumps(verdict.to_dict(), indent=2))
+            click.echo(json.dumps({**verdict.to_dict(), "failure_modes": modes,
+                                   "sharing": evidence}, indent=2))
         else:
             from reports.render._check_output import print_verdict
 
-            print_verdict(verdict)
+            print_verdict(verdict, modes=modes, sharing=evidence)
     except (click.exceptions.Exit, click.ClickException):
         raise
     except Exception as exc:  # a crash is never "anomalies found" (exit 1)
@@ -427,6 +436,10 @@ def demo(settings: Settings, preset: str, out: str | None, overwrite: bool, open
               callback=name_list("store", STORES), help="Comma-separated stores.")
 @click.option("--windows", default="none", show_default=True,
               callback=name_list("window", WINDOWS), help="Comma-separated windows.")
+@click.option("--updates", default="atomic", show_default=True,
+              callback=name_list("update", UPDATES),
+              help="Comma-separated updates of the shared stores (atomic, read-write, locked, "
+                   "optimistic), for the stores that offer them.")
 @spec_options("server", "swarm", "target", defaults={"requests": 400})
 @spec_options(only=("scenario", "work_us", "stock"))
 @fault_option
@@ -439,16 +452,20 @@ def demo(settings: Settings, preset: str, out: str | None, overwrite: bool, open
 @assert_safe_option
 @click.pass_obj
 def matrix(settings: Settings, modes: list[str], stores: list[str], windows: list[str],
-           out: str | None, overwrite: bool, open_report: bool, budget: float | None,
-           as_json: bool, assert_safe: bool, repeat: int | None, **sizes: Any) -> None:
-    """Run your own grid of modes x stores x windows and write the report.
+           updates: list[str], out: str | None, overwrite: bool, open_report: bool,
+           budget: float | None, as_json: bool, assert_safe: bool, repeat: int | None,
+           **sizes: Any) -> None:
+    """Run your own grid of modes x stores x windows (x updates) and write the report.
 
-    Windows apply to the global and lock stores; other stores run once per mode.
+    Windows apply to the global and lock stores and to the read-write and locked
+    updates; other cells run once per mode, with window none.
 
     \b
     Examples:
       racelab matrix --modes threaded,gevent --stores global,lock --windows none,yield
       racelab matrix --modes gunicorn-sync,cluster --stores redis,postgres --requests 2000
+      racelab matrix --modes gunicorn-sync --stores redis,postgres \\
+          --updates atomic,read-write,locked,optimistic
       racelab matrix --app app.py:app --modes threaded,gunicorn-sync,gevent --assert-safe
       racelab matrix --python 3.13t --modes threaded,gunicorn-gthread --stores global,lock
     """
@@ -457,7 +474,8 @@ def matrix(settings: Settings, modes: list[str], stores: list[str], windows: lis
     faults = tuple(sizes.pop("faults", ()) or ())
     given = {k: v for k, v in sizes.items() if v not in (None, ())}
     cells = expand("command line",
-                   [{"stores": stores, "windows": windows, "modes": modes, **given}], {}, {})
+                   [{"stores": stores, "windows": windows, "updates": updates, "modes": modes,
+                     **given}], {}, {})
     if faults:
         cells = tuple(dataclasses.replace(cell, faults=faults) for cell in cells)
     # Measured on 2 cores: about 0.4 s per cell to start and stop its server and Locust,

@@ -13,7 +13,8 @@ own operation once per store; this module holds the plumbing they all need:
 - ``table_name``, ``drop_tables``, ``delete_keys``: one run's tables and keys.
 
 Nothing retries an operation: a retried sale or transfer whose first attempt
-reached the store would happen twice.
+reached the store would happen twice. Only an optimistic update tries again,
+and only after the store said its write did not apply (``scenarios._updates``).
 """
 
 from __future__ import annotations
@@ -39,6 +40,7 @@ from scenarios._clients import (
     redis_ping,
     sqlite_connect,
 )
+from scenarios._updates import Conflict
 
 if TYPE_CHECKING:
     from flask import Flask, Response
@@ -186,14 +188,25 @@ class Postgres:
                 "set --postgres-dsn or RACELAB_POSTGRES_DSN, or pass --start-services") from None
 
     @contextlib.contextmanager
-    def transaction(self) -> Iterator[Any]:
+    def transaction(self, isolation: str = "") -> Iterator[Any]:
+        """A pooled connection inside BEGIN/COMMIT, at ``isolation`` (else the server's default).
+
+        Raises:
+            Conflict: a serialization failure or a deadlock (an optimistic attempt lost).
+            StoreUnavailable: any other failure of the store.
+        """
         import psycopg
         import psycopg_pool
+        from psycopg import errors
 
         try:
             pool: Any = self._pool.get()
             with pool.connection() as conn, conn.transaction():
+                if isolation:
+                    conn.execute(f"SET TRANSACTION ISOLATION LEVEL {isolation}")
                 yield conn
+        except (errors.SerializationFailure, errors.DeadlockDetected) as exc:
+            raise Conflict(one_line(exc)) from exc
         except (psycopg.Error, psycopg_pool.PoolTimeout) as exc:
             raise StoreUnavailable(f"PostgreSQL at {self.dsn}: {one_line(exc)}") from exc
 

@@ -14,11 +14,25 @@ balances, checks, then writes both:
 
 Two transfers that touch one account and overlap both write what they read
 before the other wrote: money appears or vanishes. No single atomic increment
-fixes it (two keys change together); a transaction does: one
-``threading.Lock`` (``lock``, one process only), ``BEGIN IMMEDIATE`` (``sqlite``:
-the write lock is taken before the balances are read), ``SELECT ... FOR UPDATE``
-in a transaction (``postgres``), ``WATCH``/``MULTI`` (``redis``: the transaction
-is dropped and retried if another client wrote a watched balance). Neither
+fixes it (two keys change together). Each shared store changes both balances in
+one of these ways (its ``update``):
+
+- ``atomic`` (the default): the debit and the credit as relative updates, the
+  debit only ``WHERE balance >= amount``, in one transaction (PostgreSQL, in id
+  order so that two transfers cannot deadlock; SQLite, under ``BEGIN
+  IMMEDIATE``), or one Lua script (Redis): the app reads no balance at all;
+- ``read-write``: the naive code above with the balances in the store (two
+  ``GET``s and two ``SET``s; ``SELECT`` then ``UPDATE ... SET balance = :read -
+  amount`` in one transaction at PostgreSQL's default isolation; SQLite as
+  Python's sqlite3 runs it, the reads outside the transaction);
+- ``locked``: the same reads and writes, the rows locked first (``SELECT ... FOR
+  UPDATE`` in id order, ``BEGIN IMMEDIATE``, redis-py's lock on both accounts in
+  id order);
+- ``optimistic``: the same reads and writes, dropped and tried again when
+  another transfer wrote a balance in between (``WATCH``/``MULTI``/``EXEC``;
+  REPEATABLE READ, retried on a serialization failure).
+
+A ``threading.Lock`` (``lock``) is safe in one process only. Neither
 ``memcached`` (no update of two keys at once) nor ``manager`` (the supervisor's
 manager serves the counter only) is offered.
 
@@ -46,6 +60,7 @@ from scenarios._serving import (
     table_name,
     window_of,
 )
+from scenarios._updates import PG_ISOLATION, Conflict, UpdateForms
 from scenarios.base import Scenario, Served, ServerSide
 from scenarios.operation import Operation, ValueSpec
 
@@ -126,21 +141,52 @@ _SQLITE_SCHEMA = (
     + "".join(f"INSERT OR IGNORE INTO accounts VALUES ({i}, {START});" for i in range(ACCOUNTS)))
 
 
-class _Sqlite:
-    """Balances in rows; a transfer is one ``BEGIN IMMEDIATE`` transaction."""
+class _Sqlite(UpdateForms):
+    """Balances in rows; a transfer is one ``BEGIN IMMEDIATE`` transaction of relative updates."""
+
+    updates = ("atomic", "read-write", "locked")
 
     def __init__(self, config: ServerConfig) -> None:
         self.db = Sqlite(config, _SQLITE_SCHEMA)
 
     def transfer(self, src: int, dst: int, amount: int) -> bool:
         with self.db.immediate() as conn:
-            (balance,) = conn.execute("SELECT balance FROM accounts WHERE id = ?",
-                                      (src,)).fetchone()
-            if balance < amount:
+            if not conn.execute("UPDATE accounts SET balance = balance - ? WHERE id = ? AND "
+                                "balance >= ?", (amount, src, amount)).rowcount:
                 return False
-            conn.execute("UPDATE accounts SET balance = balance - ? WHERE id = ?", (amount, src))
             conn.execute("UPDATE accounts SET balance = balance + ? WHERE id = ?", (amount, dst))
             return True
+
+    def _move(self, conn: Any, src: int, dst: int, amount: int, begin: str) -> bool:
+        # The reads run wherever ``begin`` leaves them: before the transaction (read-write,
+        # as Python's sqlite3 runs a SELECT) or inside BEGIN IMMEDIATE (locked).
+        if begin == "BEGIN IMMEDIATE":
+            conn.execute(begin)
+        read = dict(conn.execute("SELECT id, balance FROM accounts WHERE id IN (?, ?)",
+                                 (src, dst)).fetchall())
+        if read[src] < amount:
+            if begin == "BEGIN IMMEDIATE":
+                conn.execute("COMMIT")
+            return False
+        self.wait()
+        if begin != "BEGIN IMMEDIATE":
+            conn.execute(begin)
+        try:
+            conn.execute("UPDATE accounts SET balance = ? WHERE id = ?", (read[src] - amount, src))
+            conn.execute("UPDATE accounts SET balance = ? WHERE id = ?", (read[dst] + amount, dst))
+        except BaseException:
+            conn.execute("ROLLBACK")
+            raise
+        conn.execute("COMMIT")
+        return True
+
+    def transfer_read_write(self, src: int, dst: int, amount: int) -> bool:
+        with self.db.errors():
+            return self._move(self.db.conn(), src, dst, amount, "BEGIN")
+
+    def transfer_locked(self, src: int, dst: int, amount: int) -> bool:
+        with self.db.errors():
+            return self._move(self.db.conn(), src, dst, amount, "BEGIN IMMEDIATE")
 
     def read(self) -> list[int]:
         with self.db.errors():
@@ -160,8 +206,10 @@ def _pg_schema(config: ServerConfig) -> Any:
              "DO NOTHING", args=(START, ACCOUNTS - 1))
 
 
-class _Postgres:
-    """Balances in rows; a transfer locks both rows (``FOR UPDATE``, in id order) first."""
+class _Postgres(UpdateForms):
+    """Balances in rows; a transfer is one transaction over both rows, in id order."""
+
+    updates = ("atomic", "read-write", "locked", "optimistic")
 
     def __init__(self, config: ServerConfig) -> None:
         from psycopg import sql
@@ -169,20 +217,52 @@ class _Postgres:
         name = table_name("bank", config.namespace)
         self.db = Postgres(config, _pg_schema(config))
         ident = sql.Identifier(name)
+        self._debit = sql.SQL("UPDATE {} SET balance = balance - %s WHERE id = %s AND "
+                              "balance >= %s").format(ident)
+        self._credit = sql.SQL("UPDATE {} SET balance = balance + %s WHERE id = %s").format(ident)
+        self._select = sql.SQL("SELECT id, balance FROM {} WHERE id = ANY(%s) ORDER BY id"
+                               ).format(ident)
         self._lock = sql.SQL("SELECT id, balance FROM {} WHERE id = ANY(%s) ORDER BY id "
                              "FOR UPDATE").format(ident)
-        self._move = sql.SQL("UPDATE {} SET balance = balance + %s WHERE id = %s").format(ident)
+        self._write = sql.SQL("UPDATE {} SET balance = %s WHERE id = %s").format(ident)
         self._read = sql.SQL("SELECT balance FROM {} ORDER BY id").format(ident)
         self._reset = sql.SQL("UPDATE {} SET balance = %s").format(ident)
 
     def transfer(self, src: int, dst: int, amount: int) -> bool:
+        import psycopg
+
+        moved = False
         with self.db.transaction() as conn:
-            balances = dict(conn.execute(self._lock, ([src, dst],)).fetchall())
+            # Rows in id order: two transfers between the same accounts lock them in the
+            # same order and cannot deadlock.
+            for account in sorted((src, dst)):
+                if account == dst:
+                    conn.execute(self._credit, (amount, dst))
+                elif not conn.execute(self._debit, (amount, src, amount)).rowcount:
+                    raise psycopg.Rollback  # not enough money: the credit is undone
+            moved = True
+        return moved
+
+    def _move(self, src: int, dst: int, amount: int, read: Any, isolation: str = "") -> bool:
+        with self.db.transaction(isolation) as conn:
+            balances = dict(conn.execute(read, ([src, dst],)).fetchall())
             if balances[src] < amount:
                 return False
-            conn.execute(self._move, (-amount, src))
-            conn.execute(self._move, (amount, dst))
+            self.wait()
+            new = {src: balances[src] - amount, dst: balances[dst] + amount}
+            for account in sorted(new):  # in id order, as above
+                conn.execute(self._write, (new[account], account))
             return True
+
+    def transfer_read_write(self, src: int, dst: int, amount: int) -> bool:
+        return self._move(src, dst, amount, self._select)
+
+    def transfer_locked(self, src: int, dst: int, amount: int) -> bool:
+        return self._move(src, dst, amount, self._lock)
+
+    def transfer_optimistic(self, src: int, dst: int, amount: int) -> bool:
+        return self.retry(f"PostgreSQL at {self.db.dsn}", lambda: self._move(
+            src, dst, amount, self._select, PG_ISOLATION))
 
     def read(self) -> list[int]:
         with self.db.transaction() as conn:
@@ -193,28 +273,76 @@ class _Postgres:
             conn.execute(self._reset, (START,))
 
 
-class _Redis:
-    """A key per account; a transfer is ``WATCH`` both, read, ``MULTI`` both writes, ``EXEC``."""
+_TRANSFER_LUA = """
+local balance = tonumber(redis.call('GET', KEYS[1]) or '0')
+local amount = tonumber(ARGV[1])
+if balance < amount then return 0 end
+redis.call('DECRBY', KEYS[1], amount)
+redis.call('INCRBY', KEYS[2], amount)
+return 1
+"""
+
+
+class _Redis(UpdateForms):
+    """A key per account; a transfer is a Lua script, which Redis runs without interruption."""
+
+    updates = ("atomic", "read-write", "locked", "optimistic")
 
     def __init__(self, config: ServerConfig) -> None:
         self.db = Redis(config)
         self.keys = [f"{config.namespace}:bank:{i}" for i in range(ACCOUNTS)]
         self.db.call(lambda r: r.msetnx(dict.fromkeys(self.keys, START)))
+        self._script = self.db.call(lambda r: r.register_script(_TRANSFER_LUA))
 
     def transfer(self, src: int, dst: int, amount: int) -> bool:
+        keys = [self.keys[src], self.keys[dst]]
+        return bool(self.db.call(lambda r: self._script(keys=keys, args=[amount], client=r)))
+
+    def _move(self, r: Any, src: int, dst: int, amount: int,
+              before_write: Any = None) -> bool:
+        """Read both balances, check, write both (after ``before_write``: MULTI)."""
+        ks, kd = self.keys[src], self.keys[dst]
+        src_balance, dst_balance = int(r.get(ks) or 0), int(r.get(kd) or 0)
+        if src_balance < amount:
+            return False
+        self.wait()
+        if before_write is not None:
+            before_write()
+        r.set(ks, src_balance - amount)
+        r.set(kd, dst_balance + amount)
+        return True
+
+    def transfer_read_write(self, src: int, dst: int, amount: int) -> bool:
+        return bool(self.db.call(lambda r: self._move(r, src, dst, amount)))
+
+    def transfer_locked(self, src: int, dst: int, amount: int) -> bool:
+        first, second = sorted((src, dst))  # both accounts' locks, in id order
+
+        def locked(r: Any) -> bool:
+            with self.locked_by_redis(r, f"{self.keys[first]}:lock", self.db.url), \
+                    self.locked_by_redis(r, f"{self.keys[second]}:lock", self.db.url):
+                return self._move(r, src, dst, amount)
+
+        return bool(self.db.call(locked))
+
+    def transfer_optimistic(self, src: int, dst: int, amount: int) -> bool:
+        import redis
+
         ks, kd = self.keys[src], self.keys[dst]
 
-        def move(pipe: Any) -> bool:
-            balance = int(pipe.get(ks) or 0)  # immediate mode: WATCH is on
-            if balance < amount:
-                return False
-            pipe.multi()
-            pipe.decrby(ks, amount)
-            pipe.incrby(kd, amount)
+        def attempt(r: Any) -> bool:
+            with r.pipeline() as pipe:
+                try:
+                    pipe.watch(ks, kd)  # the reads run at once; the writes wait for EXEC
+                    if not self._move(pipe, src, dst, amount, before_write=pipe.multi):
+                        return False
+                    pipe.execute()
+                except redis.WatchError:
+                    raise Conflict from None
             return True
 
-        # Retried by redis-py when a watched key changed before EXEC.
-        return bool(self.db.call(lambda r: r.transaction(move, ks, kd, value_from_callable=True)))
+        return bool(self.db.call(
+            lambda r: self.retry(f"Redis at {self.db.url}", lambda: attempt(r))))
 
     def read(self) -> list[int]:
         return [int(v or 0) for v in self.db.call(lambda r: r.mget(self.keys))]
@@ -233,16 +361,20 @@ class _Side:
 
     def state(self) -> dict[str, Any]:
         balances = self.bank.read()
+        extra = self.bank.update_state() if isinstance(self.bank, UpdateForms) else {}
         return {"value": sum(balances), "total": sum(balances), "balances": balances,
-                "initial_total": TOTAL}
+                "initial_total": TOTAL, **extra}
 
     def reset(self) -> None:
         self.bank.reset()
+        if isinstance(self.bank, UpdateForms):
+            self.bank.reset_stats()
 
 
 def serve(app: Flask, config: ServerConfig, served: Served) -> ServerSide:
     """Add ``POST /transfer`` and ``GET /total`` over the configured store."""
     bank = _STORES[config.store](config)
+    move = bank.update_form(config, "transfer") if isinstance(bank, UpdateForms) else bank.transfer
     rng = random.Random()
 
     @app.post("/transfer")
@@ -250,7 +382,7 @@ def serve(app: Flask, config: ServerConfig, served: Served) -> ServerSide:
         arrival_ns = time.monotonic_ns()
         src, dst = rng.sample(range(ACCOUNTS), 2)
         amount = rng.randint(1, MAX_AMOUNT)
-        if not bank.transfer(src, dst, amount):
+        if not move(src, dst, amount):
             return answer(app, arrival_ns, REFUSED, error="insufficient funds",
                           source=src, target=dst, amount_asked=amount)
         served.add()
@@ -365,12 +497,39 @@ def _check(table: HistoryTable, final: Any, per_process: bool) -> Verdict:
         + (", and so did the final state, with no balance below zero" if state.states else "")))
 
 
+_UPDATE_SENTENCES = {
+    "sqlite:read-write": "The sqlite store reads both balances with SELECT (outside any "
+                         "transaction, as Python's sqlite3 runs it), then writes both back in "
+                         "one: a transfer that overlaps another overwrites its balance.",
+    "sqlite:locked": "The sqlite store reads and writes both balances inside BEGIN IMMEDIATE: "
+                     "the write lock is held from the reads to the commit.",
+    "postgres:read-write": "The postgres store SELECTs both balances, then UPDATEs them to the "
+                           "values read minus and plus the amount, in one transaction at READ "
+                           "COMMITTED (PostgreSQL's default): the transaction does not stop an "
+                           "overlapping transfer from overwriting a balance.",
+    "postgres:locked": "The postgres store locks both rows with SELECT ... FOR UPDATE (in id "
+                       "order, so two transfers cannot deadlock) before it reads and writes "
+                       "them.",
+    "postgres:optimistic": "The postgres store reads and writes both balances at REPEATABLE "
+                           "READ: a transfer whose rows another one changed fails with a "
+                           "serialization error and is tried again.",
+    "redis:read-write": "The redis store GETs both balances and SETs both back: a transfer "
+                        "that overlaps another overwrites its balance.",
+    "redis:locked": "The redis store takes redis-py's lock on both accounts (in id order) "
+                    "around its GETs and SETs.",
+    "redis:optimistic": "The redis store WATCHes both balances and writes them in MULTI/EXEC: "
+                        "if another client wrote one in between, the transfer is dropped and "
+                        "tried again.",
+}
+
 SCENARIO = Scenario(
     name="bank",
     title="move money between two accounts: a multi-key update",
     operations=OPERATIONS,
     stores=("global", "lock", "sqlite", "postgres", "redis"),
     windowed_stores=frozenset({"global", "lock"}),
+    updates={store: cls.updates for store, cls in _STORES.items()
+             if issubclass(cls, UpdateForms)},
     checkers=("bank",),
     serve=serve,
     prepare=functools.partial(prepare_store, sqlite=lambda c: _SQLITE_SCHEMA,
@@ -381,13 +540,15 @@ SCENARIO = Scenario(
                   "nothing keeping two transfers apart: one overwrites the other's balance.",
         "lock": "The lock store runs each transfer under one threading.Lock: safe between the "
                 "threads of one process; every process keeps its own accounts.",
-        "sqlite": "The sqlite store runs each transfer in a BEGIN IMMEDIATE transaction: the "
-                  "write lock is held from the read of the balances to the commit.",
-        "postgres": "The postgres store locks both rows with SELECT ... FOR UPDATE (in id "
-                    "order, so two transfers cannot deadlock) and updates them in one "
-                    "transaction.",
-        "redis": "The redis store WATCHes both balances and writes them in MULTI/EXEC: if "
-                 "another client wrote one in between, the transaction is dropped and retried.",
+        "sqlite": "The sqlite store moves the money with two relative UPDATEs in one BEGIN "
+                  "IMMEDIATE transaction, the debit only WHERE balance >= amount: the app "
+                  "reads no balance.",
+        "postgres": "The postgres store moves the money with two relative UPDATEs in one "
+                    "transaction (in id order, so two transfers cannot deadlock), the debit "
+                    "only WHERE balance >= amount: the app reads no balance.",
+        "redis": "The redis store moves the money in a Lua script, which Redis runs without "
+                 "interruption.",
+        **_UPDATE_SENTENCES,
     },
     register=registrar("bank", check_bank),
 )

@@ -11,7 +11,9 @@ operations, the generator and the checker side by side) owns:
   hooks the app's ``/state`` and ``/reset`` use; ``prepare``/``cleanup`` run
   before a server starts and after it stopped;
 - its **checkers**: names registered in ``reports.history.checkers`` (``check``);
-- its **explanations**: the sentences a report uses for its stores.
+- its **updates**: per shared store, the ways it can change the state (``atomic``, the
+  default, and the naive ``read-write`` with its ``locked`` and ``optimistic`` fixes);
+- its **explanations**: the sentences a report uses for its stores and updates.
 
 ``scenarios.registry`` names the scenarios; adding one is one module and a line
 there.
@@ -64,12 +66,16 @@ class Scenario:
         title: a short phrase for reports ("increment and return a counter").
         operations: what a swarm user sends, with weights.
         stores: the stores this scenario implements.
-        windowed_stores: the stores where a window between read and write applies.
+        windowed_stores: the stores where a window between read and write applies (it
+            also applies to the ``read-write`` and ``locked`` updates of any store).
         checkers: names of ``reports.history.checkers`` checkers this scenario runs.
         serve: ``serve(app, config, served) -> ServerSide``: add the routes.
         prepare: before a server starts: check the store (raise StoreUnavailable).
         cleanup: after a server stopped: remove what the run left in the store.
-        store_sentences: per store, the sentence a report uses to explain it.
+        updates: per shared store, the updates it offers (``atomic`` first); a store
+            not named here has its one way, which counts as ``atomic``.
+        store_sentences: per store (``redis``) or store and update (``redis:read-write``),
+            the sentence a report uses to explain it.
         register: called once before the first check, to register the checkers.
     """
 
@@ -82,10 +88,16 @@ class Scenario:
     serve: Callable[[Flask, ServerConfig, Served], ServerSide]
     prepare: Callable[[ServerConfig], None] = _no_hook
     cleanup: Callable[[ServerConfig], None] = _no_hook
+    updates: Mapping[str, tuple[str, ...]] = dataclasses.field(default_factory=dict)
     store_sentences: Mapping[str, str] = dataclasses.field(default_factory=dict)
     register: Callable[[], None] | None = None
 
-    def explain_store(self, store: str) -> list[str]:
-        """The report's sentence for ``store`` in this scenario (none if it has none)."""
-        sentence = self.store_sentences.get(store)
+    def updates_of(self, store: str) -> tuple[str, ...]:
+        """The updates ``store`` offers in this scenario (``("atomic",)`` for most)."""
+        return self.updates.get(store, ("atomic",))
+
+    def explain_store(self, store: str, update: str = "atomic") -> list[str]:
+        """The report's sentence for ``store`` changed by ``update`` (none if it has none)."""
+        sentence = (self.store_sentences.get(f"{store}:{update}") if update != "atomic"
+                    else None) or self.store_sentences.get(store)
         return [sentence] if sentence else []

@@ -16,9 +16,19 @@ The naive code (``global``) reads the stock, and writes it back one lower:
 
 The fixes make check and act one step: a ``threading.Lock`` around both
 (``lock``: one process only), ``UPDATE ... SET stock = stock - 1 WHERE stock >
-0 RETURNING`` (``sqlite``, ``postgres``), a Lua script (``redis``), a
-``gets``/``cas`` loop (``memcached``). No ``manager`` store: the supervisor's
-manager process serves the counter object only.
+0 RETURNING`` (``sqlite``, ``postgres``), a Lua script (``redis``), ``incr`` of
+the seats sold (``memcached``: the buyer whose number is within the stock gets a
+seat). No ``manager`` store: the supervisor's manager process serves the counter
+object only.
+
+Moving the stock into a shared store is not enough by itself: each shared store
+also offers the naive ``read-write`` update (read the stock, window, write back
+what was read minus one: Redis ``GET``/``SET``, ``SELECT`` then ``UPDATE`` in one
+transaction at PostgreSQL's default isolation, memcached ``get``/``set``, SQLite
+as Python's sqlite3 runs it), which oversells from every process at once, and
+the fixes that keep that shape: ``locked`` (``SELECT ... FOR UPDATE``, ``BEGIN
+IMMEDIATE``, redis-py's lock) and ``optimistic`` (``WATCH``/``MULTI``,
+REPEATABLE READ retried, ``gets``/``cas``, ``UPDATE ... WHERE stock = :read``).
 
 Invariants (``check_tickets``): no seat sold twice; never more sold than the
 stock, and the stock went down once per sale (from the final state); nobody
@@ -32,6 +42,7 @@ import threading
 import time
 from typing import TYPE_CHECKING, Any
 
+from demo_server.basics.errors import StoreUnavailable
 from scenarios._checking import registrar
 from scenarios._serving import (
     Memcached,
@@ -45,6 +56,7 @@ from scenarios._serving import (
     table_name,
     window_of,
 )
+from scenarios._updates import PG_ISOLATION, Conflict, UpdateForms
 from scenarios.base import Scenario, Served, ServerSide
 from scenarios.operation import Operation, ValueSpec
 
@@ -112,8 +124,10 @@ def _sqlite_schema(stock: int) -> str:
             f"INSERT OR IGNORE INTO box_office (id, stock) VALUES (1, {int(stock)});")
 
 
-class _Sqlite:
+class _Sqlite(UpdateForms):
     """One row; the check is the UPDATE's WHERE clause, so check and sale are one statement."""
+
+    updates = ("atomic", "read-write", "locked", "optimistic")
 
     def __init__(self, config: ServerConfig) -> None:
         self.initial = config.stock
@@ -128,12 +142,46 @@ class _Sqlite:
 
     def remaining(self) -> int:
         with self.db.errors():
-            return int(self.db.conn().execute(
-                "SELECT stock FROM box_office WHERE id = 1").fetchone()[0])
+            return _sqlite_stock(self.db.conn())
 
     def reset(self) -> None:
         with self.db.errors():
             self.db.conn().execute("UPDATE box_office SET stock = ? WHERE id = 1", (self.initial,))
+
+    def _sell(self, conn: Any) -> int | None:
+        stock = _sqlite_stock(conn)
+        if stock <= 0:
+            return None
+        self.wait()
+        conn.execute("UPDATE box_office SET stock = ? WHERE id = 1", (stock - 1,))
+        return stock
+
+    def buy_read_write(self) -> int | None:
+        # As Python's sqlite3 module runs it by default: the SELECT outside any transaction.
+        with self.db.errors():
+            return self._sell(self.db.conn())
+
+    def buy_locked(self) -> int | None:
+        with self.db.immediate() as conn:
+            return self._sell(conn)
+
+    def buy_optimistic(self) -> int | None:
+        def attempt() -> int | None:
+            conn = self.db.conn()
+            stock = _sqlite_stock(conn)
+            if stock <= 0:
+                return None
+            if not conn.execute("UPDATE box_office SET stock = ? WHERE id = 1 AND stock = ?",
+                                (stock - 1, stock)).rowcount:
+                raise Conflict
+            return stock
+
+        with self.db.errors():
+            return self.retry(f"SQLite {self.db.path}", attempt)
+
+
+def _sqlite_stock(conn: Any) -> int:
+    return int(conn.execute("SELECT stock FROM box_office WHERE id = 1").fetchone()[0])
 
 
 def _pg_schema(config: ServerConfig) -> Any:
@@ -144,8 +192,10 @@ def _pg_schema(config: ServerConfig) -> Any:
         args=(config.stock,))
 
 
-class _Postgres:
+class _Postgres(UpdateForms):
     """One row; ``UPDATE ... WHERE stock > 0 RETURNING``: the row lock makes it one step."""
+
+    updates = ("atomic", "read-write", "locked", "optimistic")
 
     def __init__(self, config: ServerConfig) -> None:
         from psycopg import sql
@@ -171,6 +221,28 @@ class _Postgres:
     def reset(self) -> None:
         self._one("UPDATE {} SET stock = %s WHERE id = 1 RETURNING stock", self.initial)
 
+    def _sell(self, read: str, isolation: str = "") -> int | None:
+        from psycopg import sql
+
+        with self.db.transaction(isolation) as conn:
+            stock = int(conn.execute(sql.SQL(read).format(self.table)).fetchone()[0])
+            if stock <= 0:
+                return None
+            self.wait()
+            conn.execute(sql.SQL("UPDATE {} SET stock = %s WHERE id = 1").format(self.table),
+                         (stock - 1,))
+            return stock
+
+    def buy_read_write(self) -> int | None:
+        return self._sell("SELECT stock FROM {} WHERE id = 1")
+
+    def buy_locked(self) -> int | None:
+        return self._sell("SELECT stock FROM {} WHERE id = 1 FOR UPDATE")
+
+    def buy_optimistic(self) -> int | None:
+        return self.retry(f"PostgreSQL at {self.db.dsn}", lambda: self._sell(
+            "SELECT stock FROM {} WHERE id = 1", PG_ISOLATION))
+
 
 _BUY_LUA = """
 local stock = tonumber(redis.call('GET', KEYS[1]) or '0')
@@ -180,8 +252,10 @@ return stock
 """
 
 
-class _Redis:
+class _Redis(UpdateForms):
     """A key holding the stock; a Lua script checks and decrements it in one atomic step."""
+
+    updates = ("atomic", "read-write", "locked", "optimistic")
 
     def __init__(self, config: ServerConfig) -> None:
         self.initial = config.stock
@@ -200,33 +274,115 @@ class _Redis:
     def reset(self) -> None:
         self.db.call(lambda r: r.set(self.key, self.initial))
 
+    def _sell(self, r: Any) -> int | None:
+        stock = int(r.get(self.key) or 0)
+        if stock <= 0:
+            return None
+        self.wait()
+        r.set(self.key, stock - 1)
+        return stock
 
-class _Memcached:
-    """A key holding the stock, sold with ``gets``/``cas``: a sale writes only if nobody did."""
+    def buy_read_write(self) -> int | None:
+        result: int | None = self.db.call(self._sell)
+        return result
+
+    def buy_locked(self) -> int | None:
+        def locked(r: Any) -> int | None:
+            with self.locked_by_redis(r, f"{self.key}:lock", self.db.url):
+                return self._sell(r)
+
+        result: int | None = self.db.call(locked)
+        return result
+
+    def buy_optimistic(self) -> int | None:
+        import redis
+
+        def attempt(r: Any) -> int | None:
+            with r.pipeline() as pipe:
+                try:
+                    pipe.watch(self.key)
+                    stock = int(pipe.get(self.key) or 0)
+                    if stock <= 0:
+                        return None
+                    pipe.multi()
+                    pipe.set(self.key, stock - 1)
+                    pipe.execute()
+                except redis.WatchError:
+                    raise Conflict from None
+            return stock
+
+        result: int | None = self.db.call(
+            lambda r: self.retry(f"Redis at {self.db.url}", lambda: attempt(r)))
+        return result
+
+
+class _Memcached(UpdateForms):
+    """The seats sold in one key, counted with ``incr``: the buyer whose number is within the
+    stock gets a seat (number n sells seat stock - n + 1); the others are told sold out.
+
+    The other updates keep the stock itself in a second key: ``read-write`` (``get``,
+    then ``set``) and ``optimistic`` (``gets``, then ``cas``, tried again when it fails).
+    """
+
+    updates = ("atomic", "read-write", "optimistic")
 
     def __init__(self, config: ServerConfig) -> None:
         self.initial = config.stock
+        self.update = config.update
+        self.sold_key = f"{config.namespace}:tickets:sold"
         self.key = f"{config.namespace}:tickets:stock"
         self.db = Memcached(config)
-        self.db.call(lambda m: m.add(self.key, str(self.initial).encode()))
+        if self.update == "atomic":
+            self.db.call(lambda m: m.add(self.sold_key, b"0"))
+        else:
+            self.db.call(lambda m: m.add(self.key, str(self.initial).encode()))
 
     def buy(self) -> int | None:
-        while True:
+        sold = self.db.call(lambda m: m.incr(self.sold_key, 1))
+        if sold is None:  # evicted or never added: add() creates it only if still absent
+            self.db.call(lambda m: m.add(self.sold_key, b"0"))
+            sold = self.db.call(lambda m: m.incr(self.sold_key, 1))
+        if sold is None:
+            raise StoreUnavailable(f"memcached at {self.db.address} lost the key "
+                                   f"{self.sold_key}")
+        seat = self.initial - int(sold) + 1
+        return seat if seat >= 1 else None
+
+    def _stock(self, raw: Any) -> int:
+        return int(raw) if raw is not None else self.initial
+
+    def buy_read_write(self) -> int | None:
+        stock = self._stock(self.db.call(lambda m: m.get(self.key)))
+        if stock <= 0:
+            return None
+        self.wait()
+        self.db.call(lambda m: m.set(self.key, str(stock - 1).encode()))
+        return stock
+
+    def buy_optimistic(self) -> int | None:
+        def attempt() -> int | None:
             raw, token = self.db.call(lambda m: m.gets(self.key))
             if raw is None:
                 self.db.call(lambda m: m.add(self.key, str(self.initial).encode()))
-                continue
+                raise Conflict
             stock = int(raw)
             if stock <= 0:
                 return None
-            if self.db.call(functools.partial(_cas, self.key, str(stock - 1).encode(), token)):
-                return stock
+            if not self.db.call(functools.partial(_cas, self.key, str(stock - 1).encode(),
+                                                  token)):
+                raise Conflict
+            return stock
+
+        return self.retry(f"memcached at {self.db.address}", attempt)
 
     def remaining(self) -> int:
-        raw = self.db.call(lambda m: m.get(self.key))
-        return int(raw) if raw is not None else self.initial
+        if self.update == "atomic":
+            raw = self.db.call(lambda m: m.get(self.sold_key))
+            return max(0, self.initial - (int(raw) if raw is not None else 0))
+        return self._stock(self.db.call(lambda m: m.get(self.key)))
 
     def reset(self) -> None:
+        self.db.call(lambda m: m.set(self.sold_key, b"0"))
         self.db.call(lambda m: m.set(self.key, str(self.initial).encode()))
 
 
@@ -244,20 +400,24 @@ class _Side:
 
     def state(self) -> dict[str, Any]:
         remaining = self.office.remaining()
-        return {"value": remaining, "remaining": remaining, "stock": self.stock}
+        extra = self.office.update_state() if isinstance(self.office, UpdateForms) else {}
+        return {"value": remaining, "remaining": remaining, "stock": self.stock, **extra}
 
     def reset(self) -> None:
         self.office.reset()
+        if isinstance(self.office, UpdateForms):
+            self.office.reset_stats()
 
 
 def serve(app: Flask, config: ServerConfig, served: Served) -> ServerSide:
     """Add ``POST /buy`` (and ``GET /stock``) over the configured store."""
     office = _STORES[config.store](config)
+    sell = office.update_form(config, "buy") if isinstance(office, UpdateForms) else office.buy
 
     @app.post("/buy")
     def buy() -> Any:
         arrival_ns = time.monotonic_ns()
-        seat = office.buy()
+        seat = sell()
         if seat is None:
             return answer(app, arrival_ns, SOLD_OUT, error="sold out", remaining=0)
         served.add()
@@ -439,18 +599,52 @@ def _false_sold_out(table: HistoryTable, ops: Any, rows: Any, state: Any,
     return witnesses
 
 
+_UPDATE_SENTENCES = {
+    "sqlite:read-write": "The sqlite store reads the stock with SELECT and writes it back one "
+                         "lower with UPDATE, as Python's sqlite3 runs them by default: two "
+                         "buyers can read the same stock, and both get that seat.",
+    "sqlite:locked": "The sqlite store checks and sells inside BEGIN IMMEDIATE: the write lock "
+                     "is taken before the stock is read.",
+    "sqlite:optimistic": "The sqlite store writes the lower stock only WHERE the stock is still "
+                         "what it read, and reads again when no row matched.",
+    "postgres:read-write": "The postgres store SELECTs the stock, then UPDATEs it to the stock "
+                           "read minus one, in one transaction at READ COMMITTED (PostgreSQL's "
+                           "default): the transaction does not stop two buyers from reading "
+                           "the same stock, and both get that seat.",
+    "postgres:locked": "The postgres store reads the stock with SELECT ... FOR UPDATE: the next "
+                       "buyer waits for the row until the sale commits.",
+    "postgres:optimistic": "The postgres store checks and sells at REPEATABLE READ: a sale whose "
+                           "row another one changed fails with a serialization error and is "
+                           "tried again.",
+    "redis:read-write": "The redis store reads the stock with GET and writes it back one lower "
+                        "with SET: two buyers can read the same stock, and both get that seat.",
+    "redis:locked": "The redis store takes redis-py's lock around its GET and SET: one sale at "
+                    "a time.",
+    "redis:optimistic": "The redis store WATCHes the stock and sells in MULTI/EXEC: if another "
+                        "buyer wrote it in between, EXEC does nothing and the sale is tried "
+                        "again.",
+    "memcached:read-write": "The memcached store reads the stock with get and writes it back one "
+                            "lower with set: two buyers can read the same stock.",
+    "memcached:optimistic": "The memcached store reads the stock with gets and writes it with "
+                            "cas, which stores only if nobody wrote since; else the sale starts "
+                            "again.",
+}
+
 SCENARIO = Scenario(
     name="tickets",
     title="sell seats from a fixed stock: check, then act",
     operations=OPERATIONS,
     stores=("global", "lock", "sqlite", "postgres", "redis", "memcached"),
     windowed_stores=frozenset({"global", "lock"}),
+    updates={store: cls.updates for store, cls in _STORES.items()
+             if issubclass(cls, UpdateForms)},
     checkers=("tickets",),
     serve=serve,
     prepare=functools.partial(prepare_store, sqlite=lambda c: _sqlite_schema(c.stock),
                               postgres=_pg_schema),
-    cleanup=functools.partial(cleanup_store, kind="tickets", memcached=lambda c: _Memcached(
-        c).db.call(lambda m: m.delete(f"{c.namespace}:tickets:stock"))),
+    cleanup=functools.partial(cleanup_store, kind="tickets", memcached=lambda c: Memcached(
+        c).call(lambda m: m.delete_many([f"{c.namespace}:tickets:stock",
+                                         f"{c.namespace}:tickets:sold"]))),
     store_sentences={
         "global": "The global store checks the stock, then writes it back one lower, with "
                   "nothing keeping two buyers apart: both can see the same seat free.",
@@ -462,8 +656,9 @@ SCENARIO = Scenario(
                     "the row lock makes check and sale one step for every process.",
         "redis": "The redis store sells in a Lua script, which Redis runs without "
                  "interruption: check and sale are one step for every process.",
-        "memcached": "The memcached store sells with gets/cas: the new stock is written only "
-                     "if nobody wrote since it was read, else the sale starts again.",
+        "memcached": "The memcached store counts the seats sold with incr, one atomic step: "
+                     "the buyer whose number is within the stock gets a seat.",
+        **_UPDATE_SENTENCES,
     },
     register=registrar("tickets", check_tickets),
 )

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import pytest
@@ -90,3 +91,62 @@ def test_each_anomalous_cell_names_its_failure_mode_in_the_report(tmp_path: Path
     html = render_run(run, formats=("html",))["html"].read_text(encoding="utf-8")
     assert html.count('class="fmode">separate copies<') >= 2  # table, meaning, witnesses
     assert html.count('class="fmode">interleaving<') >= 2
+
+
+def _foreign(exp_dir: Path) -> Path:
+    """Make an experiment written by make_experiment look like a user's app (--app)."""
+    summary_path = exp_dir / "summary.json"
+    summary = json.loads(summary_path.read_text())
+    summary["experiment"].update(app="shop.py:app", store="", window="", check="counter")
+    summary_path.write_text(json.dumps(summary))
+    final_path = exp_dir / "final.json"
+    final = json.loads(final_path.read_text())
+    final["per_process"] = None  # racelab does not know how a foreign app keeps its state
+    final_path.write_text(json.dumps(final))
+    return exp_dir
+
+
+@pytest.mark.parametrize(("kind", "modes", "state"), [
+    ("race", ["shared-lost-update"], "shared"),  # one counter, its numbers spread over pids
+    ("per-process", ["separate-copies"], "separate"),  # each pid counts 1, 2, 3, ...
+])
+def test_a_foreign_apps_failure_mode_is_told_from_its_values(
+        tmp_path: Path, kind: str, modes: list[str], state: str) -> None:
+    """With no store to go by, the values per process tell one shared state updated in two
+    steps from a copy per process; the stored evidence gives the same names later."""
+    exp = _foreign(make_experiment(tmp_path / "exp", kind=kind, mode="gunicorn-sync",
+                                   pids=(41, 42)))
+    entry = collect_experiment(exp)
+    assert entry["failure_modes"] == modes
+    assert entry["sharing"]["state"] == state and entry["sharing"]["source"] == "history"
+    recomputed = {k: v for k, v in entry.items() if k != "failure_modes"}
+    assert failure_modes(recomputed) == modes
+
+
+def test_when_the_evidence_cannot_tell_the_report_says_so(tmp_path: Path) -> None:
+    """Four values per process and one final read: neither shared nor separate is claimed for
+    a foreign app; the failure mode says it cannot tell, and the report prints why."""
+    exp = _foreign(make_experiment(tmp_path / "run" / "cells" / "app", kind="race",
+                                   mode="gunicorn-sync", pids=(41, 42), ops=8))
+    entry = collect_experiment(exp)
+    assert entry["verdict"]["valid"] == "no"
+    assert entry["failure_modes"] == ["sharing-unknown"]
+    assert entry["sharing"]["state"] is None
+    assert "neither the history nor the final state" in entry["sharing"]["why"]
+    assert all(witness_mode(entry, w) == "sharing-unknown"
+               for w in entry["verdict"]["witnesses"]
+               if (w.get("details") or {}).get("scope") == "cross-process")
+    html = render_run(tmp_path / "run", formats=("html",))["html"].read_text(encoding="utf-8")
+    assert "shared or separate: cannot tell" in html
+    assert "How the processes held the state: neither the history" in html
+
+
+def test_racelab_shared_store_falls_back_on_what_it_knows(tmp_path: Path) -> None:
+    """racelab's own redis store with too little history: the store's nature stands in (one
+    shared state), said to come from the store, not from evidence."""
+    entry = collect_experiment(make_experiment(tmp_path / "exp", kind="race", store="redis",
+                                               mode="gunicorn-sync", pids=(41, 42), ops=8))
+    assert entry["failure_modes"] == ["shared-lost-update"]
+    assert entry["sharing"] == {"state": "shared", "source": "store",
+                                "why": "the redis store keeps one state every process reads "
+                                       "and writes"}

@@ -15,10 +15,14 @@ import socket
 import subprocess
 import sys
 import time
+import uuid
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 from cli_tools import racelab, refused
+
+from demo_server.basics.procs import reachable
 
 APPS = Path(__file__).resolve().parent / "apps"
 
@@ -73,6 +77,9 @@ def test_swarm_app_under_gunicorn_sync(app_env: Path, case: str) -> None:
         cross = [w for w in entry["verdict"]["witnesses"]
                  if (w.get("details") or {}).get("scope") == "cross-process"]
         assert cross and len(set(cross[0]["details"]["pids"])) == 2
+        # A module global per worker: each worker's values run through their own sequence.
+        assert entry["failure_modes"] == ["separate-copies"], entry["sharing"]
+        assert entry["sharing"]["source"] == "history"
     assert "Traceback" not in output
 
 
@@ -167,3 +174,128 @@ def test_bad_targets_are_one_line_exit_2(tmp_path: Path, args: list[str], needle
     """Bad targets: one line naming the problem, exit 2, nothing left running."""
     refused(*args, "--requests", "50", "--out", str(tmp_path / "run"), cwd=tmp_path,
             needle=needle)
+
+
+# --- the state moved to Redis or PostgreSQL, updated in two steps ------------------------
+
+
+def _store_up(port: int) -> None:
+    if not reachable("127.0.0.1", port):
+        pytest.skip(f"nothing answers on 127.0.0.1:{port}")
+
+
+@pytest.fixture
+def redis_key(monkeypatch: pytest.MonkeyPatch) -> Iterator[str]:
+    """A Redis key of this test's own for redis_counter.py (COUNTER_KEY), deleted after."""
+    import redis
+
+    _store_up(6379)
+    key = f"racelab-test-{uuid.uuid4().hex[:12]}"
+    monkeypatch.setenv("COUNTER_KEY", key)
+    yield key
+    redis.Redis.from_url("redis://127.0.0.1:6379/0").delete(key)
+
+
+@pytest.fixture
+def seat_table(monkeypatch: pytest.MonkeyPatch) -> Iterator[str]:
+    """A PostgreSQL box office of this test's own for pg_seat_sale.py (1,000 seats), dropped."""
+    import psycopg
+
+    _store_up(5432)
+    dsn = os.environ.get("RACELAB_POSTGRES_DSN", "postgresql://127.0.0.1:5432/test")
+    table = f"racelab_test_seats_{uuid.uuid4().hex[:12]}"
+    with psycopg.connect(dsn, autocommit=True) as conn:
+        conn.execute(f"CREATE TABLE {table} (id integer PRIMARY KEY, stock integer NOT NULL)")
+        conn.execute(f"INSERT INTO {table} VALUES (1, 1000)")
+    monkeypatch.setenv("SEAT_SALE_DSN", dsn)
+    monkeypatch.setenv("SEAT_SALE_TABLE", table)
+    yield table
+    with psycopg.connect(dsn, autocommit=True) as conn:
+        conn.execute(f"DROP TABLE IF EXISTS {table}")
+
+
+def test_redis_counter_read_then_write_is_a_lost_update_in_the_shared_store(
+        app_env: Path, redis_key: str) -> None:
+    """A user's counter moved to Redis (GET, add one, SET) under gunicorn-sync: race, numbers
+    repeated and updates lost from the final value, named the shared store's lost update
+    (never separate copies: every worker reads the same final value). racelab check on the
+    same files says the same."""
+    run = app_env / "run"
+    proc = racelab("swarm", "--app", f"{APPS / 'redis_counter.py'}:app", "--mode",
+                   "gunicorn-sync", "--workers", "2", "--users", "16", "--requests", "1500",
+                   "--final", "GET /count", "--out", str(run), "--assert-safe", cwd=app_env)
+    out, err = proc.communicate(timeout=180)
+    text = (out + err).decode()
+    assert proc.returncode == 1, text
+    entry = json.loads((run / "results.json").read_text())["experiments"][0]
+    counts = entry["verdict"]["counts"]
+    assert counts["duplicate_extra_cross_process"] > 0 and counts["lost_updates"] > 0
+    assert entry["failure_modes"] == ["shared-lost-update"], entry["sharing"]
+    assert entry["sharing"]["state"] == "shared"
+    finals = [s["value"] for s in entry["final"]["states"]]
+    assert len(finals) == 2 and len(set(finals)) == 1
+    assert "lost update in the shared store" in text and "separate copies" not in text
+    check = racelab("check", str(run / "history.csv"), "--final-file", str(run / "final.json"),
+                    cwd=app_env)
+    out, err = check.communicate(timeout=60)
+    assert check.returncode == 1, (out + err).decode()
+    assert "failure mode: lost update in the shared store" in out.decode()
+    assert "evidence: each process's values skip over numbers" in out.decode()
+    plain = racelab("check", str(run / "history.csv"), "--json", cwd=app_env)
+    out, _ = plain.communicate(timeout=60)
+    assert json.loads(out)["failure_modes"] == ["shared-lost-update"]  # the history alone
+
+
+def test_postgres_seat_sale_read_then_write_is_a_lost_update_in_the_shared_store(
+        app_env: Path, seat_table: str) -> None:
+    """A user's box office in PostgreSQL (SELECT, then UPDATE with the value read) under
+    gunicorn-gthread, checked as ids: seats sold twice, named the shared store's lost update,
+    not interleaving and separate copies."""
+    run = app_env / "run"
+    proc = racelab("swarm", "--app", f"{APPS / 'pg_seat_sale.py'}:app", "--mode",
+                   "gunicorn-gthread", "--workers", "2", "--threads", "4", "--users", "16",
+                   "--requests", "800", "--request", "POST /buy", "--value", "json:seat",
+                   "--check", "ids", "--out", str(run), "--assert-safe", cwd=app_env)
+    out, err = proc.communicate(timeout=180)
+    text = (out + err).decode()
+    assert proc.returncode == 1, text
+    entry = json.loads((run / "results.json").read_text())["experiments"][0]
+    assert entry["verdict"]["counts"]["duplicate_extra_cross_process"] > 0
+    assert entry["failure_modes"] == ["shared-lost-update"], entry["sharing"]
+    assert "separate copies" not in text
+
+
+def test_probe_of_a_redis_counter_names_the_shared_store(app_env: Path, redis_key: str) -> None:
+    """racelab probe against the Redis counter served by gunicorn -w 2 with racelab's stamps
+    (as --app serves it): the history alone tells the shared store's lost update."""
+    port = _free_port()
+    env = {**os.environ, "RACELAB_TARGET": f"{APPS / 'redis_counter.py'}:app",
+           "PYTHONPATH": str(Path(__file__).resolve().parents[1])}
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "gunicorn", "-w", "2", "-b", f"127.0.0.1:{port}",
+         "--control-socket", str(app_env / "g.ctl"),
+         "demo_server.served.target:stamped_app_from_env()"],
+        cwd=app_env, env=env, start_new_session=True, stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL)
+    try:
+        deadline = time.monotonic() + 30
+        while True:
+            try:
+                socket.create_connection(("127.0.0.1", port), timeout=0.5).close()
+                break
+            except OSError:
+                assert time.monotonic() < deadline, "gunicorn did not start"
+                time.sleep(0.1)
+        time.sleep(0.5)  # let both workers boot
+        run = app_env / "probe"
+        probe = racelab("probe", f"http://127.0.0.1:{port}", "--users", "16", "--requests",
+                        "1500", "--final", "GET /count", "--out", str(run), "--assert-safe",
+                        cwd=app_env)
+        out, err = probe.communicate(timeout=120)
+        assert probe.returncode == 1, (out + err).decode()
+        entry = json.loads((run / "results.json").read_text())["experiments"][0]
+        assert entry["failure_modes"] == ["shared-lost-update"], entry["sharing"]
+        assert entry["sharing"]["source"] == "history"
+    finally:
+        os.killpg(proc.pid, signal.SIGTERM)
+        proc.wait(timeout=10)

@@ -66,7 +66,11 @@ def test_memcached_is_not_a_bank_store() -> None:
     """memcached cannot change two keys at once: the combination is refused in one line."""
     with pytest.raises(ConfigError, match="the bank scenario has no 'memcached' store"):
         ExperimentSpec(scenario="bank", store="memcached")
-    assert set(SCENARIO.store_sentences) == set(SCENARIO.stores)
+    assert {k for k in SCENARIO.store_sentences if ":" not in k} == set(SCENARIO.stores)
+    # Every update a store offers beside its atomic one has its own sentence, and no other.
+    assert {k for k in SCENARIO.store_sentences if ":" in k} == {
+        f"{store}:{update}" for store in SCENARIO.stores
+        for update in SCENARIO.updates_of(store) if update != "atomic"}
 
 
 # --- the checker -----------------------------------------------------------------------

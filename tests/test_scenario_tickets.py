@@ -74,7 +74,11 @@ def test_combinations_that_make_no_sense_are_refused() -> None:
     with pytest.raises(ConfigError, match="stock must be positive"):
         ServerConfig(scenario="tickets", stock=0)
     assert "manager" not in SCENARIO.stores
-    assert set(SCENARIO.store_sentences) == set(SCENARIO.stores)
+    assert {k for k in SCENARIO.store_sentences if ":" not in k} == set(SCENARIO.stores)
+    # Every update a store offers beside its atomic one has its own sentence, and no other.
+    assert {k for k in SCENARIO.store_sentences if ":" in k} == {
+        f"{store}:{update}" for store in SCENARIO.stores
+        for update in SCENARIO.updates_of(store) if update != "atomic"}
 
 
 # --- the checker -----------------------------------------------------------------------

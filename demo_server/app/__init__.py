@@ -55,6 +55,7 @@ def create_app(config: ServerConfig | None = None) -> Flask:
     identity = {
         "store": config.store,
         "window": config.window,
+        "update": config.update,
         "mode": config.mode,
         "scenario": config.scenario,
         "instance": config.instance,
@@ -63,7 +64,7 @@ def create_app(config: ServerConfig | None = None) -> Flask:
         "gil": gil_enabled(),
     }
     app.config["RACELAB_IDENTITY"] = identity
-    check_cell(config.scenario, config.store, config.window)
+    check_cell(config.scenario, config.store, config.window, config.update)
     side = get_scenario(config.scenario).serve(app, config, served)
 
     @app.errorhandler(RacelabError)

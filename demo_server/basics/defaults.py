@@ -29,6 +29,8 @@ __all__ = [
     "STOCK",
     "STORE",
     "THREADS",
+    "UPDATE",
+    "UPDATE_ATTEMPTS",
     "USERS",
     "WINDOW",
     "WORKERS",
@@ -39,6 +41,7 @@ __all__ = [
 SCENARIO = "counter"
 STORE = "global"
 WINDOW = "none"
+UPDATE = "atomic"  #: how a shared store is changed: one step in the store
 MODE = "threaded"
 WORK_US = 50  #: CPU time of the ``work`` window, microseconds
 STOCK = 100  #: seats on sale when a ``tickets`` run starts
@@ -66,3 +69,6 @@ POSTGRES_DSN = "postgresql://127.0.0.1:5432/test"
 MEMCACHED = "127.0.0.1:11211"
 SESSION_BACKEND = "filesystem"
 NAMESPACE = "racelab"  #: key prefix or table suffix that isolates one run's state
+
+# How a shared store is changed, when not in one step.
+UPDATE_ATTEMPTS = 100  #: tries of an optimistic update (or waits for a lock) before it gives up

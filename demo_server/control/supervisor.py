@@ -350,8 +350,10 @@ class Supervisor(StartStop["Supervisor"]):
         For per-process stores, each worker's copy is its own state, so this
         probes concurrently until every worker running now has answered (or
         ``timeout`` passes; missing workers are simply absent). A shared store
-        gives one answer for all. A worker that died during the run is not
-        waited for; its replacement answers with its own, fresh copy.
+        gives one answer for all, unless its update is not atomic: each worker
+        then counts its own retries and aborts, and every one is read. A worker
+        that died during the run is not waited for; its replacement answers with
+        its own, fresh copy.
         """
         states: dict[int, dict[str, Any]] = {}
         deadline = time.monotonic() + timeout
@@ -361,19 +363,20 @@ class Supervisor(StartStop["Supervisor"]):
             body["url"] = self.url
             return [body]
         pool = self.spec.instance_spec().mode in MULTI_WORKER_MODES
+        every = self.config.per_process or self.config.update != "atomic"
         for index, url in enumerate(self.urls):
             expected = set(self.workers(index)) if pool else self.worker_pids.get(url, set())
             hold = 10 if len(expected) > 1 else 0
 
             def enough(seen: set[int], expected: set[int] = expected) -> bool:
-                return expected <= seen or not self.config.per_process
+                return expected <= seen or not every
 
             answers = probe_until(f"{url}/state?hold_ms={hold}", enough,
                                   max(1, 2 * len(expected)), until=deadline, timeout=5)
             for pid, body in answers.items():
                 body["url"] = url
                 states.setdefault(pid, body)
-            if not self.config.per_process and states:
+            if not every and states:
                 break  # a shared store gives one answer for all
         return list(states.values())
 

@@ -1,4 +1,5 @@
-"""What one server runs: scenario, store, window and mode, passed to workers by environment."""
+"""What one server runs: scenario, store, window, update and mode, passed to workers by
+environment."""
 
 from __future__ import annotations
 
@@ -13,6 +14,7 @@ __all__ = [
     "MODES",
     "SESSION_BACKENDS",
     "STORES",
+    "UPDATES",
     "WINDOWS",
     "Connections",
     "ServerConfig",
@@ -30,6 +32,10 @@ STORES = (
     "session",
 )
 WINDOWS = ("none", "call", "work", "yield", "io")
+#: How a shared store is changed: one step in the store (``atomic``), the naive read, window
+#: and write (``read-write``), the read under a lock (``locked``), or a write that applies only
+#: if nobody wrote since the read, retried (``optimistic``).
+UPDATES = ("atomic", "read-write", "locked", "optimistic")
 SESSION_BACKENDS = ("filesystem", "redis")
 MODES = (
     "single",
@@ -71,6 +77,7 @@ class ServerConfig:
         scenario: the shared-state operation (``counter``).
         store: where the state lives (see ``STORES``).
         window: what runs between the read and the write (see ``WINDOWS``).
+        update: how a shared store is changed (see ``UPDATES``).
         work_us: length of the ``work`` window in microseconds of CPU time.
         mode: how the app is served; informational inside the app.
         sqlite_path: database file of the ``sqlite`` store.
@@ -89,6 +96,7 @@ class ServerConfig:
     scenario: str = defaults.SCENARIO
     store: str = defaults.STORE
     window: str = defaults.WINDOW
+    update: str = defaults.UPDATE
     work_us: int = defaults.WORK_US
     mode: str = defaults.MODE
     sqlite_path: str = ""
@@ -115,6 +123,7 @@ class ServerConfig:
         for field, allowed in (
             ("store", STORES),
             ("window", WINDOWS),
+            ("update", UPDATES),
             ("mode", MODES),
         ):
             value = getattr(self, field)

@@ -3,6 +3,8 @@
 ``annotate(entry, table, repeats)`` returns the fields results.json gains per
 experiment; ``reports.analysis.results.collect_experiment`` stores them:
 
+- ``sharing``: whether the processes shared one state or each had a copy, and the
+  evidence (``reports.analysis.sharing``);
 - ``failure_modes``: which mistakes an anomalous cell shows (``reports.analysis.failure_modes``);
 - ``safe_bound``: the upper bound on the anomaly rate a safe cell earns (``bounds``);
 - ``interleaving``: the racy method's bytecode under the server's interpreter and
@@ -20,6 +22,7 @@ from typing import TYPE_CHECKING, Any
 from reports.analysis.bounds import repeats_summary, safe_bound
 from reports.analysis.bytecode import interleaving
 from reports.analysis.failure_modes import failure_modes
+from reports.analysis.sharing import sharing
 
 if TYPE_CHECKING:
     from reports.history.table import HistoryTable
@@ -63,9 +66,11 @@ def annotate(
             with its directory's name under ``dir``.
 
     Returns:
-        ``{"failure_modes", "safe_bound", "interleaving", "repeats"}``.
+        ``{"sharing", "failure_modes", "safe_bound", "interleaving", "repeats"}``.
     """
-    out: dict[str, Any] = {"failure_modes": failure_modes(entry, table),
+    found = sharing(entry, table)
+    out: dict[str, Any] = {"sharing": found,
+                           "failure_modes": failure_modes({**entry, "sharing": found}, table),
                            "safe_bound": safe_bound(entry)}
     out["interleaving"] = interleaving({**entry, **out}, table)
     out["repeats"] = _repeats(entry, repeats)

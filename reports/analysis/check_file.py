@@ -15,12 +15,15 @@ from typing import Any
 import numpy as np
 
 from reports.analysis.checking import check_history, checkers_for, columns_for
+from reports.analysis.failure_modes import failure_modes
 from reports.analysis.jepsen import check_jepsen, read_jepsen, sniff_text
+from reports.analysis.sharing import GIVEN, SEPARATE, sharing
 from reports.history.checkers import CHECKER_OPS
 from reports.history.table import HistoryTable, MalformedHistory, read_history, where_of
 from reports.history.verdict import Verdict
 
-__all__ = ["FORMATS", "check_file", "detect_format", "refuse_unknown_ops"]
+__all__ = ["FORMATS", "check_file", "check_file_modes", "detect_format", "file_failure_modes",
+           "refuse_unknown_ops"]
 
 FORMATS = ("csv", "parquet", "jepsen-json", "jepsen-edn")
 
@@ -93,16 +96,71 @@ def check_file(path: Path | str, fmt: str | None = None, *, final: Any = None,
         MalformedHistory: the file is malformed, or holds ops no checker reads.
         ConfigError: an unknown scenario.
     """
+    return check_file_modes(path, fmt, final=final, scenario=scenario,
+                            per_process=per_process, server_problem=server_problem,
+                            reset=reset)[0]
+
+
+def check_file_modes(path: Path | str, fmt: str | None = None, *, final: Any = None,
+                     scenario: str = "counter", per_process: bool = False,
+                     server_problem: str | None = None, reset: str | None = None,
+                     stated: bool = False) -> tuple[Verdict, list[str], dict[str, Any]]:
+    """``check_file``, with the failure modes of its verdict and the sharing evidence.
+
+    A history from anywhere says nothing of how its server kept its state: whether
+    repeats across processes come from one shared state updated in two steps or a
+    copy per process is told from the values and the final state alone
+    (``reports.analysis.sharing``), unless the user said so (``stated``: ``--per-process``).
+
+    Returns:
+        (the verdict, its failure mode keys, ``{"state", "why", "source"}``).
+
+    Raises:
+        MalformedHistory: the file is malformed, or holds ops no checker reads.
+        ConfigError: an unknown scenario.
+    """
     found = detect_format(path)
     if fmt in ("csv", "parquet") and found in ("csv", "parquet") and fmt != found:
         raise MalformedHistory(f"not a {fmt} file: its content is {found}")
     fmt = fmt or found
+    table: HistoryTable | None = None
     if fmt.startswith("jepsen-"):
         ops = read_jepsen(path, fmt.removeprefix("jepsen-"))
-        return check_jepsen(ops, final, per_process=per_process,
-                            server_problem=server_problem, reset=reset)
-    # Only what the checkers read is kept in memory; every column is still checked.
-    table = read_history(path, columns_for(scenario))
-    refuse_unknown_ops(table, scenario)
-    return check_history(table, final=final, scenario=scenario, per_process=per_process,
-                         server_problem=server_problem, reset=reset)
+        verdict = check_jepsen(ops, final, per_process=per_process,
+                               server_problem=server_problem, reset=reset)
+    else:
+        # Only what the checkers read is kept in memory; every column is still checked.
+        table = read_history(path, columns_for(scenario))
+        refuse_unknown_ops(table, scenario)
+        verdict = check_history(table, final=final, scenario=scenario, per_process=per_process,
+                                server_problem=server_problem, reset=reset)
+    modes, evidence = file_failure_modes(verdict, table, final=final, scenario=scenario,
+                                         per_process=per_process, stated=stated)
+    return verdict, modes, evidence
+
+
+def file_failure_modes(verdict: Verdict, table: HistoryTable | None, *, final: Any = None,
+                       scenario: str = "counter", per_process: bool = False,
+                       stated: bool = False) -> tuple[list[str], dict[str, Any]]:
+    """The failure modes of a checked history file, told from its evidence.
+
+    Args:
+        per_process: each process kept its own state (said by the user, ``stated``, or
+            by the run the history came from): it stands where the evidence is silent.
+
+    Returns:
+        (failure mode keys, the sharing evidence ``{"state", "why", "source"}``).
+    """
+    entry: dict[str, Any] = {"verdict": verdict.to_dict(), "config": {"scenario": scenario},
+                             "final": final if isinstance(final, dict) else None}
+    if per_process and isinstance(entry["final"], dict) and \
+            entry["final"].get("per_process") is None:
+        entry["final"] = {**entry["final"], "per_process": True}
+    if stated:
+        entry["sharing"] = {"state": SEPARATE, "source": GIVEN,
+                            "why": "--per-process says each process keeps its own copy"}
+    evidence = sharing(entry, table)
+    if per_process and not stated and not evidence.get("state"):
+        evidence = {"state": SEPARATE, "source": "store",
+                    "why": "its run kept a copy of the state in each process"}
+    return failure_modes({**entry, "sharing": evidence}, table), evidence

@@ -185,7 +185,13 @@ CLAIMS: tuple[ClaimRule, ...] = (
 
 def _where(entry: Entry, interpreter: bool = True) -> str:
     config = _config(entry)
-    text = f"{config.get('store') or '?'} under {config.get('mode') or '?'}"
+    update = config.get("update")
+    text = f"{config.get('store') or '?'}" + (
+        f" ({update})" if update and update != "atomic" else "")
+    scenario = config.get("scenario")
+    if scenario and scenario not in ("counter", config.get("store")):
+        text = f"{scenario} on {text}"
+    text += f" under {config.get('mode') or '?'}"
     window = config.get("window")
     if window and window != "none":
         text += f" (window {window})"
@@ -244,6 +250,33 @@ def _session_why(against: Sequence[Entry]) -> str:
     return "; ".join(parts)
 
 
+#: Why moving the state out of the process did not fix it by itself.
+_ONE_STEP = ("moving the state out of the process is necessary, not sufficient: the update "
+             "must be one step in the store (INCR, UPDATE ... SET x = x + 1, a Lua script), "
+             "or hold a lock across the read and the write, or be retried when another "
+             "request wrote in between")
+
+
+def _update(entry: Entry) -> str:
+    return str(_config(entry).get("update") or "atomic")
+
+
+def _external_why(supporting: Sequence[Entry], against: Sequence[Entry]) -> str:
+    """The external claim's sentence when a shared store raced: which update, and why."""
+    naive = [e for e in against if _update(e) == "read-write"]
+    others = [e for e in against if _update(e) != "read-write"]
+    parts = []
+    if supporting:
+        parts.append(f"With {_list(supporting)}, no anomaly was seen")
+    if naive:
+        parts.append(f"with {_list(naive)}, the read-then-write raced across processes "
+                     "sharing one store")
+    if others:
+        parts.append(f"with {_list(others)}, anomalies appeared")
+    why = "; ".join(parts)
+    return _capital(why) + (f": {_ONE_STEP}." if naive else ".")
+
+
 def _judge(rule: ClaimRule, entries: Sequence[Entry]) -> Claim:
     named = [e for e in entries if rule.names(e)]
     judged = [e for e in named if verdict_word(e) != "unknown"]
@@ -274,6 +307,8 @@ def _judge(rule: ClaimRule, entries: Sequence[Entry]) -> Claim:
     elif against and not supporting:
         verdict = FALSE
         why = f"In every cell it names ({_list(against)}), {rule.no}."
+        if rule.key == "external":
+            why = _external_why(supporting, against)
         if rule.key == "sessions":
             verdict = DEPENDS if not any(ISOLATION_BREACH in modes_of(e) for e in against) \
                 else FALSE
@@ -281,6 +316,8 @@ def _judge(rule: ClaimRule, entries: Sequence[Entry]) -> Claim:
     else:
         verdict = DEPENDS
         why = f"With {_list(supporting)}, {rule.yes}; with {_list(against)}, {rule.no}."
+        if rule.key == "external":
+            why = _external_why(supporting, against)
         if rule.key == "sessions":
             why = f"With {_list(supporting)}, {rule.yes}; " + _session_why(against) + "."
     if rule.key == "threads":

@@ -6,7 +6,14 @@ shows, from the checker's counts and (when at hand) the history itself:
 - ``interleaving``: threads or greenlets of one process read the same value
   (numbers repeated within one server process, or updates lost inside one).
 - ``separate-copies``: each process or host has its own copy of the state
-  (numbers repeated across processes of a per-process store).
+  (numbers repeated across processes, each process's values a sequence of its own).
+- ``shared-lost-update``: every process reads and writes one shared state (Redis,
+  a database), but in two steps: two requests read the same value and one write
+  is lost (numbers repeated across processes, each process's values skipping over
+  the others'; every worker reads the same final value).
+- ``sharing-unknown``: numbers repeated across processes, but neither the history
+  nor the final state tells one shared state from a copy per process (a foreign
+  app whose values are not a sequence, or too few of them).
 - ``per-request``: nothing survives the request (``flask.g``): every ok value
   equals the first one, across requests a process served one after another; or,
   with ``separate-copies``, each request had a process of its own (a fork per
@@ -16,6 +23,10 @@ shows, from the checker's counts and (when at hand) the history itself:
 - ``isolation-breach``: a client got a number from another client's session.
 - ``process-unknown``: numbers repeated, but the history has no server pids,
   so within-process and across-process cannot be told apart.
+
+Which of the two cross-process mistakes a cell shows is told from its evidence
+(``reports.analysis.sharing``), for racelab's own app and a foreign one alike; a
+store racelab serves itself stands in only where the evidence is silent.
 
 A cell can show several. An experiment whose failure modes are ``per-request``
 (alone, or with ``separate-copies``: nothing interleaved) is labelled
@@ -30,7 +41,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from demo_server.served.config import PER_PROCESS_STORES
+from reports.analysis.sharing import SEPARATE, SHARED, sharing
 from reports.history.table import OK
 from reports.history.verdict import verdict_word
 
@@ -45,6 +56,8 @@ __all__ = [
     "PER_REQUEST",
     "PROCESS_UNKNOWN",
     "SEPARATE_COPIES",
+    "SHARED_LOST_UPDATE",
+    "SHARING_UNKNOWN",
     "failure_modes",
     "label_of",
     "mode_names",
@@ -55,6 +68,8 @@ __all__ = [
 
 INTERLEAVING = "interleaving"
 SEPARATE_COPIES = "separate-copies"
+SHARED_LOST_UPDATE = "shared-lost-update"
+SHARING_UNKNOWN = "sharing-unknown"
 PER_REQUEST = "per-request"
 LOST_SESSION_UPDATE = "lost-session-update"
 ISOLATION_BREACH = "isolation-breach"
@@ -66,6 +81,12 @@ FAILURE_MODES: dict[str, tuple[str, str]] = {
                    "before either wrote it back"),
     SEPARATE_COPIES: ("separate copies", "each process or host has its own copy of the state, "
                       "so their numbers repeat each other's"),
+    SHARED_LOST_UPDATE: ("lost update in the shared store", "every process reads and writes "
+                         "one shared state, but in two steps: two requests read the same value "
+                         "and one write is lost (the update must be one step in the store)"),
+    SHARING_UNKNOWN: ("shared or separate: cannot tell", "numbers repeated across processes, "
+                      "but neither the history nor the final state tells one shared state "
+                      "updated in two steps from a copy per process"),
     PER_REQUEST: ("per request", "nothing survives the request: every request starts again "
                   "from the same value"),
     LOST_SESSION_UPDATE: ("lost session update", "requests of one client loaded the same "
@@ -82,11 +103,10 @@ def _counts(entry: Mapping[str, Any]) -> dict[str, Any]:
     return dict((entry.get("verdict") or {}).get("counts") or {})
 
 
-def _per_process(entry: Mapping[str, Any]) -> bool:
+def _counted_per_process(entry: Mapping[str, Any]) -> bool:
+    """Whether the checker judged lost updates per process (racelab's per-process stores)."""
     final = entry.get("final") or {}
-    if isinstance(final, Mapping) and final.get("per_process") is not None:
-        return bool(final["per_process"])
-    return (entry.get("config") or {}).get("store") in PER_PROCESS_STORES
+    return isinstance(final, Mapping) and final.get("per_process") is True
 
 
 def _history_facts(table: HistoryTable) -> tuple[bool, bool, int]:
@@ -101,6 +121,19 @@ def _history_facts(table: HistoryTable) -> tuple[bool, bool, int]:
 def _several_pids(table: HistoryTable) -> bool:
     ok = (table.outcome == OK) & table.server_pid_known
     return len(np.unique(table.server_pid[ok])) > 1
+
+
+def _several_from_counts(counts: Mapping[str, Any], entry: Mapping[str, Any]) -> bool:
+    if counts.get("duplicate_extra_cross_process"):
+        return True
+    pids = {k.rsplit("[pid=", 1)[1] for k in counts if "[pid=" in k}
+    return len(pids) > 1 or len((entry.get("server") or {}).get("pids") or ()) > 1
+
+
+def _across(state: str | None) -> str:
+    """The failure mode of anomalies across processes, for a sharing state."""
+    return {SHARED: SHARED_LOST_UPDATE, SEPARATE: SEPARATE_COPIES}.get(state or "",
+                                                                      SHARING_UNKNOWN)
 
 
 def _facts_from_counts(counts: Mapping[str, Any], entry: Mapping[str, Any]) -> tuple[bool, bool]:
@@ -150,29 +183,37 @@ def failure_modes(entry: Mapping[str, Any], table: HistoryTable | None = None) -
         # Every request had a process of its own (a fork per request) and got the same
         # value: each process had its own copy, and nothing outlived its request.
         return [SEPARATE_COPIES, PER_REQUEST]
+    several = _several_pids(table) if table is not None else _several_from_counts(counts, entry)
+    state = sharing(entry, table).get("state") if several else None
     if counts.get("duplicate_extra_unknown_process"):
         found.add(PROCESS_UNKNOWN)  # repeats among answers that name no process
     if not pids_known:
         found.add(PROCESS_UNKNOWN)
     else:
         if same:
-            found.add(INTERLEAVING)
+            # Threads of one process read the same value; with one state shared by several
+            # processes, another process's write in between does it too.
+            found.add(SHARED_LOST_UPDATE if several and state == SHARED else INTERLEAVING)
         if cross:
-            found.add(SEPARATE_COPIES if _per_process(entry) else INTERLEAVING)
+            found.add(_across(state))
         lost = (counts.get("lost_updates") or counts.get("lost_served")
                 or counts.get("real_time_violations") or counts.get("skipped_unexplained"))
         if lost and not found:
-            # Checked per process for per-process stores, or on the one shared value:
-            # either way updates of one copy were lost between its readers.
-            found.add(INTERLEAVING)
+            if several and not _counted_per_process(entry):
+                # Lost against one value read from several processes: shared and updated in
+                # two steps, or a copy each (whose final value counts only its own).
+                found.add(_across(state))
+            else:
+                # Checked per process, or in one process: updates of one copy were lost
+                # between its readers.
+                found.add(INTERLEAVING)
     if not found and kinds:
         # Another scenario's anomaly (an oversold ticket, money created): one copy of the
         # state read by several requests, or, per process, copies that never met.
-        several = table is not None and _several_pids(table)
         if not pids_known:
             found.add(PROCESS_UNKNOWN)
         else:
-            found.add(SEPARATE_COPIES if several and _per_process(entry) else INTERLEAVING)
+            found.add(_across(state) if several else INTERLEAVING)
     return [m for m in _ORDER if m in found]
 
 
@@ -221,10 +262,13 @@ def witness_mode(entry: Mapping[str, Any], witness: Mapping[str, Any]) -> str | 
     if kind in ("lost-update", "stale-read") and LOST_SESSION_UPDATE in modes:
         return LOST_SESSION_UPDATE
     scope = details.get("scope")
-    if scope == "cross-process" and SEPARATE_COPIES in modes:
-        return SEPARATE_COPIES
+    for across in (SEPARATE_COPIES, SHARED_LOST_UPDATE, SHARING_UNKNOWN):
+        if scope == "cross-process" and across in modes:
+            return across
     if scope == "unknown-process" or (scope == "same-process" and details.get("pid") is None):
         return PROCESS_UNKNOWN
     if INTERLEAVING in modes:
         return INTERLEAVING
+    if SHARED_LOST_UPDATE in modes:
+        return SHARED_LOST_UPDATE
     return modes[0]

@@ -1,7 +1,8 @@
 """Which plots a run's report shows, decided once with the rest of the analysis.
 
 ``plan_plots(results)`` writes the plan into the results document: run plots
-under ``results["plots"]`` (``matrix``, and ``cost`` per mode) and each
+under ``results["plots"]`` (``matrix``; ``cost`` per mode; ``updates`` per
+scenario, store and mode measured with two updates or more) and each
 experiment's under ``entry["plots"]`` (``requests``, ``witness``, ``bursts``),
 each as a path *stem* relative to the run directory (``plots/matrix``). The
 renderer draws a stem as ``plots/matrix.png`` (or ``.svg``) and shows what it
@@ -18,11 +19,13 @@ from reports.analysis.failure_modes import (
     INTERLEAVING,
     LOST_SESSION_UPDATE,
     PROCESS_UNKNOWN,
+    SHARED_LOST_UPDATE,
     modes_of,
     verdict_label,
 )
 
-__all__ = ["PLOTS_DIR", "cost_modes", "plan_plots", "plot_name", "wanted_plots"]
+__all__ = ["PLOTS_DIR", "cost_modes", "plan_plots", "plot_name", "update_groups",
+           "wanted_plots"]
 
 PLOTS_DIR = "plots"
 
@@ -51,7 +54,7 @@ def wanted_plots(entry: Mapping[str, Any], several: bool) -> list[str]:
         (entry.get("ops") or {}).get("total"))
     if has_history and not (several and word == "safe"):
         kinds.append("requests")
-    timing_matters = {INTERLEAVING, PROCESS_UNKNOWN, LOST_SESSION_UPDATE}
+    timing_matters = {INTERLEAVING, PROCESS_UNKNOWN, LOST_SESSION_UPDATE, SHARED_LOST_UPDATE}
     if (has_history and (entry.get("verdict") or {}).get("witnesses") and word != "per-request"
             and timing_matters & set(modes_of(entry))):
         kinds.append("witness")
@@ -74,6 +77,20 @@ def cost_modes(entries: Sequence[Mapping[str, Any]]) -> list[str]:
     return sorted(mode for mode, found in stores.items() if len(found) >= 2)
 
 
+def update_groups(entries: Sequence[Mapping[str, Any]]) -> list[str]:
+    """``scenario:store:mode`` of each store measured with two updates or more under one mode
+    (the price of each fix beside the atomic form, from the same scenario and store)."""
+    updates: dict[str, set[Any]] = {}
+    for entry in entries:
+        config = entry.get("config") or {}
+        if entry.get("throughput_rps") is None or config.get("app") or config.get("url"):
+            continue
+        key = (f"{config.get('scenario') or 'counter'}:{config.get('store')}:"
+               f"{config.get('mode')}")
+        updates.setdefault(key, set()).add(config.get("update") or "atomic")
+    return sorted(key for key, found in updates.items() if len(found) >= 2)
+
+
 def plan_plots(results: dict[str, Any]) -> dict[str, Any]:
     """Write the plot plan into ``results`` (in place) and return it."""
     entries = results.get("experiments") or []
@@ -82,6 +99,8 @@ def plan_plots(results: dict[str, Any]) -> dict[str, Any]:
         "matrix": f"{PLOTS_DIR}/matrix" if several else None,
         "cost": ({mode: f"{PLOTS_DIR}/cost-{plot_name(mode)}" for mode in cost_modes(entries)}
                  if several else {}),
+        "updates": ({key: f"{PLOTS_DIR}/updates-{plot_name(key)}"
+                     for key in update_groups(entries)} if several else {}),
     }
     for entry in entries:
         name = plot_name(str(entry.get("id")))

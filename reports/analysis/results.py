@@ -16,7 +16,8 @@ Schema ``racelab.results/2`` (see docs/reports.md for every field)::
                       "config", "ops", "throughput_rps", "latency_ms",
                       "verdict", "anomalies", "anomaly_rate", "final",
                       "burst_spreads", "server", "interpreter", "command", "plots",
-                      "failure_modes", "safe_bound", "interleaving", "repeats"}, ...],
+                      "failure_modes", "sharing", "update_cost", "safe_bound",
+                      "interleaving", "repeats"}, ...],
      "plots": {"matrix": ..., "cost": {mode: path}}}
 """
 
@@ -36,7 +37,7 @@ import numpy as np
 
 from demo_server.basics.errors import RacelabError
 from demo_server.basics.files import write_text
-from demo_server.served.config import MODES, PER_PROCESS_STORES, STORES, WINDOWS
+from demo_server.served.config import MODES, PER_PROCESS_STORES, STORES, UPDATES, WINDOWS
 from reports.analysis.annotate import annotate, repeat_dirs
 from reports.analysis.bounds import safe_bound
 from reports.analysis.checking import check_history
@@ -79,6 +80,7 @@ __all__ = [
     "reset_problem",
     "run_context",
     "run_faults",
+    "update_cost",
     "write_results",
 ]
 
@@ -93,6 +95,7 @@ CONFIG_KEYS = (
     "scenario",
     "store",
     "window",
+    "update",
     "work_us",
     "mode",
     "workers",
@@ -422,10 +425,38 @@ def interpreter_facts(server: Mapping[str, Any], requested: Any = "") -> dict[st
     }
 
 
+def update_cost(config: Mapping[str, Any], final: Any, ok: int) -> dict[str, Any] | None:
+    """What a non-atomic update cost: the retries and aborts every worker counted.
+
+    Args:
+        config: the experiment's configuration (its ``update``).
+        final: ``final.json``: each worker's ``retries`` and ``aborts`` (one entry per pid).
+        ok: the operations that succeeded.
+
+    Returns:
+        ``{"update", "retries", "aborts", "workers", "retries_per_ok"}``, or None for an
+        atomic update, or when no worker reported its counts.
+    """
+    update = config.get("update")
+    if not update or update == "atomic" or not isinstance(final, Mapping):
+        return None
+    by_pid: dict[Any, tuple[int, int]] = {}
+    for state in final.get("states") or ():
+        if isinstance(state, Mapping) and isinstance(state.get("retries"), int):
+            by_pid.setdefault(state.get("pid"), (int(state["retries"]),
+                                                 int(state.get("aborts") or 0)))
+    if not by_pid:
+        return None
+    retries = sum(r for r, _ in by_pid.values())
+    return {"update": update, "retries": retries,
+            "aborts": sum(a for _, a in by_pid.values()), "workers": len(by_pid),
+            "retries_per_ok": round(retries / ok, 4) if ok else None}
+
+
 def _reproduce_command(config: Mapping[str, Any]) -> str:
     parts = ["racelab", "swarm"]
-    for key in ("scenario", "store", "window", "mode", "workers", "threads", "instances",
-                "users", "requests", "duration"):
+    for key in ("scenario", "store", "window", "update", "mode", "workers", "threads",
+                "instances", "users", "requests", "duration"):
         value = config.get(key)
         if value not in (None, "", False):
             parts.append(f"--{key.replace('_', '-')} {value}")
@@ -533,6 +564,7 @@ def collect_experiment(exp_dir: Path | str) -> dict[str, Any]:
         None if entry["anomalies"] is None or not ok
         else round(min(1.0, entry["anomalies"] / ok), 6)
     )
+    entry["update_cost"] = update_cost(config, final, ok)
     repeats = [{**collect_experiment(d), "dir": d.name} for d in repeat_dirs(exp_dir)]
     entry.update(annotate(entry, table, repeats))  # failure modes, bounds, bytecode, repeats
     return entry
@@ -771,7 +803,8 @@ def experiment_path(results_dir: Path, relative: str | None) -> Path | None:
 
 
 def mode_store_keys(entries: Sequence[Mapping[str, Any]]) -> tuple[list[str], list[str], bool]:
-    """Rows (modes) and columns (store, or store/window) of a matrix, and whether it is a grid.
+    """Rows (modes) and columns (store, ``store:update`` for an update other than atomic,
+    or either with ``/window``) of a matrix, and whether it is a grid.
 
     The experiments form a grid when every (mode, column) pair occurs at most once
     and there is more than one mode or column.
@@ -794,9 +827,10 @@ def mode_store_keys(entries: Sequence[Mapping[str, Any]]) -> tuple[list[str], li
     return rows, cols, unique and (len(rows) > 1 or len(cols) > 1)
 
 
-def _column_order(col: str) -> tuple[int, int, str]:
-    store, _, window = col.partition("/")
-    return _order(STORES, store), _order(WINDOWS, window), col
+def _column_order(col: str) -> tuple[int, int, int, str]:
+    name, _, window = col.partition("/")
+    store, _, update = name.partition(":")
+    return _order(STORES, store), _order(UPDATES, update or "atomic"), _order(WINDOWS, window), col
 
 
 def _order(names: Sequence[str], name: str) -> int:
@@ -804,7 +838,8 @@ def _order(names: Sequence[str], name: str) -> int:
 
 
 def cell_key(entry: Mapping[str, Any], multi_window: bool) -> tuple[str, str]:
-    """(mode, store or store/window) of an experiment."""
+    """(mode, store or store/window) of an experiment; ``store:update`` for an update other
+    than atomic (``redis:read-write``)."""
     config = entry.get("config") or {}
     row = str(config.get("mode") or "?")
     interpreter = entry.get("interpreter") or {}
@@ -814,6 +849,8 @@ def cell_key(entry: Mapping[str, Any], multi_window: bool) -> tuple[str, str]:
     if target:  # your own app: named by its file or URL, not by a store
         return row, str(target).rsplit("/", 1)[-1]
     col = str(config.get("store") or "?")
+    if config.get("update") not in (None, "", "atomic"):
+        col = f"{col}:{config['update']}"
     if multi_window:
         col = f"{col}/{config.get('window') or '?'}"
     return row, col

@@ -6,7 +6,7 @@ keeps Jepsen's ``yes`` / ``no`` / ``unknown`` in JSON; docs/checkers.md).
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -14,18 +14,30 @@ from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
-from reports.analysis.failure_modes import mode_names, modes_of, verdict_label
+from reports.analysis.failure_modes import (
+    FAILURE_MODES,
+    SEPARATE_COPIES,
+    SHARED_LOST_UPDATE,
+    SHARING_UNKNOWN,
+    mode_names,
+    modes_of,
+    verdict_label,
+)
 from reports.history.verdict import VERDICT_WORDS, Verdict
 
 __all__ = ["print_experiment", "print_verdict"]
 
 _WORD_STYLE = {"safe": "bold green", "race": "bold red", "unknown": "bold yellow",
                "per-request": "bold magenta"}
+#: The failure modes across processes, whose evidence is printed.
+_ACROSS = {SEPARATE_COPIES, SHARED_LOST_UPDATE, SHARING_UNKNOWN}
 _SAYS = {"yes": "no anomaly found", "no": "anomalies found", "unknown": "undecidable"}
 
 
-def print_verdict(verdict: Verdict, console: Console | None = None) -> None:
-    """Print the verdict line, the non-zero counts and one sentence per witness."""
+def print_verdict(verdict: Verdict, console: Console | None = None, *,
+                  modes: Sequence[str] = (), sharing: Mapping[str, Any] | None = None) -> None:
+    """Print the verdict line, its failure modes (with the evidence on how the processes
+    held the state), the non-zero counts and one sentence per witness."""
     console = console or Console(highlight=False, soft_wrap=True)
     word = VERDICT_WORDS[verdict.valid]
     console.print(
@@ -33,6 +45,12 @@ def print_verdict(verdict: Verdict, console: Console | None = None) -> None:
     )
     if verdict.reason:
         console.print(escape(verdict.reason))
+    for mode in modes:
+        name, meaning = FAILURE_MODES.get(mode, (mode, ""))
+        console.print(f"failure mode: [bold]{escape(name)}[/]" + (
+            f": {escape(meaning)}" if meaning else ""))
+    if sharing and sharing.get("why") and _ACROSS & set(modes):
+        console.print(f"evidence: {escape(str(sharing['why']))}")
     shown = {k: v for k, v in verdict.counts.items() if v or "[" not in k}
     if shown:
         table = Table("count", "value", box=None, pad_edge=False, show_header=False)
@@ -76,6 +94,12 @@ def print_experiment(console: Console, entry: Mapping[str, Any], summary: Mappin
                        ("skipped_values", "skipped values"), ("lost_updates", "lost updates")):
         if key in counts:
             table.add_row(label, f"{counts[key]:,}")
+    cost = entry.get("update_cost")
+    if cost:
+        per = cost.get("retries_per_ok")
+        table.add_row(f"{cost.get('update')} update", f"{cost.get('retries', 0):,} retries"
+                      + (f" ({per:g} per ok request)" if per else "")
+                      + f", {cost.get('aborts', 0):,} gave up")
     spreads = sorted(b["client_ns"] for b in entry.get("burst_spreads") or ()
                      if b.get("requests", 0) > 1 and b.get("client_ns") is not None)
     if spreads:
@@ -92,6 +116,9 @@ def print_experiment(console: Console, entry: Mapping[str, Any], summary: Mappin
     names = ", ".join(mode_names(modes_of(entry)))
     console.print(f"verdict: [{_WORD_STYLE[word]}]{word}[/]{f' ({names})' if names else ''} "
                   f"({escape(str(verdict.get('reason')))})", soft_wrap=True)
+    sharing = entry.get("sharing") or {}
+    if sharing.get("why") and _ACROSS & set(modes_of(entry)):
+        console.print(f"evidence: {escape(str(sharing['why']))}", soft_wrap=True)
     for witness in (verdict.get("witnesses") or [])[:3]:
         console.print(f"  - {escape(witness['sentence'])}", soft_wrap=True)
     console.print(f"run directory: {escape(str(run_dir))}  (racelab report {run_dir} --open)",

@@ -28,6 +28,9 @@ from reports.analysis.bounds import bound_sentence, repeat_sentence
 from reports.analysis.failure_modes import (
     FAILURE_MODES,
     PER_REQUEST,
+    SEPARATE_COPIES,
+    SHARED_LOST_UPDATE,
+    SHARING_UNKNOWN,
     mode_names,
     modes_of,
     verdict_label,
@@ -85,7 +88,7 @@ def _where(entry: Mapping[str, Any], with_store: bool = False) -> str:
     config = entry.get("config") or {}
     text = str(config.get("mode") or "?")
     if with_store:
-        text = f"{config.get('store') or '?'} store under {text}"
+        text = f"{_store_update(config)} store under {text}"
     window = config.get("window")
     if window and window != "none":
         text += f" (window {window})"
@@ -99,6 +102,10 @@ _WHY_STORE_RACES = {
     "g": "flask.g lives for one request, so every request starts again from zero",
     "session": "requests of one client overlapped and the last session saved won",
 }
+#: Why a shared store updated in two steps races, for the answer paragraph.
+_WHY_READ_WRITE = ("read, then written back: every process shares the store, yet two requests "
+                   "read the same value; moving the state out of the process is necessary, not "
+                   "sufficient, the update must be one step in the store")
 
 
 def answer(results: Mapping[str, Any]) -> str:
@@ -127,6 +134,8 @@ def answer(results: Mapping[str, Any]) -> str:
             f"No. In {len(races)} of {_count(len(focus), 'experiment')} with {subject}, "
             f"clients got wrong answers: {'; '.join(listed)}{more}."
         )
+        if any((e.get("config") or {}).get("update") == "read-write" for e in races):
+            parts.append(f"The read-then-write updates raced: {_WHY_READ_WRITE}.")
     if safes:
         ops = sum((e.get("ops") or {}).get("ok", 0) for e in safes)
         modes = _join(sorted({_where(e, with_store) for e in safes}))
@@ -146,7 +155,7 @@ def answer(results: Mapping[str, Any]) -> str:
     if others:
         by_store: dict[str, list[str]] = {}
         for entry in others:
-            by_store.setdefault(str((entry.get("config") or {}).get("store")), []).append(
+            by_store.setdefault(_store_update(entry.get("config") or {}), []).append(
                 verdict_label(entry))
         clean = sorted(s for s, words in by_store.items() if set(words) == {"safe"})
         raced = sorted(s for s, words in by_store.items() if "race" in words)
@@ -162,9 +171,12 @@ def answer(results: Mapping[str, Any]) -> str:
             detail = []
             for store in raced:
                 racing = sorted({str((e.get("config") or {}).get("mode")) for e in others
-                                 if (e.get("config") or {}).get("store") == store
+                                 if _store_update(e.get("config") or {}) == store
                                  and verdict_label(e) == "race"})
-                why = _WHY_STORE_RACES.get(store)
+                naive = [r for r in raced if r.endswith("(read-write)")]
+                # The read-then-write's reason once, after the last store that shows it.
+                why = (_WHY_READ_WRITE if naive and store == naive[-1] else
+                       None if store in naive else _WHY_STORE_RACES.get(store))
                 detail.append(f"{store} under {_join(racing)}" + (f" ({why})" if why else ""))
             parts.append(f"Anomalies also appeared with {'; '.join(detail)}.")
     return " ".join(parts)
@@ -273,24 +285,41 @@ def explain(entry: Mapping[str, Any]) -> list[str]:
                "the app sends racelab's X-Racelab headers; it does not know how it is served")
             + ". It does not know what the code runs between its read and its write: its "
             "window is the code's own.")
-        return out
+        return out + _sharing_sentence(entry)
     if store in PER_PROCESS_STORES and multi_process and store != "g":
         out.append(
             f"The {store} store lives inside each process, so every process holds its own "
             "copy: numbers repeat across processes and the per-process counts diverge. "
             "No lock inside one process can prevent that."
         )
-    out.extend(_store_sentences(str(config.get("scenario") or "counter"), str(store)))
+    update = str(config.get("update") or "atomic")
+    out.extend(_store_sentences(str(config.get("scenario") or "counter"), str(store), update))
     if store in ("global", "lock"):
         out.extend(_explain_window(config, mode, window, python, gil, threads_share))
-    return out
+    elif update in ("read-write", "locked") and window and window != "none":
+        out.append(f"Window {window} runs between the read and the write"
+                   + (": while it runs, other requests read the same value."
+                      if update == "read-write" else
+                      ", inside the lock: other requests wait for it."))
+    return out + _sharing_sentence(entry)
 
 
-def _store_sentences(scenario: str, store: str) -> list[str]:
-    """The scenario's own sentence for its store (``Scenario.store_sentences``)."""
+_ACROSS = {SEPARATE_COPIES, SHARED_LOST_UPDATE, SHARING_UNKNOWN}
+
+
+def _sharing_sentence(entry: Mapping[str, Any]) -> list[str]:
+    """The evidence for one shared state or a copy per process, where a race crossed them."""
+    sharing = entry.get("sharing") or {}
+    if not sharing.get("why") or not set(modes_of(entry)) & _ACROSS:
+        return []
+    return [f"How the processes held the state: {sharing['why']}."]
+
+
+def _store_sentences(scenario: str, store: str, update: str = "atomic") -> list[str]:
+    """The scenario's own sentence for its store and update (``Scenario.store_sentences``)."""
     if scenario not in SCENARIO_NAMES:
         return []
-    return get_scenario(scenario).explain_store(store)
+    return get_scenario(scenario).explain_store(store, update)
 
 
 def _explain_window(
@@ -333,12 +362,31 @@ def _explain_window(
     return out
 
 
+def cost_sentence(cost: Mapping[str, Any] | None) -> str:
+    """What a non-atomic update paid: `` The optimistic update retried 812 times ...``."""
+    if not cost:
+        return ""
+    retries, aborts = int(cost.get("retries") or 0), int(cost.get("aborts") or 0)
+    update = cost.get("update")
+    per = cost.get("retries_per_ok")
+    if update == "optimistic" or retries:
+        text = (f" The {update} update retried {_count(retries, 'time')}"
+                + (f" ({per:g} per ok request)" if per else "")
+                + (f" and gave up {_count(aborts, 'time')}" if aborts else ", and never gave up")
+                + ": the price of the fix.")
+        return text
+    if aborts:
+        return f" The {update} update gave up {_count(aborts, 'time')} waiting for its lock."
+    return ""
+
+
 def _measured(entry: Mapping[str, Any]) -> str:
     word = verdict_label(entry)
     ok = (entry.get("ops") or {}).get("ok", 0)
     verdict = entry.get("verdict") or {}
     repeats = repeat_sentence(entry.get("repeats"))
-    again = f" Run {entry['repeats']['runs']} times, it {repeats}." if repeats else ""
+    again = (f" Run {entry['repeats']['runs']} times, it {repeats}." if repeats else "") + (
+        cost_sentence(entry.get("update_cost")))
     if word == PER_REQUEST:
         return (f"Measured: all {ok:,} ok responses got the same value: nothing survived from "
                 "one request to the next (per request). Nothing raced; the state never lived "
@@ -384,13 +432,14 @@ def _settings(config: Mapping[str, Any], interpreter: Mapping[str, Any] | None =
         "threads": mode in ("gunicorn-gthread", "cluster"),
         "instances": mode == "cluster",
         "work_us": config.get("window") == "work",
+        "update": config.get("update") not in (None, "", "atomic"),
         "duration": bool(config.get("duration")),
         "burst": bool(config.get("burst")),
     }
     shown = []
-    for key in ("scenario", "store", "window", "work_us", "mode", "workers", "threads",
-                "instances", "users", "requests", "duration", "burst", "python", "gil",
-                "cores"):
+    for key in ("scenario", "store", "update", "window", "work_us", "mode", "workers",
+                "threads", "instances", "users", "requests", "duration", "burst", "python",
+                "gil", "cores"):
         value = config.get(key)
         if value is None or value == "" or not applies.get(key, True):
             continue
@@ -525,6 +574,9 @@ def _context(results: Mapping[str, Any], results_dir: Path, drawn: Mapping[str, 
     run_plots = drawn.get("run") or {}
     cost = [{"mode": mode, "src": image((run_plots.get("cost") or {}).get(mode))}
             for mode in ((results.get("plots") or {}).get("cost") or {})]
+    updates = [{"title": _update_title(key),
+                "src": image((run_plots.get("updates") or {}).get(key))}
+               for key in ((results.get("plots") or {}).get("updates") or {})]
     return {
         "interpreters": _interpreters(results.get("interpreters")),
         "run": results.get("run") or {},
@@ -534,10 +586,23 @@ def _context(results: Mapping[str, Any], results_dir: Path, drawn: Mapping[str, 
         "claims": _claims_view(results, anchors),
         "matrix": image(run_plots.get("matrix")),
         "cost": [c for c in cost if c["src"]],
+        "updates": [u for u in updates if u["src"]],
         "experiments": experiments,
         "summary_rows": experiments,
         "title": (results.get("run") or {}).get("label") or "racelab report",
     }
+
+
+def _store_update(config: Mapping[str, Any]) -> str:
+    """``redis (read-write)`` for an update other than atomic, else the store."""
+    update = config.get("update")
+    store = str(config.get("store") or "?")
+    return f"{store} ({update})" if update and update != "atomic" else store
+
+
+def _update_title(key: str) -> str:
+    scenario, store, mode = [*key.split(":"), "", "", ""][:3]
+    return f"{scenario} on {store} under {mode}"
 
 
 def _environment() -> jinja2.Environment:
@@ -620,7 +685,7 @@ def render_markdown(results: Mapping[str, Any], results_dir: Path, out: Path,
         anomalies = ("unknown" if e.get("anomalies") is None
                      else f"{e['anomalies']} ({item['rate']})")
         lines.append(
-            f"| {_md(e.get('label'))} | {_md(c.get('mode'))} | {_md(c.get('store'))} | "
+            f"| {_md(e.get('label'))} | {_md(c.get('mode'))} | {_md(_store_update(c))} | "
             f"{_md(c.get('window'))} | {(e.get('ops') or {}).get('ok', 0)} | "
             f"{_md(e.get('throughput_rps') if e.get('throughput_rps') is not None else '-')} | "
             f"{_md(lat.get('p99', '-'))} | {anomalies} | **{item['word']}** | "
@@ -628,6 +693,8 @@ def render_markdown(results: Mapping[str, Any], results_dir: Path, out: Path,
     lines.append("")
     for cost in ctx["cost"]:
         lines += [f"![cost of safety under {_md(cost['mode'])}]({cost['src']})", ""]
+    for update in ctx["updates"]:
+        lines += [f"![the price of each update: {_md(update['title'])}]({update['src']})", ""]
     for number, item in enumerate(ctx["experiments"], 1):
         e = item["entry"]
         lines += [f'<a id="exp-{number}"></a>', "",

@@ -8,6 +8,8 @@
 - ``witness`` (per experiment with an anomaly): the overlapping requests behind
   one anomaly as bars on a time line, one row per client, the shared value marked.
 - ``cost`` (per mode with several stores): throughput and p99 latency per store.
+- ``updates`` (per scenario, store and mode with several updates): throughput, p99
+  latency and the retries per request of each update: the price of each fix.
 - ``bursts`` (per experiment that used bursts): how tightly each burst arrived.
 
 PNG by default, SVG on request. Scatter plots keep at most ``MAX_POINTS`` points.
@@ -58,6 +60,7 @@ __all__ = [
     "draw_cost",
     "draw_matrix",
     "draw_requests",
+    "draw_updates",
     "draw_witness",
 ]
 
@@ -141,7 +144,9 @@ def draw_matrix(results: Mapping[str, Any], path: Path) -> Path | None:
                                        edgecolor="white"))
                 ax.text(j + 0.5, y + 0.64, f"race {_percent(rate)}", ha="center", va="center",
                         fontsize=12, fontweight="bold", color="white" if dark else "black")
-                names = "\n".join(mode_names(modes_of(entry))) or "?"
+                # A long name ("lost update in the shared store") on two lines of a cell.
+                names = "\n".join(textwrap.fill(n, 17) for n in mode_names(modes_of(entry)))
+                names = names or "?"
                 ax.text(j + 0.5, y + 0.3, names + runs, ha="center", va="center",
                         fontsize=10, linespacing=1.0, color="white" if dark else "black")
             else:
@@ -437,6 +442,60 @@ def draw_cost(entries: Sequence[Mapping[str, Any]], mode: str, path: Path) -> Pa
     return _save(fig, path, tight=False)  # its layout is fixed above
 
 
+def draw_updates(entries: Sequence[Mapping[str, Any]], key: str, path: Path) -> Path | None:
+    """Throughput, p99 and retries per ok request of each update of one scenario, store and
+    mode (``key``: ``scenario:store:mode``); ``None`` with fewer than two updates."""
+    scenario, store, mode = [*key.split(":"), "", "", ""][:3]
+    mine = [e for e in entries if e.get("throughput_rps") is not None
+            and ((e.get("config") or {}).get("scenario") or "counter") == scenario
+            and (e.get("config") or {}).get("store") == store
+            and (e.get("config") or {}).get("mode") == mode]
+    mine.sort(key=lambda e: (_update_order((e.get("config") or {}).get("update")),
+                             str((e.get("config") or {}).get("window"))))
+    if len({(e.get("config") or {}).get("update") or "atomic" for e in mine}) < 2:
+        return None
+    windows = {(e.get("config") or {}).get("window") for e in mine}
+    names = []
+    for e in mine:
+        config = e.get("config") or {}
+        name = str(config.get("update") or "atomic")
+        if len(windows) > 1:
+            name += f"/{config.get('window')}"
+        names.append(name)
+    words = [verdict_label(e) for e in mine]
+    colours = [COLOURS[w] for w in words]
+    fig = Figure(figsize=(7.2, 2.9))
+    axes = fig.subplots(1, 3)
+    fig.subplots_adjust(left=0.08, right=0.98, bottom=0.27, top=0.8, wspace=0.4)
+    series = (
+        ("throughput (req/s)", [float(e["throughput_rps"]) for e in mine]),
+        ("p99 latency (ms)", [float((e.get("latency_ms") or {}).get("p99") or 0) for e in mine]),
+        ("retries per request", [float((e.get("update_cost") or {}).get("retries_per_ok") or 0)
+                                 for e in mine]),
+    )
+    ax: Axes
+    for ax, (title, numbers) in zip(axes, series, strict=True):
+        bars = ax.bar(range(len(mine)), numbers, color=colours, edgecolor="#333333",
+                      linewidth=0.4)
+        for bar, word in zip(bars, words, strict=True):
+            bar.set_hatch("///" if word == "unknown" else "")
+        ax.set_xticks(range(len(mine)), names, rotation=30, ha="right", fontsize=7)
+        ax.tick_params(axis="y", labelsize=7)
+        ax.set_title(title, fontsize=9)
+        ax.grid(True, axis="y", alpha=0.25)
+    fig.suptitle(f"The price of each update: {scenario} on {store} under {mode}", fontsize=9,
+                 x=0.02, ha="left")
+    shown = tuple(w for w in ("safe", "race", "unknown") if w in words)
+    fig.legend(handles=[Patch(facecolor=COLOURS[w], label=w) for w in shown],
+               loc="upper right", fontsize=7, ncol=len(shown), frameon=False)
+    return _save(fig, path, tight=False)
+
+
+def _update_order(update: Any) -> int:
+    order = ("atomic", "read-write", "locked", "optimistic")
+    return order.index(update) if update in order else len(order)
+
+
 # -- bursts -------------------------------------------------------------------------------
 
 
@@ -468,7 +527,7 @@ def draw_bursts(entry: Mapping[str, Any], path: Path) -> Path | None:
 
 
 #: Bumped whenever a plot's drawing changes, so that saved plots are redrawn.
-PLOTS_VERSION = 4
+PLOTS_VERSION = 5
 
 
 def _plots_key(entry: Mapping[str, Any], history: Path | None, fmt: str, kinds: list[str]) -> str:
@@ -574,7 +633,8 @@ def draw_all(results: Mapping[str, Any], results_dir: Path, fmt: str = "png") ->
         fmt: ``png`` or ``svg``.
 
     Returns:
-        What was drawn: ``{"run": {"matrix": rel | None, "cost": {mode: rel}},
+        What was drawn: ``{"run": {"matrix": rel | None, "cost": {mode: rel},
+        "updates": {key: rel}},
         "experiments": {id: {kind: rel}}}``, paths relative to ``results_dir``.
     """
     if fmt not in ("png", "svg"):
@@ -609,10 +669,10 @@ def draw_all(results: Mapping[str, Any], results_dir: Path, fmt: str = "png") ->
 
 
 def _draw_run_plots(results: Mapping[str, Any], results_dir: Path, fmt: str) -> dict[str, Any]:
-    """The matrix and the cost-of-safety plots the plan names."""
+    """The matrix, the cost-of-safety and the price-of-each-update plots the plan names."""
     planned = results.get("plots") or {}
     entries = results.get("experiments") or []
-    run_plots: dict[str, Any] = {"matrix": None, "cost": {}}
+    run_plots: dict[str, Any] = {"matrix": None, "cost": {}, "updates": {}}
     if planned.get("matrix"):
         matrix = draw_matrix(results, results_dir / f"{planned['matrix']}.{fmt}")
         run_plots["matrix"] = (None if matrix is None
@@ -621,4 +681,8 @@ def _draw_run_plots(results: Mapping[str, Any], results_dir: Path, fmt: str) -> 
         drawn = draw_cost(entries, mode, results_dir / f"{stem}.{fmt}")
         if drawn is not None:
             run_plots["cost"][mode] = drawn.relative_to(results_dir).as_posix()
+    for key, stem in (planned.get("updates") or {}).items():
+        drawn = draw_updates(entries, key, results_dir / f"{stem}.{fmt}")
+        if drawn is not None:
+            run_plots["updates"][key] = drawn.relative_to(results_dir).as_posix()
     return run_plots

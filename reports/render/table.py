@@ -92,7 +92,8 @@ def _anomalies(entry: Mapping[str, Any]) -> str:
 def _rows_table(
     entries: Sequence[Mapping[str, Any]], title: str | None, width: int
 ) -> Table:
-    # An experiment is named by its mode, store and window (plus a burst when used);
+    # An experiment is named by its mode, store (with its update, when not atomic: the
+    # grid's column name, redis:read-write) and window (plus a burst when used);
     # the verdict comes right after them so that a narrow terminal never hides it.
     # Below 90 columns the timing columns are left out (and the ok ops, when a
     # column says how often repeated cells raced).
@@ -124,7 +125,9 @@ def _rows_table(
             window += f" burst {config['burst']}"
         cells: list[Text | str] = [
             Text(str(mode) if mode else str(entry.get("label") or entry.get("id"))),
-            Text(str(config.get("store") or "?")),
+            Text(str(config.get("store") or "?") + (
+                f":{config['update']}" if config.get("update") not in (None, "", "atomic")
+                else "")),
             Text(window),
             _verdict_text(entry),
             _anomalies(entry),

@@ -43,7 +43,7 @@ if TYPE_CHECKING:
 
 # The checkers below import numpy and reports.history inside their functions: a server
 # worker imports this module for its routes and never checks a history.
-__all__ = ["OPERATIONS", "SCENARIO", "check_counter"]
+__all__ = ["OPERATIONS", "SCENARIO", "UPDATES", "check_counter"]
 
 OPERATIONS = (Operation(name="incr", method="GET", path="/incr", value=ValueSpec("json", "value")),)
 
@@ -55,10 +55,11 @@ class _CounterSide:
         self.store = store
 
     def state(self) -> dict[str, Any]:
-        return {"value": self.store.value()}
+        return {"value": self.store.value(), **self.store.update_state()}
 
     def reset(self) -> None:
         self.store.reset()
+        self.store.reset_stats()
 
 
 def serve(app: Flask, config: ServerConfig, served: Served) -> ServerSide:
@@ -70,11 +71,12 @@ def serve(app: Flask, config: ServerConfig, served: Served) -> ServerSide:
     store = make_store(config)
     store.init_app(app)
     app.extensions["racelab_store"] = store
+    increment = store.update_form(config, "incr")
 
     @app.get("/")
     def index() -> str:
         # The original question's endpoint: the number as text.
-        value = store.incr()
+        value = increment()
         served.add()
         return str(value)
 
@@ -82,7 +84,7 @@ def serve(app: Flask, config: ServerConfig, served: Served) -> ServerSide:
     def incr() -> Response:
         arrival_ns = time.monotonic_ns()
         arrival_wall = time.time()
-        value = store.incr()
+        value = increment()
         served.add()
         body: dict[str, Any] = {
             "value": value,
@@ -432,6 +434,47 @@ def _register() -> None:
     register("counter", _checker)
 
 
+_ALL_UPDATES = ("atomic", "read-write", "locked", "optimistic")
+#: The updates of each shared store (its Store class says the same: ``Store.updates``).
+UPDATES = {"sqlite": _ALL_UPDATES, "redis": _ALL_UPDATES, "postgres": _ALL_UPDATES,
+           "memcached": ("atomic", "read-write", "optimistic")}
+
+#: How each (store, update) changes the counter, for a report.
+_UPDATE_SENTENCES = {
+    "sqlite:read-write": "The sqlite store reads the counter with SELECT, then writes back the "
+                         "value plus one with UPDATE, as Python's sqlite3 module runs them by "
+                         "default (the read outside any transaction): two requests can read "
+                         "the same value, and one write is lost.",
+    "sqlite:locked": "The sqlite store reads and writes the counter inside BEGIN IMMEDIATE: the "
+                     "write lock is taken before the read, so no other request reads in "
+                     "between.",
+    "sqlite:optimistic": "The sqlite store writes the value plus one only WHERE value is still "
+                         "what it read, and reads again when no row matched.",
+    "redis:read-write": "The redis store reads the counter with GET and writes back the value "
+                        "plus one with SET: every process shares the one key, yet two requests "
+                        "can read the same value, and one write is lost.",
+    "redis:locked": "The redis store takes redis-py's lock (SET NX with a token and an expiry) "
+                    "around its GET and SET: one request at a time reads and writes.",
+    "redis:optimistic": "The redis store WATCHes the key, reads it, and writes it in MULTI/EXEC: "
+                        "if another client wrote it in between, EXEC does nothing and the "
+                        "increment is tried again.",
+    "postgres:read-write": "The postgres store SELECTs the value, then UPDATEs it to the value "
+                           "read plus one, in one transaction at PostgreSQL's default isolation "
+                           "(READ COMMITTED): the transaction does not stop two requests from "
+                           "reading the same value, and one write is lost.",
+    "postgres:locked": "The postgres store reads with SELECT ... FOR UPDATE: the row stays "
+                       "locked until the transaction commits, so the next reader waits for the "
+                       "new value.",
+    "postgres:optimistic": "The postgres store runs its SELECT and UPDATE at REPEATABLE READ: a "
+                           "transaction whose row another one changed fails with a "
+                           "serialization error and is tried again.",
+    "memcached:read-write": "The memcached store reads the counter with get and writes back the "
+                            "value plus one with set: two requests can read the same value, and "
+                            "one write is lost.",
+    "memcached:optimistic": "The memcached store reads with gets and writes with cas, which "
+                            "stores only if nobody wrote since the gets; else it tries again.",
+}
+
 _SHARED_IN = {
     "manager": "a multiprocessing.Manager process that every worker connects to",
     "sqlite": "an SQLite file, updated with one UPDATE ... RETURNING statement",
@@ -451,7 +494,9 @@ SCENARIO = Scenario(
     serve=serve,
     prepare=_prepare,
     cleanup=_cleanup,
+    updates=UPDATES,
     store_sentences={
+        **_UPDATE_SENTENCES,
         "global": "The global store is the naive module object (self.param += 1; return "
                   "self.param) with nothing keeping two requests apart.",
         "lock": "The lock store guards the read-modify-write with a threading.Lock: safe "

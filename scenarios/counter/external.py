@@ -28,6 +28,16 @@ work under gunicorn's gevent worker:
 Failures of the store (server down, timeout) raise ``StoreUnavailable``,
 which the app answers with HTTP 503. No client retries an increment: a
 retried ``INCR`` whose first attempt reached the server would count twice.
+Only an optimistic update is tried again, and only when the store said that
+its write did not apply (``scenarios._updates.retrying``).
+
+Each store also offers the updates people write before they find the atomic
+one (``scenarios._updates``): ``read-write`` (Redis ``GET`` then ``SET``;
+``SELECT`` then ``UPDATE ... SET value = :read + 1`` in one transaction at
+PostgreSQL's default isolation, READ COMMITTED; memcached ``get`` then
+``set``), ``locked`` (redis-py's ``Lock``; ``SELECT ... FOR UPDATE``) and
+``optimistic`` (``WATCH``/``MULTI``/``EXEC``; the same transaction at
+REPEATABLE READ, retried on a serialization failure; ``gets``/``cas``).
 """
 
 from __future__ import annotations
@@ -40,6 +50,7 @@ import shutil
 import socket
 import tempfile
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -59,6 +70,7 @@ from scenarios._clients import (
     redis_client,
     redis_ping,
 )
+from scenarios._updates import PG_ISOLATION, Conflict
 from scenarios.counter.stores import Store
 
 if TYPE_CHECKING:
@@ -79,6 +91,7 @@ class RedisStore(Store):
 
     name = "redis"
     shared = True
+    updates = ("atomic", "read-write", "locked", "optimistic")
 
     def __init__(self, config: ServerConfig) -> None:
         self.url = config.redis_url
@@ -93,20 +106,57 @@ class RedisStore(Store):
     def cleanup(cls, config: ServerConfig) -> None:
         client = redis_client(config.redis_url)
         try:
-            client.delete(f"{config.namespace}:counter")
+            client.delete(f"{config.namespace}:counter", f"{config.namespace}:counter:lock")
         finally:
             client.close()
 
     def _call(self, method: str, *args: Any) -> Any:
+        return self._with(lambda client: getattr(client, method)(*args))
+
+    def _with(self, work: Callable[[Any], Any]) -> Any:
         import redis
 
         try:
-            return getattr(self._client.get(), method)(*args)
+            return work(self._client.get())
         except redis.RedisError as exc:
             raise StoreUnavailable(f"Redis at {self.url}: {one_line(exc)}") from exc
 
     def incr(self) -> int:
         return int(self._call("incr", self.key))
+
+    def _get_set(self, client: Any) -> int:
+        value = int(client.get(self.key) or 0) + 1
+        self.wait()
+        client.set(self.key, value)
+        return value
+
+    def incr_read_write(self) -> int:
+        return int(self._with(self._get_set))
+
+    def incr_locked(self) -> int:
+        def work(client: Any) -> int:
+            with self.locked_by_redis(client, f"{self.key}:lock", self.url):
+                return self._get_set(client)
+
+        return int(self._with(work))
+
+    def incr_optimistic(self) -> int:
+        import redis
+
+        def attempt(client: Any) -> int:
+            with client.pipeline() as pipe:
+                try:
+                    pipe.watch(self.key)
+                    value = int(pipe.get(self.key) or 0) + 1
+                    pipe.multi()
+                    pipe.set(self.key, value)
+                    pipe.execute()
+                except redis.WatchError:
+                    raise Conflict from None
+            return value
+
+        return int(self._with(lambda client: self.retry(f"Redis at {self.url}",
+                                                        lambda: attempt(client))))
 
     def value(self) -> int:
         return int(self._call("get", self.key) or 0)
@@ -188,6 +238,7 @@ class PostgresStore(Store):
 
     name = "postgres"
     shared = True
+    updates = ("atomic", "read-write", "locked", "optimistic")
 
     def __init__(self, config: ServerConfig) -> None:
         from psycopg import sql
@@ -199,6 +250,8 @@ class PostgresStore(Store):
             ident
         )
         self._value = sql.SQL("SELECT value FROM {} WHERE id = 1").format(ident)
+        self._value_locked = sql.SQL("SELECT value FROM {} WHERE id = 1 FOR UPDATE").format(ident)
+        self._write = sql.SQL("UPDATE {} SET value = %s WHERE id = 1").format(ident)
         self._reset = sql.SQL("UPDATE {} SET value = 0 WHERE id = 1").format(ident)
         self._pool = PerProcess(self._open_pool)
         self._address = _postgres_address(self.dsn)
@@ -286,11 +339,60 @@ class PostgresStore(Store):
             raise StoreUnavailable(f"PostgreSQL at {self.dsn}: {one_line(exc)}") from exc
         return None if row is None else int(row[0])
 
+    def _transaction(self, work: Callable[[Any], int], isolation: str = "") -> int:
+        """``work(conn)`` inside one transaction (at ``isolation``, else the server's default).
+
+        Raises:
+            Conflict: the transaction could not be serialized (an optimistic attempt lost).
+            StoreUnavailable: any other failure of the store.
+        """
+        import psycopg
+        import psycopg_pool
+        from psycopg import errors
+
+        self._fail_fast()
+        pool: Any = self._pool.get()
+        try:
+            conn = self._getconn(pool)
+            try:
+                with conn.transaction():
+                    if isolation:
+                        conn.execute(f"SET TRANSACTION ISOLATION LEVEL {isolation}")
+                    return work(conn)
+            finally:
+                pool.putconn(conn)
+        except (errors.SerializationFailure, errors.DeadlockDetected) as exc:
+            raise Conflict(one_line(exc)) from exc
+        except (psycopg.OperationalError, psycopg_pool.PoolTimeout) as exc:
+            self._failed_at = time.monotonic()
+            raise StoreUnavailable(f"PostgreSQL at {self.dsn}: {one_line(exc)}") from exc
+        except psycopg.Error as exc:
+            raise StoreUnavailable(f"PostgreSQL at {self.dsn}: {one_line(exc)}") from exc
+
+    def _read_then_write(self, conn: Any, read: Any) -> int:
+        row = conn.execute(read).fetchone()
+        if row is None:
+            raise StoreUnavailable(f"the counter row of table {self.table} is missing")
+        value = int(row[0]) + 1
+        self.wait()
+        conn.execute(self._write, (value,))
+        return value
+
     def incr(self) -> int:
         value = self._fetch(self._incr)
         if value is None:
             raise StoreUnavailable(f"the counter row of table {self.table} is missing")
         return value
+
+    def incr_read_write(self) -> int:
+        return self._transaction(lambda conn: self._read_then_write(conn, self._value))
+
+    def incr_locked(self) -> int:
+        return self._transaction(lambda conn: self._read_then_write(conn, self._value_locked))
+
+    def incr_optimistic(self) -> int:
+        return self.retry(f"PostgreSQL at {self.dsn}", lambda: self._transaction(
+            lambda conn: self._read_then_write(conn, self._value), PG_ISOLATION))
 
     def value(self) -> int:
         return self._fetch(self._value) or 0
@@ -309,6 +411,7 @@ class MemcachedStore(Store):
 
     name = "memcached"
     shared = True
+    updates = ("atomic", "read-write", "optimistic")
 
     def __init__(self, config: ServerConfig) -> None:
         self.address = config.memcached
@@ -352,6 +455,26 @@ class MemcachedStore(Store):
 
     def reset(self) -> None:
         self._call("set", self.key, b"0")
+
+    def incr_read_write(self) -> int:
+        raw = self._call("get", self.key)
+        value = (int(raw) if raw is not None else 0) + 1
+        self.wait()
+        self._call("set", self.key, str(value).encode())
+        return value
+
+    def incr_optimistic(self) -> int:
+        def attempt() -> int:
+            raw, token = self._call("gets", self.key)
+            if raw is None:  # not there yet: add() creates it only if still absent
+                self._call("add", self.key, b"0")
+                raise Conflict
+            value = int(raw) + 1
+            if not self._call("cas", self.key, str(value).encode(), token):
+                raise Conflict
+            return value
+
+        return self.retry(f"memcached at {self.address}", attempt)
 
 
 # -- Flask-Session ----------------------------------------------------------------------

@@ -3,6 +3,12 @@
 ``global`` is the original question's code, literally. The others are the
 alternatives people reach for. External stores (Redis, PostgreSQL, memcached,
 Flask-Session) live in ``scenarios.counter.external`` and are imported only when used.
+
+A shared store increments in one step by default (``atomic``); the SQLite,
+Redis, PostgreSQL and memcached stores also offer the other updates
+(``scenarios._updates``): the naive ``read-write`` (read, window, write back),
+``locked`` and ``optimistic``. ``Store.update_form(config, "incr")`` picks the
+method of the configured one.
 """
 
 from __future__ import annotations
@@ -22,7 +28,8 @@ from demo_server.basics.errors import ConfigError, StoreUnavailable
 from demo_server.served._manager import CounterManager
 from demo_server.served.config import ServerConfig
 from demo_server.served.windows import make_window
-from scenarios._clients import PerProcess, sqlite_connect
+from scenarios._clients import PerProcess, one_line, sqlite_connect
+from scenarios._updates import Conflict, UpdateForms
 
 if TYPE_CHECKING:
     from flask import Flask
@@ -69,8 +76,9 @@ class WindowedObj(SomeObj):
         return self.param
 
 
-class Store(abc.ABC):
-    """A counter: ``incr`` adds one and returns the new value."""
+class Store(UpdateForms, abc.ABC):
+    """A counter: ``incr`` adds one and returns the new value (``incr_<update>`` for the
+    other updates a shared store offers: ``scenarios._updates.UpdateForms``)."""
 
     name: ClassVar[str]
     #: True when all processes (and hosts) see one value.
@@ -219,10 +227,19 @@ def _create_counter(conn: sqlite3.Connection) -> None:
 
 
 class SqliteStore(Store):
-    """A row in an SQLite file, incremented atomically with ``UPDATE ... RETURNING``."""
+    """A row in an SQLite file, incremented atomically with ``UPDATE ... RETURNING``.
+
+    The other updates: ``read-write`` as Python's ``sqlite3`` module runs it by
+    default (the ``SELECT`` outside any transaction, the ``UPDATE`` in one of its
+    own: in WAL mode a read inside a deferred transaction would make the stale
+    write fail with "database is locked" instead); ``locked``, the read and the
+    write in one ``BEGIN IMMEDIATE`` transaction; ``optimistic``,
+    ``UPDATE ... WHERE value = :read``, tried again when no row matched.
+    """
 
     name = "sqlite"
     shared = True
+    updates = ("atomic", "read-write", "locked", "optimistic")
 
     def __init__(self, config: ServerConfig) -> None:
         if not config.sqlite_path:
@@ -272,6 +289,49 @@ class SqliteStore(Store):
     def reset(self) -> None:
         self._conn().execute("UPDATE counter SET value = 0 WHERE id = 1")
 
+    def _read(self, conn: sqlite3.Connection) -> int:
+        return int(conn.execute("SELECT value FROM counter WHERE id = 1").fetchone()[0])
+
+    def _errors(self, work: Callable[[sqlite3.Connection], int]) -> int:
+        try:
+            return work(self._conn())
+        except sqlite3.Error as exc:
+            raise StoreUnavailable(f"SQLite {self.path}: {one_line(exc)}") from exc
+
+    def incr_read_write(self) -> int:
+        def work(conn: sqlite3.Connection) -> int:
+            value = self._read(conn) + 1
+            self.wait()
+            conn.execute("UPDATE counter SET value = ? WHERE id = 1", (value,))
+            return value
+
+        return self._errors(work)
+
+    def incr_locked(self) -> int:
+        def work(conn: sqlite3.Connection) -> int:
+            conn.execute("BEGIN IMMEDIATE")
+            try:
+                value = self._read(conn) + 1
+                self.wait()
+                conn.execute("UPDATE counter SET value = ? WHERE id = 1", (value,))
+            except BaseException:
+                conn.execute("ROLLBACK")
+                raise
+            conn.execute("COMMIT")
+            return value
+
+        return self._errors(work)
+
+    def incr_optimistic(self) -> int:
+        def attempt(conn: sqlite3.Connection) -> int:
+            read = self._read(conn)
+            if not conn.execute("UPDATE counter SET value = ? WHERE id = 1 AND value = ?",
+                                (read + 1, read)).rowcount:
+                raise Conflict
+            return read + 1
+
+        return self._errors(lambda conn: self.retry(f"SQLite {self.path}", lambda: attempt(conn)))
+
 
 _BUILTIN: dict[str, type[Store]] = {
     "global": GlobalStore,
@@ -313,3 +373,4 @@ def make_store(config: ServerConfig) -> Store:
         A ready Store.
     """
     return store_class(config.store)(config)  # type: ignore[call-arg]
+

@@ -1,14 +1,19 @@
-"""Matrix presets: TOML files naming which (store, window, mode) cells to run and how hard.
+"""Matrix presets: TOML files naming which (store, window, update, mode) cells to run and how
+hard.
 
 A preset has a ``[swarm]`` table (users, requests, burst), a ``[server]`` table
 (workers, threads, instances) and a list of ``[[cells]]`` groups, each the cross
-product of its ``stores``, ``windows`` and ``modes``. Any setting of
+product of its ``stores``, ``windows``, ``updates`` (optional, default ``["atomic"]``)
+and ``modes``. Any setting of
 ``scenarios.run.spec.ExperimentSpec`` may be given in the table of its group
 (``[swarm]``: users, requests, duration, burst, ...; ``[server]``: workers,
 threads, instances) or in a cells group (also ``scenario``, ``work_us``). A group marked
 ``optional = true`` holds external stores that are added only when reachable.
-Windows apply only to the stores that have a read and a write to pull apart
-(``global`` and ``lock``); other stores in a group run once, with window ``none``.
+Windows apply only where a read and a write can be pulled apart (the ``global`` and
+``lock`` stores, the ``read-write`` and ``locked`` updates); other cells of a group
+run once, with window ``none``. Updates apply to the stores that offer them: a
+store with one way to change its state runs once, a store without a listed
+update is left out of that group.
 """
 
 from __future__ import annotations
@@ -20,7 +25,7 @@ from pathlib import Path
 from typing import Any
 
 from demo_server.basics.errors import ConfigError
-from scenarios.registry import get_scenario
+from scenarios.registry import WINDOWED_UPDATES, get_scenario
 from scenarios.run.spec import MATRIX_DEFAULTS, SETTINGS, ExperimentSpec
 
 if sys.version_info >= (3, 11):
@@ -55,7 +60,8 @@ class Cell(ExperimentSpec):
         scenario = "" if self.scenario == "counter" else f"{self.scenario}-"
         burst = f"-burst{self.burst}" if self.burst else ""
         tabs = f"-tabs{self.tabs}" if self.tabs > 1 else ""
-        return f"{scenario}{self.store}-{self.window}-{self.mode}{burst}{tabs}{python}"
+        update = "" if self.update == "atomic" else f"-{self.update}"
+        return f"{scenario}{self.store}{update}-{self.window}-{self.mode}{burst}{tabs}{python}"
 
     @property
     def label(self) -> str:
@@ -66,7 +72,8 @@ class Cell(ExperimentSpec):
         scenario = "" if self.scenario == "counter" else f"{self.scenario} · "
         burst = f" · burst {self.burst}" if self.burst else ""
         tabs = f" · {self.tabs} tabs" if self.tabs > 1 else ""
-        return f"{scenario}{self.store} · {self.window} · {self.mode}{burst}{tabs}{python}"
+        return (f"{scenario}{self.store}{self.update_text} · {self.window} · {self.mode}"
+                f"{burst}{tabs}{python}")
 
     def spec(self, **changes: Any) -> ExperimentSpec:
         """The experiment this cell runs (with ``changes`` applied)."""
@@ -94,7 +101,7 @@ _TOP_KEYS = {"name", "description", "budget_s", "interpreters", "swarm", "server
 _SWARM_KEYS = {*_BY_GROUP["swarm"], "repeat"}
 _SERVER_KEYS = set(_BY_GROUP["server"])
 # A group names lists of stores, windows and modes; any other setting is one value.
-_LIST_KEYS = {"stores": "store", "windows": "window", "modes": "mode"}
+_LIST_KEYS = {"stores": "store", "windows": "window", "updates": "update", "modes": "mode"}
 _GROUP_KEYS = {"optional", *_LIST_KEYS, *(set(_BY_GROUP["cell"]) - set(_LIST_KEYS.values())),
                *_SWARM_KEYS, *_SERVER_KEYS, *_BY_GROUP["target"]}
 _SETTING = {st.name: st for st in SETTINGS}
@@ -143,6 +150,7 @@ def expand(
         _unknown(at, group, _GROUP_KEYS)
         stores = _names(at, group, "stores")
         windows = _names(at, group, "windows")
+        updates = _names(at, group, "updates") if "updates" in group else ["atomic"]
         modes = _names(at, group, "modes")
         values: dict[str, Any] = dict(MATRIX_DEFAULTS)
         values.update({k: v for k, v in {**server, **swarm}.items()})
@@ -156,16 +164,20 @@ def expand(
         for store in stores:
             if store not in scenario.stores:
                 raise ConfigError(f"{at}: the {scenario.name} scenario has no {store!r} store")
-            store_windows = windows if store in scenario.windowed_stores else ["none"]
-            for window in dict.fromkeys(store_windows):
-                for mode in modes:
-                    try:
-                        cell = Cell(store=store, window=window, mode=mode,
-                                    optional=bool(group.get("optional")), repeat=repeat,
-                                    **values)
-                    except ConfigError as exc:
-                        raise ConfigError(f"{at}: {exc}") from None
-                    cells.setdefault(cell.id, cell)
+            offered = scenario.updates_of(store)
+            store_updates = ["atomic"] if len(offered) == 1 else [
+                u for u in updates if u in offered]
+            for update in store_updates:
+                windowed = store in scenario.windowed_stores or update in WINDOWED_UPDATES
+                for window in dict.fromkeys(windows if windowed else ["none"]):
+                    for mode in modes:
+                        try:
+                            cell = Cell(store=store, window=window, update=update, mode=mode,
+                                        optional=bool(group.get("optional")), repeat=repeat,
+                                        **values)
+                        except ConfigError as exc:
+                            raise ConfigError(f"{at}: {exc}") from None
+                        cells.setdefault(cell.id, cell)
     if not cells:
         raise ConfigError(f"{where}: no cells")
     return tuple(cells.values())

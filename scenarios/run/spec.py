@@ -30,6 +30,7 @@ from demo_server.served.config import (
     MODES,
     SESSION_BACKENDS,
     STORES,
+    UPDATES,
     WINDOWS,
     Connections,
     ServerConfig,
@@ -120,6 +121,11 @@ class ExperimentSpec:
     store: str = _setting(defaults.STORE, "Where the state lives.", "cell", choices=STORES)
     window: str = _setting(defaults.WINDOW, "What runs between the read and the write.", "cell",
                            choices=WINDOWS)
+    update: str = _setting(defaults.UPDATE, "How a shared store is changed: atomic (one step "
+                           "in the store: INCR, UPDATE ... RETURNING), read-write (read, window, "
+                           "write back: the naive code), locked (SELECT ... FOR UPDATE, BEGIN "
+                           "IMMEDIATE, a Redis lock) or optimistic (WATCH/MULTI, REPEATABLE "
+                           "READ or gets/cas, retried on conflict).", "cell", choices=UPDATES)
     work_us: int = _setting(defaults.WORK_US, "CPU time of the 'work' window (µs).", "cell",
                             low=1, high=1_000_000)
     mode: str = _setting(defaults.MODE, "How the app is served.", "cell", choices=MODES)
@@ -191,9 +197,12 @@ class ExperimentSpec:
             raise ConfigError("--request, --body, --header and --final describe your own "
                               "app: give --app (or use racelab probe URL)")
         if self.app:
+            if self.update != defaults.UPDATE:
+                raise ConfigError("--update chooses how racelab's own stores change their "
+                                  "state; your app's code decides how it changes its own")
             self.operations()  # a bad request, header or value spec is one clear error
         else:
-            check_cell(self.scenario, self.store, self.window)
+            check_cell(self.scenario, self.store, self.window, self.update)
 
     def operations(self) -> tuple[Operation, ...]:
         """What each swarm user sends: the scenario's operations, or, for your own app,
@@ -215,7 +224,8 @@ class ExperimentSpec:
     def server_config(self) -> ServerConfig:
         """What every server process of this experiment builds its app from."""
         return ServerConfig(scenario=self.scenario, store=self.store, window=self.window,
-                            work_us=self.work_us, mode=self.mode, stock=self.stock,
+                            update=self.update, work_us=self.work_us, mode=self.mode,
+                            stock=self.stock,
                             redis_url=self.redis_url, postgres_dsn=self.postgres_dsn,
                             memcached=self.memcached, session_backend=self.session_backend)
 
@@ -261,7 +271,12 @@ class ExperimentSpec:
     @property
     def target(self) -> str:
         """What is under test, for people: your app's target, or the scenario and store."""
-        return self.app or f"{self.scenario} on {self.store}"
+        return self.app or f"{self.scenario} on {self.store}{self.update_text}"
+
+    @property
+    def update_text(self) -> str:
+        """`` (read-write)`` when the update is not the default, else nothing."""
+        return "" if self.update == defaults.UPDATE else f" ({self.update})"
 
     @property
     def swarm_users(self) -> int:
@@ -272,7 +287,7 @@ class ExperimentSpec:
         python = f" · python {self.python}" if self.python else ""
         if self.app:
             return f"{self.app} · {self.mode}{python}"
-        return f"{self.store} · {self.mode} · {self.window}{python}"
+        return f"{self.store}{self.update_text} · {self.mode} · {self.window}{python}"
 
     def command(self, probe_url: str = "") -> str:
         """The ``racelab swarm`` (or ``racelab probe URL``) command that reproduces this.
