@@ -27,6 +27,7 @@ __all__ = [
     "STOCK",
     "STORE",
     "THREADS",
+    "TRACEBACK_ENV",
     "USERS",
     "WINDOW",
     "WORKERS",
@@ -62,3 +63,7 @@ POSTGRES_DSN = "postgresql://127.0.0.1:5432/test"
 MEMCACHED = "127.0.0.1:11211"
 SESSION_BACKEND = "filesystem"
 NAMESPACE = "racelab"  #: key prefix or table suffix that isolates one run's state
+
+# The command line.
+#: set (to anything) to see the traceback of an error racelab did not expect, not one line
+TRACEBACK_ENV = "RACELAB_TRACEBACK"
