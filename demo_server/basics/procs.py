@@ -435,7 +435,7 @@ def spawn_to_files(
 
 
 # -- a pre-warmed launcher -----------------------------------------------------------------
-_PACKAGE_ROOT = str(Path(__file__).resolve().parent.parent)
+_PACKAGE_ROOT = str(Path(__file__).resolve().parents[2])  # the checkout (or site-packages)
 
 
 class ZygoteChild:

@@ -41,7 +41,7 @@ from scenarios.registry import get_scenario
 __all__ = ["OwnedService", "ServerZygotes", "Supervisor", "check_app_loads", "free_port",
            "group_members"]
 
-_PACKAGE_ROOT = str(Path(__file__).resolve().parent.parent)
+_PACKAGE_ROOT = str(Path(__file__).resolve().parents[2])  # the checkout (or site-packages)
 #: Unix socket paths longer than this do not fit in ``sockaddr_un`` everywhere.
 _MAX_SOCKET_PATH = 100
 
