@@ -16,6 +16,7 @@ import contextlib
 import dataclasses
 import json
 import math
+import os
 import signal
 import time
 from pathlib import Path
@@ -25,6 +26,7 @@ import click
 
 from demo_server.basics import defaults, exits, interrupts
 from demo_server.basics.errors import RacelabError
+from demo_server.control.faults import check_store_faults
 from demo_server.control.modes import LaunchSpec
 from demo_server.served.config import Connections, ServerConfig
 
@@ -69,11 +71,34 @@ class Settings(Connections):
 class Failure(click.ClickException):
     """One line on stderr: bad input, or a job racelab could not do (never "race")."""
 
-    exit_code = exits.BAD_INPUT
+    @property
+    def exit_code(self) -> int:  # type: ignore[override]
+        """The table's code for bad input, read when the command ends."""
+        return exits.BAD_INPUT
 
 
 class RacelabGroup(click.Group):
-    """A click group that turns library errors into one line and a non-zero exit."""
+    """A click group that turns every error into one line on stderr and exit 2.
+
+    Usage mistakes (an unknown option, a value out of bounds, an empty or blank
+    value) and library errors alike: exit 1 is kept for "race". An error racelab
+    did not expect is one line too, unless ``$RACELAB_TRACEBACK`` is set.
+    """
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        _refuse_blank(self)
+
+    def add_command(self, cmd: click.Command, name: str | None = None) -> None:
+        _refuse_blank(cmd)
+        super().add_command(cmd, name)
+
+    def make_context(self, info_name: str | None, args: list[str],
+                     parent: click.Context | None = None, **extra: Any) -> click.Context:
+        try:
+            return super().make_context(info_name, args, parent, **extra)
+        except click.ClickException as exc:  # the group's own options: shown as one line
+            raise Failure(_one_line(exc)) from None
 
     def invoke(self, ctx: click.Context) -> Any:
         try:
@@ -82,8 +107,17 @@ class RacelabGroup(click.Group):
             Failure(str(exc)).show()
             ctx.exit(exits.BAD_INPUT)
         except click.ClickException as exc:  # usage mistakes too; exit 1 is kept for "race"
-            exc.show()
+            Failure(_one_line(exc)).show()
             ctx.exit(exits.BAD_INPUT)
+        except (click.exceptions.Exit, click.exceptions.Abort):
+            raise
+        except Exception as exc:  # a crash is never "race" (exit 1), nor a traceback
+            if os.environ.get(defaults.TRACEBACK_ENV):
+                raise
+            detail = (str(exc).strip().splitlines() or [""])[0]
+            Failure(f"racelab failed: {type(exc).__name__}: {detail} (set "
+                    f"{defaults.TRACEBACK_ENV}=1 to see where)").show()
+            ctx.exit(exits.FAILED)
         except KeyboardInterrupt as exc:
             code = getattr(exc, "exit_code", None) or exits.signal_exit(
                 interrupts.first_signal() or signal.SIGINT)
@@ -91,6 +125,56 @@ class RacelabGroup(click.Group):
             click.echo(f"racelab: stopped by {name}; everything it started was stopped",
                        err=True)
             ctx.exit(code)
+
+
+def _one_line(exc: click.ClickException) -> str:
+    """A click error as one line: its message, and for a usage mistake where help is."""
+    message = " ".join(exc.format_message().split())
+    ctx = getattr(exc, "ctx", None)
+    if isinstance(exc, click.UsageError) and ctx is not None:
+        message = f"{message.rstrip('.')}; see '{ctx.command_path} --help'"
+    return message
+
+
+class _NotBlank(click.ParamType):
+    """A text or path parameter that refuses a value that is empty or only blanks.
+
+    ``--app ""`` (an unset variable in a CI script) would otherwise read as "not
+    given" and test racelab's own app instead: bad input, refused at the boundary.
+    """
+
+    def __init__(self, inner: click.ParamType) -> None:
+        self.inner = inner
+        self.name = inner.name
+
+    def convert(self, value: Any, param: click.Parameter | None,
+                ctx: click.Context | None) -> Any:
+        if isinstance(value, str) and not value.strip():
+            self.fail("must not be empty or blank", param, ctx)
+        return self.inner.convert(value, param, ctx)
+
+    def __getattr__(self, name: str) -> Any:  # metavar, completion, info: the inner type's
+        return getattr(self.inner, name)
+
+    def get_metavar(self, *args: Any, **kwargs: Any) -> str | None:
+        return self.inner.get_metavar(*args, **kwargs)
+
+    def to_info_dict(self) -> Any:
+        return self.inner.to_info_dict()
+
+    def split_envvar_value(self, rv: str) -> Any:
+        return self.inner.split_envvar_value(rv)
+
+    def shell_complete(self, ctx: click.Context, param: click.Parameter,
+                       incomplete: str) -> Any:
+        return self.inner.shell_complete(ctx, param, incomplete)
+
+
+def _refuse_blank(command: click.Command) -> None:
+    """Make every text and path parameter of ``command`` refuse an empty or blank value."""
+    for param in command.params:
+        if isinstance(param.type, (click.types.StringParamType, click.Path)):
+            param.type = _NotBlank(param.type)
 
 
 def positive(ctx: click.Context, param: click.Parameter, value: int | None) -> int | None:
@@ -212,9 +296,9 @@ def build_server(settings: Settings, **opts: Any) -> tuple[ServerConfig, LaunchS
         "scenario", "store", "window", "update", "work_us", "mode", "workers", "threads",
         "instances", "python", "app")})
     spec = spec.connected(settings)
-    return spec.server_config(), spec.launch_spec(opts.get("host", defaults.HOST),
-                                                  opts.get("port", 0) or 0,
-                                                  python=spec.server_python())
+    return spec.server_config(), spec.launch_spec(
+        opts.get("host", defaults.HOST), opts.get("port", 0) or 0,
+        python=spec.server_python(), allow_remote=bool(opts.get("allow_remote")))
 
 
 def swarm_and_print(settings: Settings, spec: Any, run_dir: Path, assert_safe: bool) -> None:
@@ -239,8 +323,11 @@ def run_and_print(verb: str, spec: Any, run_dir: Path, assert_safe: bool,
     from reports.history.verdict import verdict_word
     from reports.render._check_output import print_experiment
 
+    err = Console(stderr=True)
+    # Off a terminal the bar would only leave an empty line in front of any error.
     with Progress(TextColumn(f"[bold]{verb}"), BarColumn(), TextColumn("{task.completed} ops"),
-                  TimeElapsedColumn(), console=Console(stderr=True), transient=True) as bar:
+                  TimeElapsedColumn(), console=err, transient=True,
+                  disable=not err.is_terminal) as bar:
         task_id = bar.add_task(verb, total=spec.requests or None)
         try:
             summary = run(lambda done, _elapsed: bar.update(task_id, completed=done))
@@ -314,6 +401,10 @@ def run_demo_command(
     # optional cell's (the classroom's free-threaded ones) is skipped by the run instead.
     for python in sorted({cell.python for cell in cells if cell.python and not cell.optional}):
         resolve(python)
+    from demo_server.control.supervisor import check_app_loads
+
+    for app in dict.fromkeys(cell.app for cell in cells if cell.app):
+        check_app_loads(app)  # an app that cannot be imported: one line, not a failed column
     run_dir = make_run_dir(out, preset, overwrite=overwrite)
     from scenarios.run.demo import start_launchers
 
@@ -328,6 +419,9 @@ def run_demo_command(
         err = Console(stderr=True, highlight=False)
         with services_for(settings, sorted({cell.store for cell in cells}),
                           settings.session_backend) as running:
+            for cell in cells:  # a store fault racelab could not carry out: before any cell
+                check_store_faults(cell.faults, "" if cell.app else cell.store,
+                                   running.session_backend, running)
             _run_cells(running, cells, run_dir, err, preset=preset,
                        nominal_budget_s=nominal_budget_s, budget=budget, as_json=as_json,
                        open_report=open_report, assert_safe=assert_safe,
@@ -403,7 +497,7 @@ def _run_cells(settings: Settings, cells: Any, run_dir: Path, err: Any, *, prese
 
 budget_option = click.option(
     "--budget", type=click.FloatRange(min=5, min_open=False), default=None, metavar="SECONDS",
-    help="Scale the swarms so the run takes about this long.",
+    callback=_finite, help="Scale the swarms so the run takes about this long.",
 )
 
 

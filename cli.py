@@ -11,6 +11,7 @@ command pays only for what it uses.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import json
 import threading
@@ -47,8 +48,10 @@ from _cli import (
 )
 from demo_server.basics import exits, interrupts
 from demo_server.basics.errors import RacelabError
+from demo_server.basics.procs import is_loopback
 from demo_server.served.config import MODES, SESSION_BACKENDS, STORES, UPDATES, WINDOWS
 from reports.history.verdict import VERDICT_WORDS
+from scenarios.registry import SCENARIO_NAMES
 
 __all__ = ["main"]
 
@@ -90,7 +93,11 @@ def main(
 
 @main.command()
 @server_options
-@click.option("--host", default="127.0.0.1", show_default=True, help="Interface to bind.")
+@click.option("--host", default="127.0.0.1", show_default=True,
+              help="Interface to bind (loopback unless --allow-remote).")
+@click.option("--allow-remote", is_flag=True,
+              help="Allow a --host other machines reach (0.0.0.0, ::, a LAN address): "
+              "the server answers anyone, with no authentication.")
 @click.option("--port", type=click.IntRange(0, 65535), default=0,
               help="Port (default: a free one).")
 @click.option("--run-dir", "run_dir_name", type=click.Path(file_okay=False), default=None,
@@ -108,6 +115,8 @@ def serve(settings: Settings, run_dir_name: str | None, overwrite: bool, **opts:
       racelab serve --mode gunicorn-sync --store redis --update read-write   # GET, then SET
       curl http://127.0.0.1:8000/        # the counter, as text
       racelab --start-services serve --store redis   # a private Redis if none answers
+      racelab serve --host ::1           # IPv6 loopback
+      racelab serve --host 0.0.0.0 --allow-remote    # a classroom's machines, on purpose
     """
     from demo_server.control.services import services_for
     from demo_server.control.supervisor import Supervisor
@@ -118,6 +127,9 @@ def serve(settings: Settings, run_dir_name: str | None, overwrite: bool, **opts:
     with services_for(settings, [store], settings.session_backend) as settings:
         config, spec = build_server(settings, **opts)
         with Supervisor(config, spec, run_dir) as sup:
+            if not is_loopback(spec.host):
+                click.echo(f"warning: listening on {spec.host}: other machines can reach this "
+                           "server, and it answers anyone (no authentication)", err=True)
             for url in sup.urls:
                 click.echo(url)
             click.echo(
@@ -341,7 +353,7 @@ def check(ctx: click.Context, history: Path, final_value: int | None, final_file
 @click.option("--edn", is_flag=True, help="EDN, one op map per line, instead of a JSON array.")
 @click.option("--out", type=click.Path(dir_okay=False, path_type=Path), default=None,
               help="The file to write (default: standard output).")
-@click.option("--scenario", default=None,
+@click.option("--scenario", type=click.Choice(SCENARIO_NAMES), default=None,
               help="The history's scenario (ids: every op is :generate); default: the "
                    "run's summary.json, else counter.")
 @click.pass_context
@@ -384,7 +396,8 @@ def export(ctx: click.Context, source: Path, fmt: str, edn: bool, out: Path | No
             count = write_jepsen(table, handle, edn=edn, scenario=scenario, faults=faults)
         partial.replace(out)
     except OSError as exc:
-        partial.unlink(missing_ok=True)
+        with contextlib.suppress(OSError):  # a parent that is a file: no partial to remove
+            partial.unlink(missing_ok=True)
         raise Failure(f"cannot write {out}: {exc.strerror or exc}") from None
     click.echo(f"wrote {count:,} ops ({len(table):,} operations) to {out}", err=True)
 
@@ -556,12 +569,21 @@ def interpreters(pythons: tuple[str, ...], threads: int, increments: int, as_jso
     from rich.console import Console
     from rich.table import Table
 
-    from scenarios.run.interpreters import find_interpreters, run_interpreters
+    from scenarios.run.interpreters import (
+        check_python,
+        failed_named,
+        find_interpreters,
+        run_interpreters,
+    )
 
+    pythons = tuple(check_python(p) for p in pythons)
     results = run_interpreters(find_interpreters(pythons), threads, increments,
                                check_server=True)
+    failed = failed_named(results, pythons)  # one you named that cannot run: bad input
     if as_json:
         click.echo(json.dumps([r.to_dict() for r in results], indent=2))
+        if failed:
+            raise Failure(failed)
         return
     table = Table("python", "build", "GIL", "GIL with the server", "none (the original)",
                   "call", "yield", title=f"Increments lost by {threads} threads, per window")
@@ -583,6 +605,8 @@ def interpreters(pythons: tuple[str, ...], threads: int, increments: int, as_jso
                       "free-threaded" if r.build == "free-threaded" else "GIL",
                       "on" if r.gil else "off", with_server, *cells)
     Console().print(table)
+    if failed:
+        raise Failure(failed)
 
 
 if __name__ == "__main__":

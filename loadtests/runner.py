@@ -58,7 +58,14 @@ from urllib.parse import urlsplit
 from demo_server.basics import defaults, exits, interrupts
 from demo_server.basics.errors import RacelabError
 from demo_server.basics.files import new_dir, open_new, write_text
-from demo_server.basics.procs import ProcessGroup, Zygote, free_port, spawn_to_files, stop_groups
+from demo_server.basics.procs import (
+    SOURCE_ROOT,
+    ProcessGroup,
+    Zygote,
+    free_port,
+    spawn_to_files,
+    stop_groups,
+)
 from loadtests._config import to_env
 from loadtests.framing import MAX_BODY
 from loadtests.history import COLUMNS
@@ -81,7 +88,6 @@ __all__ = [
 ]
 
 LOCUSTFILE = Path(__file__).resolve().parent / "locustfile.py"
-_PACKAGE_ROOT = str(Path(__file__).resolve().parent.parent)
 _STOP_TIMEOUT = 10  # seconds Locust waits for in-flight requests at the end
 _INTERRUPT_SIGNAL = signal.SIGUSR1  # loadtests._process.INTERRUPT_SIGNAL (not imported: gevent)
 _WRITE_ALLOWANCE = 20.0  # after an interrupt's grace: seconds to stop and ship the files
@@ -287,7 +293,7 @@ def _env(spec: SwarmSpec, history_dir: Path, progress_file: Path) -> dict[str, s
         "RACELAB_SWARM_PROGRESS_FILE": str(progress_file),
         "PYTHONUNBUFFERED": "1",
     }
-    env["PYTHONPATH"] = os.pathsep.join(p for p in (_PACKAGE_ROOT, env.get("PYTHONPATH", "")) if p)
+    env["PYTHONPATH"] = os.pathsep.join(p for p in (SOURCE_ROOT, env.get("PYTHONPATH", "")) if p)
     return env
 
 

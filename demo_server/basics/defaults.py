@@ -29,6 +29,7 @@ __all__ = [
     "STOCK",
     "STORE",
     "THREADS",
+    "TRACEBACK_ENV",
     "UPDATE",
     "UPDATE_ATTEMPTS",
     "USERS",
@@ -72,3 +73,7 @@ NAMESPACE = "racelab"  #: key prefix or table suffix that isolates one run's sta
 
 # How a shared store is changed, when not in one step.
 UPDATE_ATTEMPTS = 100  #: tries of an optimistic update (or waits for a lock) before it gives up
+
+# The command line.
+#: set (to anything) to see the traceback of an error racelab did not expect, not one line
+TRACEBACK_ENV = "RACELAB_TRACEBACK"

@@ -45,26 +45,33 @@ __all__ = [
     "free_ports",
     "group_alive",
     "group_members",
+    "is_loopback",
     "live",
     "reachable",
     "spawn",
     "spawn_to_files",
     "stop_groups",
     "tree",
+    "url_host",
     "wait_listening",
 ]
 
 
 # -- ports and reachability ------------------------------------------------------------
-def check_host(host: str) -> str:
+def check_host(host: str, allow_remote: bool = False) -> str:
     """Check that ``host`` is an address (or name) this machine can listen on.
+
+    Args:
+        host: the address or name to bind.
+        allow_remote: the user said that a listener other machines reach is wanted
+            (gunicorn too binds loopback unless told otherwise).
 
     Returns:
         ``host`` unchanged.
 
     Raises:
-        BadHost: when it is not a valid address, does not resolve, or is not one
-            of this machine's addresses.
+        BadHost: when it is not a valid address, does not resolve, is not one of
+            this machine's addresses, or (without ``allow_remote``) is not loopback.
     """
     try:
         ipaddress.ip_address(host)
@@ -82,6 +89,9 @@ def check_host(host: str) -> str:
             sock.bind((address[0], 0))
         except OSError as exc:
             raise BadHost(f"cannot listen on {host}: {exc.strerror or exc}") from None
+    if not allow_remote and not is_loopback(host):
+        raise BadHost(f"{host} is not loopback: other machines could reach the server there, "
+                      "and it answers anyone (no authentication); say so with --allow-remote")
     return host
 
 
@@ -112,15 +122,38 @@ def free_ports(count: int, host: str = "127.0.0.1") -> list[int]:
 
 
 def check_port(host: str, port: int) -> None:
-    """Raise PortInUse unless ``port`` on ``host`` can be bound right now."""
+    """Raise PortInUse unless ``port`` on ``host`` can be bound right now.
+
+    The probe binds as the servers do, with ``SO_REUSEADDR``: connections of an
+    earlier run left in TIME_WAIT do not stop gunicorn or Werkzeug, so they do not
+    make the port "in use"; a socket listening there does.
+    """
     with socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET,
                        socket.SOCK_STREAM) as sock:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         try:
             sock.bind((host, port))
         except OSError as exc:
             if exc.errno == errno.EADDRINUSE:
                 raise PortInUse(f"port {port} on {host} is already in use") from None
             raise PortInUse(f"cannot bind {host}:{port}: {exc.strerror}") from None
+
+
+def url_host(host: str) -> str:
+    """``host`` as a URL or a ``HOST:PORT`` bind names it: an IPv6 address in brackets."""
+    return f"[{host}]" if ":" in host and not host.startswith("[") else host
+
+
+def is_loopback(host: str) -> bool:
+    """True when every address ``host`` resolves to is this machine's loopback."""
+    try:
+        infos = socket.getaddrinfo(host.strip("[]"), None)
+    except (OSError, UnicodeError):
+        return False
+    try:
+        return bool(infos) and all(ipaddress.ip_address(i[4][0]).is_loopback for i in infos)
+    except ValueError:
+        return False
 
 
 def reachable(host: str, port: int, timeout: float = 0.5) -> bool:
@@ -253,9 +286,10 @@ def spawn(
     env: Mapping[str, str] | None = None,
     cwd: str | Path | None = None,
     stdout: int | IO[bytes] | None = None,
+    stdin: int | IO[bytes] | None = subprocess.DEVNULL,
     **popen: Any,
 ) -> ProcessGroup:
-    """Start ``argv`` in a new session (its own process group), stdin closed.
+    """Start ``argv`` in a new session (its own process group), stdin closed unless given.
 
     Args:
         argv: the command.
@@ -265,6 +299,8 @@ def spawn(
         env: the whole environment (default: this process's).
         cwd: working directory.
         stdout: where stdout goes instead (e.g. ``subprocess.PIPE``).
+        stdin: where stdin comes from (``subprocess.PIPE``: a secret the child reads
+            there is never in its argv or its environment).
         **popen: more ``subprocess.Popen`` arguments (``user``, ``group``...).
 
     Returns:
@@ -278,7 +314,7 @@ def spawn(
         else subprocess.STDOUT if log is not None else subprocess.DEVNULL)
     try:
         proc = subprocess.Popen(
-            list(argv), stdout=out, stderr=err, stdin=subprocess.DEVNULL,
+            list(argv), stdout=out, stderr=err, stdin=stdin,
             env=dict(env) if env is not None else None, cwd=cwd, start_new_session=True,
             **popen,
         )

@@ -47,6 +47,7 @@ __all__ = [
     "FAULT_KINDS",
     "FaultScheduler",
     "FaultSpec",
+    "check_store_faults",
     "parse_fault",
     "parse_faults",
 ]
@@ -121,6 +122,48 @@ def parse_faults(texts: Iterable[str | FaultSpec]) -> tuple[FaultSpec, ...]:
     return tuple(t if isinstance(t, FaultSpec) else parse_fault(t) for t in texts)
 
 
+#: The stores whose server racelab starts when asked (``--start-services``).
+_EXTERNAL = {"redis": ("redis", "redis_url"), "postgres": ("postgres", "postgres_dsn"),
+             "memcached": ("memcached", "memcached")}
+
+
+def check_store_faults(faults: Iterable[str | FaultSpec], store: str,
+                       session_backend: str = "filesystem", config: Any = None) -> None:
+    """Refuse a store fault that no process of this run could take, before anything starts.
+
+    Args:
+        faults: the run's fault specs.
+        store: the store under test ("" for a user's app, whose state is its own).
+        session_backend: the session store's backend (``redis`` has a server).
+        config: the run's ``ServerConfig`` once its stores are known: an external
+            store's server must then be one racelab started (``--start-services``).
+
+    Raises:
+        FaultError: one sentence naming what racelab can stop.
+    """
+    if not any(f.on_store for f in parse_faults(faults)):
+        return
+    if store == "manager":
+        return  # racelab starts the manager of every run
+    external = _EXTERNAL.get("redis" if store == "session" and session_backend == "redis"
+                             else store)
+    if external is None:
+        what = f"the {store} store" if store else "your app's state"
+        raise FaultError(
+            f"cannot stop or pause {what}: it has no process of its own (store faults apply "
+            "to the manager store, and to redis, postgres, memcached started with "
+            "--start-services)")
+    if config is None:
+        return
+    from demo_server.control.services import running_service
+
+    if running_service(external[0], getattr(config, external[1])) is None:
+        raise FaultError(
+            f"cannot stop or pause the {store} store: its server was not started by "
+            "racelab, and racelab never stops a server it did not start "
+            "(--start-services runs a private one)")
+
+
 @dataclasses.dataclass(order=True)
 class _Action:
     at_s: float
@@ -164,16 +207,10 @@ class FaultScheduler(StartStop["FaultScheduler"]):
         services = self.supervisor.owned_services()
         if services:
             return services[0]
-        if config.store in ("redis", "postgres", "memcached") or (
-            config.store == "session" and config.session_backend == "redis"):
-            raise FaultError(
-                f"cannot stop or pause the {config.store} store: its server was not started by "
-                "racelab, and racelab never stops a server it did not start "
-                "(--start-services runs a private one)")
-        raise FaultError(
-            f"cannot stop or pause the {config.store} store: it has no process of its own "
-            "(store faults apply to manager, and to redis, postgres, memcached started "
-            "with --start-services)")
+        store = "" if self.supervisor.spec.app else config.store
+        check_store_faults(self.faults, store, config.session_backend, config)
+        raise FaultError(f"cannot stop or pause the {config.store} store: no process of it "
+                         "was found")
 
     # -- public surface ---------------------------------------------------------------
     @property

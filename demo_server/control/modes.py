@@ -8,6 +8,7 @@ import sys
 
 from demo_server.basics import defaults
 from demo_server.basics.errors import ConfigError
+from demo_server.basics.procs import url_host
 from demo_server.served.config import MODES
 
 __all__ = ["MULTI_WORKER_MODES", "LaunchSpec", "server_command"]
@@ -28,6 +29,7 @@ class LaunchSpec:
         threads: threads per gunicorn gthread worker (and per cluster instance).
         instances: independent instances in ``cluster`` mode.
         host: interface to bind; loopback unless the user says otherwise.
+        allow_remote: the user allowed a ``host`` other machines can reach.
         port: first port; 0 picks free ones.
         app: the WSGI app to serve, as ``path/to/file.py:app``, ``package.module:app``
             or ``package.module:create_app()`` (see ``demo_server.served.target``); empty:
@@ -45,6 +47,7 @@ class LaunchSpec:
     port: int = 0
     app: str = ""
     python: str = ""
+    allow_remote: bool = False
 
     def __post_init__(self) -> None:
         if self.mode not in MODES:
@@ -126,7 +129,7 @@ def server_command(spec: LaunchSpec, port: int, control_socket: str = "") -> lis
     if spec.mode in _GUNICORN_WORKER:
         argv = [
             spec.executable, "-m", "gunicorn",
-            "--bind", f"{spec.host}:{port}",
+            "--bind", f"{url_host(spec.host)}:{port}",
             "--workers", str(spec.workers),
             "--worker-class", _GUNICORN_WORKER[spec.mode],
             "--graceful-timeout", "3",

@@ -29,16 +29,18 @@ from demo_server.basics.procs import (
     group_members,
     spawn,
     stop_groups,
+    url_host,
 )
 from demo_server.control.modes import MULTI_WORKER_MODES, LaunchSpec, server_command
 from demo_server.control.services import running_service
 from demo_server.control.watch import EventLog, ServerWatch, ServiceWatch, Watcher, pool_workers
 from demo_server.served.config import ServerConfig
 from demo_server.served.stamp import HEALTH_PATH
-from demo_server.served.target import ENV_ERRORS, ENV_TARGET, Target, resolve_target
+from demo_server.served.target import ENV_ERRORS, ENV_LOADED, ENV_TARGET, Target, resolve_target
 from scenarios.registry import get_scenario
 
-__all__ = ["OwnedService", "ServerZygotes", "Supervisor", "free_port", "group_members"]
+__all__ = ["OwnedService", "ServerZygotes", "Supervisor", "check_app_loads", "free_port",
+           "group_members"]
 
 #: Unix socket paths longer than this do not fit in ``sockaddr_un`` everywhere.
 _MAX_SOCKET_PATH = 100
@@ -70,24 +72,44 @@ class OwnedService(Protocol):
 
 
 class _Manager:
-    """The ``manager`` store's counter manager process (``demo_server.served._manager``)."""
+    """The ``manager`` store's counter manager process (``demo_server.served._manager``).
+
+    Whoever holds its authkey may send it pickles, which it unpickles: run code as
+    racelab's user. So the key is in no argv (``ps`` shows those to every user)
+    and in no environment: the manager reads it on its stdin, and the workers
+    from ``manager.key``, a file only racelab's user can read (mode 0600, created
+    afresh, never through a symbolic link), removed when the run stops.
+    """
 
     name = "manager"
     keeps_state = False  # a restarted manager holds a fresh, empty counter
 
     def __init__(self, run_dir: Path) -> None:
-        self.authkey = secrets.token_hex(16)
+        self._authkey = secrets.token_hex(16)
+        self.key_file = run_dir / "manager.key"
+        self._write_key()
         self.log_path = fresh_file(run_dir / "manager.log")  # a restart appends to it
         self.port = 0
         self.group: ProcessGroup = self._spawn()
 
+    def _write_key(self) -> None:
+        self.key_file.unlink(missing_ok=True)  # a link left there is removed, not followed
+        fd = os.open(self.key_file, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o600)
+        with os.fdopen(fd, "w", encoding="ascii") as handle:
+            handle.write(self._authkey + "\n")
+
     def _spawn(self) -> ProcessGroup:
-        argv = [sys.executable, "-m", "demo_server.served._manager", self.authkey]
+        argv = [sys.executable, "-m", "demo_server.served._manager"]
         if self.port:
             argv.append(str(self.port))
         group = spawn(argv, "manager", log_path=self.log_path, stdout=subprocess.PIPE,
-                      env={**os.environ, "PYTHONPATH": SOURCE_ROOT})
-        assert group.popen.stdout is not None
+                      stdin=subprocess.PIPE, env={**os.environ, "PYTHONPATH": SOURCE_ROOT})
+        assert group.popen.stdin is not None and group.popen.stdout is not None
+        try:
+            group.popen.stdin.write(self._authkey.encode() + b"\n")
+            group.popen.stdin.close()
+        except OSError:
+            pass  # it died at once: its log says why, below
         line = group.popen.stdout.readline().decode().strip()
         if not line.startswith("PORT "):
             stop_groups([group], 1.0, raise_leftovers=False)
@@ -105,10 +127,56 @@ class _Manager:
     def stop(self, grace: float = 5.0) -> None:
         stop_groups([self.group], grace)
 
+    def forget_key(self) -> None:
+        """Remove the key file: the run is over."""
+        self.key_file.unlink(missing_ok=True)
+
     def restart(self) -> None:
         """Start it again on its old port (with a fresh, empty counter)."""
         if not self.alive():
             self.group = self._spawn()
+
+
+_LOAD_ONCE = """import sys
+from demo_server.basics.errors import TargetError
+from demo_server.served.target import load_target
+try:
+    load_target(sys.argv[1])
+except TargetError as exc:
+    print(f"\\n{exc}", flush=True)  # the last line of its output (an app may print too)
+    sys.exit(2)
+"""
+
+
+def check_app_loads(text: str, timeout: float = 30.0) -> Target:
+    """Import a user's app once in a fresh interpreter, as each worker will.
+
+    A matrix calls it before its first cell: an app that cannot be imported is
+    one line of bad input, not a column of failed cells.
+
+    Raises:
+        TargetError: a bad target, an import that raises or calls ``sys.exit``,
+            or one that has not returned after ``timeout`` seconds.
+    """
+    target = resolve_target(text)
+    paths = [SOURCE_ROOT] + ([] if target.is_file else [os.getcwd()])
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(
+        p for p in (*paths, os.environ.get("PYTHONPATH", "")) if p)}
+    group = spawn([sys.executable, "-c", _LOAD_ONCE, str(target)], "app-import",
+                  stdout=subprocess.PIPE, env=env)
+    try:
+        out, _ = group.popen.communicate(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        raise TargetError(f"cannot load the app {text!r}: importing it had not returned after "
+                          f"{timeout:.0f} s (an import that hangs, or waits for something that "
+                          "never comes?)") from None
+    finally:
+        stop_groups([group], 1.0, raise_leftovers=False)
+    if group.popen.returncode:
+        lines = (out or b"").decode(errors="replace").strip().splitlines()
+        raise TargetError(lines[-1] if lines else f"cannot load the app {text!r}: importing it "
+                          f"ended its interpreter with code {group.popen.returncode}")
+    return target
 
 
 #: What a server zygote imports, per family of modes: only what that server process
@@ -249,7 +317,7 @@ class Supervisor(StartStop["Supervisor"]):
             TargetError: the user's app cannot be found, imported or started.
             ServerNotReady: a server exited, or not every worker answered in time.
         """
-        check_host(self.spec.host)
+        check_host(self.spec.host, allow_remote=self.spec.allow_remote)
         if self.spec.app:
             self.target = resolve_target(self.spec.app)
         self.run_dir.mkdir(parents=True, exist_ok=True)
@@ -264,7 +332,7 @@ class Supervisor(StartStop["Supervisor"]):
                 self._manager = _Manager(self.run_dir)
                 self.config = dataclasses.replace(
                     self.config, manager_address=self._manager.address,
-                    manager_authkey=self._manager.authkey)
+                    manager_key_file=str(self._manager.key_file))
             instance = self.spec.instance_spec()
             ports = self._ports()
             for index, port in enumerate(ports):
@@ -272,7 +340,7 @@ class Supervisor(StartStop["Supervisor"]):
                 name = "server" if len(ports) == 1 else f"server-{index}"
                 argv = server_command(instance, port, self._control_socket(name))
                 self._procs.append(self._spawn(argv, config.to_env(), name))
-                self.urls.append(f"http://{self.spec.host}:{port}")
+                self.urls.append(f"http://{url_host(self.spec.host)}:{port}")
             for proc, url in zip(self._procs, self.urls, strict=True):
                 self._wait_ready(proc, url, instance.expected_workers)
             self._watch(instance, ports)
@@ -400,7 +468,8 @@ class Supervisor(StartStop["Supervisor"]):
         if self._watcher is not None:
             self._watcher.stop()
             self._watcher = None
-        groups = self._procs + ([self._manager.group] if self._manager else [])
+        manager = self._manager
+        groups = self._procs + ([manager.group] if manager else [])
         first: dict[str, int] = {}
         if quick and self.target is None:
             first = {p.name: signal.SIGKILL for p in self._procs}
@@ -414,6 +483,8 @@ class Supervisor(StartStop["Supervisor"]):
                 if socket_path:
                     Path(socket_path).unlink(missing_ok=True)
             self._procs, self._manager = [], None
+            if manager is not None:
+                manager.forget_key()
             if self._prepared:
                 self._prepared = False
                 try:
@@ -443,9 +514,10 @@ class Supervisor(StartStop["Supervisor"]):
         paths = [SOURCE_ROOT]
         if self.target is not None:
             env[ENV_TARGET] = str(self.target)
-            error_file = self.run_dir / f"{name}.target-error"
-            error_file.unlink(missing_ok=True)
-            env[ENV_ERRORS] = str(error_file)
+            for variable, suffix in ((ENV_ERRORS, "target-error"), (ENV_LOADED, "target-loaded")):
+                marker = self.run_dir / f"{name}.{suffix}"
+                marker.unlink(missing_ok=True)
+                env[variable] = str(marker)
             if not self.target.is_file:
                 paths.append(os.getcwd())  # ``package.module:app`` from where racelab runs
         env["PYTHONPATH"] = os.pathsep.join(
@@ -487,9 +559,15 @@ class Supervisor(StartStop["Supervisor"]):
             pids.update(answers)
             if len(pids) >= want:
                 return
+        if self.target is not None and not pids and not (
+                self.run_dir / f"{proc.name}.target-loaded").exists():
+            raise TargetError(
+                f"cannot load the app {str(self.target)!r}: importing it had not returned after "
+                f"{self.ready_timeout:.0f} s (an import that hangs, or waits for something that "
+                f"never comes?); its output is in {proc.log_path}")
         raise ServerNotReady(
             f"{self.spec.mode} server at {url} did not become ready within "
-            f"{self.ready_timeout:.0f} s ({len(pids)} of {workers} workers answered); "
+            f"{self.ready_timeout:.0f} s ({len(pids)} of {want} workers answered); "
             f"last lines of {proc.log_path}:\n{_tail(proc.log_path)}"
         )
 

@@ -1,8 +1,9 @@
 """The counter manager process of the ``manager`` store.
 
-Run as ``python -m demo_server.served._manager AUTHKEY_HEX [PORT]``: it binds 127.0.0.1
-on ``PORT`` (default: a free one; a restarted manager takes its old port),
-prints ``PORT <n>`` on its first line and serves until stopped.
+Run as ``python -m demo_server.served._manager [PORT]`` with the hex authkey as the
+first line of its stdin (never in argv, where ``ps`` shows it to every user of the
+machine): it binds 127.0.0.1 on ``PORT`` (default: a free one; a restarted manager
+takes its old port), prints ``PORT <n>`` on its first line and serves until stopped.
 """
 
 from __future__ import annotations
@@ -81,8 +82,10 @@ CounterManager.register("counter", callable=_get_counter)
 
 
 def main(argv: list[str]) -> None:
-    authkey = bytes.fromhex(argv[0])
-    port = int(argv[1]) if len(argv) > 1 else 0
+    authkey = bytes.fromhex(sys.stdin.readline().strip())
+    if len(authkey) < 16:
+        raise SystemExit("racelab's counter manager needs its authkey on stdin")
+    port = int(argv[0]) if argv else 0
     manager = CounterManager(address=("127.0.0.1", port), authkey=authkey)
     server = manager.get_server()  # type: ignore[no-untyped-call]
     # Accepted sockets inherit TCP_NODELAY from the listening socket on Linux.

@@ -82,7 +82,8 @@ class ServerConfig:
         mode: how the app is served; informational inside the app.
         sqlite_path: database file of the ``sqlite`` store.
         manager_address: ``host:port`` of the counter manager of the ``manager`` store.
-        manager_authkey: hex authkey of that manager.
+        manager_key_file: the file holding that manager's hex authkey (mode 0600; the
+            key itself is never in a worker's environment).
         redis_url: URL of the Redis server (``redis`` and ``session`` stores).
         postgres_dsn: connection string of the ``postgres`` store.
         memcached: ``host:port`` of the memcached server.
@@ -101,7 +102,7 @@ class ServerConfig:
     mode: str = defaults.MODE
     sqlite_path: str = ""
     manager_address: str = ""
-    manager_authkey: str = ""
+    manager_key_file: str = ""
     redis_url: str = defaults.REDIS_URL
     postgres_dsn: str = defaults.POSTGRES_DSN
     memcached: str = defaults.MEMCACHED

@@ -10,7 +10,9 @@ Accepted forms (as gunicorn's, plus a file path)::
 app; ``stamped_app_from_env`` is what each server worker runs: it loads
 ``$RACELAB_TARGET`` wrapped in ``StampMiddleware``, and on failure writes the
 one-line reason to ``$RACELAB_TARGET_ERRORS`` (so the supervisor can report it
-as a ``TargetError``) before it lets the error end the worker.
+as a ``TargetError``) before it lets the error end the worker, and once the app
+is loaded it creates ``$RACELAB_TARGET_LOADED`` (so a worker still importing
+after the readiness deadline is named as such).
 """
 
 from __future__ import annotations
@@ -31,6 +33,7 @@ from demo_server.served.stamp import StampMiddleware, WSGIApp
 
 __all__ = [
     "ENV_ERRORS",
+    "ENV_LOADED",
     "ENV_TARGET",
     "Target",
     "load_target",
@@ -40,6 +43,8 @@ __all__ = [
 
 ENV_TARGET = "RACELAB_TARGET"
 ENV_ERRORS = "RACELAB_TARGET_ERRORS"
+#: A file each worker creates once the app is imported (a worker still importing has not).
+ENV_LOADED = "RACELAB_TARGET_LOADED"
 _FORMS = "path/to/file.py:app, package.module:app or package.module:create_app()"
 _ATTR = re.compile(r"^[A-Za-z_]\w*(\.[A-Za-z_]\w*)*$")
 _MODULE = re.compile(r"^[A-Za-z_]\w*(\.[A-Za-z_]\w*)*$")
@@ -164,6 +169,9 @@ def load_target(text: str) -> WSGIApp:
                               f"{exc.name!r}") from exc
         raise TargetError(f"cannot load the app {text!r}: importing it raised "
                           f"{_summary(exc)}") from exc
+    except SystemExit as exc:  # the app's own sys.exit() at import ends no worker silently
+        raise TargetError(f"cannot load the app {text!r}: importing it called "
+                          f"sys.exit({exc.code!r})") from None
     except Exception as exc:
         raise TargetError(f"cannot load the app {text!r}: importing it raised "
                           f"{_summary(exc)}") from exc
@@ -179,6 +187,9 @@ def load_target(text: str) -> WSGIApp:
             raise TargetError(f"cannot load the app {text!r}: {target.attr} is not callable")
         try:
             obj = obj()
+        except SystemExit as exc:
+            raise TargetError(f"cannot load the app {text!r}: {target.attr}() called "
+                              f"sys.exit({exc.code!r})") from None
         except Exception as exc:
             raise TargetError(f"cannot load the app {text!r}: {target.attr}() raised "
                               f"{_summary(exc)}") from exc
@@ -203,5 +214,8 @@ def stamped_app_from_env() -> WSGIApp:
         if errors:
             write_text(errors, str(exc) + "\n")
         raise
+    loaded = os.environ.get(ENV_LOADED)
+    if loaded:  # the supervisor tells a hang at import from a server that does not answer
+        Path(loaded).touch()
     identity = {"target": parse_target(text).label, "mode": os.environ.get("RACELAB_MODE", "")}
     return StampMiddleware(app, identity)

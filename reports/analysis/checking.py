@@ -11,6 +11,7 @@ checkers (``reports.history.checkers.register``) the first time it is checked.
 from __future__ import annotations
 
 import dataclasses
+from collections import Counter
 from collections.abc import Mapping
 from typing import Any
 
@@ -61,8 +62,9 @@ def checkers_for(scenario: str) -> list[str]:
     try:
         return list(SCENARIO_CHECKERS[scenario])
     except KeyError:
-        known = ", ".join(sorted(SCENARIO_CHECKERS))
-        raise ConfigError(f"no checker for scenario {scenario!r}; known: {known}") from None
+        known = ", ".join(dict.fromkeys([*SCENARIO_NAMES, *sorted(SCENARIO_CHECKERS)]))
+        raise ConfigError(f"no checker for scenario {scenario!r}; choose one of: {known}"
+                          ) from None
 
 
 def columns_for(scenario: str) -> tuple[str, ...] | None:
@@ -74,7 +76,9 @@ def columns_for(scenario: str) -> tuple[str, ...] | None:
     names = checkers_for(scenario)
     if any(name not in CHECKER_COLUMNS for name in names):
         return None
-    return tuple(dict.fromkeys(c for name in names for c in CHECKER_COLUMNS[name]))
+    # ``error``: the verdict names why most operations of unknown outcome have one.
+    return tuple(dict.fromkeys([*(c for name in names for c in CHECKER_COLUMNS[name]),
+                                "error"]))
 
 
 def check_history(
@@ -123,9 +127,18 @@ def check_history(
         verdicts.append(Verdict("outcomes", "unknown", reason=(
             f"{unknown:,} of {len(table):,} operations ({100 * unknown / len(table):.1f}%) "
             f"have an unknown outcome, more than the {100 * MAX_UNKNOWN_SHARE:.0f}% a safe "
-            "verdict allows: what they did cannot be checked")))
+            f"verdict allows: what they did cannot be checked{_most_common_error(table)}")))
     verdict = compose(verdicts, checker="+".join(names))
     if reset and verdict.valid == "no":
         return dataclasses.replace(verdict, valid="unknown", reason=f"server: {reset}")
     return verdict
+
+
+def _most_common_error(table: HistoryTable) -> str:
+    """Why most operations of unknown outcome have one (``not an integer: 'hello'``), or ""."""
+    errors = Counter(str(e) for e in table.error[table.outcome == INFO].tolist() if e)
+    if not errors:
+        return ""
+    text, count = errors.most_common(1)[0]
+    return f"; the most common reason ({count:,} of them): {text}"
 

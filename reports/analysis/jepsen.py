@@ -308,7 +308,7 @@ def read_jepsen(path: Path | str, fmt: str | None = None) -> list[dict[str, Any]
                 forms = _json_lines(text)  # one op per line
             else:
                 line = getattr(exc, "lineno", None)
-                raise MalformedHistory(f"not JSON: {getattr(exc, 'msg', exc)}",
+                raise MalformedHistory(_json_problem(exc, text),
                                        f"line {line}" if line else "") from None
         else:
             forms = data if isinstance(data, list) else [data]
@@ -340,19 +340,32 @@ def _json_lines(text: str) -> list[Any]:
     return forms
 
 
+def _json_problem(exc: ValueError, text: str) -> str:
+    """What is wrong with a JSON text, saying so when it ends before its last value does."""
+    if not isinstance(exc, json.JSONDecodeError):
+        return f"not JSON: {exc}"
+    said = f"{exc.msg.removesuffix(' at')} at column {exc.colno}"
+    if exc.pos >= len(text.rstrip()) or exc.msg.startswith("Unterminated string"):
+        return f"not JSON: {said}; the file ends too early (cut short?)"
+    return f"not JSON: {said}"
+
+
 def sniff_text(head: str) -> str | None:
-    """``"json"`` or ``"edn"`` when the text starts like a Jepsen history, else ``None``."""
+    """``"json"`` or ``"edn"`` when the text starts like a Jepsen history, else ``None``.
+
+    A first character ``[``, ``{`` or ``(`` is never a CSV history's (its header
+    starts with a column name), so such a text is JSON or EDN even when it is cut
+    short or nested beyond reason: its reader then says what is wrong with it.
+    """
     stripped = head.lstrip("\ufeff \t\r\n")
     if stripped[:1] in (";", "#"):  # an EDN comment or tagged literal
         return "edn"
     if not stripped or stripped[0] not in "[{(":
         return None
     body = stripped.lstrip("[({ \t\r\n")
-    if body.startswith('"') or body.startswith("]"):
-        return "json"
-    if body.startswith(":") or body.startswith("#"):
+    if body.startswith(":") or body.startswith("#") or stripped[0] == "(":
         return "edn"
-    return None
+    return "json"
 
 
 @dataclasses.dataclass(frozen=True)

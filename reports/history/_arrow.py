@@ -86,6 +86,8 @@ def read_csv_columnar(path: Path, keep: Collection[str] | None = None) -> Histor
         )
     except (pa.ArrowException, OSError, ValueError):
         raise Untrusted from None
+    if _longest_text(arrow) > csv.field_size_limit():
+        raise Untrusted  # the row reader refuses it, naming the line
     columns = _Columns(arrow, keep)
     del arrow
     try:
@@ -95,6 +97,22 @@ def read_csv_columnar(path: Path, keep: Collection[str] | None = None) -> Histor
     finally:
         del columns
         _trim_heap()
+
+
+def _longest_text(arrow: Any) -> int:
+    """The most characters in one text field (dictionary columns: their few names)."""
+    import pyarrow as pa
+    import pyarrow.compute as pc
+
+    longest = 0
+    for column in arrow.columns:
+        for chunk in column.chunks:
+            if pa.types.is_dictionary(chunk.type):
+                chunk = chunk.dictionary
+            if (pa.types.is_string(chunk.type) or pa.types.is_large_string(chunk.type)) and len(
+                    chunk):
+                longest = max(longest, pc.max(pc.utf8_length(chunk)).as_py() or 0)
+    return longest
 
 
 def _trim_heap() -> None:

@@ -88,9 +88,11 @@ def read_history(path: Path | str, columns: Collection[str] | None = None) -> Hi
     _refuse_special(path)
     try:
         with path.open("rb") as handle:
-            magic = handle.read(4)
+            magic = handle.read(6)
     except OSError as exc:
         raise MalformedHistory(f"cannot open: {exc.strerror or exc}") from None
+    _refuse_compressed(magic)
+    magic = magic[:4]
     if magic == _PARQUET_MAGIC:
         return read_parquet(path, columns)
     try:
@@ -130,6 +132,20 @@ def where_of(table: HistoryTable, row: int) -> str:
     except (OSError, ValueError):
         pass
     return f"row {row + 1}"
+
+
+#: The first bytes of compressed files, and the command that undoes each.
+_COMPRESSED = ((b"\x1f\x8b", "gzip", "gunzip"), (b"BZh", "bzip2", "bunzip2"),
+               (b"\xfd7zXZ\x00", "xz", "unxz"), (b"\x28\xb5\x2f\xfd", "zstd", "unzstd"),
+               (b"PK\x03\x04", "zip", "unzip"))
+
+
+def _refuse_compressed(head: bytes) -> None:
+    """Refuse a compressed file by its magic bytes, naming the tool that opens it."""
+    for magic, kind, tool in _COMPRESSED:
+        if head.startswith(magic):
+            raise MalformedHistory(f"a {kind}-compressed file; decompress it first "
+                                   f"({tool}) and check the history inside")
 
 
 def _refuse_special(path: Path) -> None:

@@ -20,6 +20,7 @@ import sqlite3
 import threading
 from collections.abc import Callable
 from multiprocessing.managers import RemoteError
+from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar
 
 from flask import g
@@ -185,7 +186,12 @@ class ManagerStore(Store):
             raise ConfigError("the manager store needs RACELAB_MANAGER_ADDRESS (host:port)")
         host, _, port = config.manager_address.rpartition(":")
         self.address = (host, int(port))
-        self.authkey = bytes.fromhex(config.manager_authkey)
+        try:
+            self.authkey = bytes.fromhex(
+                Path(config.manager_key_file).read_text(encoding="ascii").strip())
+        except (OSError, ValueError) as exc:
+            raise StoreUnavailable(f"cannot read the counter manager's key from "
+                                   f"{config.manager_key_file!r}: {exc}") from None
         self._proxy = PerProcess(self._connect)
 
     def _connect(self) -> object:

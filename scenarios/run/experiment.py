@@ -24,7 +24,7 @@ from demo_server.basics.client import get_json
 from demo_server.basics.errors import RacelabError
 from demo_server.basics.files import write_text
 from demo_server.basics.procs import Zygote
-from demo_server.control.faults import FaultScheduler
+from demo_server.control.faults import FaultScheduler, check_store_faults
 from demo_server.control.supervisor import ServerZygotes, Supervisor
 from demo_server.served.stamp import HEALTH_PATH
 from loadtests.runner import SwarmInterrupted, SwarmResult, run_swarm
@@ -90,6 +90,8 @@ def run_experiment(
     config = spec.server_config()
     served_by = spec.server_python()  # found, and prepared, before anything starts
     launch = spec.launch_spec(python=served_by)
+    # A store fault racelab could not carry out is bad input: refused before any server starts.
+    check_store_faults(spec.faults, "" if spec.app else spec.store, spec.session_backend, config)
     summary: dict[str, Any] = {
         "schema": SCHEMA,
         "experiment": dataclasses.asdict(spec),

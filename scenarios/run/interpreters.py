@@ -17,6 +17,7 @@ import dataclasses
 import inspect
 import json
 import os
+import shutil
 import subprocess
 import sys
 import textwrap
@@ -28,7 +29,8 @@ from demo_server.control.interpreter import describe, discover, resolve
 from demo_server.control.server_env import server_gil
 from scenarios.counter.stores import SomeObj
 
-__all__ = ["InterpreterResult", "find_interpreters", "race_script", "run_interpreters"]
+__all__ = ["InterpreterResult", "check_python", "failed_named", "find_interpreters",
+           "race_script", "run_interpreters"]
 
 WINDOWS = ("none", "call", "yield")
 
@@ -115,6 +117,33 @@ class InterpreterResult:
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
+
+
+def check_python(path: str) -> str:
+    """An interpreter the user named (``--python``): an executable file, or a name on PATH.
+
+    Returns:
+        Its path.
+
+    Raises:
+        ConfigError: no such file or program, a directory, or a file not executable.
+    """
+    found = path if os.sep in path else (shutil.which(path) or path)
+    if not os.path.exists(found):
+        raise ConfigError(f"--python {path}: no such file or program")
+    if not os.path.isfile(found) or not os.access(found, os.X_OK):
+        raise ConfigError(f"--python {path}: not an executable file")
+    return found
+
+
+def failed_named(results: Sequence[InterpreterResult], named: Sequence[str]) -> str:
+    """One line naming the first interpreter the user named that could not run, or ""."""
+    wanted = {os.path.realpath(p) for p in named}
+    for result in results:
+        if result.error and os.path.realpath(result.python) in wanted:
+            return (f"--python {result.python} could not run the race: {result.error} "
+                    "(is it a Python 3.6 or newer?)")
+    return ""
 
 
 def find_interpreters(extra: Sequence[str] = ()) -> list[str]:

@@ -19,6 +19,7 @@ update is left out of that group.
 from __future__ import annotations
 
 import dataclasses
+import math
 import re
 import sys
 from pathlib import Path
@@ -147,7 +148,12 @@ def expand(
     cells: dict[str, Cell] = {}
     for index, group in enumerate(groups, 1):
         at = f"{where} cells group {index}"
+        if not isinstance(group, dict):
+            raise ConfigError(f"{at}: must be a table of settings ([[cells]]), "
+                              f"got {type(group).__name__} {group!r}")
         _unknown(at, group, _GROUP_KEYS)
+        if not isinstance(group.get("optional", False), bool):
+            raise ConfigError(f"{at}: optional must be true or false")
         stores = _names(at, group, "stores")
         windows = _names(at, group, "windows")
         updates = _names(at, group, "updates") if "updates" in group else ["atomic"]
@@ -159,7 +165,7 @@ def expand(
         if isinstance(repeat, bool) or not isinstance(repeat, int) or not 1 <= repeat <= 1000:
             raise ConfigError(f"{at}: repeat must be a whole number between 1 and 1,000")
         for key, value in values.items():
-            _SETTING[key].check(value, at)
+            _SETTING[key].check(value, at, given=True)
         scenario = get_scenario(values.get("scenario", "counter"))
         for store in stores:
             if store not in scenario.stores:
@@ -218,14 +224,23 @@ def load_preset(name_or_path: str) -> Preset:
     where = str(path)
     _unknown(where, data, _TOP_KEYS)
     swarm, server = data.get("swarm", {}), data.get("server", {})
+    for key, table in (("swarm", swarm), ("server", server)):
+        if not isinstance(table, dict):
+            raise ConfigError(f"{where}: {key} must be a [{key}] table, got {table!r}")
     _unknown(f"{where} [swarm]", swarm, _SWARM_KEYS)
     _unknown(f"{where} [server]", server, _SERVER_KEYS)
     groups = data.get("cells")
     if not isinstance(groups, list) or not groups:
         raise ConfigError(f"{where}: needs at least one [[cells]] group")
     budget = data.get("budget_s", 120)
-    if not isinstance(budget, (int, float)) or budget <= 0:
-        raise ConfigError(f"{where}: budget_s must be a positive number of seconds")
+    if (isinstance(budget, bool) or not isinstance(budget, (int, float))
+            or not math.isfinite(budget) or budget <= 0):
+        raise ConfigError(f"{where}: budget_s must be a positive number of seconds, "
+                          f"got {budget!r}")
+    for key in ("name", "description"):
+        text = data.get(key, "x")
+        if not isinstance(text, str) or not text.strip():
+            raise ConfigError(f"{where}: {key} must be a text that is not blank, got {text!r}")
     interpreters = data.get("interpreters", True)
     if not isinstance(interpreters, bool):
         raise ConfigError(f"{where}: interpreters must be true or false")

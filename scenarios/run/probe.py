@@ -15,10 +15,10 @@ returned. It cannot know the code's window: that the report says.
 from __future__ import annotations
 
 import dataclasses
-import ipaddress
 import os
 import platform
 import socket
+import ssl
 import time
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
@@ -28,11 +28,12 @@ from urllib.parse import urlsplit
 
 import requests
 
-from demo_server.basics.errors import ConfigError, TargetError
+from demo_server.basics.errors import TargetError
+from demo_server.basics.procs import is_loopback, url_host
 from loadtests.runner import SwarmInterrupted, SwarmResult, run_swarm
 from scenarios.operation import parse_value_spec, read_value
 from scenarios.run.rundir import SCHEMA, write_summary
-from scenarios.run.spec import ExperimentSpec
+from scenarios.run.spec import ExperimentSpec, final_request
 
 __all__ = ["ProbeError", "check_probe_url", "read_final", "run_probe"]
 
@@ -44,51 +45,75 @@ class ProbeError(TargetError):
     """A URL racelab will not or cannot load: another host without consent, or silence."""
 
 
-def _loopback(host: str) -> bool:
-    try:
-        infos = socket.getaddrinfo(host, None)
-    except OSError:
-        return False
-    try:
-        return bool(infos) and all(ipaddress.ip_address(i[4][0]).is_loopback for i in infos)
-    except ValueError:
-        return False
+#: What the probe asks before its swarm: a request no handler of an app serves
+#: (``OPTIONS *`` is about the server), so it changes no state an app keeps.
+_HELLO = b"OPTIONS * HTTP/1.1\r\nHost: %s\r\nConnection: close\r\nUser-Agent: racelab\r\n\r\n"
 
 
 def check_probe_url(url: str, allow_remote: bool = False, timeout: float = 3.0) -> str:
-    """The URL's base (``scheme://host:port``), once it is allowed and something answers.
+    """The URL's base (``scheme://host:port``), once it is allowed and an HTTP server answers.
 
     Raises:
         ProbeError: not an http(s) URL; a host off this machine without
-            ``allow_remote``; nothing listening there.
+            ``allow_remote``; nothing listening there; something that answers a
+            request with no HTTP status line (Redis, PostgreSQL: a close, or their
+            own error). A server that is only slow to answer is let through.
     """
-    parts = urlsplit(url)
+    try:
+        parts = urlsplit(url)
+        port = parts.port or (443 if parts.scheme == "https" else 80)
+    except ValueError as exc:
+        raise ProbeError(f"{url!r} is not a URL racelab can use: {exc}") from None
     if parts.scheme not in ("http", "https") or not parts.hostname:
         raise ProbeError(f"{url!r} is not an http:// or https:// URL")
     host = parts.hostname
-    if not allow_remote and not _loopback(host):
+    if not allow_remote and not is_loopback(host):
         raise ProbeError(f"{host} is not this machine: probe only what you own, and say so "
                          "with --allow-remote")
+    where = f"{parts.scheme}://{url_host(host)}:{port}"
     try:
-        port = parts.port or (443 if parts.scheme == "https" else 80)
-    except ValueError:
-        raise ProbeError(f"{url!r} has no valid port") from None
+        sock = socket.create_connection((host, port), timeout=timeout)
+    except (OSError, OverflowError, UnicodeError) as exc:
+        raise ProbeError(f"nothing answers at {where} "
+                         f"({getattr(exc, 'strerror', None) or exc})") from None
+    head: bytes | None
     try:
-        with socket.create_connection((host, port), timeout=timeout):
-            pass
-    except OSError as exc:
-        raise ProbeError(f"nothing answers at {parts.scheme}://{host}:{port} "
-                         f"({exc.strerror or exc})") from None
+        head = _first_answer(sock, parts.scheme == "https", host, parts.netloc, timeout)
+    except ssl.SSLError as exc:
+        raise ProbeError(f"{where} is not an HTTPS server: the TLS handshake failed "
+                         f"({exc.reason or exc})") from None
+    except TimeoutError:
+        head = None
+    except OSError:  # reset: it would not talk HTTP
+        head = b""
+    finally:
+        sock.close()
+    if head is not None and not head.startswith(b"HTTP/"):  # None: slow, maybe busy; the load tells
+        said = f"it answered {head[:40]!r}" if head else "it closed the connection unanswered"
+        raise ProbeError(f"{where} is not an HTTP server: {said} (a database or cache port?)")
     return f"{parts.scheme}://{parts.netloc}"
 
 
-def _final_request(spec: ExperimentSpec) -> tuple[str, str]:
-    method, _, path = spec.final.strip().partition(" ")
-    if not path:
-        method, path = "GET", method
-    if not path.startswith("/"):
-        raise ConfigError(f"--final {spec.final!r}: expected 'GET /path'")
-    return method.upper(), path.strip()
+def _first_answer(sock: socket.socket, tls: bool, host: str, netloc: str,
+                  timeout: float) -> bytes:
+    """The first bytes answering ``_HELLO`` (b"" when the peer closes without a word)."""
+    sock.settimeout(timeout)
+    if tls:  # only the protocol is checked here; the swarm checks the certificate
+        context = ssl.create_default_context()
+        context.check_hostname = False
+        context.verify_mode = ssl.CERT_NONE
+        with context.wrap_socket(sock, server_hostname=host) as wrapped:
+            return _first_answer(wrapped, False, host, netloc, timeout)
+    sock.sendall(_HELLO % netloc.encode("ascii", errors="replace"))
+    answer = b""
+    while len(answer) < 65536 and b"\r\n\r\n" not in answer:  # its head, all of it
+        chunk = sock.recv(65536)
+        if not chunk:
+            break
+        answer += chunk
+        if not answer.startswith(b"HTTP/"[:len(answer)]):
+            break  # not HTTP: enough is known
+    return answer[:5]
 
 
 def read_final(spec: ExperimentSpec, urls: Sequence[str],
@@ -113,7 +138,7 @@ def read_final(spec: ExperimentSpec, urls: Sequence[str],
     if not spec.final:
         return {"available": False, "requested": False, "per_process": None, "states": [],
                 "reason": "no --final read was given, so lost updates were not counted"}
-    method, path = _final_request(spec)
+    method, path = final_request(spec.final)
     value_spec = parse_value_spec(spec.value)
     deadline = time.monotonic() + timeout
     states: dict[Any, dict[str, Any]] = {}

@@ -25,7 +25,7 @@ from typing import TYPE_CHECKING, Any
 
 from demo_server.basics import defaults
 from demo_server.basics.errors import ConfigError
-from demo_server.control.faults import parse_faults
+from demo_server.control.faults import check_store_faults, parse_faults
 from demo_server.served.config import (
     MODES,
     SESSION_BACKENDS,
@@ -43,8 +43,8 @@ if TYPE_CHECKING:  # imported where used: every command builds its options from 
     from demo_server.control.server_env import ServerPython
     from loadtests.runner import SwarmSpec
 
-__all__ = ["MATRIX_DEFAULTS", "SETTINGS", "ExperimentSpec", "Setting", "spec_from_options",
-           "target_operations"]
+__all__ = ["MATRIX_DEFAULTS", "SETTINGS", "ExperimentSpec", "Setting", "final_request",
+           "spec_from_options", "target_operations"]
 
 
 @dataclasses.dataclass(frozen=True)
@@ -75,16 +75,25 @@ class Setting:
     def flag(self) -> str:
         return "--" + self.name.replace("_", "-")
 
-    def check(self, value: Any, where: str) -> Any:
-        """The value if it is allowed, else ConfigError naming ``where`` and the bounds."""
+    def check(self, value: Any, where: str, given: bool = False) -> Any:
+        """The value if it is allowed, else ConfigError naming ``where`` and the bounds.
+
+        A text that is only blanks is never allowed; ``given`` (a value a user
+        wrote, as a preset's) refuses an empty one too: it is never "not given".
+        """
         if self.kind == "list":
             if not isinstance(value, (tuple, list)) or not all(isinstance(v, str) for v in value):
                 raise ConfigError(f"{where}: {self.name} must be a list of texts")
+            if any(not v.strip() for v in value):
+                raise ConfigError(f"{where}: {self.name} holds an empty or blank text")
             return tuple(value)
         if self.kind == "str":
             if not isinstance(value, str) or (self.choices and value not in self.choices):
                 allowed = ", ".join(self.choices) if self.choices else "text"
                 raise ConfigError(f"{where}: {self.name} must be one of: {allowed}")
+            if (value or given) and not value.strip():
+                raise ConfigError(f"{where}: {self.name} must not be empty or blank, "
+                                  f"got {value!r}")
             return value
         number_types = (int,) if self.kind == "int" else (int, float)
         if isinstance(value, bool) or not isinstance(value, number_types):
@@ -191,6 +200,7 @@ class ExperimentSpec:
         for setting in SETTINGS:
             setting.check(getattr(self, setting.name), "experiment")
         object.__setattr__(self, "faults", tuple(str(f) for f in parse_faults(self.faults)))
+        check_store_faults(self.faults, "" if self.app else self.store, self.session_backend)
         if not self.requests and not self.duration:
             raise ConfigError("an experiment needs a request budget or a duration (or both)")
         if (self.request or self.final or self.body or self.header) and not self.app:
@@ -201,6 +211,8 @@ class ExperimentSpec:
                 raise ConfigError("--update chooses how racelab's own stores change their "
                                   "state; your app's code decides how it changes its own")
             self.operations()  # a bad request, header or value spec is one clear error
+            if self.final:
+                final_request(self.final)  # refused now, not after the load
         else:
             check_cell(self.scenario, self.store, self.window, self.update)
 
@@ -230,14 +242,16 @@ class ExperimentSpec:
                             memcached=self.memcached, session_backend=self.session_backend)
 
     def launch_spec(self, host: str = defaults.HOST, port: int = 0,
-                    python: ServerPython | None = None) -> LaunchSpec:
-        """How this experiment's server is launched (on ``python``: ``server_python()``)."""
+                    python: ServerPython | None = None,
+                    allow_remote: bool = False) -> LaunchSpec:
+        """How this experiment's server is launched (on ``python``: ``server_python()``;
+        on loopback unless ``allow_remote``)."""
         from demo_server.control.modes import LaunchSpec
 
         executable = "" if python is None or python.own else python.executable
         return LaunchSpec(mode=self.mode, workers=self.workers, threads=self.threads,
                           instances=self.instances, host=host, port=port, app=self.app,
-                          python=executable)
+                          python=executable, allow_remote=allow_remote)
 
     def server_python(self, progress: Callable[[str], None] | None = None
                       ) -> ServerPython | None:
@@ -362,6 +376,20 @@ def target_operations(requests: tuple[str, ...] | list[str], body: str = "",
         names[op.name] = count + 1
         unique.append(op if not count else dataclasses.replace(op, name=f"{op.name}.{count + 1}"))
     return tuple(unique)
+
+
+def final_request(text: str) -> tuple[str, str]:
+    """The method and path of ``--final`` (``'GET /count'``, or ``'/count'`` for a GET).
+
+    Raises:
+        ConfigError: no path starting with ``/``.
+    """
+    method, _, path = text.strip().partition(" ")
+    if not path:
+        method, path = "GET", method
+    if not path.startswith("/"):
+        raise ConfigError(f"--final {text!r}: expected 'GET /path'")
+    return method.upper(), path.strip()
 
 
 def _settings() -> tuple[Setting, ...]:
