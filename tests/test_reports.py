@@ -161,7 +161,8 @@ def make_matrix(run_dir: Path) -> Path:
 def synthetic_entry(
     exp_id: str, mode: str, store: str, valid: str, *, window: str = "none",
     anomalies: int = 0, ok: int = 1000, rps: float | None = 2500.0, p99: float = 3.25,
-    label: str | None = None, status: str = "ok",
+    label: str | None = None, status: str = "ok", scenario: str = "counter", tabs: int = 1,
+    python: str = "3.11.2", gil: bool = True,
 ) -> dict[str, Any]:
     witnesses: tuple[Witness, ...] = ()
     if valid == "no":
@@ -176,8 +177,9 @@ def synthetic_entry(
     entry: dict[str, Any] = {
         "id": exp_id, "label": label or exp_id, "dir": f"/tmp/x/{exp_id}",
         "files": {"history": f"/tmp/x/{exp_id}/history.csv"}, "status": status, "error": "",
-        "config": {"scenario": "counter", "store": store, "window": window, "mode": mode,
-                   "workers": 2, "threads": 4, "python": "3.11.2", "gil": True, "cores": 2},
+        "config": {"scenario": scenario, "store": store, "window": window, "mode": mode,
+                   "workers": 2, "threads": 4, "tabs": tabs, "python": python, "gil": gil,
+                   "cores": 2},
         "ops": {"total": ok, "ok": ok, "fail": 0, "info": 0},
         "throughput_rps": rps, "latency_ms": {"p50": 1.0, "p95": 2.0, "p99": p99},
         "verdict": verdict.to_dict(), "final": None, "burst_spreads": [], "plots": {},
@@ -288,7 +290,7 @@ def test_results_round_trip_with_relative_paths(tmp_path: Path) -> None:
     path = write_results(results, run)
     loaded = load_results(run)
     assert loaded == json.loads(path.read_text())
-    assert loaded["schema"] == SCHEMA == "racelab.results/2"
+    assert loaded["schema"] == SCHEMA == "racelab.results/3"
     meta = loaded["run"]
     assert meta["partial"] is True and meta["partial_reason"] == "Ctrl-C"
     assert meta["preset"] == "quick" and meta["command"] == "racelab demo"
@@ -375,7 +377,8 @@ def test_render_run_writes_every_plot_and_report(tmp_path: Path) -> None:
     results = load_results(run)
     assert results["plots"]["matrix"] == "plots/matrix"  # the plan; the renderer adds .png
     assert (run / "plots" / "matrix.png").is_file()
-    assert set(results["plots"]["cost"]) == {"threaded", "gunicorn-sync"}
+    assert [(c["mode"], c["stem"]) for c in results["plots"]["cost"]] == [
+        ("threaded", "plots/cost-threaded"), ("gunicorn-sync", "plots/cost-gunicorn-sync")]
     by_id = {e["id"]: e for e in results["experiments"]}
     assert set(by_id["threaded-global"]["plots"]) == {"requests", "witness", "bursts"}
     assert by_id["threaded-lock"]["plots"] == {}  # safe among several: no plot wanted
@@ -397,10 +400,44 @@ def test_cost_of_safety_needs_two_stores_not_two_windows(tmp_path: Path) -> None
     entries = [synthetic_entry("g-none", "threaded", "global", "yes"),
                synthetic_entry("g-yield", "threaded", "global", "no", window="yield",
                                anomalies=5)]
-    assert draw_cost(entries, "threaded", tmp_path / "one.png") is None
+    assert synthetic_results(entries)["plots"]["cost"] == []
     entries.append(synthetic_entry("lock", "threaded", "lock", "yes"))
-    drawn = draw_cost(entries, "threaded", tmp_path / "two.png")
+    results = synthetic_results(entries)
+    [plot] = results["plots"]["cost"]
+    assert plot["title"] == "Cost of safety under threaded"
+    assert [b["name"] for b in plot["bars"]] == ["global/none", "global/yield", "lock/none"]
+    drawn = draw_cost(results["experiments"], plot, tmp_path / "two.png")
     assert drawn is not None and drawn.read_bytes()[:4] == b"\x89PNG"
+
+
+def test_cost_of_safety_never_holds_two_scenarios(tmp_path: Path) -> None:
+    """In a run of several scenarios each cost plot compares the stores of one scenario,
+    mode and variant: the counter's and the ids' global and sqlite under one mode make a
+    plot each; the tickets' one store and the session's one and four tabs make none."""
+    from reports.render.plots import draw_cost
+
+    gthread = "gunicorn-gthread"
+    results = synthetic_results([
+        synthetic_entry("c-global", gthread, "global", "no", anomalies=40),
+        synthetic_entry("c-sqlite", gthread, "sqlite", "yes"),
+        synthetic_entry("i-global", gthread, "global", "no", anomalies=40, scenario="ids"),
+        synthetic_entry("i-sqlite", gthread, "sqlite", "yes", scenario="ids"),
+        synthetic_entry("t-global", gthread, "global", "no", anomalies=9, window="yield",
+                        scenario="tickets"),
+        synthetic_entry("s-one", gthread, "session", "yes", scenario="session"),
+        synthetic_entry("s-four", gthread, "session", "no", anomalies=20, scenario="session",
+                        tabs=4),
+    ])
+    scenario_of = {e["id"]: e["names"]["scenario"] for e in results["experiments"]}
+    plots = results["plots"]["cost"]
+    assert [(p["scenario"], p["mode"], p["stem"]) for p in plots] == [
+        ("counter", gthread, f"plots/cost-counter-{gthread}"),
+        ("ids", gthread, f"plots/cost-ids-{gthread}")]
+    for plot in plots:
+        assert {scenario_of[b["id"]] for b in plot["bars"]} == {plot["scenario"]}
+        assert plot["title"] == f"Cost of safety: {plot['scenario']} under {gthread}"
+        drawn = draw_cost(results["experiments"], plot, tmp_path / f"{plot['scenario']}.png")
+        assert drawn is not None
 
 
 def test_a_plot_nobody_asked_for_is_not_drawn(tmp_path: Path) -> None:

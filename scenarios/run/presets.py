@@ -53,15 +53,6 @@ class Cell(ExperimentSpec):
         tabs = f"-tabs{self.tabs}" if self.tabs > 1 else ""
         return f"{scenario}{self.store}-{self.window}-{self.mode}{burst}{tabs}"
 
-    @property
-    def label(self) -> str:
-        if self.app:
-            return f"{self.app} · {self.mode}" + (f" · burst {self.burst}" if self.burst else "")
-        scenario = "" if self.scenario == "counter" else f"{self.scenario} · "
-        burst = f" · burst {self.burst}" if self.burst else ""
-        tabs = f" · {self.tabs} tabs" if self.tabs > 1 else ""
-        return f"{scenario}{self.store} · {self.window} · {self.mode}{burst}{tabs}"
-
     def spec(self, **changes: Any) -> ExperimentSpec:
         """The experiment this cell runs (with ``changes`` applied)."""
         values = {f.name: getattr(self, f.name) for f in dataclasses.fields(ExperimentSpec)}

@@ -36,6 +36,7 @@ from demo_server.served.config import (
     ServerConfig,
 )
 from loadtests.runner import SwarmSpec
+from reports.analysis.names import cell_label
 from scenarios.operation import Operation, OperationError, parse_request, parse_value_spec
 from scenarios.registry import SCENARIO_NAMES, check_cell, get_scenario
 
@@ -236,9 +237,9 @@ class ExperimentSpec:
 
     @property
     def label(self) -> str:
-        if self.app:
-            return f"{self.app} · {self.mode}"
-        return f"{self.store} · {self.mode} · {self.window}"
+        """``store · mode · window``, the scenario first unless it is the counter, the variant
+        (``4 tabs``, ``burst 8``) last: what the run records, and the progress prints."""
+        return cell_label(dataclasses.asdict(self))
 
     def command(self, probe_url: str = "") -> str:
         """The ``racelab swarm`` (or ``racelab probe URL``) command that reproduces this.
