@@ -55,6 +55,8 @@ def make_experiment(
     error: str = "",
     pid_known: bool = True,
     executable: str = "",
+    scenario: str = "counter",
+    tabs: int = 1,
 ) -> Path:
     """Write history.csv, final.json and summary.json of a plausible experiment.
 
@@ -62,7 +64,8 @@ def make_experiment(
     some), ``safe`` (1..n once each), ``per-process`` (every pid counts 1..n on its
     own, as each gunicorn worker's module global does), ``all-ones`` (every
     request gets 1, as flask.g or a fork per request give). ``pid_known=False``
-    leaves the server pid out of every row; ``executable`` is the server's Python.
+    leaves the server pid out of every row; ``executable`` is the server's Python;
+    ``scenario`` and ``tabs`` are only recorded (the history stays the counter's).
     """
     exp_dir.mkdir(parents=True, exist_ok=True)
     rng = random.Random(7)
@@ -107,20 +110,21 @@ def make_experiment(
         (exp_dir / "final.json").write_text(json.dumps(final))
     write_summary(exp_dir, store=store, mode=mode, window=window, ops=ops, pids=pids,
                   label=label, bursts=bursts, status=status, error=error,
-                  executable=executable)
+                  executable=executable, scenario=scenario, tabs=tabs)
     return exp_dir
 
 
 def write_summary(exp_dir: Path, *, store: str, mode: str, window: str, ops: int,
                   pids: Iterable[int], label: str | None, bursts: int = 0,
-                  status: str = "ok", error: str = "", executable: str = "") -> None:
+                  status: str = "ok", error: str = "", executable: str = "",
+                  scenario: str = "counter", tabs: int = 1) -> None:
     pids = list(pids)
     summary = {
         "schema": 1,
-        "experiment": {"scenario": "counter", "store": store, "window": window, "work_us": 50,
+        "experiment": {"scenario": scenario, "store": store, "window": window, "work_us": 50,
                        "mode": mode, "workers": len(pids), "threads": 4, "instances": 2,
                        "users": 6, "requests": ops, "duration": None, "burst": bursts,
-                       "spawn_rate": None, "processes": 1},
+                       "spawn_rate": None, "processes": 1, "tabs": tabs},
         "label": label or exp_dir.name,
         "command": f"racelab swarm --store {store} --mode {mode} --window {window}",
         "started_wall": 1_700_000_000.0, "finished_wall": 1_700_000_002.0, "elapsed_s": 2.0,

@@ -27,7 +27,13 @@ import jinja2
 import markupsafe
 
 from demo_server.served.config import PER_PROCESS_STORES
-from reports.analysis.bounds import bound_sentence, bound_short, repeat_sentence, runs_raced
+from reports.analysis.bounds import (
+    CONFIDENCE,
+    bound_rate,
+    bound_sentence,
+    repeat_sentence,
+    runs_raced,
+)
 from reports.analysis.failure_modes import (
     FAILURE_MODES,
     PER_REQUEST,
@@ -502,7 +508,7 @@ def _heat_cell(entry: Mapping[str, Any], number: int) -> dict[str, Any]:
         lines = ["per request", *[n for n in names if n != "per request"]]
         colour, ink = "#e1bee7", "#4a0072"
     elif word == "safe":
-        lines = ["safe", bound_short(entry.get("safe_bound")) or "0%"]
+        lines = ["safe", bound_rate(entry.get("safe_bound")) or "0%"]
         colour, ink = "#e3f2e5", "#1b5e20"
     else:
         lines = ["? unknown"]
@@ -617,6 +623,7 @@ def _context(results: Mapping[str, Any], results_dir: Path, drawn: Mapping[str, 
         "summary_groups": groups,
         "variants": any(item["names"].get("variant") for item in experiments),
         "steppers": any(item["stepper"] for item in experiments),
+        "confidence": f"{CONFIDENCE:.0%}",
         "title": (results.get("run") or {}).get("label") or "racelab report",
     }
 
