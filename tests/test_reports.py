@@ -179,7 +179,7 @@ def synthetic_entry(
     verdict = Verdict("counter", valid, counts, witnesses,  # type: ignore[arg-type]
                       "Redis did not answer" if valid == "unknown" else "")
     entry: dict[str, Any] = {
-        "id": exp_id, "label": label or exp_id, "dir": f"/tmp/x/{exp_id}",
+        "id": exp_id, "label": exp_id if label is None else label, "dir": f"/tmp/x/{exp_id}",
         "files": {"history": f"/tmp/x/{exp_id}/history.csv"}, "status": status, "error": "",
         "config": {"scenario": scenario, "store": store, "window": window, "mode": mode,
                    "workers": 2, "threads": 4, "tabs": tabs, "python": python, "gil": gil,
@@ -329,7 +329,18 @@ def test_load_results_rejects_missing_or_foreign_files(
 
 def test_table_snapshot_grid() -> None:
     """A mode x store matrix prints as a grid with words for every verdict."""
-    assert_snapshot("table_grid.txt", table_text(grid_results(), width=WIDTH))
+    assert_snapshot("table_grid.txt", table_text(grid_results(), width=WIDTH, terminal=True))
+
+
+def test_a_grid_only_on_a_wide_terminal() -> None:
+    """A grid that fits is printed to a terminal wider than 80 columns; through a pipe, or
+    at 80 columns, every experiment is one line."""
+    grid = table_text(grid_results(), width=WIDTH, terminal=True)
+    rows = table_text(grid_results(), width=WIDTH, layout="rows")
+    assert "mode \\ store" in grid
+    assert table_text(grid_results(), width=WIDTH) == rows
+    narrow = table_text(grid_results(), width=80, terminal=True)
+    assert narrow == table_text(grid_results(), width=80, layout="rows")
 
 
 def test_table_snapshot_rows() -> None:

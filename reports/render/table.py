@@ -1,5 +1,8 @@
 """The terminal table of a run: one line per experiment, or a mode x store grid per scenario.
 
+A grid is printed only to a terminal wider than 80 columns that it fits; a pipe, a
+log or a narrower terminal gets one line per experiment.
+
 Colour only decorates: every verdict is also a word (``race``, ``safe``,
 ``unknown``), so the table reads the same piped, under ``NO_COLOR`` or printed.
 An unknown verdict is always written ``unknown``, never left blank.
@@ -40,6 +43,8 @@ GAP = 2
 #: The widest a grid cell may need to stay readable ("race 148 (49%)", "separate copies").
 GRID_CELL = 17
 GRID_ROWS = 16
+#: A log's width: at it (or piped) the table is one line per experiment.
+LOG_WIDTH = 80
 
 
 def format_rate(rate: float | None) -> str:
@@ -323,24 +328,28 @@ def _grid_fits(results: Mapping[str, Any], width: int) -> bool:
 
 def build_table(
     results: Mapping[str, Any], layout: str = "auto", title: str | None = None,
-    width: int = 100,
+    width: int = 100, terminal: bool = False,
 ) -> RenderableType:
     """The table of a results document, ready to print.
 
     Args:
         results: a results.json document.
         layout: ``rows`` (one line per experiment), ``grid`` (modes x stores, one grid
-            per scenario) or ``auto`` (grids when every one fits the width).
+            per scenario) or ``auto``: grids on a terminal wider than 80 columns where
+            every one fits, else rows (a pipe or a log reads one line per experiment
+            best: a grid's cell takes two lines).
         title: optional caption above the table.
         width: the width it will be printed at (the rows take the richest layout that
             fits it).
+        terminal: whether it is printed to a terminal (rather than a pipe or a file).
 
     Returns:
         The table(s), each scenario under its title when there are several; ``-`` in
         a grid marks a combination that was not run.
     """
     if layout == "auto":
-        layout = "grid" if _grid_fits(results, width) else "rows"
+        grid = terminal and width > LOG_WIDTH and _grid_fits(results, width)
+        layout = "grid" if grid else "rows"
     parts = _grid(results, title) if layout == "grid" else _rows(results, title, width)
     return Group(*parts)
 
@@ -357,13 +366,16 @@ def print_table(
     if run.get("partial"):
         reason = run.get("partial_reason") or "not every experiment ran"
         console.print(Text(f"PARTIAL RUN: {reason}", style="bold yellow"))
-    console.print(build_table(results, layout=layout, width=console.width))
+    console.print(build_table(results, layout=layout, width=console.width,
+                              terminal=console.is_terminal))
 
 
-def table_text(results: Mapping[str, Any], width: int = 100, layout: str = "auto") -> str:
-    """The table as plain text at a fixed width, without colour (for snapshots and logs)."""
+def table_text(results: Mapping[str, Any], width: int = 100, layout: str = "auto",
+               terminal: bool = False) -> str:
+    """The table as plain text at a fixed width, without colour (for snapshots and logs);
+    ``terminal`` lays it out as for a terminal of that width."""
     out = io.StringIO()
     console = Console(file=out, width=width, no_color=True, color_system=None,
-                      force_terminal=False, legacy_windows=False)
+                      force_terminal=terminal, legacy_windows=False)
     print_table(results, console=console, layout=layout)
     return "\n".join(line.rstrip() for line in out.getvalue().splitlines()) + "\n"
