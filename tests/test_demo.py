@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -42,6 +43,41 @@ def test_quick_preset_answers_from_observed_data(tmp_path) -> None:
     html = (run_dir / "report.html").read_text()
     assert "global" in html and "<img" in html
     assert "report:" in err
+
+
+def test_quick_demo_reads_in_an_80_column_log(tmp_path) -> None:
+    """demo --preset quick through a pipe at 80 columns (a CI log): every experiment is one
+    line naming its mode, store and window, with its verdict and every failure-mode word
+    whole; no line is wider than 80 and none is a row's second half."""
+    from reports.analysis.failure_modes import mode_names
+
+    run_dir = tmp_path / "run"
+    proc = _racelab("demo", "--preset", "quick", "--out", str(run_dir),
+                    env={**os.environ, "COLUMNS": "80"})
+    out, err = proc.communicate(timeout=240)
+    assert proc.returncode == 0, err
+    lines = [line.rstrip() for line in out.splitlines()]
+    assert lines and max(len(line) for line in lines) <= 80
+    results = json.loads((run_dir / "results.json").read_text())
+    mine: dict[str, str] = {}
+    for entry in results["experiments"]:
+        names = entry["names"]
+        cell = re.compile(rf"^{re.escape(names['mode'])}\s+{re.escape(names['store'])}"
+                          rf"(/|\s+){re.escape(names['window'])}\s")
+        found = [line for line in lines if cell.match(line)]
+        assert len(found) == 1, (entry["label"], found)
+        line = mine[entry["id"]] = found[0]
+        valid = entry["verdict"]["valid"]
+        assert {"yes": " safe", "no": " race", "unknown": " unknown"}[valid] in line
+        for name in mode_names(entry["failure_modes"]):
+            assert f" {name}" in line and not line.endswith(name[:-1]), (name, line)
+    modes = {e["names"]["mode"] for e in results["experiments"]}
+    caption = next(i for i, line in enumerate(lines) if line.startswith("safe <x%"))
+    table = [line for line in lines[:caption] if line.strip()]
+    header, rule, *rows = table
+    assert header.split()[0] == "mode" and set(rule) == {"─"}
+    assert sorted(rows) == sorted(mine.values())  # every other line is one experiment
+    assert all(row.split()[0] in modes for row in rows)
 
 
 def test_bad_preset_is_one_line(tmp_path) -> None:

@@ -55,6 +55,8 @@ def make_experiment(
     error: str = "",
     pid_known: bool = True,
     executable: str = "",
+    scenario: str = "counter",
+    tabs: int = 1,
 ) -> Path:
     """Write history.csv, final.json and summary.json of a plausible experiment.
 
@@ -62,7 +64,8 @@ def make_experiment(
     some), ``safe`` (1..n once each), ``per-process`` (every pid counts 1..n on its
     own, as each gunicorn worker's module global does), ``all-ones`` (every
     request gets 1, as flask.g or a fork per request give). ``pid_known=False``
-    leaves the server pid out of every row; ``executable`` is the server's Python.
+    leaves the server pid out of every row; ``executable`` is the server's Python;
+    ``scenario`` and ``tabs`` are only recorded (the history stays the counter's).
     """
     exp_dir.mkdir(parents=True, exist_ok=True)
     rng = random.Random(7)
@@ -107,20 +110,21 @@ def make_experiment(
         (exp_dir / "final.json").write_text(json.dumps(final))
     write_summary(exp_dir, store=store, mode=mode, window=window, ops=ops, pids=pids,
                   label=label, bursts=bursts, status=status, error=error,
-                  executable=executable)
+                  executable=executable, scenario=scenario, tabs=tabs)
     return exp_dir
 
 
 def write_summary(exp_dir: Path, *, store: str, mode: str, window: str, ops: int,
                   pids: Iterable[int], label: str | None, bursts: int = 0,
-                  status: str = "ok", error: str = "", executable: str = "") -> None:
+                  status: str = "ok", error: str = "", executable: str = "",
+                  scenario: str = "counter", tabs: int = 1) -> None:
     pids = list(pids)
     summary = {
         "schema": 1,
-        "experiment": {"scenario": "counter", "store": store, "window": window, "work_us": 50,
+        "experiment": {"scenario": scenario, "store": store, "window": window, "work_us": 50,
                        "mode": mode, "workers": len(pids), "threads": 4, "instances": 2,
                        "users": 6, "requests": ops, "duration": None, "burst": bursts,
-                       "spawn_rate": None, "processes": 1},
+                       "spawn_rate": None, "processes": 1, "tabs": tabs},
         "label": label or exp_dir.name,
         "command": f"racelab swarm --store {store} --mode {mode} --window {window}",
         "started_wall": 1_700_000_000.0, "finished_wall": 1_700_000_002.0, "elapsed_s": 2.0,
@@ -161,7 +165,8 @@ def make_matrix(run_dir: Path) -> Path:
 def synthetic_entry(
     exp_id: str, mode: str, store: str, valid: str, *, window: str = "none",
     anomalies: int = 0, ok: int = 1000, rps: float | None = 2500.0, p99: float = 3.25,
-    label: str | None = None, status: str = "ok",
+    label: str | None = None, status: str = "ok", scenario: str = "counter", tabs: int = 1,
+    python: str = "3.11.2", gil: bool = True,
 ) -> dict[str, Any]:
     witnesses: tuple[Witness, ...] = ()
     if valid == "no":
@@ -174,10 +179,11 @@ def synthetic_entry(
     verdict = Verdict("counter", valid, counts, witnesses,  # type: ignore[arg-type]
                       "Redis did not answer" if valid == "unknown" else "")
     entry: dict[str, Any] = {
-        "id": exp_id, "label": label or exp_id, "dir": f"/tmp/x/{exp_id}",
+        "id": exp_id, "label": exp_id if label is None else label, "dir": f"/tmp/x/{exp_id}",
         "files": {"history": f"/tmp/x/{exp_id}/history.csv"}, "status": status, "error": "",
-        "config": {"scenario": "counter", "store": store, "window": window, "mode": mode,
-                   "workers": 2, "threads": 4, "python": "3.11.2", "gil": True, "cores": 2},
+        "config": {"scenario": scenario, "store": store, "window": window, "mode": mode,
+                   "workers": 2, "threads": 4, "tabs": tabs, "python": python, "gil": gil,
+                   "cores": 2},
         "ops": {"total": ok, "ok": ok, "fail": 0, "info": 0},
         "throughput_rps": rps, "latency_ms": {"p50": 1.0, "p95": 2.0, "p99": p99},
         "verdict": verdict.to_dict(), "final": None, "burst_spreads": [], "plots": {},
@@ -288,7 +294,7 @@ def test_results_round_trip_with_relative_paths(tmp_path: Path) -> None:
     path = write_results(results, run)
     loaded = load_results(run)
     assert loaded == json.loads(path.read_text())
-    assert loaded["schema"] == SCHEMA == "racelab.results/2"
+    assert loaded["schema"] == SCHEMA == "racelab.results/3"
     meta = loaded["run"]
     assert meta["partial"] is True and meta["partial_reason"] == "Ctrl-C"
     assert meta["preset"] == "quick" and meta["command"] == "racelab demo"
@@ -323,7 +329,18 @@ def test_load_results_rejects_missing_or_foreign_files(
 
 def test_table_snapshot_grid() -> None:
     """A mode x store matrix prints as a grid with words for every verdict."""
-    assert_snapshot("table_grid.txt", table_text(grid_results(), width=WIDTH))
+    assert_snapshot("table_grid.txt", table_text(grid_results(), width=WIDTH, terminal=True))
+
+
+def test_a_grid_only_on_a_wide_terminal() -> None:
+    """A grid that fits is printed to a terminal wider than 80 columns; through a pipe, or
+    at 80 columns, every experiment is one line."""
+    grid = table_text(grid_results(), width=WIDTH, terminal=True)
+    rows = table_text(grid_results(), width=WIDTH, layout="rows")
+    assert "mode \\ store" in grid
+    assert table_text(grid_results(), width=WIDTH) == rows
+    narrow = table_text(grid_results(), width=80, terminal=True)
+    assert narrow == table_text(grid_results(), width=80, layout="rows")
 
 
 def test_table_snapshot_rows() -> None:
@@ -375,7 +392,8 @@ def test_render_run_writes_every_plot_and_report(tmp_path: Path) -> None:
     results = load_results(run)
     assert results["plots"]["matrix"] == "plots/matrix"  # the plan; the renderer adds .png
     assert (run / "plots" / "matrix.png").is_file()
-    assert set(results["plots"]["cost"]) == {"threaded", "gunicorn-sync"}
+    assert [(c["mode"], c["stem"]) for c in results["plots"]["cost"]] == [
+        ("threaded", "plots/cost-threaded"), ("gunicorn-sync", "plots/cost-gunicorn-sync")]
     by_id = {e["id"]: e for e in results["experiments"]}
     assert set(by_id["threaded-global"]["plots"]) == {"requests", "witness", "bursts"}
     assert by_id["threaded-lock"]["plots"] == {}  # safe among several: no plot wanted
@@ -397,10 +415,44 @@ def test_cost_of_safety_needs_two_stores_not_two_windows(tmp_path: Path) -> None
     entries = [synthetic_entry("g-none", "threaded", "global", "yes"),
                synthetic_entry("g-yield", "threaded", "global", "no", window="yield",
                                anomalies=5)]
-    assert draw_cost(entries, "threaded", tmp_path / "one.png") is None
+    assert synthetic_results(entries)["plots"]["cost"] == []
     entries.append(synthetic_entry("lock", "threaded", "lock", "yes"))
-    drawn = draw_cost(entries, "threaded", tmp_path / "two.png")
+    results = synthetic_results(entries)
+    [plot] = results["plots"]["cost"]
+    assert plot["title"] == "Cost of safety under threaded"
+    assert [b["name"] for b in plot["bars"]] == ["global/none", "global/yield", "lock/none"]
+    drawn = draw_cost(results["experiments"], plot, tmp_path / "two.png")
     assert drawn is not None and drawn.read_bytes()[:4] == b"\x89PNG"
+
+
+def test_cost_of_safety_never_holds_two_scenarios(tmp_path: Path) -> None:
+    """In a run of several scenarios each cost plot compares the stores of one scenario,
+    mode and variant: the counter's and the ids' global and sqlite under one mode make a
+    plot each; the tickets' one store and the session's one and four tabs make none."""
+    from reports.render.plots import draw_cost
+
+    gthread = "gunicorn-gthread"
+    results = synthetic_results([
+        synthetic_entry("c-global", gthread, "global", "no", anomalies=40),
+        synthetic_entry("c-sqlite", gthread, "sqlite", "yes"),
+        synthetic_entry("i-global", gthread, "global", "no", anomalies=40, scenario="ids"),
+        synthetic_entry("i-sqlite", gthread, "sqlite", "yes", scenario="ids"),
+        synthetic_entry("t-global", gthread, "global", "no", anomalies=9, window="yield",
+                        scenario="tickets"),
+        synthetic_entry("s-one", gthread, "session", "yes", scenario="session"),
+        synthetic_entry("s-four", gthread, "session", "no", anomalies=20, scenario="session",
+                        tabs=4),
+    ])
+    scenario_of = {e["id"]: e["names"]["scenario"] for e in results["experiments"]}
+    plots = results["plots"]["cost"]
+    assert [(p["scenario"], p["mode"], p["stem"]) for p in plots] == [
+        ("counter", gthread, f"plots/cost-counter-{gthread}"),
+        ("ids", gthread, f"plots/cost-ids-{gthread}")]
+    for plot in plots:
+        assert {scenario_of[b["id"]] for b in plot["bars"]} == {plot["scenario"]}
+        assert plot["title"] == f"Cost of safety: {plot['scenario']} under {gthread}"
+        drawn = draw_cost(results["experiments"], plot, tmp_path / f"{plot['scenario']}.png")
+        assert drawn is not None
 
 
 def test_a_plot_nobody_asked_for_is_not_drawn(tmp_path: Path) -> None:

@@ -17,6 +17,7 @@ from typing import Any
 __all__ = [
     "CONFIDENCE",
     "METHOD",
+    "bound_rate",
     "bound_sentence",
     "bound_short",
     "repeat_sentence",
@@ -92,6 +93,14 @@ def _percent(rate: float) -> str:
     if percent >= 1:
         return f"{percent:.1f}%"
     return f"{percent:.2g}%"
+
+
+def bound_rate(bound: Mapping[str, Any] | None) -> str:
+    """``<0.75%``: the bound's rate alone, where its confidence is said once (a heatmap's
+    caption); empty without one."""
+    if not bound:
+        return ""
+    return f"<{_percent(float(bound['upper']))}"
 
 
 def bound_short(bound: Mapping[str, Any] | None) -> str:

@@ -13,7 +13,11 @@ module shows what a teacher draws on the board:
   out, which wrote) that gives both of them the same number. It is a
   reconstruction consistent with the witness, not a recording: the history shows
   what each request got, never the order of instructions;
-- for the window, one sentence on what lets the switch happen there.
+- for the window, one sentence on what lets the switch happen there;
+- what the report's stepper needs to let a student be the scheduler: each
+  instruction's effect on a thread's value and on ``self.param``, the
+  reconstructed schedule as one thread per instruction (its replay), and the
+  sentences it prints (``stepper``).
 
 ``interleaving(entry, table)`` computes all of it once, for results.json.
 """
@@ -34,7 +38,7 @@ from typing import TYPE_CHECKING, Any
 if TYPE_CHECKING:
     from reports.history.table import HistoryTable
 
-__all__ = ["DIS_SCRIPT", "disassemble", "interleaving", "racy_method", "schedule",
+__all__ = ["DIS_SCRIPT", "disassemble", "interleaving", "racy_method", "schedule", "stepper",
            "switch_sentence"]
 
 _TIMEOUT_S = 20
@@ -228,6 +232,136 @@ def schedule(
     ]
 
 
+_ADDS = ("BINARY_OP", "BINARY_ADD", "INPLACE_ADD")
+
+
+def _effects(instructions: Sequence[Mapping[str, Any]]) -> list[str] | None:
+    """What each instruction does to a thread's value or the shared attribute.
+
+    ``read`` (the thread takes ``self.param``'s value), ``call`` (a call between read
+    and write: a point where a switch may happen), ``add`` (its value plus one),
+    ``write`` (``self.param`` takes the thread's value), ``reread`` (it reads
+    ``self.param`` again to return it), ``return``, or ``""`` (nothing a student
+    needs to follow: loading ``self``, a constant, the stack's shuffles).
+    """
+    phases = _phases(instructions)
+    if phases is None:
+        return None
+    read, call, write = phases["read"], phases["call"], phases["write"]
+    effects = [""] * len(instructions)
+    effects[read] = "read"
+    effects[write] = "write"
+    if call >= 0:
+        effects[call] = "call"
+    add = next((i for i in range(read + 1, write)
+                if str(instructions[i].get("opname")) in _ADDS
+                and str(instructions[i].get("argrepr") or "+").startswith("+")), None)
+    if add is None:
+        return None
+    effects[add] = "add"
+    reread = next((i for i in range(write + 1, len(instructions))
+                   if str(instructions[i].get("opname")).startswith("LOAD_ATTR")
+                   and re.search(r"\bparam\b", str(instructions[i].get("argrepr") or ""))),
+                  None)
+    if reread is not None:
+        effects[reread] = "reread"
+    ret = next((i for i in range(len(instructions) - 1, write, -1)
+                if str(instructions[i].get("opname")).startswith("RETURN")), None)
+    if ret is not None:
+        effects[ret] = "return"
+    return effects
+
+
+def stepper(
+    instructions: Sequence[Mapping[str, Any]], steps: Sequence[Mapping[str, Any]],
+    value: int, threads: Sequence[str], source: str, ops: Sequence[int], unit: str,
+) -> dict[str, Any] | None:
+    """What the report's stepper needs to let a student schedule the two requests.
+
+    The student picks which thread runs its next instruction; the page applies each
+    instruction's effect (``_effects``) to the thread's value and to ``self.param``,
+    and prints the sentences stored here, filled with the values of the moment.
+
+    Args:
+        instructions: the racy method's instructions, as the server's interpreter
+            compiled them.
+        steps: the schedule reconstructed from the witness (``schedule``).
+        value: the number both requests of the witness got.
+        threads: the two requests' names, the one that read first first.
+        source: the method's source, its lines numbered as in its file.
+        ops: the witness's operation ids.
+        unit: ``thread`` or ``greenlet``.
+
+    Returns:
+        ``{"threads", "start", "value", "program": [{"offset", "text", "line",
+        "source", "effect"}], "replay": [thread index per instruction], "local",
+        "words": {...}}``; ``None`` when the method's read, add and write cannot be
+        told apart in its bytecode.
+    """
+    effects = _effects(instructions)
+    if effects is None or len(threads) != 2:
+        return None
+    lines = source.splitlines()
+    program = []
+    shown: set[int] = set()
+    for ins, effect in zip(instructions, effects, strict=True):
+        line = ins.get("line")
+        text_line = ""
+        if isinstance(line, int) and line not in shown and 0 < line <= len(lines):
+            shown.add(line)
+            text_line = lines[line - 1].strip()
+        program.append({"offset": int(ins.get("offset") or 0),
+                        "text": f"{ins.get('opname')} {ins.get('argrepr') or ''}".strip(),
+                        "line": line if isinstance(line, int) else None,
+                        "source": text_line, "effect": effect})
+    index = {p["offset"]: i for i, p in enumerate(program)}
+    replay: list[int] = []
+    for step in steps:
+        who = threads.index(step["who"]) if step.get("who") in threads else None
+        if who is None:
+            return None
+        replay += [who] * sum(1 for off in step.get("offsets") or () if int(off) in index)
+    if replay.count(0) != len(program) or replay.count(1) != len(program):
+        replay = []  # not a whole run of both: no replay rather than a wrong one
+    # The windowed method keeps what it read in a local variable; += keeps it on the stack.
+    local = ("local value" if any(str(i.get("opname")).startswith("STORE_FAST")
+                                  and i.get("argrepr") == "value" for i in instructions)
+             else "value on its stack")
+    witness = " and ".join(str(o) for o in ops)
+    return {
+        "threads": list(threads),
+        "unit": unit,
+        "start": value - 1,
+        "value": value,
+        "attribute": "self.param",
+        "local": local,
+        "program": program,
+        "replay": replay,
+        "witness_ops": list(ops),
+        "words": {
+            "start": (f"self.param holds {value - 1}, as it did just before requests "
+                      f"{witness}. Pick which {unit} runs its next instruction."),
+            "read": "{who} reads self.param: {value}",
+            "call": (f"{{who}} calls self.window(): a point where the interpreter may "
+                     f"switch to the other {unit}"),
+            "add": "{who} adds 1: it now holds {value}",
+            "write": "{who} writes {value} to self.param",
+            "lost": ("Lost update: {who} writes {value} over the {old} already in "
+                     "self.param, so the other request's increment is gone."),
+            "reread": "{who} reads self.param again, to return it: {value}",
+            "return": "{who} returns {value}",
+            "other": "{who} runs {instruction}",
+            "same": (f"Both requests got {{value}}, as requests {witness} did in the run: "
+                     "the measured witness."),
+            "same_no_lost": ("Both requests got {value}, yet no update was lost: each read "
+                             "self.param again to return it, after both had written."),
+            "done": ("Both requests are done: self.param is {value}, each got its own "
+                     "number, and no update was lost. Try another order."),
+            "finished": "{who} has returned; run the other one.",
+        },
+    }
+
+
 def _name(op: Mapping[str, Any], config: Mapping[str, Any]) -> str:
     unit = "greenlet" if config.get("mode") == "gevent" else "thread"
     tid = op.get("tid")
@@ -301,14 +435,20 @@ def interleaving(
     else:
         code = disassemble(executable, config.get("window"))
     value = int(details.get("value") or ops[0].get("value") or 0)
-    steps = schedule(code["instructions"], value, _name(ops[0], config), _name(ops[1], config),
+    names = [_name(ops[0], config), _name(ops[1], config)]
+    steps = schedule(code["instructions"], value, names[0], names[1],
                      config) if code["instructions"] else []
+    witness_ops = [int(op["op_id"]) for op in ops]
+    unit = "greenlet" if config.get("mode") == "gevent" else "thread"
     return {
-        "witness_ops": [int(op["op_id"]) for op in ops],
+        "witness_ops": witness_ops,
         "value": value,
         "pid": details.get("pid"),
         "bytecode": code,
         "schedule": steps,
         "switch": switch_sentence(config),
         "reconstruction": True,
+        "stepper": stepper(code["instructions"], steps, value, names,
+                           racy_method(config.get("window"))[1], witness_ops, unit)
+        if steps else None,
     }

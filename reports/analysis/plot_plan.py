@@ -1,7 +1,8 @@
 """Which plots a run's report shows, decided once with the rest of the analysis.
 
 ``plan_plots(results)`` writes the plan into the results document: run plots
-under ``results["plots"]`` (``matrix``; ``cost`` per mode; ``updates`` per
+under ``results["plots"]`` (``matrix``, the heatmap of the run's ``grid``, and
+``cost``, a list of plots, one per scenario, mode and variant; ``updates`` per
 scenario, store and mode measured with two updates or more) and each
 experiment's under ``entry["plots"]`` (``requests``, ``witness``, ``bursts``),
 each as a path *stem* relative to the run directory (``plots/matrix``). The
@@ -15,6 +16,7 @@ import re
 from collections.abc import Mapping, Sequence
 from typing import Any
 
+from demo_server.served.config import MODES, STORES, WINDOWS
 from reports.analysis.failure_modes import (
     INTERLEAVING,
     LOST_SESSION_UPDATE,
@@ -24,7 +26,7 @@ from reports.analysis.failure_modes import (
     verdict_label,
 )
 
-__all__ = ["PLOTS_DIR", "cost_modes", "plan_plots", "plot_name", "update_groups",
+__all__ = ["PLOTS_DIR", "cost_plots", "plan_plots", "plot_name", "update_groups",
            "wanted_plots"]
 
 PLOTS_DIR = "plots"
@@ -63,18 +65,52 @@ def wanted_plots(entry: Mapping[str, Any], several: bool) -> list[str]:
     return kinds
 
 
-def cost_modes(entries: Sequence[Mapping[str, Any]]) -> list[str]:
-    """The modes with a cost-of-safety plot: two stores or more measured under them.
+def _order(names: Sequence[str], name: str) -> int:
+    return names.index(name) if name in names else len(names)
 
-    Two windows of one store are not a cost of safety: nothing safe is compared.
+
+def cost_plots(results: Mapping[str, Any]) -> list[dict[str, Any]]:
+    """The cost-of-safety plots: one per scenario, mode and variant with two stores or more.
+
+    Bars compare stores of one workload only: a plot never holds two scenarios, nor a
+    cell with one tab beside one with four. Two windows of one store are not a cost of
+    safety (nothing safe is compared), so a plot needs two stores. A plot is named by
+    its mode (``plots/cost-threaded``), after its scenario when the run holds several
+    (``plots/cost-ids-threaded``), its variant last (``plots/cost-threaded-burst-8``).
+
+    Returns:
+        ``{"stem", "title", "scenario", "mode", "variant", "bars": [{"id", "name"}]}``
+        in the order of the run's scenarios, then of ``MODES``.
     """
-    stores: dict[str, set[Any]] = {}
+    entries = [e for e in results.get("experiments") or () if isinstance(e, dict)]
+    several = len(results.get("scenarios") or ()) > 1
+    groups: dict[tuple[str, str, str], list[Mapping[str, Any]]] = {}
     for entry in entries:
-        if entry.get("throughput_rps") is None:
+        names = entry.get("names") or {}
+        if entry.get("throughput_rps") is None or not names:
             continue
-        config = entry.get("config") or {}
-        stores.setdefault(str(config.get("mode")), set()).add(config.get("store"))
-    return sorted(mode for mode, found in stores.items() if len(found) >= 2)
+        key = (str(names["scenario"]), str(names["mode"]), str(names["variant"]))
+        groups.setdefault(key, []).append(entry)
+    order = [str(g.get("name")) for g in results.get("scenarios") or ()]
+    plots = []
+    for (scenario, mode, variant), mine in sorted(
+            groups.items(), key=lambda kv: (_order(order, kv[0][0]), _order(MODES, kv[0][1]),
+                                            kv[0][1], kv[0][2])):
+        if len({e["names"]["store"] for e in mine}) < 2:
+            continue
+        windows = {e["names"]["window"] for e in mine}
+        mine = sorted(mine, key=lambda e: (
+            _order(STORES, str((e.get("config") or {}).get("store"))), e["names"]["store"],
+            _order(WINDOWS, e["names"]["window"])))
+        bars = [{"id": str(e.get("id")),
+                 "name": e["names"]["store"] + (f"/{e['names']['window']}"
+                                                if len(windows) > 1 else "")} for e in mine]
+        stem = "-".join(plot_name(x) for x in (scenario if several else "", mode, variant) if x)
+        title = ("Cost of safety" + (f": {scenario}" if several else "") + f" under {mode}"
+                 + (f", {variant}" if variant else ""))
+        plots.append({"stem": f"{PLOTS_DIR}/cost-{stem}", "title": title, "scenario": scenario,
+                      "mode": mode, "variant": variant, "bars": bars})
+    return plots
 
 
 def update_groups(entries: Sequence[Mapping[str, Any]]) -> list[str]:
@@ -97,8 +133,7 @@ def plan_plots(results: dict[str, Any]) -> dict[str, Any]:
     several = len(entries) > 1
     results["plots"] = {
         "matrix": f"{PLOTS_DIR}/matrix" if several else None,
-        "cost": ({mode: f"{PLOTS_DIR}/cost-{plot_name(mode)}" for mode in cost_modes(entries)}
-                 if several else {}),
+        "cost": cost_plots(results) if several else [],
         "updates": ({key: f"{PLOTS_DIR}/updates-{plot_name(key)}"
                      for key in update_groups(entries)} if several else {}),
     }

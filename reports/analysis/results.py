@@ -6,19 +6,23 @@ checks one experiment's history and measures it; ``build_results`` gathers the
 experiments with the run's metadata; ``write_results`` / ``load_results`` save
 and read the file. Paths inside results.json are relative to its directory.
 
-Schema ``racelab.results/2`` (see docs/reports.md for every field)::
+Schema ``racelab.results/3`` (see docs/reports.md for every field)::
 
-    {"schema": "racelab.results/1",
+    {"schema": "racelab.results/3",
      "run": {"created", "racelab_version", "command", "preset", "label",
              "partial", "partial_reason", "machine": {"cores", "platform"},
              "python", "implementation", "gil"},
-     "experiments": [{"id", "label", "dir", "files", "status", "error",
+     "experiments": [{"id", "label", "names", "dir", "files", "status", "error",
                       "config", "ops", "throughput_rps", "latency_ms",
                       "verdict", "anomalies", "anomaly_rate", "final",
                       "burst_spreads", "server", "interpreter", "command", "plots",
                       "failure_modes", "sharing", "update_cost", "safe_bound",
                       "interleaving", "repeats"}, ...],
-     "plots": {"matrix": ..., "cost": {mode: path}}}
+     "scenarios": [{"name", "title", "ids"}, ...],
+     "grid": [{"scenario", "title", "modes", "stores", "cells"}, ...],
+     "claims": [...],
+     "plots": {"matrix": ..., "cost": [{"stem", "title", "scenario", "mode", "variant",
+                                        "bars"}, ...]}}
 """
 
 from __future__ import annotations
@@ -37,12 +41,13 @@ import numpy as np
 
 from demo_server.basics.errors import RacelabError
 from demo_server.basics.files import write_text
-from demo_server.served.config import MODES, PER_PROCESS_STORES, STORES, UPDATES, WINDOWS
+from demo_server.served.config import PER_PROCESS_STORES
 from reports.analysis.annotate import annotate, repeat_dirs
 from reports.analysis.bounds import safe_bound
 from reports.analysis.checking import check_history
 from reports.analysis.claims import check_claims
 from reports.analysis.failure_modes import failure_modes
+from reports.analysis.names import name_run
 from reports.analysis.plot_plan import plan_plots
 from reports.history.table import (
     FAIL,
@@ -64,7 +69,6 @@ __all__ = [
     "analyse_experiment",
     "build_results",
     "burst_spreads",
-    "cell_key",
     "collect_experiment",
     "collect_run",
     "describe_fault",
@@ -75,7 +79,6 @@ __all__ = [
     "history_metrics",
     "interpreter_facts",
     "load_results",
-    "mode_store_keys",
     "reanalyse_run",
     "reset_problem",
     "run_context",
@@ -84,18 +87,18 @@ __all__ = [
     "write_results",
 ]
 
-SCHEMA = "racelab.results/2"
+SCHEMA = "racelab.results/3"
 #: Older layouts this racelab still reads (in memory, upgraded by ``load_results``);
 #: ``racelab report --reanalyse`` writes them anew.
-OLD_SCHEMAS = ("racelab.results/1",)
+OLD_SCHEMAS = ("racelab.results/1", "racelab.results/2")
 RESULTS_FILE = "results.json"
 
 # Configuration keys of an experiment, in the order reports show them.
 CONFIG_KEYS = (
     "scenario",
     "store",
-    "window",
     "update",
+    "window",
     "work_us",
     "mode",
     "workers",
@@ -700,7 +703,8 @@ def build_results(
 
 
 def _conclude(results: dict[str, Any]) -> dict[str, Any]:
-    """Add what is computed from the experiments together: the claims, the plot plan.
+    """Add what is computed from the experiments together: their names within the run,
+    the claims, the plot plan.
 
     An entry that was not collected here (an older results.json, a test's) gets its
     failure modes and bound from its verdict first.
@@ -709,6 +713,7 @@ def _conclude(results: dict[str, Any]) -> dict[str, Any]:
         if isinstance(entry, dict):
             entry.setdefault("failure_modes", failure_modes(entry))
             entry.setdefault("safe_bound", safe_bound(entry))
+    name_run(results)
     results["claims"] = [c.to_dict() for c in check_claims(results["experiments"])]
     return plan_plots(results)
 
@@ -800,57 +805,3 @@ def experiment_path(results_dir: Path, relative: str | None) -> Path | None:
         return None
     path = Path(relative)
     return path if path.is_absolute() else results_dir / path
-
-
-def mode_store_keys(entries: Sequence[Mapping[str, Any]]) -> tuple[list[str], list[str], bool]:
-    """Rows (modes) and columns (store, ``store:update`` for an update other than atomic,
-    or either with ``/window``) of a matrix, and whether it is a grid.
-
-    The experiments form a grid when every (mode, column) pair occurs at most once
-    and there is more than one mode or column.
-    """
-    windows = {e["config"].get("window") for e in entries} - {None}
-    rows: list[str] = []
-    cols: list[str] = []
-    pairs: set[tuple[str, str]] = set()
-    unique = True
-    for entry in entries:
-        row, col = cell_key(entry, multi_window=len(windows) > 1)
-        if row not in rows:
-            rows.append(row)
-        if col not in cols:
-            cols.append(col)
-        unique = unique and (row, col) not in pairs
-        pairs.add((row, col))
-    rows.sort(key=lambda m: (_order(MODES, m.split(" (")[0]), m))
-    cols.sort(key=_column_order)
-    return rows, cols, unique and (len(rows) > 1 or len(cols) > 1)
-
-
-def _column_order(col: str) -> tuple[int, int, int, str]:
-    name, _, window = col.partition("/")
-    store, _, update = name.partition(":")
-    return _order(STORES, store), _order(UPDATES, update or "atomic"), _order(WINDOWS, window), col
-
-
-def _order(names: Sequence[str], name: str) -> int:
-    return names.index(name) if name in names else len(names)
-
-
-def cell_key(entry: Mapping[str, Any], multi_window: bool) -> tuple[str, str]:
-    """(mode, store or store/window) of an experiment; ``store:update`` for an update other
-    than atomic (``redis:read-write``)."""
-    config = entry.get("config") or {}
-    row = str(config.get("mode") or "?")
-    interpreter = entry.get("interpreter") or {}
-    if interpreter.get("requested"):  # served by another interpreter: a row of its own
-        row += f" ({interpreter.get('label') or interpreter['requested']})"
-    target = config.get("app") or config.get("url")
-    if target:  # your own app: named by its file or URL, not by a store
-        return row, str(target).rsplit("/", 1)[-1]
-    col = str(config.get("store") or "?")
-    if config.get("update") not in (None, "", "atomic"):
-        col = f"{col}:{config['update']}"
-    if multi_window:
-        col = f"{col}/{config.get('window') or '?'}"
-    return row, col

@@ -14,17 +14,27 @@ and writes the requested formats. It computes nothing a person reads.
 from __future__ import annotations
 
 import base64
+import functools
+import hashlib
 import html as html_lib
+import json
 import re
 from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
 import jinja2
+import markupsafe
 
 from demo_server.basics.files import write_text
 from demo_server.served.config import PER_PROCESS_STORES
-from reports.analysis.bounds import bound_sentence, repeat_sentence
+from reports.analysis.bounds import (
+    CONFIDENCE,
+    bound_rate,
+    bound_sentence,
+    repeat_sentence,
+    runs_raced,
+)
 from reports.analysis.failure_modes import (
     FAILURE_MODES,
     PER_REQUEST,
@@ -435,11 +445,12 @@ def _settings(config: Mapping[str, Any], interpreter: Mapping[str, Any] | None =
         "update": config.get("update") not in (None, "", "atomic"),
         "duration": bool(config.get("duration")),
         "burst": bool(config.get("burst")),
+        "tabs": (config.get("tabs") or 1) > 1,
     }
     shown = []
     for key in ("scenario", "store", "update", "window", "work_us", "mode", "workers",
-                "threads", "instances", "users", "requests", "duration", "burst", "python",
-                "gil", "cores"):
+                "threads", "instances", "users", "tabs", "requests", "duration", "burst",
+                "python", "gil", "cores"):
         value = config.get(key)
         if value is None or value == "" or not applies.get(key, True):
             continue
@@ -517,6 +528,81 @@ def _interleaving_view(data: Mapping[str, Any] | None) -> dict[str, Any] | None:
             "value": data.get("value"), "ops": data.get("witness_ops") or []}
 
 
+def _stepper_view(data: Mapping[str, Any] | None, number: int) -> dict[str, Any] | None:
+    """The stepper of one experiment: its stored model as one JSON text, and its rows."""
+    model = (data or {}).get("stepper")
+    if not model or not model.get("program") or len(model.get("threads") or ()) != 2:
+        return None
+    return {"json": json.dumps(model, ensure_ascii=False), "threads": model["threads"],
+            "program": model["program"], "local": model.get("local") or "value",
+            "unit": model.get("unit") or "thread", "replay": bool(model.get("replay")),
+            "attribute": model.get("attribute") or "self.param", "id": f"stepper-{number}",
+            "witness": f"#exp-{number}-witnesses", "ops": model.get("witness_ops") or [],
+            "value": model.get("value")}
+
+
+#: The heatmap's race colours, from a light to a dark red (matplotlib's Reds, 0.35 to 1.0).
+_REDS = ((0.35, (252, 146, 114)), (0.6, (239, 59, 44)), (0.8, (203, 24, 29)),
+         (1.0, (103, 0, 13)))
+
+
+def _red(rate: float | None) -> str:
+    level = 0.35 + 0.65 * min(1.0, max(0.0, rate or 0.0)) ** 0.5
+    low = _REDS[0]
+    for high in _REDS:
+        if level <= high[0]:
+            span = (level - low[0]) / (high[0] - low[0]) if high[0] > low[0] else 0.0
+            rgb = [round(a + (b - a) * span) for a, b in zip(low[1], high[1], strict=True)]
+            return f"rgb({rgb[0]}, {rgb[1]}, {rgb[2]})"
+        low = high
+    return "rgb(103, 0, 13)"
+
+
+def _heat_cell(entry: Mapping[str, Any], number: int) -> dict[str, Any]:
+    """One heatmap cell: its words, one per line, and its colours."""
+    word = verdict_label(entry)
+    names = mode_names(modes_of(entry))
+    rate = entry.get("anomaly_rate")
+    if word == "race":
+        lines = [f"race {format_rate(rate)}", *names]
+        dark = (rate or 0) > 0.05
+        colour, ink = _red(rate), "#ffffff" if dark else "#1d1d1d"
+    elif word == PER_REQUEST:
+        lines = ["per request", *[n for n in names if n != "per request"]]
+        colour, ink = "#e1bee7", "#4a0072"
+    elif word == "safe":
+        lines = ["safe", bound_rate(entry.get("safe_bound")) or "0%"]
+        colour, ink = "#e3f2e5", "#1b5e20"
+    else:
+        lines = ["? unknown"]
+        colour, ink = "#d9d9d9", "#1d1d1d"
+    runs = runs_raced(entry)
+    return {"word": word, "lines": lines + ([runs] if runs else []), "colour": colour,
+            "ink": ink, "href": f"#exp-{number}", "label": entry.get("label") or ""}
+
+
+def _heatmaps(results: Mapping[str, Any], anchors: Mapping[str, int]) -> list[dict[str, Any]]:
+    """The run's grid as the report's heatmaps: one per scenario, a row per store and a
+    column per mode (modes are few, stores many: the page is wider than it is tall)."""
+    by_id = {str(e.get("id")): e for e in results.get("experiments") or ()}
+    out = []
+    for grid in results.get("grid") or ():
+        modes = list(grid.get("modes") or ())
+        cells = list(grid.get("cells") or ())
+        rows = []
+        for j, store in enumerate(grid.get("stores") or ()):
+            line = []
+            for i in range(len(modes)):
+                cell = cells[i][j] if i < len(cells) and j < len(cells[i]) else None
+                entry = by_id.get(str(cell)) if cell is not None else None
+                line.append(None if entry is None or str(cell) not in anchors
+                            else _heat_cell(entry, anchors[str(cell)]))
+            rows.append({"store": store, "cells": line})
+        out.append({"title": grid.get("title") or grid.get("scenario"), "modes": modes,
+                    "rows": rows})
+    return out
+
+
 def _claims_view(
     results: Mapping[str, Any], anchors: Mapping[str, int]
 ) -> list[dict[str, Any]]:
@@ -557,6 +643,7 @@ def _context(results: Mapping[str, Any], results_dir: Path, drawn: Mapping[str, 
         modes = modes_of(entry)
         experiments.append({
             "entry": entry,
+            "number": anchors[str(entry.get("id"))],
             "word": verdict_label(entry),
             "rate": format_rate(entry.get("anomaly_rate")),
             "plots": [p for p in plots if p["src"]],
@@ -570,10 +657,19 @@ def _context(results: Mapping[str, Any], results_dir: Path, drawn: Mapping[str, 
             "settings": _settings(entry.get("config") or {}, entry.get("interpreter")),
             "repeats": repeat_sentence(entry.get("repeats")),
             "interleaving": _interleaving_view(entry.get("interleaving")),
+            "stepper": _stepper_view(entry.get("interleaving"), anchors[str(entry.get("id"))]),
+            "names": entry.get("names") or {},
         })
     run_plots = drawn.get("run") or {}
-    cost = [{"mode": mode, "src": image((run_plots.get("cost") or {}).get(mode))}
-            for mode in ((results.get("plots") or {}).get("cost") or {})]
+    cost = [{"title": plot.get("title"), "mode": plot.get("mode"),
+             "src": image((run_plots.get("cost") or {}).get(plot.get("stem")))}
+            for plot in ((results.get("plots") or {}).get("cost") or ())]
+    by_id = {str(item["entry"].get("id")): item for item in experiments}
+    scenarios = list(results.get("scenarios") or ())
+    groups = ([{"title": s.get("title") or s.get("name"),
+                "rows": [by_id[i] for i in s.get("ids") or () if i in by_id]}
+               for s in scenarios] if len(scenarios) > 1 else [{"title": "", "rows": experiments}])
+    heatmaps = _heatmaps(results, anchors)
     updates = [{"title": _update_title(key),
                 "src": image((run_plots.get("updates") or {}).get(key))}
                for key in ((results.get("plots") or {}).get("updates") or {})]
@@ -585,10 +681,16 @@ def _context(results: Mapping[str, Any], results_dir: Path, drawn: Mapping[str, 
         "headline": headline(results),
         "claims": _claims_view(results, anchors),
         "matrix": image(run_plots.get("matrix")),
+        "heatmaps": heatmaps if len(experiments) > 1 else [],
+        # Beside the claims while narrow enough; below them, across the page, when not.
+        "heatmap_wide": len(heatmaps) > 1 or any(len(h["modes"]) > 3 for h in heatmaps),
         "cost": [c for c in cost if c["src"]],
         "updates": [u for u in updates if u["src"]],
         "experiments": experiments,
-        "summary_rows": experiments,
+        "summary_groups": groups,
+        "variants": any(item["names"].get("variant") for item in experiments),
+        "steppers": any(item["stepper"] for item in experiments),
+        "confidence": f"{CONFIDENCE:.0%}",
         "title": (results.get("run") or {}).get("label") or "racelab report",
     }
 
@@ -606,13 +708,29 @@ def _update_title(key: str) -> str:
 
 
 def _environment() -> jinja2.Environment:
-    return jinja2.Environment(
+    env = jinja2.Environment(
         loader=jinja2.PackageLoader("reports.render", "templates"),
         autoescape=True,
         undefined=jinja2.ChainableUndefined,
         trim_blocks=True,
         lstrip_blocks=True,
     )
+    env.filters["wbr"] = _break_after_hyphens
+    return env
+
+
+def _break_after_hyphens(text: object) -> markupsafe.Markup:
+    """Escaped text that may break after a hyphen (``gunicorn-`` / ``gthread``), never
+    inside a word."""
+    return markupsafe.Markup("-<wbr>").join(markupsafe.escape(str(text)).split("-"))
+
+
+@functools.lru_cache(maxsize=1)
+def _stepper_script() -> tuple[str, str]:
+    """The stepper's script and its CSP hash: the one script the report may run."""
+    text = (Path(__file__).parent / "templates" / "stepper.js").read_text(encoding="utf-8")
+    digest = base64.b64encode(hashlib.sha256(text.encode("utf-8")).digest()).decode("ascii")
+    return text, f"sha256-{digest}"
 
 
 def render_html(results: Mapping[str, Any], results_dir: Path, out: Path,
@@ -621,8 +739,10 @@ def render_html(results: Mapping[str, Any], results_dir: Path, out: Path,
 
     ``drawn`` is what ``plots.draw_all`` drew; without it the report has no images.
     """
+    context = _context(results, results_dir, drawn or {}, embed=True)
+    script, digest = _stepper_script() if context["steppers"] else ("", "")
     text = _environment().get_template("report.html.j2").render(
-        **_context(results, results_dir, drawn or {}, embed=True))
+        **context, script=markupsafe.Markup(script), script_hash=digest)
     write_text(out, text)  # a link at ``out`` is replaced, never written through
     return out
 
@@ -675,24 +795,30 @@ def render_markdown(results: Mapping[str, Any], results_dir: Path, out: Path,
     lines.append("")
     if ctx["matrix"]:
         lines += [f"![anomaly rate per mode and store]({ctx['matrix']})", ""]
-    lines += ["| experiment | mode | store | window | ok ops | req/s | p99 ms | anomalies "
-              "| verdict | failure mode |",
-              "| --- | --- | --- | --- | ---: | ---: | ---: | ---: | --- | --- |"]
-    for item in ctx["experiments"]:
-        e = item["entry"]
-        c = e.get("config") or {}
-        lat = e.get("latency_ms") or {}
-        anomalies = ("unknown" if e.get("anomalies") is None
-                     else f"{e['anomalies']} ({item['rate']})")
-        lines.append(
-            f"| {_md(e.get('label'))} | {_md(c.get('mode'))} | {_md(_store_update(c))} | "
-            f"{_md(c.get('window'))} | {(e.get('ops') or {}).get('ok', 0)} | "
-            f"{_md(e.get('throughput_rps') if e.get('throughput_rps') is not None else '-')} | "
-            f"{_md(lat.get('p99', '-'))} | {anomalies} | **{item['word']}** | "
-            f"{_md(', '.join(m['name'] for m in item['modes']))} |")
-    lines.append("")
+    variant_head, variant_rule = ("variant | ", "--- | ") if ctx["variants"] else ("", "")
+    for group in ctx["summary_groups"]:
+        if group["title"]:
+            lines += [f"### {_md(group['title'])}", ""]
+        lines += [f"| experiment | mode | store | window | {variant_head}ok ops | req/s | p99 ms "
+                  "| anomalies | verdict | failure mode |",
+                  f"| --- | --- | --- | --- | {variant_rule}---: | ---: | ---: | ---: | --- "
+                  "| --- |"]
+        for item in group["rows"]:
+            e = item["entry"]
+            n = item["names"]
+            lat = e.get("latency_ms") or {}
+            anomalies = ("unknown" if e.get("anomalies") is None
+                         else f"{e['anomalies']} ({item['rate']})")
+            variant = f"{_md(n.get('variant') or '-')} | " if ctx["variants"] else ""
+            lines.append(
+                f"| {_md(e.get('label'))} | {_md(n.get('mode'))} | {_md(n.get('store'))} | "
+                f"{_md(n.get('window'))} | {variant}{(e.get('ops') or {}).get('ok', 0)} | "
+                f"{_md(e.get('throughput_rps') if e.get('throughput_rps') is not None else '-')}"
+                f" | {_md(lat.get('p99', '-'))} | {anomalies} | **{item['word']}** | "
+                f"{_md(', '.join(m['name'] for m in item['modes']))} |")
+        lines.append("")
     for cost in ctx["cost"]:
-        lines += [f"![cost of safety under {_md(cost['mode'])}]({cost['src']})", ""]
+        lines += [f"![{_md(cost['title'])}]({cost['src']})", ""]
     for update in ctx["updates"]:
         lines += [f"![the price of each update: {_md(update['title'])}]({update['src']})", ""]
     for number, item in enumerate(ctx["experiments"], 1):
@@ -766,7 +892,7 @@ def render_run(
     written = {"results": path}
     if "html" not in formats and "md" not in formats:
         return written  # plots only for a report that shows them
-    drawn = draw_all(results, run_dir, fmt="svg" if svg else "png")
+    drawn = draw_all(results, run_dir, fmt="svg" if svg else "png", matrix="md" in formats)
     if "html" in formats:
         written["html"] = render_html(results, run_dir, run_dir / "report.html", drawn)
     if "md" in formats:

@@ -1,13 +1,15 @@
 """Plots of a run, drawn from results.json and the history files (matplotlib, Agg).
 
-- ``matrix``: modes x stores (x windows); colour = anomaly rate, the verdict
-  written in each cell, unknown cells hatched grey with "?".
+- ``matrix``: modes x stores (x windows), one panel per scenario (the run's
+  ``grid``); colour = anomaly rate, the verdict written in each cell, unknown
+  cells hatched grey with "?".
 - ``requests`` (per experiment): the value each request got against the time it
   completed; values handed out twice and values never handed out are marked; one
   line per process where every process keeps its own copy of the state.
 - ``witness`` (per experiment with an anomaly): the overlapping requests behind
   one anomaly as bars on a time line, one row per client, the shared value marked.
-- ``cost`` (per mode with several stores): throughput and p99 latency per store.
+- ``cost`` (per scenario, mode and variant with several stores): throughput and
+  p99 latency per store, never two scenarios in one plot.
 - ``updates`` (per scenario, store and mode with several updates): throughput, p99
   latency and the retries per request of each update: the price of each fix.
 - ``bursts`` (per experiment that used bursts): how tightly each burst arrived.
@@ -44,12 +46,7 @@ from demo_server.served.config import PER_PROCESS_STORES
 from reports.analysis.bounds import runs_raced
 from reports.analysis.failure_modes import mode_names, modes_of, verdict_label
 from reports.analysis.plot_plan import PLOTS_DIR, plot_name
-from reports.analysis.results import (
-    cell_key,
-    experiment_path,
-    faults_of,
-    mode_store_keys,
-)
+from reports.analysis.results import experiment_path, faults_of
 from reports.history.table import FAIL, OK, HistoryTable, MalformedHistory, read_history
 
 __all__ = [
@@ -99,70 +96,85 @@ def _race_colour(rate: float | None) -> tuple[float, float, float, float]:
     return (float(rgba[0]), float(rgba[1]), float(rgba[2]), float(rgba[3]))
 
 
+def _draw_cell(ax: Axes, j: int, y: int, entry: Mapping[str, Any] | None) -> None:
+    """One cell of a heatmap: its colour and words."""
+    if entry is None:
+        ax.add_patch(Rectangle((j, y), 1, 1, facecolor="white", edgecolor="#bbbbbb"))
+        ax.text(j + 0.5, y + 0.5, "not run", ha="center", va="center", fontsize=9,
+                color="#888888")
+        return
+    word = verdict_label(entry)
+    runs = _runs(entry)
+    if word == "unknown":
+        ax.add_patch(Rectangle((j, y), 1, 1, facecolor="#d9d9d9", edgecolor="#666666",
+                               hatch="///", linewidth=0.8))
+        ax.text(j + 0.5, y + 0.5, "?\nunknown" + runs, ha="center", va="center",
+                fontsize=12, fontweight="bold", color="#333333",
+                bbox={"facecolor": "#d9d9d9", "edgecolor": "none", "pad": 1})
+    elif word == "per-request":
+        ax.add_patch(Rectangle((j, y), 1, 1, facecolor=_PER_REQUEST_FACE, edgecolor="white"))
+        also = [n for n in mode_names(modes_of(entry)) if n != "per request"]
+        ax.text(j + 0.5, y + 0.5, "per\nrequest" + "".join(f"\n{n}" for n in also)
+                + runs, ha="center", va="center", fontsize=12 if not also else 10,
+                fontweight="bold", color=COLOURS["per-request"])
+    elif word == "race":
+        rate = entry.get("anomaly_rate")
+        dark = (rate or 0) > 0.05
+        ax.add_patch(Rectangle((j, y), 1, 1, facecolor=_race_colour(rate), edgecolor="white"))
+        ax.text(j + 0.5, y + 0.64, f"race {_percent(rate)}", ha="center", va="center",
+                fontsize=12, fontweight="bold", color="white" if dark else "black")
+        names = "\n".join(mode_names(modes_of(entry))) or "?"
+        ax.text(j + 0.5, y + 0.3, names + runs, ha="center", va="center",
+                fontsize=10, linespacing=1.0, color="white" if dark else "black")
+    else:
+        ax.add_patch(Rectangle((j, y), 1, 1, facecolor="#e3f2e5", edgecolor="white"))
+        ax.text(j + 0.5, y + 0.5, "safe\n0%" + runs, ha="center", va="center",
+                fontsize=12, color=COLOURS["safe"])
+
+
 def draw_matrix(results: Mapping[str, Any], path: Path) -> Path | None:
-    """Heatmap of modes (rows) against stores (columns); ``None`` with no experiment."""
-    entries = list(results.get("experiments") or ())
-    if not entries:
+    """Heatmap of modes (rows) against stores (columns), one panel per scenario (the run's
+    ``grid``); ``None`` with no experiment."""
+    entries = [e for e in results.get("experiments") or () if isinstance(e, Mapping)]
+    grids = [g for g in results.get("grid") or () if g.get("modes") and g.get("stores")]
+    if not entries or not grids:
         return None
-    rows, cols, _ = mode_store_keys(entries)
-    multi_window = any("/" in c for c in cols)
-    cells = {cell_key(e, multi_window): e for e in entries}
+    by_id = {str(e.get("id")): e for e in entries}
+    several = len(grids) > 1
     # Wide enough for the legend and title even for a one-column matrix, and for a
-    # failure mode's name in each cell.
-    width = max(7.2, 2.4 + 1.35 * len(cols))
-    height = 2.0 + 0.85 * len(rows)
+    # failure mode's name in each cell; each panel as tall as its modes.
+    width = max(7.2, 2.4 + 1.35 * max(len(g["stores"]) for g in grids))
+    # Inches, top to bottom: the title, each panel (its scenario's title, its cells, the
+    # store names under them), the legend.
+    title_space, legend_space, names_space = 0.5, 0.8, 1.2
+    heading = 0.45 if several else 0.1
+    panels = [heading + 0.85 * len(g["modes"]) + names_space for g in grids]
+    height = title_space + sum(panels) + legend_space
     fig = Figure(figsize=(width, height))
-    ax = fig.add_axes((1.9 / width, 1.5 / height, 1 - 2.1 / width, 1 - 1.9 / height))
-    for i, row in enumerate(rows):
-        for j, col in enumerate(cols):
-            entry = cells.get((row, col))
-            y = len(rows) - 1 - i
-            if entry is None:
-                ax.add_patch(Rectangle((j, y), 1, 1, facecolor="white", edgecolor="#bbbbbb"))
-                ax.text(j + 0.5, y + 0.5, "not run", ha="center", va="center", fontsize=9,
-                        color="#888888")
-                continue
-            word = verdict_label(entry)
-            runs = _runs(entry)
-            if word == "unknown":
-                ax.add_patch(Rectangle((j, y), 1, 1, facecolor="#d9d9d9", edgecolor="#666666",
-                                       hatch="///", linewidth=0.8))
-                ax.text(j + 0.5, y + 0.5, "?\nunknown" + runs, ha="center", va="center",
-                        fontsize=12, fontweight="bold", color="#333333",
-                        bbox={"facecolor": "#d9d9d9", "edgecolor": "none", "pad": 1})
-            elif word == "per-request":
-                ax.add_patch(Rectangle((j, y), 1, 1, facecolor=_PER_REQUEST_FACE,
-                                       edgecolor="white"))
-                also = [n for n in mode_names(modes_of(entry)) if n != "per request"]
-                ax.text(j + 0.5, y + 0.5, "per\nrequest" + "".join(f"\n{n}" for n in also)
-                        + runs, ha="center", va="center", fontsize=12 if not also else 10,
-                        fontweight="bold", color=COLOURS["per-request"])
-            elif word == "race":
-                rate = entry.get("anomaly_rate")
-                dark = (rate or 0) > 0.05
-                ax.add_patch(Rectangle((j, y), 1, 1, facecolor=_race_colour(rate),
-                                       edgecolor="white"))
-                ax.text(j + 0.5, y + 0.64, f"race {_percent(rate)}", ha="center", va="center",
-                        fontsize=12, fontweight="bold", color="white" if dark else "black")
-                # A long name ("lost update in the shared store") on two lines of a cell.
-                names = "\n".join(textwrap.fill(n, 17) for n in mode_names(modes_of(entry)))
-                names = names or "?"
-                ax.text(j + 0.5, y + 0.3, names + runs, ha="center", va="center",
-                        fontsize=10, linespacing=1.0, color="white" if dark else "black")
-            else:
-                ax.add_patch(Rectangle((j, y), 1, 1, facecolor="#e3f2e5", edgecolor="white"))
-                ax.text(j + 0.5, y + 0.5, "safe\n0%" + runs, ha="center", va="center",
-                        fontsize=12, color=COLOURS["safe"])
-    ax.set_xlim(0, len(cols))
-    ax.set_ylim(0, len(rows))
-    ax.set_xticks([j + 0.5 for j in range(len(cols))], cols, rotation=30, ha="right",
-                  fontsize=12)
-    ax.set_yticks([len(rows) - 0.5 - i for i in range(len(rows))], rows, fontsize=12)
-    ax.tick_params(length=0)
-    for spine in ax.spines.values():
-        spine.set_visible(False)
-    ax.set_title("Anomalous responses per experiment, and which mistake they show",
-                 fontsize=12)
+    top = height - title_space
+    for grid, panel in zip(grids, panels, strict=True):
+        rows, cols = list(grid["modes"]), list(grid["stores"])
+        box_height = 0.85 * len(rows)
+        bottom = top - heading - box_height
+        ax = fig.add_axes((1.9 / width, bottom / height, 1.35 * len(cols) / width,
+                           box_height / height))
+        for i, line in enumerate(grid["cells"]):
+            for j, cell in enumerate(line):
+                _draw_cell(ax, j, len(rows) - 1 - i, by_id.get(str(cell)) if cell else None)
+        ax.set_xlim(0, len(cols))
+        ax.set_ylim(0, len(rows))
+        ax.set_xticks([j + 0.5 for j in range(len(cols))], cols, rotation=30, ha="right",
+                      fontsize=12)
+        ax.set_yticks([len(rows) - 0.5 - i for i in range(len(rows))], rows, fontsize=12)
+        ax.tick_params(length=0)
+        for spine in ax.spines.values():
+            spine.set_visible(False)
+        if several:
+            ax.set_title(str(grid.get("title") or grid.get("scenario")), fontsize=12,
+                         loc="left")
+        top -= panel
+    fig.suptitle("Anomalous responses per experiment, and which mistake they show",
+                 fontsize=12, x=0.02, ha="left", y=1 - 0.1 / height, va="top")
     fig.legend(
         handles=[
             Patch(facecolor="#e3f2e5", label="safe: no anomaly seen"),
@@ -403,17 +415,24 @@ def draw_witness(entry: Mapping[str, Any], hist: HistoryTable, path: Path) -> Pa
 # -- cost of safety -----------------------------------------------------------------------
 
 
-def draw_cost(entries: Sequence[Mapping[str, Any]], mode: str, path: Path) -> Path | None:
-    """Throughput and p99 per store for one mode; ``None`` with fewer than two stores.
+def draw_cost(entries: Sequence[Mapping[str, Any]], plot: Mapping[str, Any], path: Path
+              ) -> Path | None:
+    """Throughput and p99 of the stores one cost plot compares; ``None`` with fewer than two.
 
-    Two windows of one store are not a cost of safety: nothing safe is compared.
+    Args:
+        entries: the run's experiments.
+        plot: one of the plot plan's ``cost`` plots: its title and its bars (``id``,
+            ``name``), all of one scenario, mode and variant.
+        path: where to write it.
     """
-    mine = [e for e in entries if (e.get("config") or {}).get("mode") == mode
-            and e.get("throughput_rps") is not None]
-    if len({(e.get("config") or {}).get("store") for e in mine}) < 2:
+    by_id = {str(e.get("id")): e for e in entries}
+    bars = [(str(b["name"]), by_id[str(b["id"])]) for b in plot.get("bars") or ()
+            if str(b.get("id")) in by_id and by_id[str(b["id"])].get("throughput_rps")
+            is not None]
+    if len(bars) < 2:
         return None
-    windows = {(e.get("config") or {}).get("window") for e in mine}
-    names = [str(cell_key(e, len(windows) > 1)[1]) for e in mine]
+    names = [name for name, _ in bars]
+    mine = [entry for _, entry in bars]
     words = [verdict_label(e) for e in mine]
     colours = [COLOURS[w] for w in words]
     hatches = ["///" if w == "unknown" else "" for w in words]
@@ -426,16 +445,16 @@ def draw_cost(entries: Sequence[Mapping[str, Any]], mode: str, path: Path) -> Pa
     )
     ax: Axes
     for ax, (title, numbers) in zip(axes, series, strict=True):
-        bars = ax.bar(range(len(mine)), numbers, color=colours, edgecolor="#333333",
-                      linewidth=0.4)
-        for bar, hatch in zip(bars, hatches, strict=True):
+        drawn = ax.bar(range(len(mine)), numbers, color=colours, edgecolor="#333333",
+                       linewidth=0.4)
+        for bar, hatch in zip(drawn, hatches, strict=True):
             bar.set_hatch(hatch)
         ax.set_xticks(range(len(mine)), names, rotation=30, ha="right", fontsize=7)
         ax.tick_params(axis="y", labelsize=7)
         ax.set_title(title, fontsize=9)
         ax.grid(True, axis="y", alpha=0.25)
     # The title on the left, the legend on the right: one line, neither over the other.
-    fig.suptitle(f"Cost of safety under {mode}", fontsize=9, x=0.02, ha="left")
+    fig.suptitle(str(plot.get("title") or "Cost of safety"), fontsize=9, x=0.02, ha="left")
     shown = ("safe", "race", "unknown") + (("per-request",) if "per-request" in words else ())
     fig.legend(handles=[Patch(facecolor=COLOURS[w], label=w) for w in shown],
                loc="upper right", fontsize=7, ncol=len(shown), frameon=False)
@@ -624,17 +643,19 @@ def _start_pool(count: int) -> ProcessPoolExecutor | None:
         return None
 
 
-def draw_all(results: Mapping[str, Any], results_dir: Path, fmt: str = "png") -> dict[str, Any]:
+def draw_all(results: Mapping[str, Any], results_dir: Path, fmt: str = "png",
+             matrix: bool = True) -> dict[str, Any]:
     """Draw every plot the analysis planned (``plot_plan``) into ``results_dir/plots``.
 
     Args:
         results: a results document; it is only read.
         results_dir: the directory holding results.json.
         fmt: ``png`` or ``svg``.
+        matrix: draw the heatmap as an image too (the Markdown report shows it; the
+            HTML report draws its own, in the page).
 
     Returns:
-        What was drawn: ``{"run": {"matrix": rel | None, "cost": {mode: rel},
-        "updates": {key: rel}},
+        What was drawn: ``{"run": {"matrix": rel | None, "cost": {stem: rel}},
         "experiments": {id: {kind: rel}}}``, paths relative to ``results_dir``.
     """
     if fmt not in ("png", "svg"):
@@ -650,7 +671,7 @@ def draw_all(results: Mapping[str, Any], results_dir: Path, fmt: str = "png") ->
         if pool is not None:
             futures = {i: pool.submit(_draw_experiment, entries[i], results_dir, fmt)
                        for i in drawing}
-        drawn["run"] = _draw_run_plots(results, results_dir, fmt)
+        drawn["run"] = _draw_run_plots(results, results_dir, fmt, matrix)
         for index in drawing:
             plots = None
             future = futures.get(index)
@@ -668,21 +689,18 @@ def draw_all(results: Mapping[str, Any], results_dir: Path, fmt: str = "png") ->
     return drawn
 
 
-def _draw_run_plots(results: Mapping[str, Any], results_dir: Path, fmt: str) -> dict[str, Any]:
-    """The matrix, the cost-of-safety and the price-of-each-update plots the plan names."""
+def _draw_run_plots(results: Mapping[str, Any], results_dir: Path, fmt: str,
+                    matrix: bool = True) -> dict[str, Any]:
+    """The matrix (when asked) and the cost-of-safety plots the plan names."""
     planned = results.get("plots") or {}
     entries = results.get("experiments") or []
-    run_plots: dict[str, Any] = {"matrix": None, "cost": {}, "updates": {}}
-    if planned.get("matrix"):
-        matrix = draw_matrix(results, results_dir / f"{planned['matrix']}.{fmt}")
-        run_plots["matrix"] = (None if matrix is None
-                               else matrix.relative_to(results_dir).as_posix())
-    for mode, stem in (planned.get("cost") or {}).items():
-        drawn = draw_cost(entries, mode, results_dir / f"{stem}.{fmt}")
+    run_plots: dict[str, Any] = {"matrix": None, "cost": {}}
+    if planned.get("matrix") and matrix:
+        drawn_matrix = draw_matrix(results, results_dir / f"{planned['matrix']}.{fmt}")
+        run_plots["matrix"] = (None if drawn_matrix is None
+                               else drawn_matrix.relative_to(results_dir).as_posix())
+    for plot in planned.get("cost") or ():
+        drawn = draw_cost(entries, plot, results_dir / f"{plot['stem']}.{fmt}")
         if drawn is not None:
-            run_plots["cost"][mode] = drawn.relative_to(results_dir).as_posix()
-    for key, stem in (planned.get("updates") or {}).items():
-        drawn = draw_updates(entries, key, results_dir / f"{stem}.{fmt}")
-        if drawn is not None:
-            run_plots["updates"][key] = drawn.relative_to(results_dir).as_posix()
+            run_plots["cost"][str(plot["stem"])] = drawn.relative_to(results_dir).as_posix()
     return run_plots

@@ -1,28 +1,50 @@
-"""The terminal table of a run: one row per experiment, or a mode x store grid.
+"""The terminal table of a run: one line per experiment, or a mode x store grid per scenario.
+
+A grid is printed only to a terminal wider than 80 columns that it fits; a pipe, a
+log or a narrower terminal gets one line per experiment.
 
 Colour only decorates: every verdict is also a word (``race``, ``safe``,
 ``unknown``), so the table reads the same piped, under ``NO_COLOR`` or printed.
 An unknown verdict is always written ``unknown``, never left blank.
+
+A run of several scenarios is printed one scenario after another, each under
+its title; a one-scenario run has no title line. Every name printed is the one
+the analysis stored (``entry["names"]``, ``results["scenarios"]``,
+``results["grid"]``).
+
+In rows, an experiment is always one line: the table takes the richest of its
+layouts that fits the width (timings, then the ok ops, are left out; then the
+verdict and its count share a column, the store and its window another; then the
+count gives way to the rate alone), so that a log at 80 columns crops no word and
+never wraps a row into a second line. Only a cell too long for any layout wraps,
+at a space, in its last column.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import io
 from collections.abc import Mapping, Sequence
 from typing import Any
 
 from rich import box
-from rich.console import Console
+from rich.console import Console, Group, RenderableType
 from rich.table import Table
 from rich.text import Text
 
 from reports.analysis.bounds import bound_short, runs_raced
 from reports.analysis.failure_modes import mode_names, modes_of, verdict_label
-from reports.analysis.results import cell_key, mode_store_keys
 
 __all__ = ["STYLES", "build_table", "format_rate", "print_table", "table_text"]
 
 STYLES = {"race": "bold red", "safe": "green", "unknown": "yellow", "per-request": "magenta"}
+#: Spaces between two columns of a row: a padding of one and the box's separator.
+GAP = 2
+#: The widest a grid cell may need to stay readable ("race 148 (49%)", "separate copies").
+GRID_CELL = 17
+GRID_ROWS = 16
+#: A log's width: at it (or piped) the table is one line per experiment.
+LOG_WIDTH = 80
 
 
 def format_rate(rate: float | None) -> str:
@@ -43,11 +65,6 @@ def _number(value: float | None, digits: int = 0) -> str:
     return f"{value:,.{digits}f}"
 
 
-def _verdict_text(entry: Mapping[str, Any]) -> Text:
-    word = verdict_label(entry)
-    return Text(word, style=STYLES[word])
-
-
 def _modes(entry: Mapping[str, Any]) -> str:
     """The failure modes an anomalous cell shows, as printed names (``-`` for none)."""
     return ", ".join(mode_names(modes_of(entry))) or "-"
@@ -58,12 +75,16 @@ def _bound(entry: Mapping[str, Any]) -> str:
     return bound_short(entry.get("safe_bound"))
 
 
-def _caption(entries: Sequence[Mapping[str, Any]]) -> str | None:
+def _caption(entries: Sequence[Mapping[str, Any]]) -> Text | None:
     """What a safe cell's bound means, under a table that shows one."""
     if not any(_bound(e) for e in entries):
         return None
-    return ("safe <x% at 95%: no anomaly in its ok requests, so its anomaly rate is below x% "
-            "at 95% confidence (exact binomial)")
+    return Text("safe <x% at 95%: no anomaly in its ok requests, so its anomaly rate is below "
+                "x% at 95% confidence (exact binomial)")
+
+
+def _names(entry: Mapping[str, Any]) -> Mapping[str, Any]:
+    return entry.get("names") or {}
 
 
 def _cell_text(entry: Mapping[str, Any]) -> Text:
@@ -89,105 +110,248 @@ def _anomalies(entry: Mapping[str, Any]) -> str:
     return f"{anomalies:,} ({format_rate(entry.get('anomaly_rate'))})"
 
 
-def _rows_table(
-    entries: Sequence[Mapping[str, Any]], title: str | None, width: int
-) -> Table:
-    # An experiment is named by its mode, store (with its update, when not atomic: the
-    # grid's column name, redis:read-write) and window (plus a burst when used);
-    # the verdict comes right after them so that a narrow terminal never hides it.
-    # Below 90 columns the timing columns are left out (and the ok ops, when a
-    # column says how often repeated cells raced).
-    narrow = width < 90
-    # Narrow: one space less between columns, so that "failure mode" keeps its words.
-    table = Table(title=title, box=box.SIMPLE_HEAD, header_style="bold", pad_edge=False,
-                  collapse_padding=narrow, caption=_caption(entries), caption_justify="left")
-    table.add_column("mode", no_wrap=True)
-    table.add_column("store", no_wrap=True)
-    table.add_column("window", no_wrap=True)
-    table.add_column("verdict", no_wrap=True)
-    table.add_column("anomalies", justify="right", no_wrap=True)
-    repeated = any(e.get("repeats") for e in entries)
-    with_ops = not (narrow and repeated)  # room for how often each cell raced
-    if with_ops:
-        table.add_column("ok ops", justify="right", no_wrap=True)
-    table.add_column("failure mode", min_width=12)  # a safe row: its bound
+# -- one line per experiment --------------------------------------------------------------
+
+
+@dataclasses.dataclass(frozen=True)
+class _Layout:
+    """Which columns a rows table shows, from the richest (0) to the most compact."""
+
+    timings: bool = True
+    ok_ops: bool = True
+    verdict_with_count: bool = False  # "race 274 (68%)" in one column
+    store_with_window: bool = False  # "global/yield" in one column
+    rate_only: bool = False  # "race 68%"
+    gap: int = GAP
+
+
+_LAYOUTS = (
+    _Layout(gap=GAP + 1),
+    _Layout(),
+    _Layout(timings=False),
+    _Layout(timings=False, ok_ops=False),
+    _Layout(timings=False, ok_ops=False, verdict_with_count=True),
+    _Layout(timings=False, ok_ops=False, verdict_with_count=True, store_with_window=True),
+    _Layout(timings=False, ok_ops=False, verdict_with_count=True, store_with_window=True,
+            rate_only=True),
+    _Layout(timings=False, ok_ops=False, verdict_with_count=True, store_with_window=True,
+            rate_only=True, gap=1),
+)
+
+
+@dataclasses.dataclass
+class _Column:
+    header: str
+    right: bool = False
+    last: bool = False  # the one column that may wrap, at a space
+
+
+def _verdict_cell(entry: Mapping[str, Any], layout: _Layout) -> Text:
+    word = verdict_label(entry)
+    text = Text(word, style=STYLES[word])
+    if not layout.verdict_with_count:
+        return text
+    if word in ("race", "per-request"):
+        rate = format_rate(entry.get("anomaly_rate"))
+        text.append(f" {rate}" if layout.rate_only
+                    else f" {entry.get('anomalies'):,} ({rate})")
+    elif word == "unknown" and entry.get("status") == "failed":
+        text.append(" (failed)")
+    return text
+
+
+def _row_cells(entry: Mapping[str, Any], layout: _Layout, variants: bool, repeated: bool
+               ) -> list[tuple[str, Text]]:
+    """(column header, cell) of one experiment, in the order they are printed."""
+    names = _names(entry)
+    config = entry.get("config") or {}
+    latency = entry.get("latency_ms") or {}
+    mode = str(names.get("mode") or config.get("mode") or entry.get("label") or entry.get("id"))
+    store = str(names.get("store") or config.get("store") or "?")
+    window = str(names.get("window") or config.get("window") or "")
+    variant = str(names.get("variant") or "")
+    cells: list[tuple[str, Text]] = [("mode", Text(mode))]
+    if layout.store_with_window:
+        whole = store + (f"/{window}" if window else "") + (f" · {variant}" if variant else "")
+        cells.append(("store/window", Text(whole)))
+    else:
+        cells += [("store", Text(store)), ("window", Text(window or "-"))]
+        if variants:
+            cells.append(("variant", Text(variant or "-")))
+    cells.append(("verdict", _verdict_cell(entry, layout)))
+    if not layout.verdict_with_count:
+        cells.append(("anomalies", Text(_anomalies(entry))))
+    if layout.ok_ops:
+        cells.append(("ok ops", Text(_number((entry.get("ops") or {}).get("ok")))))
+    cells.append(("failure mode", Text(_bound(entry) or _modes(entry))))  # a safe row: its bound
     if repeated:
-        table.add_column("raced", justify="right", no_wrap=True)
-    if not narrow:
-        table.add_column("req/s", justify="right", no_wrap=True)
-        table.add_column("p99 ms", justify="right", no_wrap=True)
-    for entry in entries:
-        config = entry.get("config") or {}
-        latency = entry.get("latency_ms") or {}
-        mode = cell_key(entry, False)[0] if config.get("mode") else None  # and its interpreter
-        window = str(config.get("window") or "?")
-        if config.get("burst"):
-            window += f" burst {config['burst']}"
-        cells: list[Text | str] = [
-            Text(str(mode) if mode else str(entry.get("label") or entry.get("id"))),
-            Text(str(config.get("store") or "?") + (
-                f":{config['update']}" if config.get("update") not in (None, "", "atomic")
-                else "")),
-            Text(window),
-            _verdict_text(entry),
-            _anomalies(entry),
-            *([_number((entry.get("ops") or {}).get("ok"))] if with_ops else []),
-            _bound(entry) or _modes(entry),
-        ]
-        if repeated:
-            cells.append(runs_raced(entry).split(" ")[0] or "-")
-        if not narrow:
-            cells += [_number(entry.get("throughput_rps")), _number(latency.get("p99"), 1)]
-        table.add_row(*cells)
+        cells.append(("raced", Text(runs_raced(entry).split(" ")[0] or "-")))
+    if layout.timings:
+        cells += [("req/s", Text(_number(entry.get("throughput_rps")))),
+                  ("p99 ms", Text(_number(latency.get("p99"), 1)))]
+    return cells
+
+
+_RIGHT = {"anomalies", "ok ops", "raced", "req/s", "p99 ms"}
+
+
+def _group_rows(entries: Sequence[Mapping[str, Any]], layout: _Layout, repeated: bool
+                ) -> tuple[list[str], list[list[Text]]]:
+    variants = any(_names(e).get("variant") for e in entries)
+    rows = [_row_cells(e, layout, variants, repeated) for e in entries]
+    headers = [h for h, _ in rows[0]] if rows else []
+    return headers, [[cell for _, cell in row] for row in rows]
+
+
+def _widths(headers: list[str], rows: list[list[Text]]) -> list[int]:
+    return [max([len(h)] + [r[i].cell_len for r in rows]) for i, h in enumerate(headers)]
+
+
+def _fits(groups: Sequence[Sequence[Mapping[str, Any]]], layout: _Layout, repeated: bool,
+          width: int) -> bool:
+    for entries in groups:
+        headers, rows = _group_rows(entries, layout, repeated)
+        widths = _widths(headers, rows)
+        if sum(widths) + layout.gap * (len(widths) - 1) > width:
+            return False
+    return True
+
+
+def _rows_table(entries: Sequence[Mapping[str, Any]], layout: _Layout, repeated: bool,
+                width: int) -> Table:
+    headers, rows = _group_rows(entries, layout, repeated)
+    widths = _widths(headers, rows)
+    last = headers.index("failure mode")
+    spare = width - (sum(widths) + layout.gap * (len(widths) - 1))
+    table = Table(box=box.SIMPLE_HEAD, header_style="bold", show_edge=False, pad_edge=False,
+                  padding=(0, 1) if layout.gap > 1 else (0, 0),
+                  collapse_padding=layout.gap <= GAP)
+    for i, header in enumerate(headers):
+        if i == last and spare < 0:
+            # Too long for any layout: the failure modes wrap at a space, never inside a word.
+            longest = max([len(w) for r in rows for w in r[i].plain.split()] + [len(header)])
+            table.add_column(header, min_width=max(longest, widths[i] + spare),
+                             overflow="fold")
+        else:
+            table.add_column(header, width=widths[i], no_wrap=True,
+                             justify="right" if header in _RIGHT else "left")
+    for row in rows:
+        table.add_row(*row)
     return table
 
 
-def _grid_table(entries: Sequence[Mapping[str, Any]], title: str | None) -> Table:
-    rows, cols, _ = mode_store_keys(entries)
-    multi_window = any("/" in c for c in cols)
-    cells = {cell_key(e, multi_window): e for e in entries}
-    table = Table(title=title, box=box.SIMPLE_HEAD, header_style="bold", pad_edge=False,
-                  caption=_caption(entries), caption_justify="left")
+def _groups(results: Mapping[str, Any]) -> list[tuple[str, list[Mapping[str, Any]]]]:
+    """The run's scenarios, in order, each with its experiments (its title empty when the
+    run holds one scenario only)."""
+    entries = [e for e in results.get("experiments") or () if isinstance(e, Mapping)]
+    by_id = {str(e.get("id")): e for e in entries}
+    scenarios = list(results.get("scenarios") or ())
+    if len(scenarios) <= 1:
+        return [("", entries)]
+    return [(str(s.get("title") or s.get("name")), [by_id[i] for i in s.get("ids") or ()
+                                                    if i in by_id]) for s in scenarios]
+
+
+def _rows(results: Mapping[str, Any], title: str | None, width: int) -> list[RenderableType]:
+    groups = _groups(results)
+    entries = [e for _, group in groups for e in group]
+    repeated = any(e.get("repeats") for e in entries)
+    lists = [group for _, group in groups if group]
+    layout = next((lay for lay in _LAYOUTS if _fits(lists, lay, repeated, width)), _LAYOUTS[-1])
+    parts: list[RenderableType] = []
+    if title:
+        parts.append(Text(title, style="bold"))
+    for heading, group in groups:
+        if not group:
+            continue
+        if heading:
+            parts.append(Text(heading, style="bold underline"))
+        parts.append(_rows_table(group, layout, repeated, width))
+        parts.append(Text(""))
+    caption = _caption(entries)
+    if caption is not None:
+        parts.append(caption)
+    elif parts and isinstance(parts[-1], Text) and not parts[-1].plain:
+        parts.pop()
+    return parts
+
+
+# -- a grid per scenario ------------------------------------------------------------------
+
+
+def _grid_table(grid: Mapping[str, Any], by_id: Mapping[str, Mapping[str, Any]]) -> Table:
+    table = Table(box=box.SIMPLE_HEAD, header_style="bold", pad_edge=False)
     table.add_column("mode \\ store")
-    for col in cols:
-        table.add_column(col, overflow="fold")
-    for row in rows:
-        values: list[Text | str] = [Text(row, style="bold")]
-        for col in cols:
-            entry = cells.get((row, col))
+    for col in grid.get("stores") or ():
+        table.add_column(str(col), overflow="fold")
+    for mode, row in zip(grid.get("modes") or (), grid.get("cells") or (), strict=True):
+        values: list[Text | str] = [Text(str(mode), style="bold")]
+        for cell in row:
+            entry = by_id.get(str(cell)) if cell is not None else None
             values.append(Text("-", style="dim") if entry is None else _cell_text(entry))
         table.add_row(*values)
     return table
 
 
+def _grid(results: Mapping[str, Any], title: str | None) -> list[RenderableType]:
+    entries = [e for e in results.get("experiments") or () if isinstance(e, Mapping)]
+    by_id = {str(e.get("id")): e for e in entries}
+    grids = list(results.get("grid") or ())
+    parts: list[RenderableType] = []
+    if title:
+        parts.append(Text(title, style="bold"))
+    for grid in grids:
+        if len(grids) > 1:
+            parts.append(Text(str(grid.get("title") or grid.get("scenario")),
+                              style="bold underline"))
+        parts.append(_grid_table(grid, by_id))
+    caption = _caption(entries)
+    if caption is not None:
+        parts.append(caption)
+    return parts
+
+
+def _grid_fits(results: Mapping[str, Any], width: int) -> bool:
+    entries = list(results.get("experiments") or ())
+    grids = list(results.get("grid") or ())
+    complete = all((e.get("config") or {}).get("mode") and (e.get("config") or {}).get("store")
+                   for e in entries)
+    if len(entries) < 2 or not complete or not grids:
+        return False
+    if len(grids) == 1 and len(grids[0].get("modes") or ()) * len(grids[0].get("stores") or ()
+                                                                   ) < 2:
+        return False
+    # A grid cell needs about 17 columns to stay readable ("race 148 (49%)",
+    # "separate copies").
+    return all(GRID_ROWS + GRID_CELL * len(g.get("stores") or ()) <= width for g in grids)
+
+
 def build_table(
     results: Mapping[str, Any], layout: str = "auto", title: str | None = None,
-    width: int = 100,
-) -> Table:
-    """A rich table of a results document.
+    width: int = 100, terminal: bool = False,
+) -> RenderableType:
+    """The table of a results document, ready to print.
 
     Args:
         results: a results.json document.
-        layout: ``rows`` (one row per experiment), ``grid`` (modes x stores) or
-            ``auto`` (a grid when the experiments form one that fits the width).
+        layout: ``rows`` (one line per experiment), ``grid`` (modes x stores, one grid
+            per scenario) or ``auto``: grids on a terminal wider than 80 columns where
+            every one fits, else rows (a pipe or a log reads one line per experiment
+            best: a grid's cell takes two lines).
         title: optional caption above the table.
-        width: the width it will be printed at (narrow tables leave out timings).
+        width: the width it will be printed at (the rows take the richest layout that
+            fits it).
+        terminal: whether it is printed to a terminal (rather than a pipe or a file).
 
     Returns:
-        The table; ``-`` in a grid marks a combination that was not run.
+        The table(s), each scenario under its title when there are several; ``-`` in
+        a grid marks a combination that was not run.
     """
-    entries = list(results.get("experiments") or ())
     if layout == "auto":
-        complete = all((e.get("config") or {}).get("mode") and (e.get("config") or {}).get("store")
-                       for e in entries)
-        grid = bool(entries) and complete and mode_store_keys(entries)[2]
-        # A grid cell needs about 17 columns to stay readable ("race 148 (49%)",
-        # "separate copies").
-        fits = grid and 16 + 17 * len(mode_store_keys(entries)[1]) <= width
-        layout = "grid" if fits else "rows"
-    if layout == "grid":
-        return _grid_table(entries, title)
-    return _rows_table(entries, title, width)
+        grid = terminal and width > LOG_WIDTH and _grid_fits(results, width)
+        layout = "grid" if grid else "rows"
+    parts = _grid(results, title) if layout == "grid" else _rows(results, title, width)
+    return Group(*parts)
 
 
 def print_table(
@@ -202,13 +366,16 @@ def print_table(
     if run.get("partial"):
         reason = run.get("partial_reason") or "not every experiment ran"
         console.print(Text(f"PARTIAL RUN: {reason}", style="bold yellow"))
-    console.print(build_table(results, layout=layout, width=console.width))
+    console.print(build_table(results, layout=layout, width=console.width,
+                              terminal=console.is_terminal))
 
 
-def table_text(results: Mapping[str, Any], width: int = 100, layout: str = "auto") -> str:
-    """The table as plain text at a fixed width, without colour (for snapshots and logs)."""
+def table_text(results: Mapping[str, Any], width: int = 100, layout: str = "auto",
+               terminal: bool = False) -> str:
+    """The table as plain text at a fixed width, without colour (for snapshots and logs);
+    ``terminal`` lays it out as for a terminal of that width."""
     out = io.StringIO()
     console = Console(file=out, width=width, no_color=True, color_system=None,
-                      force_terminal=False, legacy_windows=False)
+                      force_terminal=terminal, legacy_windows=False)
     print_table(results, console=console, layout=layout)
     return "\n".join(line.rstrip() for line in out.getvalue().splitlines()) + "\n"

@@ -64,18 +64,6 @@ class Cell(ExperimentSpec):
         update = "" if self.update == "atomic" else f"-{self.update}"
         return f"{scenario}{self.store}{update}-{self.window}-{self.mode}{burst}{tabs}{python}"
 
-    @property
-    def label(self) -> str:
-        python = f" · python {self.python}" if self.python else ""
-        if self.app:
-            return (f"{self.app} · {self.mode}" + (f" · burst {self.burst}" if self.burst else "")
-                    + python)
-        scenario = "" if self.scenario == "counter" else f"{self.scenario} · "
-        burst = f" · burst {self.burst}" if self.burst else ""
-        tabs = f" · {self.tabs} tabs" if self.tabs > 1 else ""
-        return (f"{scenario}{self.store}{self.update_text} · {self.window} · {self.mode}"
-                f"{burst}{tabs}{python}")
-
     def spec(self, **changes: Any) -> ExperimentSpec:
         """The experiment this cell runs (with ``changes`` applied)."""
         values = {f.name: getattr(self, f.name) for f in dataclasses.fields(ExperimentSpec)}

@@ -35,6 +35,7 @@ from demo_server.served.config import (
     Connections,
     ServerConfig,
 )
+from reports.analysis.names import cell_label
 from scenarios.operation import Operation, OperationError, parse_request, parse_value_spec
 from scenarios.registry import SCENARIO_NAMES, check_cell, get_scenario
 
@@ -298,10 +299,11 @@ class ExperimentSpec:
 
     @property
     def label(self) -> str:
+        """``store · mode · window``, the scenario first unless it is the counter, the variant
+        (``4 tabs``, ``burst 8``) last, and the interpreter asked for: what the run records,
+        and the progress prints."""
         python = f" · python {self.python}" if self.python else ""
-        if self.app:
-            return f"{self.app} · {self.mode}{python}"
-        return f"{self.store}{self.update_text} · {self.mode} · {self.window}{python}"
+        return cell_label(dataclasses.asdict(self)) + python
 
     def command(self, probe_url: str = "") -> str:
         """The ``racelab swarm`` (or ``racelab probe URL``) command that reproduces this.
