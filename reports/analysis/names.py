@@ -64,13 +64,15 @@ def interpreter_name(config: Mapping[str, Any]) -> str:
     return name + (" no GIL" if config.get("gil") is False else "")
 
 
-def variant_of(config: Mapping[str, Any], with_interpreter: bool = False) -> str:
+def variant_of(config: Mapping[str, Any], with_interpreter: bool = False,
+               interpreter: str = "") -> str:
     """What sets a cell apart beyond its scenario, store, mode and window (``4 tabs``).
 
     Args:
         config: an experiment's configuration.
         with_interpreter: name the server's interpreter too (a run whose cells ran
             under different ones).
+        interpreter: its name as the analysis measured it (``3.13t, GIL off``), when known.
 
     Returns:
         The variant's words joined by `` · ``; empty when the cell has none.
@@ -81,8 +83,9 @@ def variant_of(config: Mapping[str, Any], with_interpreter: bool = False) -> str
         parts.append(f"{tabs} tabs")
     if config.get("burst"):
         parts.append(f"burst {config['burst']}")
-    if with_interpreter and interpreter_name(config):
-        parts.append(interpreter_name(config))
+    name = interpreter or interpreter_name(config)
+    if with_interpreter and name:
+        parts.append(name)
     return SEP.join(parts)
 
 
@@ -222,10 +225,12 @@ def name_run(results: dict[str, Any]) -> dict[str, Any]:
     configs = [e.get("config") or {} for e in entries]
     scenarios = list(dict.fromkeys(_scenario(c) for c in configs))
     several = len(scenarios) > 1
-    interpreters = {interpreter_name(c) for c in configs} - {""}
+    measured = [str((e.get("interpreter") or {}).get("label") or "") for e in entries]
+    interpreters = {m or interpreter_name(c) for m, c in zip(measured, configs, strict=True)}
+    interpreters -= {""}
     with_interpreter = len(interpreters) > 1
     labels = []
-    for entry, config in zip(entries, configs, strict=True):
+    for entry, config, interpreter in zip(entries, configs, measured, strict=True):
         recorded = str(entry.get("label") or "")
         derived = not recorded or recorded in _derived_labels(config)
         own = cell_label(config, with_scenario=several and not _target(config),
@@ -236,7 +241,7 @@ def name_run(results: dict[str, Any]) -> dict[str, Any]:
             "store": store_name(config) if not _target(config) else _scenario(config),
             "mode": str(config.get("mode") or "?"),
             "window": str(config.get("window") or "?") if not _target(config) else "",
-            "variant": variant_of(config, with_interpreter),
+            "variant": variant_of(config, with_interpreter, interpreter),
         }
     for entry, label in zip(entries, _unique(labels), strict=True):
         entry["label"] = label

@@ -691,10 +691,10 @@ def draw_all(results: Mapping[str, Any], results_dir: Path, fmt: str = "png",
 
 def _draw_run_plots(results: Mapping[str, Any], results_dir: Path, fmt: str,
                     matrix: bool = True) -> dict[str, Any]:
-    """The matrix (when asked) and the cost-of-safety plots the plan names."""
+    """The matrix (when asked), the cost-of-safety and the update plots the plan names."""
     planned = results.get("plots") or {}
     entries = results.get("experiments") or []
-    run_plots: dict[str, Any] = {"matrix": None, "cost": {}}
+    run_plots: dict[str, Any] = {"matrix": None, "cost": {}, "updates": {}}
     if planned.get("matrix") and matrix:
         drawn_matrix = draw_matrix(results, results_dir / f"{planned['matrix']}.{fmt}")
         run_plots["matrix"] = (None if drawn_matrix is None
@@ -703,4 +703,8 @@ def _draw_run_plots(results: Mapping[str, Any], results_dir: Path, fmt: str,
         drawn = draw_cost(entries, plot, results_dir / f"{plot['stem']}.{fmt}")
         if drawn is not None:
             run_plots["cost"][str(plot["stem"])] = drawn.relative_to(results_dir).as_posix()
+    for key, stem in (planned.get("updates") or {}).items():
+        drawn = draw_updates(entries, key, results_dir / f"{stem}.{fmt}")
+        if drawn is not None:
+            run_plots["updates"][key] = drawn.relative_to(results_dir).as_posix()
     return run_plots

@@ -120,7 +120,8 @@ class InterpreterResult:
 
 
 def check_python(path: str) -> str:
-    """An interpreter the user named (``--python``): an executable file, or a name on PATH.
+    """An interpreter the user named (``--python``): an executable file, a name on PATH, or
+    a version or build racelab can find (``3.13t``, ``free-threaded``).
 
     Returns:
         Its path.
@@ -129,6 +130,11 @@ def check_python(path: str) -> str:
         ConfigError: no such file or program, a directory, or a file not executable.
     """
     found = path if os.sep in path else (shutil.which(path) or path)
+    if not os.path.exists(found) and os.sep not in path:
+        try:  # a version or a build: 3.13t, free-threaded
+            return resolve(path, serve=False).path
+        except ConfigError:
+            pass
     if not os.path.exists(found):
         raise ConfigError(f"--python {path}: no such file or program")
     if not os.path.isfile(found) or not os.access(found, os.X_OK):

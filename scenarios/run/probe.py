@@ -45,9 +45,10 @@ class ProbeError(TargetError):
     """A URL racelab will not or cannot load: another host without consent, or silence."""
 
 
-#: What the probe asks before its swarm: a request no handler of an app serves
-#: (``OPTIONS *`` is about the server), so it changes no state an app keeps.
-_HELLO = b"OPTIONS * HTTP/1.1\r\nHost: %s\r\nConnection: close\r\nUser-Agent: racelab\r\n\r\n"
+#: What the probe asks before its swarm: a request of an HTTP version no server speaks,
+#: which an HTTP server refuses itself (400 or 505) before any app sees it, so it changes
+#: no state an app keeps (a WSGI app answers every ``OPTIONS *`` it is handed).
+_HELLO = b"OPTIONS * HTTP/9.9\r\nHost: %s\r\nConnection: close\r\nUser-Agent: racelab\r\n\r\n"
 
 
 def check_probe_url(url: str, allow_remote: bool = False, timeout: float = 3.0) -> str:
@@ -88,7 +89,9 @@ def check_probe_url(url: str, allow_remote: bool = False, timeout: float = 3.0) 
         head = b""
     finally:
         sock.close()
-    if head is not None and not head.startswith(b"HTTP/"):  # None: slow, maybe busy; the load tells
+    # An HTTP server answers a status line, or (an HTTP/0.9-style refusal, as Python's
+    # http.server gives for a version it does not speak) its HTML error page.
+    if head is not None and not head.startswith((b"HTTP/", b"<")):  # None: slow; the load tells
         said = f"it answered {head[:40]!r}" if head else "it closed the connection unanswered"
         raise ProbeError(f"{where} is not an HTTP server: {said} (a database or cache port?)")
     return f"{parts.scheme}://{parts.netloc}"
@@ -112,7 +115,7 @@ def _first_answer(sock: socket.socket, tls: bool, host: str, netloc: str,
             break
         answer += chunk
         if not answer.startswith(b"HTTP/"[:len(answer)]):
-            break  # not HTTP: enough is known
+            break  # not a status line: enough is known
     return answer[:5]
 
 
