@@ -182,9 +182,10 @@ def _server_python(text: str, mode: str, store: str, session_backend: str, app: 
     missing = _missing(interpreter.path, need)
     if "gevent" in missing and interpreter.free_threaded:
         raise ConfigError(
-            f"--python {text}: --mode gevent cannot run on {interpreter.label}: gevent and "
-            "greenlet do not install on a free-threaded 3.13 (no wheel, and their builds "
-            "fail); use threaded, gunicorn-sync or gunicorn-gthread")
+            f"--python {text}: --mode gevent cannot run on {interpreter.label}: racelab does "
+            "not install gevent on a free-threaded build (on 3.13t gevent and greenlet have "
+            "no wheel and their builds fail); use threaded, gunicorn-sync or "
+            "gunicorn-gthread, or a virtual environment of it where gevent is installed")
     if not missing:
         return ServerPython(interpreter, interpreter.path)
     if interpreter.venv:
