@@ -5,6 +5,7 @@ a demo or matrix stopped after its last cell still leaves its report, marked par
 from __future__ import annotations
 
 import json
+import os
 import shutil
 import signal
 import time
@@ -13,10 +14,14 @@ from pathlib import Path
 import pytest
 from cli_tools import racelab
 
+from demo_server.basics import interrupts
 from demo_server.basics.procs import reachable
+from demo_server.served.config import Connections
 from reports.analysis.checking import check_history
 from reports.analysis.results import reset_problem
 from reports.history.table import read_history
+from scenarios.run.demo import run_demo
+from scenarios.run.presets import Cell
 
 
 def _run(*args: str, cwd: Path, timeout: float = 180) -> tuple[int, str]:
@@ -198,3 +203,56 @@ def test_a_matrix_signalled_after_its_last_cell_leaves_a_partial_report(
     assert results["run"]["partial"] is True, results["run"]
     assert "interrupted" in results["run"]["partial_reason"], results["run"]
     assert "partial" in (run / "report.html").read_text().lower()
+
+
+class _SignalOnClose:
+    """Launchers whose closing brings SIGTERM, as a signal that comes while a matrix
+    closes its zygotes, after its last cell."""
+
+    def __enter__(self) -> _SignalOnClose:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        os.kill(os.getpid(), signal.SIGTERM)
+        time.sleep(0.05)  # the handler runs here, inside the close
+
+
+def _cell_without_load(cell: Cell, cell_dir: Path) -> dict:
+    """A cell that writes what an experiment writes, without a server or a swarm."""
+    cell_dir.mkdir(parents=True, exist_ok=True)
+    rows = ["op_id,client,op,outcome,value,invoke_ns,complete_ns,server_pid,server_tid,"
+            "server_arrival_ns,server_departure_ns,url,burst,error,status"]
+    rows += [f"{i},c{i},incr,ok,{i + 1},{10 * i},{10 * i + 5},7,1,,,http://127.0.0.1:1,,,200"
+             for i in range(20)]
+    (cell_dir / "history.csv").write_text("\n".join(rows) + "\n")
+    (cell_dir / "final.json").write_text(json.dumps(
+        {"available": True, "reason": "", "per_process": False,
+         "states": [{"pid": 7, "value": 20, "served": 20}]}))
+    (cell_dir / "summary.json").write_text(json.dumps(
+        {"schema": 1, "status": "ok", "error": "", "label": cell.label,
+         "experiment": {"scenario": "counter", "store": cell.store, "window": cell.window,
+                        "mode": cell.mode}}))
+    return {"valid": "yes", "anomalies": 0}
+
+
+def test_a_signal_while_the_zygotes_close_still_leaves_the_report(tmp_path: Path) -> None:
+    """SIGTERM as the matrix closes its zygotes (after the last cell): run_demo returns,
+    interrupted, with results.json marked partial ("after the last cell") and the report."""
+    previous = {s: signal.getsignal(s) for s in interrupts.SIGNALS}
+    interrupts.install()
+    try:
+        result = run_demo([Cell(store="lock", mode="threaded")], tmp_path / "run",
+                          Connections(), preset="test", budget_s=None, nominal_budget_s=1,
+                          cell_runner=_cell_without_load, interpreters=False,
+                          launchers=_SignalOnClose())  # type: ignore[arg-type]
+    except KeyboardInterrupt as exc:  # would end the whole test session
+        pytest.fail(f"the signal escaped run_demo: {exc!r}")
+    finally:
+        for signum, handler in previous.items():
+            signal.signal(signum, handler)
+        interrupts.reset()
+    assert result.outcome.interrupted
+    results = json.loads((tmp_path / "run" / "results.json").read_text())
+    assert results["run"]["partial"] is True
+    assert "after the last cell" in results["run"]["partial_reason"], results["run"]
+    assert (tmp_path / "run" / "report.html").is_file()
