@@ -12,7 +12,13 @@ from pathlib import Path
 import pytest
 from test_reports import make_experiment
 
-from reports.analysis.bytecode import disassemble, interleaving, racy_method, schedule
+from reports.analysis.bytecode import (
+    disassemble,
+    interleaving,
+    racy_method,
+    schedule,
+    stepper,
+)
 from reports.analysis.results import collect_experiment
 from reports.render.html import render_run
 
@@ -120,3 +126,56 @@ def test_no_bytecode_without_a_within_process_duplicate(tmp_path: Path) -> None:
         entry = collect_experiment(make_experiment(tmp_path / kind, kind=kind, pids=pids,
                                                    mode="gunicorn-sync"))
         assert entry["interleaving"] is None
+
+
+def free_threaded_python() -> list[str]:
+    """The free-threaded CPython ``./run free-threaded`` builds into the cache, if built."""
+    cache = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache")
+    found = sorted((cache / "racelab" / "python3.13t" / "bin").glob("python3.1[3-9]"))
+    return [str(found[0])] if found else []
+
+
+def replay(model: dict, order: list[int]) -> tuple[int, list[int | None], bool]:
+    """self.param, what each request returned, and whether an update was lost, after running
+    the stepper's program in ``order`` (its effects as the report's script applies them)."""
+    shared, lost = model["start"], False
+    pc, local, read, got, returned = [0, 0], [0, 0], [0, 0], [None, None], [None, None]
+    for i in order:
+        effect = model["program"][pc[i]]["effect"]
+        pc[i] += 1
+        if effect == "read":
+            local[i] = read[i] = shared
+        elif effect == "add":
+            local[i] += 1
+        elif effect == "write":
+            lost, shared = lost or shared != read[i], local[i]
+        elif effect == "reread":
+            got[i] = shared
+        elif effect == "return":
+            returned[i] = got[i] if got[i] is not None else local[i]
+    return shared, returned, lost
+
+
+@pytest.mark.parametrize("python", [sys.executable, *pyenv_pythons(), *free_threaded_python()])
+@pytest.mark.parametrize("window", ["none", "yield"])
+def test_the_stepper_plays_the_witness_on_every_interpreter(python: str, window: str) -> None:
+    """Under every interpreter found (3.6 to 3.13, the free-threaded build), the stepper's
+    model of the racy method marks one read, add and write, and its replay of the
+    reconstructed schedule ends with both requests returning the witness's value and an
+    update lost; one request after the other loses none."""
+    code = disassemble(python, window)
+    assert code["error"] == "", code["error"]
+    steps = schedule(code["instructions"], 57, "request 1", "request 2", {"window": window})
+    model = stepper(code["instructions"], steps, 57, ["request 1", "request 2"],
+                    racy_method(window)[1], [1, 2], "thread")
+    assert model is not None
+    effects = [ins["effect"] for ins in model["program"]]
+    for effect in ("read", "add", "write", "reread", "return"):
+        assert effects.count(effect) == 1, (effect, effects)
+    assert effects.count("call") == (window != "none")
+    assert model["start"] == 56 and len(model["replay"]) == 2 * len(model["program"])
+    assert replay(model, model["replay"]) == (57, [57, 57], True)
+    one_then_other = [0] * len(model["program"]) + [1] * len(model["program"])
+    assert replay(model, one_then_other) == (58, [57, 58], False)
+    sources = [ins["source"] for ins in model["program"] if ins["source"]]
+    assert ("self.param += 1" in sources) == (window == "none")
