@@ -4,6 +4,7 @@ a demo or matrix stopped after its last cell still leaves its report, marked par
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import shutil
@@ -235,24 +236,56 @@ def _cell_without_load(cell: Cell, cell_dir: Path) -> dict:
     return {"valid": "yes", "anomalies": 0}
 
 
-def test_a_signal_while_the_zygotes_close_still_leaves_the_report(tmp_path: Path) -> None:
-    """SIGTERM as the matrix closes its zygotes (after the last cell): run_demo returns,
-    interrupted, with results.json marked partial ("after the last cell") and the report."""
+def _run_demo_signalled(tmp_path: Path, launchers: object):  # type: ignore[no-untyped-def]
+    """One cell without load through run_demo, with racelab's signal handling installed."""
     previous = {s: signal.getsignal(s) for s in interrupts.SIGNALS}
     interrupts.install()
     try:
-        result = run_demo([Cell(store="lock", mode="threaded")], tmp_path / "run",
-                          Connections(), preset="test", budget_s=None, nominal_budget_s=1,
-                          cell_runner=_cell_without_load, interpreters=False,
-                          launchers=_SignalOnClose())  # type: ignore[arg-type]
+        return run_demo([Cell(store="lock", mode="threaded")], tmp_path / "run",
+                        Connections(), preset="test", budget_s=None, nominal_budget_s=1,
+                        cell_runner=_cell_without_load, interpreters=False,
+                        launchers=launchers)  # type: ignore[arg-type]
     except KeyboardInterrupt as exc:  # would end the whole test session
         pytest.fail(f"the signal escaped run_demo: {exc!r}")
     finally:
         for signum, handler in previous.items():
             signal.signal(signum, handler)
         interrupts.reset()
+
+
+def test_a_signal_while_the_zygotes_close_still_leaves_the_report(tmp_path: Path) -> None:
+    """SIGTERM as the matrix closes its zygotes (after the last cell): run_demo returns,
+    interrupted, with results.json marked partial ("after the last cell") and the report."""
+    result = _run_demo_signalled(tmp_path, _SignalOnClose())
     assert result.outcome.interrupted
     results = json.loads((tmp_path / "run" / "results.json").read_text())
     assert results["run"]["partial"] is True
     assert "after the last cell" in results["run"]["partial_reason"], results["run"]
     assert (tmp_path / "run" / "report.html").is_file()
+
+
+def test_a_signal_while_the_report_is_written_marks_it_partial(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """SIGTERM while results.json is rendered into the report (the last step): the run
+    is interrupted, and results.json and the report are written again, marked partial."""
+    from reports.render import html
+
+    real_render = html.render_run
+    calls: list[int] = []
+
+    def render_then_signal(*args: object, **kwargs: object) -> object:
+        written = real_render(*args, **kwargs)  # type: ignore[arg-type]
+        calls.append(1)
+        if len(calls) == 1:
+            os.kill(os.getpid(), signal.SIGTERM)
+            time.sleep(0.05)  # the handler runs here, after the report was written
+        return written
+
+    monkeypatch.setattr(html, "render_run", render_then_signal)
+    result = _run_demo_signalled(tmp_path, contextlib.nullcontext())
+    assert result.outcome.interrupted
+    assert len(calls) == 2
+    results = json.loads((tmp_path / "run" / "results.json").read_text())
+    assert results["run"]["partial"] is True
+    assert "after the last cell" in results["run"]["partial_reason"], results["run"]
+    assert "partial" in (tmp_path / "run" / "report.html").read_text().lower()

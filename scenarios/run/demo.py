@@ -284,14 +284,20 @@ def run_demo(
                                     "cells": len(results["experiments"]),
                                     "cells_s": round(cells_done - meta["started"], 3),
                                     "wall_s": round(time.time() - meta["started"], 3)}
-        if (late or stops.received) and not outcome.interrupted:
-            outcome.interrupted = True
-            results["run"].update(partial=True, partial_reason=(
-                f"interrupted ({_signal_name()}) after the last cell; every cell finished"))
-        path = write_results(results, run_dir)
-        written = render_run(run_dir, formats)
-        if stops.received:
-            outcome.interrupted = True
+        # A signal while results.json and the report are written marks them partial too:
+        # they are written once more, still deferred (twice at most).
+        for _ in range(2):
+            if (late or stops.received) and not results["run"].get("partial"):
+                outcome.interrupted = True
+                results["run"].update(partial=True, partial_reason=(
+                    f"interrupted ({_signal_name()}) after the last cell; every cell finished"))
+            path = write_results(results, run_dir)
+            written = render_run(run_dir, formats)
+            if not stops.received or results["run"].get("partial"):
+                break
+    # A signal counted as the handlers were put back, after the last look, still stops it.
+    if stops.received:
+        outcome.interrupted = True
     return DemoResult(outcome, load_results(path), written, list(skipped))
 
 
