@@ -220,3 +220,32 @@ def test_a_table_too_wide_for_any_layout_wraps_at_a_space(width: int) -> None:
     words = " ".join(text.split())
     assert "interleaving" in words and "separate copies" in words
     assert max(len(line) for line in text.splitlines()) <= width
+
+
+def test_a_classroom_shaped_table_at_80_columns_keeps_every_row_and_mode_whole() -> None:
+    """Two interpreters, a read-then-write store and three failure modes in one scenario:
+    too wide for a one-line row at 80 columns, so each failure mode gets a line of its own
+    under its row; no line is wider than 80, every row and every failure mode is whole on
+    one line, and each interpreter is named once, above its rows."""
+    entries = [
+        synthetic_entry("a", GTHREAD, "global", "no", anomalies=40, label=""),
+        synthetic_entry("b", "gunicorn-sync", "postgres", "no", anomalies=9, label=""),
+        synthetic_entry("c", "threaded", "global", "no", anomalies=3, label="",
+                        python="3.13.1", gil=False),
+        synthetic_entry("d", "threaded", "lock", "yes", label="", python="3.13.1", gil=False),
+    ]
+    entries[0]["failure_modes"] = ["interleaving", "separate-copies", "per-request"]
+    entries[1]["config"]["update"] = "read-write"
+    results = synthetic_results(entries)
+    text = table_text(results, width=80, layout="rows")
+    lines = text.splitlines()
+    assert max(len(line) for line in lines) <= 80
+    assert lines.count("served by 3.11.2") == lines.count("served by 3.13.1 no GIL") == 1
+    for entry in results["experiments"]:
+        names = entry["names"]
+        row = [line for line in lines if line.startswith(names["mode"] + " ")
+               and f"{names['store']}/{names['window']}" in line]
+        assert len(row) == 1, (names, text)
+        below = lines[lines.index(row[0]) + 1]
+        assert below.startswith("  ") and below.strip(), text
+    assert "  interleaving, separate copies, per request" in lines

@@ -10,7 +10,8 @@ computed here and stored in results.json, so that no two rows read the same:
   records it (``ExperimentSpec.label``): ``store · mode · window``, the scenario
   first when it is not the counter, its variant last.
 - ``name_run(results)``: each entry's ``names`` (scenario, store, mode, window,
-  variant, and its unique ``label`` within the run), the run's ``scenarios``
+  variant, the interpreter the variant names when the run names interpreters,
+  and its unique ``label`` within the run), the run's ``scenarios``
   (the groups the views show, in run order) and its ``grid`` (one mode x store
   grid per scenario, the heatmap's and the terminal grid's layout).
 
@@ -242,6 +243,9 @@ def name_run(results: dict[str, Any]) -> dict[str, Any]:
             "mode": str(config.get("mode") or "?"),
             "window": str(config.get("window") or "?") if not _target(config) else "",
             "variant": variant_of(config, with_interpreter, interpreter),
+            # the interpreter's part of the variant, when the run names interpreters
+            "interpreter": ((interpreter or interpreter_name(config)) if with_interpreter
+                            else ""),
         }
     for entry, label in zip(entries, _unique(labels), strict=True):
         entry["label"] = label

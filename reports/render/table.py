@@ -12,12 +12,15 @@ its title; a one-scenario run has no title line. Every name printed is the one
 the analysis stored (``entry["names"]``, ``results["scenarios"]``,
 ``results["grid"]``).
 
-In rows, an experiment is always one line: the table takes the richest of its
-layouts that fits the width (timings, then the ok ops, are left out; then the
-verdict and its count share a column, the store and its window another; then the
-count gives way to the rate alone), so that a log at 80 columns crops no word and
-never wraps a row into a second line. Only a cell too long for any layout wraps,
-at a space, in its last column.
+In rows, the experiments of a run whose cells ran under several interpreters are
+grouped by interpreter too, the interpreter named in the group's title. An
+experiment is one line: the table takes the richest of its layouts that fits
+the width (timings, then the ok ops, are left out; then the verdict and its
+count share a column, the store and its window another; then the count gives way
+to the rate alone), so that a log at 80 columns crops no word and never wraps a
+row into a second line. Where no one-line layout fits, each experiment's failure
+mode (or a safe cell's bound) moves to a line of its own under its row, indented;
+only a cell too long even then wraps, at a space.
 """
 
 from __future__ import annotations
@@ -123,6 +126,7 @@ class _Layout:
     store_with_window: bool = False  # "global/yield" in one column
     rate_only: bool = False  # "race 68%"
     gap: int = GAP
+    stacked: bool = False  # the failure mode on a line of its own, under its row
 
 
 _LAYOUTS = (
@@ -136,7 +140,11 @@ _LAYOUTS = (
             rate_only=True),
     _Layout(timings=False, ok_ops=False, verdict_with_count=True, store_with_window=True,
             rate_only=True, gap=1),
+    _Layout(timings=False, ok_ops=False, verdict_with_count=True, store_with_window=True,
+            rate_only=True, gap=1, stacked=True),
 )
+#: How far a stacked failure mode is indented under its row.
+STACK_INDENT = 2
 
 
 @dataclasses.dataclass
@@ -169,7 +177,7 @@ def _row_cells(entry: Mapping[str, Any], layout: _Layout, variants: bool, repeat
     mode = str(names.get("mode") or config.get("mode") or entry.get("label") or entry.get("id"))
     store = str(names.get("store") or config.get("store") or "?")
     window = str(names.get("window") or config.get("window") or "")
-    variant = str(names.get("variant") or "")
+    variant = _row_variant(names)
     cells: list[tuple[str, Text]] = [("mode", Text(mode))]
     if layout.store_with_window:
         whole = store + (f"/{window}" if window else "") + (f" · {variant}" if variant else "")
@@ -183,7 +191,8 @@ def _row_cells(entry: Mapping[str, Any], layout: _Layout, variants: bool, repeat
         cells.append(("anomalies", Text(_anomalies(entry))))
     if layout.ok_ops:
         cells.append(("ok ops", Text(_number((entry.get("ops") or {}).get("ok")))))
-    cells.append(("failure mode", Text(_bound(entry) or _modes(entry))))  # a safe row: its bound
+    if not layout.stacked:
+        cells.append(("failure mode", Text(_bound(entry) or _modes(entry))))  # safe: its bound
     if repeated:
         cells.append(("raced", Text(runs_raced(entry).split(" ")[0] or "-")))
     if layout.timings:
@@ -192,12 +201,21 @@ def _row_cells(entry: Mapping[str, Any], layout: _Layout, variants: bool, repeat
     return cells
 
 
+def _row_variant(names: Mapping[str, Any]) -> str:
+    """The variant a row shows: its interpreter is in its group's title instead."""
+    variant = str(names.get("variant") or "")
+    interpreter = str(names.get("interpreter") or "")
+    if interpreter and variant.endswith(interpreter):
+        variant = variant[: -len(interpreter)].removesuffix(" · ").strip()
+    return variant
+
+
 _RIGHT = {"anomalies", "ok ops", "raced", "req/s", "p99 ms"}
 
 
 def _group_rows(entries: Sequence[Mapping[str, Any]], layout: _Layout, repeated: bool
                 ) -> tuple[list[str], list[list[Text]]]:
-    variants = any(_names(e).get("variant") for e in entries)
+    variants = any(_row_variant(_names(e)) for e in entries)
     rows = [_row_cells(e, layout, variants, repeated) for e in entries]
     headers = [h for h, _ in rows[0]] if rows else []
     return headers, [[cell for _, cell in row] for row in rows]
@@ -214,13 +232,22 @@ def _fits(groups: Sequence[Sequence[Mapping[str, Any]]], layout: _Layout, repeat
         widths = _widths(headers, rows)
         if sum(widths) + layout.gap * (len(widths) - 1) > width:
             return False
+        if layout.stacked and any(len(word) + STACK_INDENT > width
+                                  for e in entries for word in _stacked_text(e).split()):
+            return False
     return True
 
 
+def _stacked_text(entry: Mapping[str, Any]) -> str:
+    return _bound(entry) or _modes(entry)
+
+
 def _rows_table(entries: Sequence[Mapping[str, Any]], layout: _Layout, repeated: bool,
-                width: int) -> Table:
+                width: int) -> Table | Group:
     headers, rows = _group_rows(entries, layout, repeated)
     widths = _widths(headers, rows)
+    if layout.stacked:
+        return _stacked_table(entries, headers, rows, widths)
     last = headers.index("failure mode")
     spare = width - (sum(widths) + layout.gap * (len(widths) - 1))
     table = Table(box=box.SIMPLE_HEAD, header_style="bold", show_edge=False, pad_edge=False,
@@ -240,32 +267,69 @@ def _rows_table(entries: Sequence[Mapping[str, Any]], layout: _Layout, repeated:
     return table
 
 
-def _groups(results: Mapping[str, Any]) -> list[tuple[str, list[Mapping[str, Any]]]]:
-    """The run's scenarios, in order, each with its experiments (its title empty when the
-    run holds one scenario only)."""
+def _stacked_table(entries: Sequence[Mapping[str, Any]], headers: list[str],
+                   rows: list[list[Text]], widths: list[int]) -> Group:
+    """Each experiment's row, then its failure mode (or bound) on a line of its own,
+    indented: no row is wider than the width, and no cell starts mid-line."""
+
+    def line(cells: Sequence[Text], style: str = "") -> Text:
+        out = Text(style=style)
+        for i, (cell, size) in enumerate(zip(cells, widths, strict=True)):
+            pad = " " * (size - cell.cell_len)
+            out.append_text(Text(pad) + cell if headers[i] in _RIGHT else cell + Text(pad))
+            if i < len(cells) - 1:
+                out.append(" ")
+        out.rstrip()
+        return out
+
+    lines = [line([Text(h) for h in headers], style="bold"),
+             Text("─" * (sum(widths) + len(widths) - 1))]
+    for entry, row in zip(entries, rows, strict=True):
+        lines.append(line(row))
+        lines.append(Text(" " * STACK_INDENT + _stacked_text(entry), style="dim"))
+    return Group(*lines)
+
+
+def _groups(results: Mapping[str, Any]) -> list[tuple[str, str, list[Mapping[str, Any]]]]:
+    """The run's scenarios, in order, each with its experiments, split by interpreter
+    where the run names interpreters: (the scenario's title when the run holds several,
+    the interpreter when the run names them, the experiments); a one-scenario run under
+    one interpreter is one group with neither."""
     entries = [e for e in results.get("experiments") or () if isinstance(e, Mapping)]
     by_id = {str(e.get("id")): e for e in entries}
     scenarios = list(results.get("scenarios") or ())
     if len(scenarios) <= 1:
-        return [("", entries)]
-    return [(str(s.get("title") or s.get("name")), [by_id[i] for i in s.get("ids") or ()
-                                                    if i in by_id]) for s in scenarios]
+        parts = [("", entries)]
+    else:
+        parts = [(str(s.get("title") or s.get("name")),
+                  [by_id[i] for i in s.get("ids") or () if i in by_id]) for s in scenarios]
+    groups: list[tuple[str, str, list[Mapping[str, Any]]]] = []
+    for title, group in parts:
+        by_interpreter: dict[str, list[Mapping[str, Any]]] = {}
+        for entry in group:
+            by_interpreter.setdefault(str(_names(entry).get("interpreter") or ""),
+                                      []).append(entry)
+        for interpreter, members in by_interpreter.items():
+            groups.append((title, interpreter, members))
+    return groups
 
 
 def _rows(results: Mapping[str, Any], title: str | None, width: int) -> list[RenderableType]:
     groups = _groups(results)
-    entries = [e for _, group in groups for e in group]
+    entries = [e for _, _, group in groups for e in group]
     repeated = any(e.get("repeats") for e in entries)
-    lists = [group for _, group in groups if group]
+    lists = [group for _, _, group in groups if group]
     layout = next((lay for lay in _LAYOUTS if _fits(lists, lay, repeated, width)), _LAYOUTS[-1])
     parts: list[RenderableType] = []
     if title:
         parts.append(Text(title, style="bold"))
-    for heading, group in groups:
+    for heading, interpreter, group in groups:
         if not group:
             continue
         if heading:
             parts.append(Text(heading, style="bold underline"))
+        if interpreter:
+            parts.append(Text(f"served by {interpreter}", style="bold"))
         parts.append(_rows_table(group, layout, repeated, width))
         parts.append(Text(""))
     caption = _caption(entries)
