@@ -236,14 +236,15 @@ def _cell_without_load(cell: Cell, cell_dir: Path) -> dict:
     return {"valid": "yes", "anomalies": 0}
 
 
-def _run_demo_signalled(tmp_path: Path, launchers: object):  # type: ignore[no-untyped-def]
+def _run_demo_signalled(tmp_path: Path, launchers: object,  # type: ignore[no-untyped-def]
+                        interpreters: bool = False):
     """One cell without load through run_demo, with racelab's signal handling installed."""
     previous = {s: signal.getsignal(s) for s in interrupts.SIGNALS}
     interrupts.install()
     try:
         return run_demo([Cell(store="lock", mode="threaded")], tmp_path / "run",
                         Connections(), preset="test", budget_s=None, nominal_budget_s=1,
-                        cell_runner=_cell_without_load, interpreters=False,
+                        cell_runner=_cell_without_load, interpreters=interpreters,
                         launchers=launchers)  # type: ignore[arg-type]
     except KeyboardInterrupt as exc:  # would end the whole test session
         pytest.fail(f"the signal escaped run_demo: {exc!r}")
@@ -289,3 +290,32 @@ def test_a_signal_while_the_report_is_written_marks_it_partial(
     assert results["run"]["partial"] is True
     assert "after the last cell" in results["run"]["partial_reason"], results["run"]
     assert "partial" in (tmp_path / "run" / "report.html").read_text().lower()
+
+
+def test_a_signal_as_the_count_after_the_cells_ends_still_leaves_the_report(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A demo that races the interpreter table after its cells stops counting signals
+    there, so that the table can be interrupted: a SIGTERM that lands just as the handlers
+    are put back is an interrupt after the last cell, with results.json and the report."""
+    real = interrupts.deferred
+    made: list[object] = []
+
+    @contextlib.contextmanager
+    def signalled_at_first_exit():  # type: ignore[no-untyped-def]
+        with real() as stops:
+            made.append(stops)
+            first = len(made) == 1
+            yield stops
+        if first:  # the handlers are back: the signal raises
+            os.kill(os.getpid(), signal.SIGTERM)
+            time.sleep(0.05)
+
+    monkeypatch.setattr(interrupts, "deferred", signalled_at_first_exit)
+    result = _run_demo_signalled(tmp_path, contextlib.nullcontext(), interpreters=True)
+    assert result.outcome.interrupted
+    results = json.loads((tmp_path / "run" / "results.json").read_text())
+    assert results["run"]["partial"] is True
+    assert "SIGTERM" in results["run"]["partial_reason"], results["run"]
+    assert "after the last cell" in results["run"]["partial_reason"], results["run"]
+    assert not results.get("interpreters")
+    assert (tmp_path / "run" / "report.html").is_file()

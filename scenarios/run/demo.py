@@ -219,47 +219,52 @@ def run_demo(
     checked: dict[Path, dict[str, Any]] = {}  # each cell's results entry, checked once
     # From the end of the last cell until results.json is written, a signal is counted,
     # not raised: closing the zygotes and gathering the cells must not be cut short.
-    with contextlib.ExitStack() as after_cells:
-        with contextlib.ExitStack() as stack:
-            if launchers is not None:
-                stack.enter_context(launchers)  # closed here, whoever runs the cells
-            base_runner = cell_runner
-            if base_runner is None:
-                # Zygotes for the whole matrix: each cell's Locust process and server are
-                # forked from a process that imported Locust (or gunicorn and Flask) once.
-                running = stack.enter_context(launchers or start_launchers(kept))
-                # While the zygotes import Locust and every server family, this process
-                # imports the report's modules; the first swarm waits for all of them.
-                warm_up = threading.Thread(target=_import_report_modules, daemon=True)
-                warm_up.start()
-
-                def before_swarm() -> None:
-                    running.servers.wait_ready()
-                    warm_up.join()
-
-                base_runner = make_cell_runner(connections, zygote=running.locust,
-                                               server_zygotes=running.servers,
-                                               before_swarm=before_swarm)
-
-            def run_cell(cell: Cell, cell_dir: Path) -> dict[str, Any]:
-                found = base_runner(cell, cell_dir)
-                if "entry" in found:
-                    checked[cell_dir] = found["entry"]
-                return found
-
-            outcome = run_matrix(kept, run_dir, run_cell, progress, skipped, meta,
-                                 after=after_cells)
-        # The zygotes are closed; the signals still only counted.
-        results = _gather(run_dir, outcome, checked, meta, skipped, preset)
-    late = bool(outcome.after_cells and outcome.after_cells.received)
-    cells_done = time.time()
-    # From the end of the interpreter table on, a signal stops nothing half way:
-    # results.json is written once and the report rendered from it; the command then
-    # exits as the signal asks.
+    # Only the interpreter table, raced after the cells, may still be interrupted; the
+    # report then says it is missing.
     writing = contextlib.ExitStack()
-    racing = False
+    results: dict[str, Any] | None = None
+    late = racing = False
+    stops: interrupts.Deferred | None = None
     try:
-        if interpreters and not outcome.interrupted and not late:
+        with contextlib.ExitStack() as after_cells:
+            with contextlib.ExitStack() as stack:
+                if launchers is not None:
+                    stack.enter_context(launchers)  # closed here, whoever runs the cells
+                base_runner = cell_runner
+                if base_runner is None:
+                    # Zygotes for the whole matrix: each cell's Locust process and server are
+                    # forked from a process that imported Locust (or gunicorn and Flask) once.
+                    running = stack.enter_context(launchers or start_launchers(kept))
+                    # While the zygotes import Locust and every server family, this process
+                    # imports the report's modules; the first swarm waits for all of them.
+                    warm_up = threading.Thread(target=_import_report_modules, daemon=True)
+                    warm_up.start()
+
+                    def before_swarm() -> None:
+                        running.servers.wait_ready()
+                        warm_up.join()
+
+                    base_runner = make_cell_runner(connections, zygote=running.locust,
+                                                   server_zygotes=running.servers,
+                                                   before_swarm=before_swarm)
+
+                def run_cell(cell: Cell, cell_dir: Path) -> dict[str, Any]:
+                    found = base_runner(cell, cell_dir)
+                    if "entry" in found:
+                        checked[cell_dir] = found["entry"]
+                    return found
+
+                outcome = run_matrix(kept, run_dir, run_cell, progress, skipped, meta,
+                                     after=after_cells)
+            # The zygotes are closed; the signals still only counted.
+            results = _gather(run_dir, outcome, checked, meta, skipped, preset)
+            late = bool(outcome.after_cells and outcome.after_cells.received)
+            cells_done = time.time()
+            race_table = interpreters and not outcome.interrupted and not late
+            if not race_table:  # the same count goes on until the results are written
+                writing = after_cells.pop_all()
+                stops = outcome.after_cells
+        if race_table:
             racing = True
             from scenarios.run.interpreters import find_interpreters, run_interpreters
 
@@ -269,8 +274,10 @@ def run_demo(
                                           jobs=min(2, os.cpu_count() or 1))
             ]
             racing = False
-        stops = writing.enter_context(interrupts.deferred())
+            stops = writing.enter_context(interrupts.deferred())
     except KeyboardInterrupt:  # every cell is done: keep them, say what is missing
+        if results is None:  # before the cells' results were gathered: nothing to keep
+            raise
         outcome.interrupted = True
         missing = ("while racing the original code under each interpreter; every cell "
                    "finished, the interpreter table is missing") if racing else (
@@ -278,6 +285,9 @@ def run_demo(
         results["run"].update(partial=True, partial_reason=(
             f"interrupted ({_signal_name()}) {missing}"))
         stops = writing.enter_context(interrupts.deferred())  # a later signal raises nothing
+    if stops is None:  # no count was kept after the cells (a test's runner): keep one now
+        stops = writing.enter_context(interrupts.deferred())
+    assert results is not None
     load_s = sum(float(e.get("span_s") or 0) for e in results["experiments"])
     with writing:
         results["run"]["timing"] = {"load_s": round(load_s, 3),
