@@ -299,8 +299,9 @@ class _Redis(UpdateForms):
         return bool(self.db.call(lambda r: self._script(keys=keys, args=[amount], client=r)))
 
     def _move(self, r: Any, src: int, dst: int, amount: int,
-              before_write: Any = None) -> bool:
-        """Read both balances, check, write both (after ``before_write``: MULTI)."""
+              before_write: Any = None, writer: Any = None) -> bool:
+        """Read both balances, check, write both (after ``before_write``: MULTI) through
+        ``writer`` (a transaction's pipeline), or ``r``."""
         ks, kd = self.keys[src], self.keys[dst]
         src_balance, dst_balance = int(r.get(ks) or 0), int(r.get(kd) or 0)
         if src_balance < amount:
@@ -308,8 +309,9 @@ class _Redis(UpdateForms):
         self.wait()
         if before_write is not None:
             before_write()
-        r.set(ks, src_balance - amount)
-        r.set(kd, dst_balance + amount)
+        writer = r if writer is None else writer
+        writer.set(ks, src_balance - amount)
+        writer.set(kd, dst_balance + amount)
         return True
 
     def transfer_read_write(self, src: int, dst: int, amount: int) -> bool:
@@ -320,8 +322,14 @@ class _Redis(UpdateForms):
 
         def locked(r: Any) -> bool:
             with self.locked_by_redis(r, f"{self.keys[first]}:lock", self.db.url), \
-                    self.locked_by_redis(r, f"{self.keys[second]}:lock", self.db.url):
-                return self._move(r, src, dst, amount)
+                    self.locked_by_redis(r, f"{self.keys[second]}:lock", self.db.url), \
+                    r.pipeline(transaction=True) as both:
+                # The locks keep other transfers out; MULTI/EXEC keeps a reader (MGET,
+                # which takes no lock) from seeing one balance written and not the other.
+                moved = self._move(r, src, dst, amount, writer=both)
+                if moved:
+                    both.execute()
+                return moved
 
         return bool(self.db.call(locked))
 
@@ -516,7 +524,8 @@ _UPDATE_SENTENCES = {
     "redis:read-write": "The redis store GETs both balances and SETs both back: a transfer "
                         "that overlaps another overwrites its balance.",
     "redis:locked": "The redis store takes redis-py's lock on both accounts (in id order) "
-                    "around its GETs and SETs.",
+                    "around its GETs and SETs, the two SETs in one MULTI/EXEC so that a "
+                    "reader, who takes no lock, never sees half a transfer.",
     "redis:optimistic": "The redis store WATCHes both balances and writes them in MULTI/EXEC: "
                         "if another client wrote one in between, the transfer is dropped and "
                         "tried again.",

@@ -162,3 +162,32 @@ def test_wrong_read_witness_reads_plainly() -> None:
     assert verdict.witnesses[0].sentence == (
         "request 7 read a total of 950 from process 41 while transfers ran; the accounts "
         "started with 1,000: 50 missing")
+
+
+def test_a_locked_redis_transfer_is_never_seen_half_done(scenario_app: Any,
+                                                          monkeypatch: pytest.MonkeyPatch) -> None:
+    """Redis's locked transfer holds both accounts' locks, which keep transfers out but not
+    a reader (MGET takes no lock): right after each command it sends, a reader still finds
+    the whole starting total, because both balances are written in one MULTI/EXEC."""
+    redis = pytest.importorskip("redis")
+    from scenarios import bank
+
+    _, config = scenario_app("bank", "redis", update="locked")
+    store = bank._Redis(config)
+    move = store.update_form(config, "transfer")
+    reader = redis.Redis.from_url(config.redis_url)
+    totals: list[int] = []
+    sent = redis.Redis.execute_command
+
+    def then_read(self: Any, *args: Any, **options: Any) -> Any:
+        result = sent(self, *args, **options)
+        if self is not reader and args and args[0] == "SET":
+            totals.append(sum(int(v or 0) for v in reader.mget(store.keys)))
+        return result
+
+    monkeypatch.setattr(redis.Redis, "execute_command", then_read)
+    moved = sum(bool(move(src, 1 - src, 7)) for src in (0, 1) * 10)
+    assert moved == 20 and totals, totals  # the locks' SETs were seen
+    assert set(totals) == {TOTAL}, totals
+    assert sum(store.read()) == TOTAL
+    reader.close()
