@@ -35,6 +35,22 @@ def _locusts(pid: int) -> list[psutil.Process]:
     return found
 
 
+def _victims(pid: int, processes: int) -> list[psutil.Process]:
+    """The Locust workers of racelab ``pid`` (the master's children), or its one Locust."""
+    locusts = _locusts(pid)
+    if processes == 1:
+        return locusts if len(locusts) == 1 else []
+    pids = {q.pid for q in locusts}
+    workers = []
+    for proc in locusts:
+        try:
+            if proc.ppid() in pids:
+                workers.append(proc)
+        except psutil.NoSuchProcess:
+            continue
+    return workers
+
+
 def kill_a_load_generator(tmp_path: Path, run: Path, processes: int, *, after_rows: int = 800,
                           args: tuple[str, ...] = (), wait: float = 60.0,
                           ) -> tuple[int, str, int, list[psutil.Process]]:
@@ -51,15 +67,16 @@ def kill_a_load_generator(tmp_path: Path, run: Path, processes: int, *, after_ro
     seen: dict[int, psutil.Process] = {}
     try:
         deadline = time.monotonic() + 60
-        while _rows_so_far(run) < after_rows and time.monotonic() < deadline:
+        victim = None
+        # The rows are read once this run's Locust is seen: a reused directory still holds
+        # the previous run's progress until --overwrite empties it.
+        while victim is None and time.monotonic() < deadline:
             seen.update({p.pid: p for p in descendants(proc.pid)})
+            candidates = _victims(proc.pid, processes)
+            if candidates and _rows_so_far(run) >= after_rows:
+                victim = candidates[0]
             time.sleep(0.02)
-        assert _rows_so_far(run) >= after_rows, "the swarm never got going"
-        locusts = _locusts(proc.pid)
-        if processes > 1:  # the workers are the master's children
-            victim = next(p for p in locusts if p.ppid() in {q.pid for q in locusts})
-        else:
-            (victim,) = locusts
+        assert victim is not None, "the swarm never got going"
         seen.update({p.pid: p for p in descendants(proc.pid)})
         before = _rows_so_far(run)
         victim.kill()
