@@ -631,7 +631,7 @@ def reuse_refused(ctx: Context) -> str:
     return refused(out, run, before, "not empty")
 
 
-@attempt(1, "the issue's command: lock run into a used --out, SIGINT at 0.35 s")
+@attempt(1, "the reported command: lock run into a used --out, SIGINT at 0.35 s")
 def reuse_sigint_035(ctx: Context) -> str:
     cwd = ctx.fresh("reuse-035")
     run, before = reused(ctx, cwd)
@@ -1009,7 +1009,7 @@ def restarted_store(ctx: Context, name: str, head: list[str], tail_args: list[st
     return f"exit 2, unknown: {reason[:100]}"
 
 
-@attempt(5, "the issue's command: manager store, stop-store@1s+1s, 6000 requests")
+@attempt(5, "the reported command: manager store, stop-store@1s+1s, 6000 requests")
 def manager_restart(ctx: Context) -> str:
     return restarted_store(ctx, "manager-restart", ["swarm", "--store", "manager"],
                            ["--requests", "6000"])
