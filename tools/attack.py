@@ -856,63 +856,33 @@ def serve_signalled(ctx: Context, name: str, mode: str, store: str, signum: int,
     return f"exit {out.rc}"
 
 
-@attempt(3, "serve threaded, SIGINT: 130")
-def serve_threaded_int(ctx: Context) -> str:
-    return serve_signalled(ctx, "serve-int", "threaded", "global", signal.SIGINT)
-
-
-@attempt(3, "serve threaded, SIGTERM: 143")
-def serve_threaded_term(ctx: Context) -> str:
-    return serve_signalled(ctx, "serve-term", "threaded", "global", signal.SIGTERM)
-
-
-@attempt(3, "serve threaded, SIGHUP: 129")
-def serve_threaded_hup(ctx: Context) -> str:
-    return serve_signalled(ctx, "serve-hup", "threaded", "global", signal.SIGHUP)
-
-
-@attempt(3, "serve gunicorn-sync, SIGINT: 130")
-def serve_gunicorn_int(ctx: Context) -> str:
-    return serve_signalled(ctx, "serve-g-int", "gunicorn-sync", "global", signal.SIGINT)
-
-
-@attempt(3, "serve gunicorn-sync, SIGTERM: 143")
-def serve_gunicorn_term(ctx: Context) -> str:
-    return serve_signalled(ctx, "serve-g-term", "gunicorn-sync", "global", signal.SIGTERM)
-
-
-@attempt(3, "serve gunicorn-sync, SIGHUP: 129")
-def serve_gunicorn_hup(ctx: Context) -> str:
-    return serve_signalled(ctx, "serve-g-hup", "gunicorn-sync", "global", signal.SIGHUP)
-
-
-@attempt(3, "serve gunicorn-sync on the manager store, SIGTERM: 143")
-def serve_manager_term(ctx: Context) -> str:
-    return serve_signalled(ctx, "serve-m-term", "gunicorn-sync", "manager", signal.SIGTERM)
-
-
-@attempt(3, "serve threaded, SIGTERM while it starts: 143")
-def serve_starting_term(ctx: Context) -> str:
-    return serve_signalled(ctx, "serve-start-term", "threaded", "global", signal.SIGTERM,
-                           ready=False)
-
-
-@attempt(3, "serve threaded, Ctrl-C (SIGINT to its process group): 130")
-def serve_group_int(ctx: Context) -> str:
-    return serve_signalled(ctx, "serve-pg-int", "threaded", "global", signal.SIGINT,
-                           group=True)
-
-
-@attempt(3, "serve gunicorn-sync, Ctrl-C (SIGINT to its process group): 130")
-def serve_group_gunicorn_int(ctx: Context) -> str:
-    return serve_signalled(ctx, "serve-pg-g-int", "gunicorn-sync", "global", signal.SIGINT,
-                           group=True)
-
-
-@attempt(3, "serve gunicorn-sync, hangup (SIGHUP to its process group): 129")
-def serve_group_hup(ctx: Context) -> str:
-    return serve_signalled(ctx, "serve-pg-hup", "gunicorn-sync", "global", signal.SIGHUP,
-                           group=True)
+#: Each try: its name; then serve_signalled's name, mode, store, signal, ready and group.
+_SERVE_TRIES: list[tuple[str, str, str, str, signal.Signals, bool, bool]] = [
+    ("serve threaded, SIGINT: 130",
+     "serve-int", "threaded", "global", signal.SIGINT, True, False),
+    ("serve threaded, SIGTERM: 143",
+     "serve-term", "threaded", "global", signal.SIGTERM, True, False),
+    ("serve threaded, SIGHUP: 129",
+     "serve-hup", "threaded", "global", signal.SIGHUP, True, False),
+    ("serve gunicorn-sync, SIGINT: 130",
+     "serve-g-int", "gunicorn-sync", "global", signal.SIGINT, True, False),
+    ("serve gunicorn-sync, SIGTERM: 143",
+     "serve-g-term", "gunicorn-sync", "global", signal.SIGTERM, True, False),
+    ("serve gunicorn-sync, SIGHUP: 129",
+     "serve-g-hup", "gunicorn-sync", "global", signal.SIGHUP, True, False),
+    ("serve gunicorn-sync on the manager store, SIGTERM: 143",
+     "serve-m-term", "gunicorn-sync", "manager", signal.SIGTERM, True, False),
+    ("serve threaded, SIGTERM while it starts: 143",
+     "serve-start-term", "threaded", "global", signal.SIGTERM, False, False),
+    ("serve threaded, Ctrl-C (SIGINT to its process group): 130",
+     "serve-pg-int", "threaded", "global", signal.SIGINT, True, True),
+    ("serve gunicorn-sync, Ctrl-C (SIGINT to its process group): 130",
+     "serve-pg-g-int", "gunicorn-sync", "global", signal.SIGINT, True, True),
+    ("serve gunicorn-sync, hangup (SIGHUP to its process group): 129",
+     "serve-pg-hup", "gunicorn-sync", "global", signal.SIGHUP, True, True),
+]
+for _name, *_how in _SERVE_TRIES:
+    attempt(3, _name)(lambda ctx, how=tuple(_how): serve_signalled(ctx, *how))
 
 
 # 4. A load generator that dies ------------------------------------------------------------
